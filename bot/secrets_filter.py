@@ -1,0 +1,100 @@
+"""Keep the bot token, API keys and passwords out of log output.
+
+aiogram and aiohttp log request URLs, and Telegram puts the bot token in the URL path
+(``https://api.telegram.org/bot<token>/getMe``); exceptions raised by HTTP clients often repeat the URL. The filter
+renders each record's message (``msg % args``), replaces every configured secret and anything shaped like a Telegram
+bot token with ``***``, and does the same for the formatted traceback and stack info.
+
+Where it is attached (`install_redaction`), and why:
+
+* on every handler of the root logger (and on `logging.lastResort`, which prints when no handler is configured).
+  A filter on a *logger* only sees records logged through that exact logger, not through its children
+  ("aiogram.event", "aiohttp.access", ...), whereas a filter on a *handler* sees every record the handler emits,
+  whatever logger it came from. This is the part that does the real work. Call `install_redaction` after logging
+  has been configured: handlers added later do not get the filter.
+* on the loggers "aiogram", "aiohttp", "openai", "httpx", "mautrix" themselves and on any handlers they have of their
+  own (covers libraries configured with ``propagate=False`` and their own handler). This is belt and braces.
+
+Calling `install_redaction` again replaces the previously installed filters (no duplicates).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from collections.abc import Iterable
+from urllib.parse import quote
+
+__all__ = ["RedactSecretsFilter", "install_redaction", "REDACTED", "BOT_TOKEN_RE", "LIBRARY_LOGGERS"]
+
+REDACTED = "***"
+BOT_TOKEN_RE = r"\d{6,12}:[A-Za-z0-9_-]{30,}"
+LIBRARY_LOGGERS = ("aiogram", "aiohttp", "openai", "httpx", "mautrix")
+
+
+class RedactSecretsFilter(logging.Filter):
+    """A logging filter that rewrites records so that they contain no secret; it never drops a record.
+
+    `secrets`: bot token, API keys, passwords, ... Empty, None and values shorter than `min_length` are ignored (a
+    three-letter "secret" would redact ordinary words). The URL-encoded form of each secret is redacted too.
+    """
+
+    def __init__(self, secrets: Iterable[str | None], min_length: int = 6) -> None:
+        super().__init__()
+        values: set[str] = set()
+        for s in secrets:
+            if not s:
+                continue
+            s = str(s).strip()
+            if len(s) < min_length:
+                continue
+            values.add(s)
+            values.add(quote(s, safe=""))
+        # Longest first, so that a secret containing another one is replaced as a whole.
+        alternatives = [re.escape(s) for s in sorted(values, key=len, reverse=True)]
+        alternatives.append(BOT_TOKEN_RE)
+        self._pattern = re.compile("|".join(alternatives))
+        self.secret_count = len(values)
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep the pieces, redacted, rather than leak them in the error
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg = self.redact(message)
+        record.args = None
+
+        if record.exc_info and record.exc_info != (None, None, None) and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+            # Drop the live exception so no handler (e.g. a rich traceback renderer) formats it again unredacted;
+            # logging.Formatter appends record.exc_text on its own.
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+def install_redaction(secrets: list[str]) -> None:
+    """Attach one `RedactSecretsFilter` for `secrets` where records are emitted (see the module docstring)."""
+    flt = RedactSecretsFilter(secrets)
+    root = logging.getLogger()
+    targets: list[logging.Filterer] = list(root.handlers)
+    if logging.lastResort is not None:
+        targets.append(logging.lastResort)
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        targets.append(logger)
+        targets.extend(logger.handlers)
+    seen: set[int] = set()
+    for target in targets:
+        if id(target) in seen:
+            continue
+        seen.add(id(target))
+        for old in [f for f in target.filters if isinstance(f, RedactSecretsFilter)]:
+            target.removeFilter(old)
+        target.addFilter(flt)

@@ -1,0 +1,210 @@
+"""Tests for bot.secrets_filter with real logging handlers writing to StringIO."""
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from aiogram.client.telegram import PRODUCTION
+
+from bot.secrets_filter import LIBRARY_LOGGERS, RedactSecretsFilter, install_redaction
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"  # shape of a Telegram bot token, not a real one
+API_KEY = "sk-test-0123456789abcdefghijklmnop"
+PASSWORD = "p@ss word/42!"
+
+
+@pytest.fixture
+def capture():
+    """A logger with a StreamHandler (plain formatter) on StringIO; yields (logger, handler, stream)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("faqbot.test.secrets")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(handler)
+    yield logger, handler, stream
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def _with_filter(capture, secrets=(TOKEN, API_KEY, PASSWORD)):
+    logger, handler, stream = capture
+    handler.addFilter(RedactSecretsFilter(list(secrets)))
+    return logger, stream
+
+
+def test_secret_in_message(capture):
+    logger, stream = _with_filter(capture)
+    logger.info(f"starting with token {TOKEN} and key {API_KEY}")
+    out = stream.getvalue()
+    assert TOKEN not in out and API_KEY not in out
+    assert "starting with token *** and key ***" in out
+
+
+def test_secret_in_args(capture):
+    logger, stream = _with_filter(capture)
+    logger.info("token=%s key=%r n=%d", TOKEN, API_KEY, 3)
+    logger.info("mapping %(pw)s", {"pw": PASSWORD})
+    out = stream.getvalue()
+    assert TOKEN not in out and API_KEY not in out and PASSWORD not in out
+    assert "token=*** key='***' n=3" in out
+    assert "mapping ***" in out
+
+
+def test_url_encoded_secret(capture):
+    logger, stream = _with_filter(capture)
+    logger.info("POST https://db.example/login?password=p%40ss%20word%2F42%21&x=1")
+    out = stream.getvalue()
+    assert "p%40ss" not in out
+    assert "password=***&x=1" in out
+
+
+def test_aiogram_style_url(capture):
+    logger, stream = _with_filter(capture)
+    url = PRODUCTION.api_url(token=TOKEN, method="getMe")  # how aiogram itself builds the request URL
+    assert TOKEN in url
+    logger.debug("Request: %s", url)
+    out = stream.getvalue()
+    assert TOKEN not in out
+    assert "https://api.telegram.org/bot***/getMe" in out
+
+
+def test_unknown_bot_token_shape_is_redacted_too(capture):
+    # a token that was not configured (e.g. another bot's) is still caught by the pattern
+    logger, stream = _with_filter(capture, secrets=[])
+    other = "987654:" + "Zz9_-" * 7
+    logger.warning("https://api.telegram.org/bot%s/getUpdates failed", other)
+    out = stream.getvalue()
+    assert other not in out
+    assert "bot***/getUpdates failed" in out
+
+
+def test_secret_in_exception(capture):
+    logger, stream = _with_filter(capture)
+    try:
+        raise RuntimeError(f"Cannot connect to https://api.telegram.org/bot{TOKEN}/getMe (key {API_KEY})")
+    except RuntimeError:
+        logger.exception("request failed")
+    out = stream.getvalue()
+    assert TOKEN not in out and API_KEY not in out
+    assert "request failed" in out
+    assert "Traceback (most recent call last)" in out
+    assert "RuntimeError: Cannot connect to https://api.telegram.org/bot***/getMe (key ***)" in out
+
+
+def test_exception_chain_and_stack_info(capture):
+    logger, stream = _with_filter(capture)
+    try:
+        try:
+            raise KeyError(PASSWORD)
+        except KeyError as exc:
+            raise ValueError("wrapped") from exc
+    except ValueError:
+        logger.error("chained", exc_info=True, stack_info=True)
+    out = stream.getvalue()
+    assert PASSWORD not in out
+    assert "KeyError: '***'" in out
+    assert "ValueError: wrapped" in out
+    assert "Stack (most recent call last)" in out
+
+
+def test_rich_handler_does_not_rerender_the_live_exception():
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    stream = io.StringIO()
+    handler = RichHandler(console=Console(file=stream, width=200), rich_tracebacks=True, tracebacks_show_locals=True)
+    handler.addFilter(RedactSecretsFilter([TOKEN]))
+    logger = logging.getLogger("faqbot.test.secrets.rich")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        token_in_a_local = TOKEN  # noqa: F841 - would be shown by show_locals
+        raise RuntimeError(f"bad token {TOKEN}")
+    except RuntimeError:
+        logger.exception("boom")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    out = stream.getvalue()
+    assert "boom" in out and "RuntimeError" in out
+    assert TOKEN not in out
+    assert "***" in out
+
+
+def test_short_and_empty_secrets_are_ignored(capture):
+    logger, stream = _with_filter(capture, secrets=["", None, "abc", "   ", API_KEY])
+    logger.info("abc and the key %s", API_KEY)
+    assert "abc and the key ***" in stream.getvalue()
+
+
+def test_longer_secret_containing_a_shorter_one_is_replaced_whole(capture):
+    logger, stream = _with_filter(capture, secrets=["secret-value", "secret-value-extended"])
+    logger.info("x secret-value-extended y")
+    assert "x *** y" in stream.getvalue()
+
+
+def test_filter_never_drops_records(capture):
+    logger, stream = _with_filter(capture)
+    for i in range(3):
+        logger.info("line %d", i)
+    assert stream.getvalue().count("line ") == 3
+
+
+def test_broken_format_string_does_not_leak(capture):
+    logger, stream = _with_filter(capture)
+    logger.info("two placeholders %s %s", TOKEN)  # one argument missing
+    out = stream.getvalue()
+    assert TOKEN not in out
+    assert "two placeholders" in out
+
+
+@pytest.fixture
+def root_capture():
+    """A StringIO handler on the root logger; removes it and every installed filter afterwards."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)
+    targets = [*root.handlers, logging.lastResort]
+    for name in LIBRARY_LOGGERS:
+        targets.append(logging.getLogger(name))
+        targets.extend(logging.getLogger(name).handlers)
+    for target in targets:
+        if target is None:
+            continue
+        for f in [f for f in target.filters if isinstance(f, RedactSecretsFilter)]:
+            target.removeFilter(f)
+
+
+def test_install_redaction_covers_child_loggers(root_capture):
+    install_redaction([TOKEN, API_KEY])
+    # aiogram logs through child loggers ("aiogram.event", ...): a filter on "aiogram" alone would not see them
+    logging.getLogger("aiogram.event").warning("Request %s", PRODUCTION.api_url(token=TOKEN, method="getMe"))
+    logging.getLogger("httpx").warning("HTTP Request: POST https://llm.example/v1 api_key=%s", API_KEY)
+    logging.getLogger("faqbot.core").warning("our own code: %s", TOKEN)
+    out = root_capture.getvalue()
+    assert TOKEN not in out and API_KEY not in out
+    assert "aiogram.event Request https://api.telegram.org/bot***/getMe" in out
+    assert "api_key=***" in out
+    assert "our own code: ***" in out
+
+
+def test_install_redaction_attaches_to_library_loggers_and_is_not_duplicated(root_capture):
+    install_redaction([TOKEN])
+    install_redaction([TOKEN, API_KEY])  # second call replaces the first filter
+    for name in LIBRARY_LOGGERS:
+        filters = [f for f in logging.getLogger(name).filters if isinstance(f, RedactSecretsFilter)]
+        assert len(filters) == 1
+    root_filters = [
+        f for h in logging.getLogger().handlers for f in h.filters if isinstance(f, RedactSecretsFilter)
+    ]
+    assert root_filters and len(root_filters) == len(logging.getLogger().handlers)
+    logging.getLogger("mautrix.client").warning("key %s", API_KEY)
+    assert "key ***" in root_capture.getvalue()
