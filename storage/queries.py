@@ -1,0 +1,325 @@
+"""Read (and purge) helpers over the conversation log, for the review CLI.
+
+All functions take a ``sqlite3.Connection`` from ``storage.db.open_db_sync`` (``purge`` needs ``readonly=False``)
+and return plain dicts; JSON columns (``candidates``, ``context_ids``) come back as lists.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import sqlite3
+from typing import Any
+
+from storage.db import utc_iso
+
+FEEDBACK_FILTERS = ("up", "down", "none", "any")
+GAP_ROUTES = ("clarify", "none")
+
+# Latest feedback kind per turn (a user may change a thumbs-up to a thumbs-down; the last word counts).
+_LATEST_FEEDBACK = (
+    "(SELECT f.kind FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
+)
+_TURN_SELECT = f"""
+    SELECT t.rowid AS _rowid, t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route,
+           t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, t.llm_raw, t.guard, t.answer,
+           t.latency_ms, t.knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
+           {_LATEST_FEEDBACK} AS feedback
+    FROM turns t
+"""
+
+
+def _json_list(value: str | None) -> list[Any]:
+    if not value:
+        return []
+    try:
+        out = json.loads(value)
+    except ValueError:
+        return []
+    return out if isinstance(out, list) else []
+
+
+def _turn_dict(row: sqlite3.Row | tuple, cursor_description: Any) -> dict[str, Any]:
+    names = [d[0] for d in cursor_description]
+    d = dict(zip(names, tuple(row)))
+    d.pop("_rowid", None)
+    d["turn_id"] = d["id"]
+    d["candidates"] = _json_list(d.get("candidates"))
+    d["context_ids"] = _json_list(d.get("context_ids"))
+    return d
+
+
+def _fetch_turns(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, params)
+    return [_turn_dict(r, cur.description) for r in cur.fetchall()]
+
+
+def _since(since: _dt.datetime | str | None) -> str | None:
+    if since is None:
+        return None
+    if isinstance(since, str):  # already an ISO timestamp
+        return since
+    return utc_iso(since)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_turns(
+    conn: sqlite3.Connection,
+    *,
+    route: str | None = None,
+    since: _dt.datetime | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Most recent turns first, filtered by route, time, channel and latest feedback ('up'/'down'/'none'/'any')."""
+    where: list[str] = []
+    params: list[Any] = []
+    if route is not None:
+        where.append("t.route = ?")
+        params.append(str(route))
+    if since is not None:
+        where.append("t.ts >= ?")
+        params.append(_since(since))
+    if channel is not None:
+        where.append("t.channel = ?")
+        params.append(channel)
+    if feedback is not None:
+        if feedback not in FEEDBACK_FILTERS:
+            raise ValueError(f"feedback must be one of {FEEDBACK_FILTERS}")
+        if feedback == "any":
+            where.append("EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id)")
+        else:
+            where.append(f"{_LATEST_FEEDBACK} = ?")
+            params.append(feedback)
+    sql = _TURN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
+    params.append(int(limit))
+    return _fetch_turns(conn, sql, params)
+
+
+def get_turn(conn: sqlite3.Connection, turn_id_or_prefix: str) -> dict[str, Any] | None:
+    """One turn by full id or unique prefix, with its conversation, feedback and reviews; None if not found.
+
+    An ambiguous prefix raises ``ValueError`` naming the candidates.
+    """
+    key = (turn_id_or_prefix or "").strip()
+    if not key:
+        return None
+    rows = _fetch_turns(conn, _TURN_SELECT + " WHERE t.id = ?", [key])
+    if not rows:
+        rows = _fetch_turns(
+            conn, _TURN_SELECT + " WHERE t.id LIKE ? ESCAPE '\\' ORDER BY t.id LIMIT 6", [_like_escape(key) + "%"]
+        )
+        if len(rows) > 1:
+            ids = ", ".join(r["id"] for r in rows[:5])
+            raise ValueError(f"turn id prefix {key!r} is ambiguous: {ids}{' …' if len(rows) > 5 else ''}")
+    if not rows:
+        return None
+    turn = rows[0]
+    conv = conn.execute(
+        "SELECT channel, chat_id, chat_type, user_hash, started FROM conversations WHERE id = ?",
+        (turn["conversation_id"],),
+    ).fetchone()
+    turn["conversation"] = (
+        dict(zip(("channel", "chat_id", "chat_type", "user_hash", "started"), tuple(conv))) if conv else None
+    )
+    turn["feedback_events"] = [
+        {"kind": r[0], "ts": r[1]}
+        for r in conn.execute("SELECT kind, ts FROM feedback WHERE turn_id = ? ORDER BY id", (turn["id"],))
+    ]
+    turn["reviews"] = [
+        dict(zip(("id", "status", "label", "note", "reviewer", "ts"), tuple(r)))
+        for r in conn.execute(
+            "SELECT id, status, label, note, reviewer, ts FROM reviews WHERE turn_id = ? ORDER BY id", (turn["id"],)
+        )
+    ]
+    return turn
+
+
+def fts_phrase(text: str) -> str:
+    """An FTS5 query matching ``text`` literally (one quoted string; operators and quotes lose their meaning)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def search_turns(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Turns whose question, normalized question or answer contains ``text``; most recent first.
+
+    Uses the trigram FTS index for 3+ characters (any substring, e.g. '社保卡' in '电子社保卡怎么申领') and a LIKE
+    scan for 1–2 characters, which trigrams cannot index.
+    """
+    text = (text or "").strip()
+    if not text:
+        return []
+    if len(text) >= 3:
+        sql = (
+            _TURN_SELECT
+            + " JOIN turns_fts ON turns_fts.rowid = t.rowid WHERE turns_fts MATCH ?"
+            + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
+        )
+        return _fetch_turns(conn, sql, [fts_phrase(text), int(limit)])
+    pattern = "%" + _like_escape(text) + "%"
+    sql = (
+        _TURN_SELECT
+        + " WHERE t.question LIKE ?1 ESCAPE '\\' OR t.normalized LIKE ?1 ESCAPE '\\' OR t.answer LIKE ?1 ESCAPE '\\'"
+        + " ORDER BY t.ts DESC, t.id DESC LIMIT ?2"
+    )
+    return _fetch_turns(conn, sql, [pattern, int(limit)])
+
+
+def _percentile(conn: sqlite3.Connection, where: str, params: list[Any], n: int, q: float) -> float | None:
+    if n == 0:
+        return None
+    # Nearest-rank percentile, computed in SQL so a large log is not loaded into memory.
+    rank = max(1, math.ceil(q * n - 1e-9))
+    row = conn.execute(
+        f"SELECT latency_ms FROM turns t{where} {'AND' if where else 'WHERE'} latency_ms IS NOT NULL "
+        "ORDER BY latency_ms LIMIT 1 OFFSET ?",
+        [*params, min(rank, n) - 1],
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def stats(conn: sqlite3.Connection, since: _dt.datetime | None = None, *, top: int = 10) -> dict[str, Any]:
+    """Summary numbers over the turns since ``since`` (all turns when None).
+
+    Keys: total, by_route, by_channel, direct_rate (faq / total), thumbs_up, thumbs_down, none_of_these
+    (counted on each turn's latest feedback), guard_failures, errors, latency_p50_ms, latency_p95_ms,
+    top_entries (list of {faq_id, count}, turns answered directly from each entry, most first).
+    """
+    where, params = "", []
+    if since is not None:
+        where, params = " WHERE t.ts >= ?", [_since(since)]
+    total = conn.execute(f"SELECT count(*) FROM turns t{where}", params).fetchone()[0]
+    by_route = dict(
+        conn.execute(f"SELECT route, count(*) FROM turns t{where} GROUP BY route ORDER BY count(*) DESC", params)
+    )
+    by_channel = dict(
+        conn.execute(f"SELECT channel, count(*) FROM turns t{where} GROUP BY channel ORDER BY count(*) DESC", params)
+    )
+    fb = dict(
+        conn.execute(
+            f"SELECT kind, count(*) FROM (SELECT {_LATEST_FEEDBACK} AS kind FROM turns t{where}) "
+            "WHERE kind IS NOT NULL GROUP BY kind",
+            params,
+        )
+    )
+    and_ = " AND " if where else " WHERE "
+    guard_failures = conn.execute(
+        f"SELECT count(*) FROM turns t{where}{and_}t.guard LIKE 'fail%'", params
+    ).fetchone()[0]
+    errors = conn.execute(f"SELECT count(*) FROM turns t{where}{and_}t.error IS NOT NULL", params).fetchone()[0]
+    n_lat = conn.execute(
+        f"SELECT count(*) FROM turns t{where}{and_}t.latency_ms IS NOT NULL", params
+    ).fetchone()[0]
+    top_entries = [
+        {"faq_id": r[0], "count": r[1]}
+        for r in conn.execute(
+            f"SELECT faq_id, count(*) AS n FROM turns t{where}{and_}t.route = 'faq' AND t.faq_id IS NOT NULL "
+            "GROUP BY faq_id ORDER BY n DESC, faq_id LIMIT ?",
+            [*params, int(top)],
+        )
+    ]
+    return {
+        "total": total,
+        "by_route": by_route,
+        "by_channel": by_channel,
+        "direct_rate": (by_route.get("faq", 0) / total) if total else 0.0,
+        "thumbs_up": fb.get("up", 0),
+        "thumbs_down": fb.get("down", 0),
+        "none_of_these": fb.get("none", 0),
+        "guard_failures": guard_failures,
+        "errors": errors,
+        "latency_p50_ms": _percentile(conn, where, params, n_lat, 0.50),
+        "latency_p95_ms": _percentile(conn, where, params, n_lat, 0.95),
+        "top_entries": top_entries,
+    }
+
+
+def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, thumbs-down, or
+    'none of these'. Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
+    guard, feedback (latest kind or None) and reasons (why the turn is listed)."""
+    where = [
+        "(t.route IN ('clarify', 'none') OR t.guard LIKE 'fail%' OR "
+        "EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.kind IN ('down', 'none')))"
+    ]
+    params: list[Any] = []
+    if since is not None:
+        where.append("t.ts >= ?")
+        params.append(_since(since))
+    sql = (
+        "SELECT t.id, t.ts, t.question, t.normalized, t.route, t.faq_id, t.candidates, t.guard, "
+        f"{_LATEST_FEEDBACK} AS feedback, "
+        "EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.kind = 'down') AS any_down, "
+        "EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.kind = 'none') AS any_none "
+        "FROM turns t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.id"
+    )
+    out = []
+    for r in conn.execute(sql, params):
+        tid, ts, question, normalized, route, faq_id, candidates, guard, feedback, any_down, any_none = tuple(r)
+        reasons = []
+        if route in GAP_ROUTES:
+            reasons.append(f"route:{route}")
+        if guard and guard.startswith("fail"):
+            reasons.append("guard-fail")
+        if any_down:
+            reasons.append("thumbs-down")
+        if any_none:
+            reasons.append("none-of-these")
+        out.append(
+            {
+                "turn_id": tid,
+                "ts": ts,
+                "question": question,
+                "normalized": normalized,
+                "route": route,
+                "faq_id": faq_id,
+                "candidates": _json_list(candidates),
+                "guard": guard,
+                "feedback": feedback,
+                "reasons": reasons,
+            }
+        )
+    return out
+
+
+def purge(conn: sqlite3.Connection, older_than: _dt.timedelta) -> int:
+    """Delete turns older than ``older_than`` (with their feedback and reviews) and conversations left without
+    turns; VACUUM, check the search index against the table (rebuilding it if VACUUM renumbered rows) and
+    truncate the WAL, so the file shrinks. Returns the number of turns deleted.
+
+    Needs a writable connection (``open_db_sync(path, readonly=False)``) outside a transaction.
+    """
+    if older_than.total_seconds() < 0:
+        raise ValueError("older_than must not be negative")
+    cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older_than)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = "SELECT id FROM turns WHERE ts < ?"
+        # Explicit deletes: correct even on a connection opened without foreign_keys=ON.
+        conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({old})", (cutoff,))
+        conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({old})", (cutoff,))
+        deleted = conn.execute("DELETE FROM turns WHERE ts < ?", (cutoff,)).rowcount
+        conn.execute(
+            "DELETE FROM conversations WHERE NOT EXISTS "
+            "(SELECT 1 FROM turns WHERE turns.conversation_id = conversations.id)"
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    # Merge the index segments first, so VACUUM can hand their space back too.
+    conn.execute("INSERT INTO turns_fts (turns_fts) VALUES ('optimize')")
+    conn.execute("VACUUM")  # cannot run inside a transaction
+    # turns has a TEXT primary key, so its rowid (which the external-content index refers to) is implicit and
+    # VACUUM is allowed to renumber it. Check the index against the table and rebuild it if they disagree.
+    try:
+        conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError:
+        conn.execute("INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return deleted
