@@ -1,0 +1,200 @@
+"""`faqbot` command line. Imports are lazy: a one-shot `faqbot ask` must not pay for aiogram or openai."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+
+def _settings():
+    from bot.config import Settings
+
+    return Settings()
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _knowledge_or_exit(settings):
+    from knowledge.loader import KnowledgeError, load_knowledge
+
+    try:
+        return load_knowledge(settings.knowledge_dir)
+    except KnowledgeError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(1)
+
+
+# -- ask --------------------------------------------------------------------------------------------
+def cmd_ask(args) -> int:
+    settings = _settings()
+    questions = [args.question] if args.question is not None else [line.rstrip("\n") for line in sys.stdin]
+    return asyncio.run(_ask(settings, questions, args))
+
+
+async def _ask(settings, questions, args) -> int:
+    from bot.replies import Conversation
+    from bot.services import build_services
+    from knowledge.loader import KnowledgeError
+
+    try:
+        services = await build_services(settings, with_log=args.log)
+    except KnowledgeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    conv = Conversation(channel="cli", chat_id="cli", chat_type="cli")
+    try:
+        for q in questions:
+            reply = await services.answerer.answer(q, conv)
+            if args.json:
+                _print_json(reply.as_dict())
+            else:
+                sys.stdout.write(f"[{reply.route.value}] {reply.text}\n")
+                if len(questions) > 1:
+                    sys.stdout.write("\n")
+            sys.stdout.flush()
+    finally:
+        await services.aclose()
+    return 0
+
+
+# -- shell / run ------------------------------------------------------------------------------------
+def cmd_shell(args) -> int:
+    from bot.console import run_console
+
+    return asyncio.run(run_console(_settings()))
+
+
+def cmd_run(args) -> int:
+    settings = _settings()
+    transports = [t.lower() for t in settings.transports]
+    if not transports:
+        if settings.telegram_bot_token:
+            transports.append("telegram")
+        if settings.matrix_homeserver and settings.matrix_user_id:
+            transports.append("matrix")
+    if not transports:
+        print("TELEGRAM_BOT_TOKEN is not set: starting the console shell on the built-in FAQ.", file=sys.stderr)
+        from bot.console import run_console
+
+        return asyncio.run(run_console(settings))
+    from bot.runner import run_transports
+
+    return asyncio.run(run_transports(settings, transports))
+
+
+# -- eval ---------------------------------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    from bot.evaluate import evaluate, render
+
+    settings = _settings()
+    kb = _knowledge_or_exit(settings)
+    report = evaluate(settings, kb, args.file)
+    if args.json:
+        _print_json(report)
+    else:
+        render(report)
+    ok = True
+    if args.min_direct is not None and report["direct_correct_rate"] * 100 < args.min_direct:
+        print(f"direct-correct {report['direct_correct_rate']:.1%} is below --min-direct {args.min_direct}%", file=sys.stderr)
+        ok = False
+    if args.max_wrong is not None and report["direct_wrong"] + report["oos_direct"] > args.max_wrong:
+        print(f"{report['direct_wrong'] + report['oos_direct']} wrong direct answers exceed --max-wrong {args.max_wrong}",
+              file=sys.stderr)
+        ok = False
+    if args.min_recall is not None and report["recall_at_3"] * 100 < args.min_recall:
+        print(f"recall@3 {report['recall_at_3']:.1%} is below --min-recall {args.min_recall}%", file=sys.stderr)
+        ok = False
+    return 0 if ok else 3
+
+
+# -- knowledge check -----------------------------------------------------------------------------------
+def cmd_knowledge_check(args) -> int:
+    from bot.evaluate import knowledge_conflicts
+    from knowledge.loader import KnowledgeError, load_knowledge
+
+    settings = _settings()
+    directory = args.dir or settings.knowledge_dir
+    try:
+        kb = load_knowledge(directory)
+    except KnowledgeError as exc:
+        if args.json:
+            _print_json({"ok": False, "errors": [str(p) for p in exc.problems]})
+        else:
+            print(str(exc), file=sys.stderr)
+        return 1
+    conflicts = knowledge_conflicts(kb)
+    if args.json:
+        _print_json({"ok": True, "version": kb.version, "entries": len(kb.entries),
+                     "alternates": sum(len(e.alternates) for e in kb.entries),
+                     "warnings": [str(w) for w in kb.warnings], "conflicts": conflicts})
+    else:
+        print(f"OK: {len(kb.entries)} entries, {sum(len(e.alternates) for e in kb.entries)} alternates, "
+              f"version {kb.version}")
+        for w in kb.warnings:
+            print(f"warning: {w}")
+        if conflicts:
+            print(f"{len(conflicts)} alternates score higher against another entry:")
+            for c in conflicts:
+                print(f"  {c['file']} [{c['faq_id']}] '{c['alternate']}' -> {c['other_id']} "
+                      f"({c['other_score']:.0f} vs own {c['own_score']:.0f})")
+        else:
+            print("No conflicts: every alternate scores highest on its own entry.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faqbot", description="FAQ bot for the electronic social security card (电子社保卡).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("ask", help="answer one question (or one per stdin line)")
+    a.add_argument("question", nargs="?", help="the question; omit to read one question per line from stdin")
+    a.add_argument("--json", action="store_true", help="one JSON object per answer")
+    a.add_argument("--log", action="store_true", help="also write the exchange to the log database")
+    a.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("shell", help="interactive console chat")
+    s.set_defaults(func=cmd_shell)
+
+    r = sub.add_parser("run", help="start the configured transports (Telegram / Matrix), else the console shell")
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("eval", help="measure matching on a labelled JSONL file")
+    e.add_argument("file")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--min-direct", type=float, help="fail (exit 3) if direct-correct %% of in-scope is below this")
+    e.add_argument("--max-wrong", type=int, help="fail (exit 3) if wrong direct answers (incl. out-of-scope) exceed this")
+    e.add_argument("--min-recall", type=float, help="fail (exit 3) if recall@3 %% is below this")
+    e.set_defaults(func=cmd_eval)
+
+    k = sub.add_parser("knowledge", help="knowledge base tools")
+    ksub = k.add_subparsers(dest="knowledge_command", required=True)
+    kc = ksub.add_parser("check", help="validate the knowledge files and report conflicting alternates")
+    kc.add_argument("--dir", help="knowledge directory (default: FAQBOT_KNOWLEDGE_DIR or the built-in one)")
+    kc.add_argument("--json", action="store_true")
+    kc.set_defaults(func=cmd_knowledge_check)
+
+    try:
+        from bot.cli_logs import add_logs_parser
+    except ImportError:  # the review CLI is optional until storage lands
+        pass
+    else:
+        add_logs_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Console chat: interactive (line editing and history via readline) or piped (one answer per input line)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+PROMPT = "您的问题> "
+HISTORY = Path(os.environ.get("FAQBOT_HISTORY", Path.home() / ".faqbot_history"))
+
+
+def _setup_readline() -> None:
+    try:
+        import readline
+    except ImportError:  # not available on every platform; input() still works
+        return
+    try:
+        readline.read_history_file(HISTORY)
+    except OSError:
+        pass
+    readline.set_history_length(500)
+    import atexit
+
+    def _save() -> None:
+        try:
+            readline.write_history_file(HISTORY)
+        except OSError:
+            pass
+
+    atexit.register(_save)
+
+
+async def run_console(settings, *, stdin=None, stdout=None) -> int:
+    from bot import texts
+    from bot.replies import Conversation
+    from bot.services import build_services, setup_logging
+    from knowledge.loader import KnowledgeError
+
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    setup_logging(settings)
+    try:
+        services = await build_services(settings)
+    except KnowledgeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    interactive = stdin.isatty() and stdout.isatty()
+    conv = Conversation(channel="console", chat_id="console", chat_type="console", user_id=os.environ.get("USER", "console"))
+    loop = asyncio.get_running_loop()
+    try:
+        if interactive:
+            _setup_readline()
+            stdout.write(texts.WELCOME.replace("点击下方的话题", "输入 /faq 查看全部问题") + "\n（输入 /quit 或按 Ctrl-D 退出）\n")
+        while True:
+            try:
+                if interactive:
+                    line = await loop.run_in_executor(None, input, PROMPT)
+                else:
+                    line = await loop.run_in_executor(None, stdin.readline)
+                    if line == "":
+                        break
+                    line = line.rstrip("\n")
+            except EOFError:
+                break
+            cmd = line.strip()
+            if interactive and cmd in ("/quit", "/exit", "退出"):
+                break
+            if cmd == "/faq":
+                stdout.write("\n".join(f"{e.section}. {e.question}" for e in services.answerer.kb.entries) + "\n")
+                continue
+            if cmd == "/help":
+                stdout.write(texts.HELP + "\n")
+                continue
+            text = ""
+            async for event in services.answerer.stream(line, conv):
+                text = event.text
+            stdout.write(text + "\n\n" if interactive else text + "\n")
+            stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        await services.aclose()
+    return 0

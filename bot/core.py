@@ -1,0 +1,217 @@
+"""The one answering core every channel uses: question + conversation -> Reply.
+
+normalize -> match the curated FAQ -> faq (curated answer) / clarify (choices) / none, and, when an LLM is
+configured, a grounded LLM answer for what matching could not answer confidently. Every finished exchange is
+handed to the log (if any) without waiting for the disk.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
+
+from bot import texts
+from bot.replies import Candidate, Conversation, Draft, Reply, Route
+from knowledge.loader import KnowledgeBase, load_knowledge
+from knowledge.match import Matcher, MatchResult, Thresholds
+from knowledge.normalize import to_traditional
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+log = logging.getLogger("faqbot.core")
+
+
+class TurnSink(Protocol):
+    def record_turn(self, conv: Conversation, reply: Reply) -> None: ...
+    def record_feedback(self, turn_id: str, kind: str) -> None: ...
+
+
+class Fallback(Protocol):
+    """The LLM fallback: turns a matcher reply it may improve into Drafts and exactly one final Reply."""
+
+    def stream(self, base: Reply, conv: Conversation) -> AsyncIterator[Draft | Reply]: ...
+
+
+class Answerer:
+    def __init__(self, settings: Settings, kb: KnowledgeBase | None = None, *, llm: Fallback | None = None,
+                 log_sink: TurnSink | None = None):
+        self.settings = settings
+        self.kb = kb if kb is not None else load_knowledge(settings.knowledge_dir)
+        self.matcher = Matcher(self.kb)
+        self.llm = llm
+        self.log = log_sink
+
+    # -- knowledge -----------------------------------------------------------------------------
+    @property
+    def thresholds(self) -> Thresholds:
+        s = self.settings
+        return Thresholds(direct=s.direct_threshold, clarify=s.clarify_threshold, margin=s.direct_margin,
+                          related=s.related_threshold)
+
+    def reload(self, directory=None) -> KnowledgeBase:
+        """Load and validate the knowledge again; on error raise and keep serving the running version."""
+        kb = load_knowledge(directory or self.kb.directory or self.settings.knowledge_dir)
+        matcher = Matcher(kb)
+        self.kb, self.matcher = kb, matcher  # swapped together, after validation succeeded
+        reload_llm = getattr(self.llm, "reload", None)
+        if reload_llm is not None:
+            reload_llm(kb)
+        return kb
+
+    def candidate(self, faq_id: str, score: float = 100.0) -> Candidate | None:
+        e = self.kb.get(faq_id)
+        if e is None:
+            return None
+        return Candidate(e.id, e.section, score, e.question, e.title)
+
+    # -- offline matching (no LLM, no log) ---------------------------------------------------
+    def match(self, question: str, conv: Conversation | None = None) -> Reply:
+        from bot.privacy import PLACEHOLDERS, mask_pii
+
+        started = time.perf_counter()
+        raw = question if isinstance(question, str) else ""
+        masked = mask_pii(raw[: self.settings.max_question_chars * 2])
+        q_text = masked.text[: self.settings.max_question_chars]
+        # Placeholders of masked numbers say nothing about the question ("身份证号" would even look off-topic).
+        match_text = q_text
+        for ph in PLACEHOLDERS:
+            match_text = match_text.replace(ph, " ")
+        norm = self.matcher.normalizer.normalize(match_text, max_chars=self.settings.max_question_chars)
+        key = norm.text[: self.settings.match_prefix_chars]
+        reply = Reply(route=Route.NONE, text="", question=q_text, normalized=key, traditional=norm.traditional,
+                      masked={k: v for k, v in masked.counts.items() if v}, knowledge_version=self.kb.version)
+
+        # A numbered answer to a clarify offer (console, Matrix).
+        if conv is not None and conv.pending_choices and norm.cleaned.strip().isdigit():
+            picked = int(norm.cleaned.strip())
+            if 0 <= picked <= len(conv.pending_choices):
+                return self._finish_sync(self._chosen(conv, picked, reply), started)
+
+        if not key:
+            bare = "".join(ch for ch in norm.cleaned.lower() if ch.isalnum())
+            if bare in texts.THANKS_WORDS or bare.startswith("谢谢"):
+                reply.text, reply.reason = texts.THANKS, "thanks"
+            elif bare:
+                reply.text, reply.reason = texts.GREETING, "greeting"
+            else:
+                reply.text, reply.reason = texts.EMPTY, "empty"
+            return self._finish_sync(reply, started)
+
+        result = self.matcher.route(key, self.thresholds)
+        self._apply(result, reply)
+        if len(raw) > self.settings.max_question_chars:
+            reply.text = f"{reply.text}\n{texts.TOO_LONG_NOTE}"
+        return self._finish_sync(reply, started)
+
+    def _apply(self, result: MatchResult, reply: Reply) -> None:
+        th = self.thresholds
+        reply.candidates = [Candidate(s.entry.id, s.entry.section, s.score, s.entry.question, s.entry.title)
+                            for s in result.ranked]
+        reply.score = result.ranked[0].score if result.ranked else 0.0
+        reply.reason = result.reason
+        if result.route == "faq":
+            e = result.ranked[0].entry
+            reply.route, reply.faq_id, reply.section = Route.FAQ, e.id, e.section
+            reply.text = texts.faq_text(e.question, e.answer)
+        elif result.route == "clarify":
+            reply.route = Route.CLARIFY
+            reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related] or reply.candidates[:1]
+            reply.text = texts.clarify_text(reply.choices)
+        else:
+            reply.route = Route.NONE
+            reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related]
+            reply.text = texts.out_of_scope_text(reply.choices)
+
+    def _chosen(self, conv: Conversation, picked: int, reply: Reply) -> Reply:
+        reply.via = "choice"
+        if picked == 0:
+            reply.route, reply.reason, reply.text = Route.NONE, "none-of-these", texts.NONE_OF_THESE_ACK
+            return reply
+        c = conv.pending_choices[picked - 1]
+        e = self.kb.get(c.faq_id)
+        if e is None:  # knowledge reloaded meanwhile
+            reply.text, reply.reason = texts.STALE_BUTTON, "stale-choice"
+            return reply
+        reply.route, reply.faq_id, reply.section, reply.score = Route.FAQ, e.id, e.section, c.score
+        reply.reason = "chosen"
+        reply.candidates = [c]
+        reply.text = texts.faq_text(e.question, e.answer)
+        return reply
+
+    def _finish_sync(self, reply: Reply, started: float) -> Reply:
+        if reply.masked:
+            reply.text = f"{reply.text}\n\n{texts.PII_NOTE}"
+        if reply.traditional:
+            reply.text = to_traditional(reply.text)
+        reply.latency_ms = (time.perf_counter() - started) * 1000
+        return reply
+
+    # -- the full pipeline, for channels --------------------------------------------------------
+    def wants_llm(self, reply: Reply) -> bool:
+        if self.llm is None or reply.reason in ("empty", "greeting", "thanks", "none-of-these", "chosen", "stale-choice"):
+            return False
+        if reply.route is Route.NONE:
+            return True
+        return reply.route is Route.CLARIFY and self.settings.llm_for_clarify
+
+    async def stream(self, question: str, conv: Conversation, *, via: str = "text") -> AsyncIterator[Draft | Reply]:
+        """Yield unverified Drafts (for progressive display only), then exactly one final Reply."""
+        started = time.perf_counter()
+        try:
+            reply = self.match(question, conv)
+            if via != "text":
+                reply.via = via
+            if self.wants_llm(reply):
+                final: Reply | None = None
+                async for event in self.llm.stream(reply, conv):  # type: ignore[union-attr]
+                    if isinstance(event, Draft):
+                        yield event
+                    else:
+                        final = event
+                if final is not None:
+                    reply = final
+        except Exception as exc:  # never an exception to the user
+            log.exception("answering failed")
+            reply = Reply(route=Route.NONE, text=texts.ERROR, error=f"{type(exc).__name__}: {exc}",
+                          knowledge_version=self.kb.version, reason="error")
+        reply.latency_ms = (time.perf_counter() - started) * 1000
+        self._record(conv, reply)
+        yield reply
+
+    async def answer(self, question: str, conv: Conversation, *, via: str = "text") -> Reply:
+        final = None
+        async for event in self.stream(question, conv, via=via):
+            if isinstance(event, Reply):
+                final = event
+        assert final is not None
+        return final
+
+    def answer_entry(self, faq_id: str, conv: Conversation, *, via: str = "button", traditional: bool = False) -> Reply | None:
+        """The curated answer of one entry (a topic button or a clarify choice). None when the id is unknown."""
+        e = self.kb.get(faq_id)
+        if e is None:
+            return None
+        reply = Reply(route=Route.FAQ, text=texts.faq_text(e.question, e.answer), question=e.question,
+                      normalized="", faq_id=e.id, section=e.section, score=100.0, reason="chosen", via=via,
+                      candidates=[Candidate(e.id, e.section, 100.0, e.question, e.title)],
+                      knowledge_version=self.kb.version, traditional=traditional)
+        if traditional:
+            reply.text = to_traditional(reply.text)
+        self._record(conv, reply)
+        return reply
+
+    def feedback(self, turn_id: str, kind: str) -> None:
+        if kind not in ("up", "down", "none"):
+            raise ValueError(f"unknown feedback kind {kind!r}")
+        if self.log is not None:
+            self.log.record_feedback(turn_id, kind)
+
+    def _record(self, conv: Conversation, reply: Reply) -> None:
+        conv.remember(reply)
+        if self.log is not None:
+            try:
+                self.log.record_turn(conv, reply)
+            except Exception:  # the log must never break answering
+                log.exception("could not queue the turn for the log")

@@ -1,0 +1,120 @@
+"""Channel-neutral data the answering core hands to every adapter and to the log."""
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Route(str, enum.Enum):
+    FAQ = "faq"  # confident: the curated answer, verbatim
+    CLARIFY = "clarify"  # close call: "did you mean" choices
+    LLM = "llm"  # answered (or refused) by the grounded LLM fallback
+    NONE = "none"  # outside the FAQ, empty input, or nothing usable
+
+    def __str__(self) -> str:  # so f-strings and JSON show "faq", not "Route.FAQ"
+        return self.value
+
+
+@dataclass(frozen=True)
+class Candidate:
+    faq_id: str
+    section: int
+    score: float  # 0-100
+    question: str  # the canonical question of the entry
+    title: str = ""  # short label for buttons
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"faq_id": self.faq_id, "section": self.section, "score": round(self.score, 1), "question": self.question}
+
+
+def new_turn_id() -> str:
+    """Time-ordered, unique id made in memory so adapters can reference a turn before it is on disk.
+
+    12 hex digits of milliseconds + 4 random hex digits = 16 characters (fits Telegram's 64-byte callback data).
+    """
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(2)}"
+
+
+@dataclass
+class Reply:
+    route: Route
+    text: str  # exactly what the user is shown
+    question: str = ""  # the question as received, personal data masked
+    normalized: str = ""
+    faq_id: str | None = None  # entry answered directly (route faq), else None
+    section: int | None = None
+    score: float = 0.0  # score of the top candidate, 0-100
+    candidates: list[Candidate] = field(default_factory=list)  # ranked, best first, up to 5
+    choices: list[Candidate] = field(default_factory=list)  # clarify choices / related questions to offer
+    reason: str = ""  # short machine-readable why (e.g. "empty", "foreign-term:身份证", "low-score")
+    # LLM fallback trace
+    context_ids: list[str] = field(default_factory=list)
+    model: str | None = None
+    llm_raw: str | None = None  # raw model output, masked
+    guard: str | None = None  # "pass" or "fail: <reason>"
+    # bookkeeping
+    turn_id: str = field(default_factory=new_turn_id)
+    latency_ms: float = 0.0
+    knowledge_version: str = ""
+    error: str | None = None
+    masked: dict[str, int] = field(default_factory=dict)  # e.g. {"id": 1, "phone": 0, "bank": 0}
+    traditional: bool = False  # the question was in Traditional script; text is converted
+    via: str = "text"  # "text", "button" (topic/choice tap), "command"
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "turn_id": self.turn_id,
+            "question": self.question,
+            "normalized": self.normalized,
+            "route": self.route.value,
+            "answer": self.text,
+            "faq_id": self.faq_id,
+            "section": self.section,
+            "score": round(self.score, 1),
+            "candidates": [c.as_dict() for c in self.candidates],
+            "choices": [c.as_dict() for c in self.choices],
+            "reason": self.reason,
+            "latency_ms": round(self.latency_ms, 3),
+            "knowledge_version": self.knowledge_version,
+        }
+        if self.route is Route.LLM or self.context_ids:
+            d.update(context_ids=self.context_ids, guard=self.guard, model=self.model)
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One past question/answer pair, kept for LLM follow-ups ("那支付宝呢？")."""
+
+    question: str  # masked
+    answer: str
+    faq_id: str | None
+
+
+@dataclass
+class Conversation:
+    """Where a question comes from. Adapters keep one per (channel, chat, user)."""
+
+    channel: str  # "telegram", "matrix", "console", "cli"
+    chat_id: str
+    chat_type: str = "private"  # "private", "group", "supergroup", "console", "cli"
+    user_id: str | None = None  # raw platform id; only its HMAC is ever stored
+    history: deque[Exchange] = field(default_factory=lambda: deque(maxlen=6))
+    pending_choices: list[Candidate] = field(default_factory=list)  # last clarify offer, for numbered answers
+
+    def remember(self, reply: Reply) -> None:
+        self.history.append(Exchange(reply.question, reply.text, reply.faq_id))
+        self.pending_choices = list(reply.choices) if reply.route is Route.CLARIFY else []
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A partial, unverified LLM text for progressive display only; never final."""
+
+    text: str

@@ -1,0 +1,63 @@
+"""Every sentence a chat user sees, in one place (Simplified Chinese). Channels share these."""
+from __future__ import annotations
+
+from bot.replies import Candidate
+
+BOT_NAME = "电子社保卡问答助手"
+REFERRAL = "如需进一步帮助，可就近前往社会保障卡服务网点咨询。"
+SOURCE_NOTE = "（以上内容来自河北省电子社保卡常见问题，其他省份的具体规定可能不同。）"
+
+WELCOME = (
+    f"您好！我是{BOT_NAME}。\n"
+    "我可以回答电子社保卡的常见问题（内容来自河北省发布的《电子社保卡几点知识》），"
+    "例如：怎么申领、登录密码忘了、人脸识别不通过、社保卡挂失补办、更改手机号、新生儿办卡等。\n"
+    "请直接输入您的问题，或点击下方的话题。"
+)
+HELP = (
+    "使用方法：\n"
+    "• 直接用文字输入问题，例如“社保卡丢了怎么办”；\n"
+    "• /faq 查看全部常见问题；\n"
+    "• 每条回答下方可以点 👍 或 👎 告诉我们是否有帮助。\n"
+    "本助手只回答电子社保卡常见问题，不会索要您的身份证号、手机号或银行卡号，请勿发送个人信息。"
+)
+EMPTY = "请用文字输入您想咨询的电子社保卡问题，例如：“电子社保卡怎么申领？”"
+GREETING = f"您好！我是{BOT_NAME}，请直接输入您的问题，例如：“社保卡丢了怎么办？”"
+THANKS = "不客气！还有其他电子社保卡的问题，随时问我。"
+CLARIFY_HEAD = "您是想问以下哪个问题？"
+CLARIFY_TAIL_NUMBERED = "请回复序号；如果都不是，请回复 0。"
+NONE_OF_THESE = "都不是"
+NONE_OF_THESE_ACK = "好的，已记录。您可以换个说法再问一次，或" + REFERRAL[2:]
+OUT_OF_SCOPE = "抱歉，这个问题不在电子社保卡常见问题的范围内，我无法准确回答。" + REFERRAL
+RELATED_HEAD = "您也可以看看这些问题："
+NON_TEXT = "抱歉，我只能看懂文字。请用文字输入您的问题，例如：“社保卡丢了怎么办？”"
+TOO_LONG_NOTE = "（您的消息较长，我只根据开头部分作答。）"
+THROTTLED = "您发送得太快了，请稍等片刻再问。"
+BUSY_LLM = "上一个问题还在处理中，请稍候。"
+STALE_BUTTON = "这个按钮已失效，请重新输入您的问题。"
+FEEDBACK_THANKS_UP = "感谢您的反馈！"
+FEEDBACK_THANKS_DOWN = "感谢反馈，我们会改进这个回答。"
+LLM_FALLBACK = "抱歉，我暂时无法根据常见问题准确回答这个问题。" + REFERRAL
+ERROR = "抱歉，处理您的问题时出了点问题，请稍后再试。" + REFERRAL
+PII_NOTE = "（为保护您的隐私，您消息中的身份证号、手机号或银行卡号不会被保存。请不要在聊天中发送这些信息。）"
+
+# Short greetings / thanks that deserve a friendly reply rather than "out of scope".
+GREETING_WORDS = {"你好", "您好", "在吗", "hello", "hi", "嗨", "哈喽", "早上好", "晚上好", "下午好", "请问", "喂"}
+THANKS_WORDS = {"谢谢", "多谢", "谢谢你", "谢谢您", "感谢", "好的谢谢", "thanks", "thankyou", "thx"}
+
+
+def numbered(choices: list[Candidate]) -> str:
+    return "\n".join(f"{i}. {c.question}" for i, c in enumerate(choices, 1))
+
+
+def clarify_text(choices: list[Candidate]) -> str:
+    return f"{CLARIFY_HEAD}\n{numbered(choices)}\n{CLARIFY_TAIL_NUMBERED}"
+
+
+def out_of_scope_text(related: list[Candidate]) -> str:
+    if not related:
+        return OUT_OF_SCOPE
+    return f"{OUT_OF_SCOPE}\n\n{RELATED_HEAD}\n{numbered(related)}"
+
+
+def faq_text(question: str, answer: str) -> str:
+    return f"{question}\n\n{answer}"

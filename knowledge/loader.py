@@ -1,0 +1,213 @@
+"""Load and validate the curated knowledge base (TOML files a curator edits).
+
+Layout: `knowledge/faq/*.toml` (one entry per file) and `knowledge/terms.toml` (synonyms, fillers, foreign terms).
+Every problem is reported with the file, the entry and what is wrong; nothing half-loaded is ever returned.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The seed FAQ has an introduction (0) and 13 numbered questions.
+SEED_SECTIONS = range(0, 14)
+ID_RE = re.compile(r"^[a-z0-9_]{2,40}$")
+MIN_ALTERNATES = 12
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    section: int
+    title: str
+    question: str
+    answer: str
+    alternates: tuple[str, ...]
+    source_file: str = ""
+
+
+@dataclass(frozen=True)
+class Terms:
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # canonical -> variants
+    greetings: tuple[str, ...] = ()
+    particles: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()
+    anchors: tuple[str, ...] = ()  # words that place a question in the FAQ's domain
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    entry: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}" + (f" [{self.entry}]" if self.entry else "")
+        return f"{where}: {self.message}"
+
+
+class KnowledgeError(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("invalid knowledge base:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class KnowledgeBase:
+    entries: list[Entry]
+    terms: Terms
+    version: str
+    directory: Path | None = None
+    warnings: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.by_id = {e.id: e for e in self.entries}
+
+    def get(self, faq_id: str) -> Entry | None:
+        return self.by_id.get(faq_id)
+
+
+def _read_toml(path: Path, problems: list[Problem]) -> dict | None:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(Problem(path.name, None, f"TOML syntax error: {exc}"))
+    except OSError as exc:
+        problems.append(Problem(path.name, None, f"cannot read: {exc}"))
+    return None
+
+
+def _str_list(value, file: str, entry: str | None, key: str, problems: list[Problem]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(Problem(file, entry, f"'{key}' must be a list of strings"))
+        return ()
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def load_terms(path: Path, problems: list[Problem]) -> Terms:
+    if not path.exists():
+        return Terms()
+    data = _read_toml(path, problems)
+    if data is None:
+        return Terms()
+    syn: dict[str, tuple[str, ...]] = {}
+    seen_variant: dict[str, str] = {}
+    for canon, variants in (data.get("synonyms") or {}).items():
+        vs = _str_list(variants, path.name, canon, "synonyms", problems)
+        for v in vs:
+            if v in seen_variant and seen_variant[v] != canon:
+                problems.append(Problem(path.name, canon, f"variant '{v}' also maps to '{seen_variant[v]}'"))
+            seen_variant[v] = canon
+        syn[canon] = tuple(v for v in vs if v != canon)
+    fillers = data.get("fillers") or {}
+    return Terms(
+        synonyms=syn,
+        greetings=_str_list(fillers.get("greetings"), path.name, "fillers", "greetings", problems),
+        particles=_str_list(fillers.get("particles"), path.name, "fillers", "particles", problems),
+        foreign=_str_list((data.get("foreign") or {}).get("terms"), path.name, "foreign", "terms", problems),
+        anchors=_str_list((data.get("domain") or {}).get("anchors"), path.name, "domain", "anchors", problems),
+    )
+
+
+def _parse_entry(path: Path, data: dict, problems: list[Problem]) -> Entry | None:
+    name = path.name
+    eid = data.get("id")
+    label = eid if isinstance(eid, str) else None
+    ok = True
+    if not isinstance(eid, str) or not ID_RE.match(eid):
+        problems.append(Problem(name, label, "'id' must be 2-40 characters of a-z, 0-9, _"))
+        ok = False
+    section = data.get("section")
+    if not isinstance(section, int) or isinstance(section, bool) or section not in SEED_SECTIONS:
+        problems.append(Problem(name, label, f"unknown section {section!r} (the source has sections 0-13)"))
+        ok = False
+    for key in ("question", "answer"):
+        v = data.get(key)
+        if not isinstance(v, str) or not v.strip():
+            problems.append(Problem(name, label, f"empty {key}"))
+            ok = False
+    title = data.get("title") or data.get("question") or ""
+    if not isinstance(title, str):
+        problems.append(Problem(name, label, "'title' must be a string"))
+        ok = False
+    alternates = _str_list(data.get("alternates"), name, label, "alternates", problems)
+    if len(alternates) < MIN_ALTERNATES:
+        problems.append(Problem(name, label, f"only {len(alternates)} alternates (at least {MIN_ALTERNATES} needed)"))
+        ok = False
+    unknown = set(data) - {"id", "section", "title", "question", "answer", "alternates"}
+    if unknown:
+        problems.append(Problem(name, label, f"unknown keys: {', '.join(sorted(unknown))}"))
+        ok = False
+    if not ok:
+        return None
+    return Entry(
+        id=eid,
+        section=section,
+        title=title.strip(),
+        question=data["question"].strip(),
+        answer=data["answer"].strip("\n").strip(),
+        alternates=alternates,
+        source_file=name,
+    )
+
+
+def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
+    """Load `faq/*.toml` and `terms.toml` from `directory`; raise KnowledgeError listing every problem."""
+    from bot.config import PACKAGE_KNOWLEDGE_DIR
+
+    directory = Path(directory) if directory else PACKAGE_KNOWLEDGE_DIR
+    problems: list[Problem] = []
+    digest = hashlib.sha256()
+    files = sorted((directory / "faq").glob("*.toml"))
+    if not files:
+        raise KnowledgeError([Problem(str(directory / "faq"), None, "no entry files (*.toml) found")])
+    terms_path = directory / "terms.toml"
+    for path in [*files, terms_path]:
+        if path.exists():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    terms = load_terms(terms_path, problems)
+
+    entries: list[Entry] = []
+    id_file: dict[str, str] = {}
+    for path in files:
+        data = _read_toml(path, problems)
+        if data is None:
+            continue
+        entry = _parse_entry(path, data, problems)
+        if entry is None:
+            continue
+        if entry.id in id_file:
+            problems.append(Problem(path.name, entry.id, f"duplicate id (also in {id_file[entry.id]})"))
+            continue
+        id_file[entry.id] = path.name
+        entries.append(entry)
+
+    # An alternate (after normalization) may belong to one entry only: otherwise matching cannot decide.
+    from knowledge.normalize import Normalizer
+
+    norm = Normalizer(terms)
+    owner: dict[str, Entry] = {}
+    warnings: list[Problem] = []
+    for e in entries:
+        for phrase in (e.question, *e.alternates):
+            key = norm.normalize(phrase).text
+            if not key:
+                problems.append(Problem(e.source_file, e.id, f"phrase '{phrase}' is empty after normalization"))
+                continue
+            other = owner.get(key)
+            if other is not None and other.id != e.id:
+                problems.append(
+                    Problem(e.source_file, e.id, f"alternate '{phrase}' is shared with entry '{other.id}' ({other.source_file})")
+                )
+            elif other is not None:
+                warnings.append(Problem(e.source_file, e.id, f"alternate '{phrase}' repeats within the entry"))
+            owner.setdefault(key, e)
+    if problems:
+        raise KnowledgeError(problems)
+    entries.sort(key=lambda e: (e.section, e.id))
+    return KnowledgeBase(entries=entries, terms=terms, version=digest.hexdigest()[:12], directory=directory, warnings=warnings)

@@ -1,0 +1,186 @@
+"""Fuzzy matching of a normalized question against the curated phrases, and the routing decision.
+
+Two signals per (question, phrase) pair, both on the normalized text (Chinese needs no segmenter for this):
+  * shape: rapidfuzz's normalized Indel similarity of the two strings (order and length aware);
+  * content: IDF-weighted overlap of character bigrams, as an F-measure of "how much of the question the phrase
+    explains" and "how much of the phrase the question contains". Rare bigrams (亲情, 姓名, 新生) weigh more than
+    ones every entry shares (社保, 保卡).
+An entry scores as its best phrase. With many entries an inverted bigram index preselects candidates so the cost
+stays near-flat as the knowledge base grows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+from knowledge.loader import Entry, KnowledgeBase
+from knowledge.normalize import Normalizer
+
+
+def grams(text: str) -> set[str]:
+    if len(text) <= 1:
+        return {text} if text else set()
+    return {text[i : i + 2] for i in range(len(text) - 1)}
+
+
+@dataclass(frozen=True)
+class Phrase:
+    entry: int  # index into Matcher.entries
+    text: str  # normalized
+    grams: frozenset[str]
+    weight: float  # sum of idf over grams
+    canonical: bool
+
+
+@dataclass(frozen=True)
+class Scored:
+    entry: Entry
+    score: float  # 0-100
+    phrase: str  # best matching normalized phrase
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    direct: float = 50.0
+    clarify: float = 40.0
+    margin: float = 8.0
+    related: float = 35.0
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    route: str  # "faq" | "clarify" | "none"
+    ranked: list[Scored]  # best first, up to 5
+    reason: str
+    foreign: tuple[str, ...] = ()  # foreign terms in the question not covered by the best phrase
+    anchored: bool = True  # the question names something of the FAQ's domain
+
+    @property
+    def best(self) -> Scored | None:
+        return self.ranked[0] if self.ranked else None
+
+
+SHAPE_WEIGHT = 0.35  # the rest is the content overlap
+# Content is an F-beta of precision (question explained) and recall (phrase present): people wrap a short FAQ
+# question in long context ("俺老伴的社保卡找不着了，要带啥去补"), so covering the phrase matters more.
+RECALL_BETA = 1.5
+PRESELECT = 40  # entries kept by the inverted index before exact scoring
+
+
+class Matcher:
+    def __init__(self, kb: KnowledgeBase, normalizer: Normalizer | None = None):
+        self.kb = kb
+        self.entries = kb.entries
+        self.normalizer = normalizer or Normalizer(kb.terms)
+        raw: list[tuple[int, str, bool]] = []
+        for i, e in enumerate(self.entries):
+            seen = set()
+            for j, p in enumerate((e.question, *e.alternates)):
+                t = self.normalizer.normalize(p).text
+                if t and t not in seen:
+                    seen.add(t)
+                    raw.append((i, t, j == 0))
+        # Document frequency over entries, not phrases: a bigram in every entry says nothing.
+        df: dict[str, int] = {}
+        entry_grams: list[set[str]] = [set() for _ in self.entries]
+        for i, t, _ in raw:
+            entry_grams[i] |= grams(t)
+        for gs in entry_grams:
+            for g in gs:
+                df[g] = df.get(g, 0) + 1
+        n = max(len(self.entries), 1)
+        self.idf = {g: math.log(1 + (n + 1) / (c + 0.5)) for g, c in df.items()}
+        self.unknown_idf = math.log(1 + (n + 1) / 0.5)  # a bigram no entry has: maximally informative
+        self.phrases: list[Phrase] = []
+        for i, t, canon in raw:
+            gs = frozenset(grams(t))
+            self.phrases.append(Phrase(i, t, gs, sum(self.idf[g] for g in gs), canon))
+        self.by_entry: list[list[Phrase]] = [[] for _ in self.entries]
+        for p in self.phrases:
+            self.by_entry[p.entry].append(p)
+        # Inverted index gram -> entries, used only when the knowledge base is large.
+        self.postings: dict[str, list[int]] = {}
+        for i, gs in enumerate(entry_grams):
+            for g in gs:
+                self.postings.setdefault(g, []).append(i)
+        self.anchors = tuple({self.normalizer.normalize(a).text for a in kb.terms.anchors} - {""})
+        self.foreign = tuple(sorted({self.normalizer.normalize(f).text for f in kb.terms.foreign} - {""}, key=len, reverse=True))
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def _w(self, g: str) -> float:
+        return self.idf.get(g, self.unknown_idf)
+
+    def phrase_score(self, q: str, qgrams: set[str], qweight: float, p: Phrase) -> float:
+        common = qgrams & p.grams
+        if not common:
+            content = 0.0
+        else:
+            cw = sum(self.idf[g] for g in common)
+            precision = cw / qweight  # share of the question explained by the phrase
+            recall = cw / p.weight if p.weight else 0.0  # share of the phrase present in the question
+            b2 = RECALL_BETA * RECALL_BETA
+            content = (1 + b2) * precision * recall / (b2 * precision + recall)
+        shape = fuzz.ratio(q, p.text) / 100.0
+        return 100.0 * (SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * content)
+
+    def _candidate_entries(self, qgrams: set[str]) -> list[int]:
+        if len(self.entries) <= PRESELECT:
+            return list(range(len(self.entries)))
+        acc: dict[int, float] = {}
+        # Rarest grams first; skip grams shared by most entries once something rarer matched (cheap and harmless).
+        n = len(self.entries)
+        for g in sorted(qgrams, key=self._w, reverse=True):
+            post = self.postings.get(g)
+            if not post:
+                continue
+            if len(post) > n // 4 and acc:
+                continue
+            w = self.idf[g]
+            for i in post:
+                acc[i] = acc.get(i, 0.0) + w
+        return sorted(acc, key=acc.__getitem__, reverse=True)[:PRESELECT]
+
+    def rank(self, q: str, limit: int = 5) -> list[Scored]:
+        """Entries ranked by their best phrase for the normalized question `q`."""
+        if not q:
+            return []
+        qgrams = grams(q)
+        qweight = sum(self._w(g) for g in qgrams) or 1.0
+        scored: list[Scored] = []
+        for i in self._candidate_entries(qgrams):
+            best, best_text = -1.0, ""
+            for p in self.by_entry[i]:
+                s = self.phrase_score(q, qgrams, qweight, p)
+                if s > best:
+                    best, best_text = s, p.text
+            if best > 0:
+                scored.append(Scored(self.entries[i], best, best_text))
+        scored.sort(key=lambda s: s.score, reverse=True)
+        return scored[:limit]
+
+    # -- routing ----------------------------------------------------------------------------------
+    def route(self, q: str, th: Thresholds) -> MatchResult:
+        ranked = self.rank(q)
+        if not ranked:
+            return MatchResult("none", [], "no-match")
+        top = ranked[0]
+        # A question about an ID card, a credit card, a passport... is not about the social security card,
+        # however alike the wording: no direct answer unless the matched phrasing itself names that thing.
+        foreign = tuple(f for f in self.foreign if f in q and f not in top.phrase)
+        # Without a word of the domain ("微信密码忘了") the same wording may be about another account or card.
+        anchored = not self.anchors or any(a in q for a in self.anchors)
+        second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)
+        gap = top.score - (second.score if second else 0.0)
+        if top.score >= th.direct and gap >= th.margin and not foreign and anchored:
+            return MatchResult("faq", ranked, "confident", foreign, anchored)
+        if top.score >= th.clarify:
+            if foreign:
+                reason = "foreign-term:" + ",".join(foreign)
+            elif not anchored and top.score >= th.direct:
+                reason = "no-domain-word"
+            else:
+                reason = "close-call" if top.score >= th.direct else "middling"
+            return MatchResult("clarify", ranked, reason, foreign, anchored)
+        return MatchResult("none", ranked, "low-score", foreign, anchored)
