@@ -7,6 +7,7 @@ handed to the log (if any) without waiting for the disk.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
@@ -21,6 +22,16 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 log = logging.getLogger("faqbot.core")
+
+# A masked number and the words that introduce it ("我的身份证号是[身份证号]") are not what the question is about.
+_PII_LABEL_RE = re.compile(
+    r"(?:我的|我|本人)?(?:身份证号码?|身份证|社会保障号码|社保号|手机号码?|电话号码?|电话|手机|银行卡号|银行卡|卡号|账号)?"
+    r"\s*(?:是|为|:|：)?\s*\[(?:身份证号|手机号|银行卡号)\]"
+)
+
+
+def reply_masked(masked) -> bool:
+    return any(masked.counts.values())
 
 
 class TurnSink(Protocol):
@@ -68,16 +79,14 @@ class Answerer:
 
     # -- offline matching (no LLM, no log) ---------------------------------------------------
     def match(self, question: str, conv: Conversation | None = None) -> Reply:
-        from bot.privacy import PLACEHOLDERS, mask_pii
+        from bot.privacy import mask_pii
 
         started = time.perf_counter()
         raw = question if isinstance(question, str) else ""
         masked = mask_pii(raw[: self.settings.max_question_chars * 2])
         q_text = masked.text[: self.settings.max_question_chars]
         # Placeholders of masked numbers say nothing about the question ("身份证号" would even look off-topic).
-        match_text = q_text
-        for ph in PLACEHOLDERS:
-            match_text = match_text.replace(ph, " ")
+        match_text = _PII_LABEL_RE.sub(" ", q_text) if reply_masked(masked) else q_text
         norm = self.matcher.normalizer.normalize(match_text, max_chars=self.settings.max_question_chars)
         key = norm.text[: self.settings.match_prefix_chars]
         reply = Reply(route=Route.NONE, text="", question=q_text, normalized=key, traditional=norm.traditional,

@@ -30,7 +30,7 @@ def _t2s():
 def _s2t():
     import opencc
 
-    return opencc.OpenCC("s2t")
+    return opencc.OpenCC("s2tw")  # Taiwan standard forms (為, 裡) read more naturally than OpenCC's own
 
 
 def to_traditional(text: str) -> str:

@@ -380,7 +380,17 @@ class TurnLog:
         while not self._buf:
             if self._closing and self._queue.empty():
                 return
-            self._take(await self._queue.get())
+            if self._conn is None and self._outage_since is not None and not self._closing:
+                # Idle during an outage: keep probing, so `healthy` recovers without waiting for the next row.
+                try:
+                    async with asyncio.timeout(self.retry_interval):
+                        item = await self._queue.get()
+                except TimeoutError:
+                    await self._probe()
+                    continue
+            else:
+                item = await self._queue.get()
+            self._take(item)
         if self._closing or self._outage_since is not None:
             self._drain()
             return
@@ -454,6 +464,14 @@ class TurnLog:
         else:
             self.log.warning("conversation log available again after %.1f s; no rows lost", took)
         self._outage_dropped = 0
+
+    async def _probe(self) -> None:
+        try:
+            self._conn = await self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self._enter_outage(exc)
+            return
+        self._leave_outage()
 
     async def _write_some(self) -> None:
         if self._conn is None:

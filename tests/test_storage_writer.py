@@ -324,6 +324,25 @@ async def test_unavailable_path_keeps_rows_then_recovers(tmp_path, caplog):
     conn.close()
 
 
+async def test_idle_writer_notices_the_database_is_back(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    log = TurnLog(blocker / "log.db", secret=SECRET, logger=_logger("idle"), retry_interval=0.05)
+    await log.start()
+    await asyncio.sleep(0.2)
+    assert not log.healthy and log.failures >= 3  # probing while idle ...
+    assert len(_warnings(caplog, "idle", "unavailable")) == 1  # ... without repeating the warning
+    blocker.unlink()
+    for _ in range(100):
+        if log.healthy:
+            break
+        await asyncio.sleep(0.02)
+    assert log.healthy  # recovered with no row recorded
+    await log.close()
+    assert (blocker / "log.db").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes; the unavailable-path test covers recovery")
 async def test_read_only_file_keeps_rows_then_recovers(tmp_path, caplog):
     caplog.set_level(logging.INFO)
