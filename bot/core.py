@@ -92,9 +92,11 @@ class Answerer:
         reply = Reply(route=Route.NONE, text="", question=q_text, normalized=key, traditional=norm.traditional,
                       masked={k: v for k, v in masked.counts.items() if v}, knowledge_version=self.kb.version)
 
-        # A numbered answer to a clarify offer (console, Matrix).
-        if conv is not None and conv.pending_choices and norm.cleaned.strip().isdigit():
-            picked = int(norm.cleaned.strip())
+        # A numbered answer to a clarify offer (console, Matrix): "2", "２", "2。", "2、".
+        # isdecimal, not isdigit: int() rejects some "digits" (e.g. U+10A40) and would raise.
+        pick = "".join(ch for ch in norm.cleaned if ch.isalnum())
+        if conv is not None and conv.pending_choices and pick.isdecimal():
+            picked = int(pick)
             if 0 <= picked <= len(conv.pending_choices):
                 return self._finish_sync(self._chosen(conv, picked, reply), started)
 

@@ -123,7 +123,8 @@ class Matcher:
             b2 = RECALL_BETA * RECALL_BETA
             content = (1 + b2) * precision * recall / (b2 * precision + recall)
         shape = fuzz.ratio(q, p.text) / 100.0
-        return 100.0 * (SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * content)
+        # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
+        return min(100.0, 100.0 * (SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * content))
 
     def _candidate_entries(self, qgrams: set[str]) -> list[int]:
         if len(self.entries) <= PRESELECT:
