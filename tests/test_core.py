@@ -1,0 +1,275 @@
+"""The answering core: bad input, conversations (numbered clarify answers), personal data, reload, the log."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+
+import pytest
+
+from bot import texts
+from bot.core import Answerer
+from bot.replies import Conversation, Draft, Reply, Route
+from knowledge.loader import KnowledgeError
+
+CLOSE_CALL = "电子社保卡信息跟实体卡不一样怎么办"  # clarify with 3 choices (see test_match)
+
+
+def conv() -> Conversation:
+    return Conversation(channel="cli", chat_id="test", chat_type="cli")
+
+
+# -- bad input --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", ["", " ", "   \n\t  ", "\u3000\u3000", "？？！！。。", "...", "😀👍🎉", "🙏🏻❤️",
+                                      "\x00\x01\x02", "\u200b\u200d\ufeff", "\u202e\u2066"])
+def test_empty_like_input_gets_a_prompt(answerer, question):
+    reply = answerer.match(question)
+    assert reply.route is Route.NONE
+    assert reply.reason == "empty"
+    assert reply.text == texts.EMPTY
+    assert reply.normalized == "" and reply.candidates == []
+
+
+def test_none_and_non_string_do_not_crash(answerer):
+    for q in (None, 123, b"bytes"):
+        reply = answerer.match(q)  # type: ignore[arg-type]
+        assert reply.route is Route.NONE and reply.text == texts.EMPTY
+
+
+def test_greeting_and_thanks_get_friendly_replies(answerer):
+    for q in ("你好", "您好！", "hello", "在吗？"):
+        reply = answerer.match(q)
+        assert (reply.route, reply.reason, reply.text) == (Route.NONE, "greeting", texts.GREETING), q
+    for q in ("谢谢", "谢谢你！", "多谢"):
+        reply = answerer.match(q)
+        assert (reply.route, reply.reason, reply.text) == (Route.NONE, "thanks", texts.THANKS), q
+
+
+def test_long_question_same_route_bounded_key(answerer, settings):
+    short = "社保卡丢了怎么办，" * 11  # ~100 characters
+    long = "社保卡丢了怎么办，" * 1112  # ~10,000 characters
+    assert 95 <= len(short) <= 105 and 9_900 <= len(long) <= 10_100
+    a = answerer.match(short)
+    started = time.perf_counter()
+    b = answerer.match(long)
+    elapsed = time.perf_counter() - started
+    assert a.route is b.route is Route.FAQ
+    assert a.faq_id == b.faq_id == "lost_reissue"
+    assert len(b.normalized) <= settings.match_prefix_chars
+    assert len(b.question) <= settings.max_question_chars
+    assert texts.TOO_LONG_NOTE in b.text and texts.TOO_LONG_NOTE not in a.text
+    assert elapsed < 0.5, f"a 10,000-character question took {elapsed * 1000:.0f} ms"
+
+
+def test_long_noise_is_bounded_and_answered(answerer, settings):
+    # 10,000 characters with no sentence breaks, emoji and control characters mixed in: no error.
+    noise = ("社保卡😀\u200b丢了\x07" * 2000)[:10_000]
+    started = time.perf_counter()
+    reply = answerer.match(noise)
+    assert time.perf_counter() - started < 0.5
+    assert reply.route in (Route.FAQ, Route.CLARIFY, Route.NONE)
+    assert len(reply.normalized) <= settings.match_prefix_chars
+    assert "\u200b" not in reply.normalized and "\x07" not in reply.normalized
+
+
+def test_control_and_zero_width_characters_stripped(answerer):
+    plain = answerer.match("社保卡丢了怎么办")
+    dirty = answerer.match("社\u200b保\u200c卡\u200d丢\ufeff了\x00怎\x1f么\u2060办\u202e")
+    assert dirty.normalized == plain.normalized
+    assert (dirty.route, dirty.faq_id) == (plain.route, plain.faq_id) == (Route.FAQ, "lost_reissue")
+
+
+@pytest.mark.parametrize("question", ["lost my card", "I lost my social security card", "How do I reset my password?",
+                                      "hello world 123", "DROP TABLE turns;--", "<script>alert(1)</script>"])
+def test_english_and_junk_never_crash(answerer, question):
+    reply = answerer.match(question)
+    assert reply.route in (Route.NONE, Route.CLARIFY, Route.FAQ)
+    assert reply.text
+    if reply.route is Route.NONE:
+        assert "社会保障卡服务网点" in reply.text or reply.text in (texts.EMPTY, texts.GREETING)
+
+
+@pytest.mark.parametrize("question", ["123456", "886", "0", "2", "12333", "3.1415926"])
+def test_digits_only(answerer, question):
+    reply = answerer.match(question)  # no conversation: a number is just a (meaningless) question
+    assert reply.route is Route.NONE
+    assert reply.faq_id is None and reply.text
+
+
+# -- conversations: numbered answers to a clarify --------------------------------------------------------
+async def test_clarify_then_numbered_choice(answerer, kb):
+    c = conv()
+    first = await answerer.answer(CLOSE_CALL, c)
+    assert first.route is Route.CLARIFY and len(first.choices) == 3
+    assert [x.faq_id for x in c.pending_choices] == [x.faq_id for x in first.choices]
+
+    second = await answerer.answer("2", c)
+    picked = first.choices[1]
+    assert second.route is Route.FAQ
+    assert (second.faq_id, second.section) == (picked.faq_id, picked.section)
+    entry = kb.get(picked.faq_id)
+    assert second.text == texts.faq_text(entry.question, entry.answer)
+    assert second.reason == "chosen"
+    assert c.pending_choices == []  # the offer is used up
+
+    # The same "2" again is an ordinary (meaningless) question now.
+    third = await answerer.answer("2", c)
+    assert third.route is Route.NONE and third.reason != "chosen"
+
+
+async def test_clarify_then_zero_means_none_of_these(answerer):
+    c = conv()
+    assert (await answerer.answer(CLOSE_CALL, c)).route is Route.CLARIFY
+    reply = await answerer.answer("0", c)
+    assert reply.route is Route.NONE and reply.reason == "none-of-these"
+    assert reply.text == texts.NONE_OF_THESE_ACK
+    assert "社会保障卡服务网点" in reply.text
+    assert c.pending_choices == []
+
+
+@pytest.mark.parametrize("answer, index", [("１", 0), (" 3 ", 2), ("2。", 1), ("1、", 0), ("3️⃣", 2)])
+async def test_numbered_choice_tolerates_full_width_and_punctuation(answerer, answer, index):
+    c = conv()
+    first = await answerer.answer(CLOSE_CALL, c)
+    reply = await answerer.answer(answer, c)
+    assert reply.route is Route.FAQ, (answer, reply.reason)
+    assert reply.faq_id == first.choices[index].faq_id
+
+
+@pytest.mark.parametrize("answer", ["4", "9", "12333", "\U00010a40"])
+async def test_out_of_range_number_after_clarify_is_a_question(answerer, answer):
+    c = conv()
+    await answerer.answer(CLOSE_CALL, c)
+    reply = await answerer.answer(answer, c)
+    assert reply.reason not in ("chosen", "none-of-these", "error"), reply.reason
+    assert reply.error is None
+
+
+async def test_new_question_after_clarify_is_answered_normally(answerer):
+    c = conv()
+    await answerer.answer(CLOSE_CALL, c)
+    reply = await answerer.answer("社保卡丢了怎么办", c)
+    assert reply.route is Route.FAQ and reply.faq_id == "lost_reissue"
+    assert c.pending_choices == []
+    assert [e.faq_id for e in c.history] == [None, "lost_reissue"]
+
+
+# -- personal data -----------------------------------------------------------------------------------------
+PII_CASES = [
+    ("我的身份证号是13110219650712341X，社保卡丢了怎么办", "13110219650712341X", "lost_reissue"),
+    ("社保卡丢了怎么办，我电话138 1234 5678", "138 1234 5678", "lost_reissue"),
+    ("社保卡丢了怎么办 手机号+86-13812345678", "13812345678", "lost_reissue"),
+    ("我的银行卡号6217000130001234565，电子社保卡绑定不了银行卡", "6217000130001234565", "bind_bank"),
+]
+
+
+@pytest.mark.parametrize("question, secret, faq_id", PII_CASES)
+async def test_pii_masked_noted_and_still_answered(answerer, question, secret, faq_id):
+    reply = await answerer.answer(question, conv())
+    assert secret not in reply.question
+    assert secret.replace(" ", "") not in reply.question.replace(" ", "")
+    assert "[" in reply.question  # a placeholder where the number was
+    assert sum(reply.masked.values()) >= 1
+    assert reply.text.endswith(texts.PII_NOTE)
+    assert reply.route is Route.FAQ and reply.faq_id == faq_id, (reply.route, reply.reason, reply.score)
+    assert secret not in repr(reply.as_dict())
+
+
+def test_hotline_is_not_personal_data(answerer):
+    reply = answerer.match("社保卡丢了打12333可以挂失吗")
+    assert "12333" in reply.question and not reply.masked
+    assert texts.PII_NOTE not in reply.text
+
+
+def test_only_pii_gets_prompt_and_note(answerer):
+    reply = answerer.match("13812345678")
+    assert "13812345678" not in reply.question
+    assert reply.route is Route.NONE and reply.text.endswith(texts.PII_NOTE)
+
+
+# -- the full pipeline: stream, answer_entry, feedback, the log ---------------------------------------
+async def test_stream_without_llm_yields_exactly_one_reply(answerer):
+    events = [e async for e in answerer.stream("社保卡丢了怎么办", conv())]
+    assert len(events) == 1 and isinstance(events[0], Reply)
+    assert not any(isinstance(e, Draft) for e in events)
+    assert events[0].knowledge_version == answerer.kb.version
+    assert events[0].latency_ms > 0
+
+
+def test_answer_entry(answerer, kb):
+    c = conv()
+    reply = answerer.answer_entry("newborn", c)
+    e = kb.get("newborn")
+    assert reply is not None and reply.route is Route.FAQ and reply.section == 13
+    assert reply.text == texts.faq_text(e.question, e.answer)
+    assert reply.via == "button"
+    assert answerer.answer_entry("no_such_entry", c) is None
+    assert [x.faq_id for x in c.history] == ["newborn"]
+
+
+def test_feedback_kinds(answerer):
+    for kind in ("up", "down", "none"):
+        answerer.feedback("0" * 16, kind)  # no log: accepted, nothing happens
+    with pytest.raises(ValueError):
+        answerer.feedback("0" * 16, "meh")
+
+
+async def test_turns_reach_the_sqlite_log_masked(settings):
+    from bot.services import build_services
+
+    services = await build_services(settings, with_llm=False)
+    try:
+        c = Conversation(channel="console", chat_id="console", chat_type="console", user_id="alice")
+        r1 = await services.answerer.answer("社保卡丢了怎么办", c)
+        r2 = await services.answerer.answer("我的身份证号是13110219650712341X，社保卡丢了怎么办", c)
+        services.answerer.feedback(r1.turn_id, "up")
+    finally:
+        await services.aclose()
+    with sqlite3.connect(settings.db) as db:
+        rows = db.execute("SELECT id, route, faq_id, question, answer FROM turns ORDER BY ts, id").fetchall()
+        fb = db.execute("SELECT turn_id, kind FROM feedback").fetchall()
+        dump = "\n".join(db.iterdump())
+    assert [r[0] for r in rows] == [r1.turn_id, r2.turn_id]
+    assert [(r[1], r[2]) for r in rows] == [("faq", "lost_reissue"), ("faq", "lost_reissue")]
+    assert fb == [(r1.turn_id, "up")]
+    assert "13110219650712341X" not in dump
+    assert "alice" not in dump  # user ids are pseudonymized
+
+
+# -- reload ------------------------------------------------------------------------------------------------
+def test_reload_picks_up_changes_and_keeps_running_version_on_error(settings, knowledge_copy):
+    a = Answerer(settings.model_copy(update={"knowledge_dir": knowledge_copy}))
+    v1 = a.kb.version
+    assert a.match("社保卡丢了怎么办").faq_id == "lost_reissue"
+
+    f = knowledge_copy / "faq" / "09_lost_reissue.toml"
+    good = f.read_text(encoding="utf-8")
+    f.write_text(good.replace('"社保卡丢了",', '"社保卡丢了",\n  "社保卡叫狗叼走了",', 1), encoding="utf-8")
+    kb2 = a.reload()
+    assert kb2.version != v1 and a.kb is kb2
+    assert a.match("社保卡叫狗叼走了").faq_id == "lost_reissue"
+
+    f.write_text(good.replace('section = 9', 'section = 99'), encoding="utf-8")
+    with pytest.raises(KnowledgeError) as exc:
+        a.reload()
+    assert "09_lost_reissue.toml" in str(exc.value)
+    assert a.kb is kb2  # still serving the last good version
+    assert a.match("社保卡丢了怎么办").faq_id == "lost_reissue"
+
+
+def test_reload_tells_the_llm(settings, knowledge_copy):
+    class Recorder:  # stands in for the LLM fallback, which is not under test here
+        def __init__(self):
+            self.kbs = []
+
+        def reload(self, kb):
+            self.kbs.append(kb)
+
+    rec = Recorder()
+    a = Answerer(settings.model_copy(update={"knowledge_dir": knowledge_copy}), llm=rec)
+    kb = a.reload()
+    assert rec.kbs == [kb]
+    shutil.rmtree(knowledge_copy / "faq")
+    with pytest.raises(KnowledgeError):
+        a.reload()
+    assert rec.kbs == [kb]  # not told about a knowledge base that failed validation

@@ -1,0 +1,258 @@
+"""Matching and routing: the labelled question set, look-alikes that must never get a direct answer, clarify and none."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot import texts
+from bot.replies import Route
+from knowledge.match import Matcher, Thresholds, grams
+from knowledge.normalize import to_traditional
+
+LABELLED = Path(__file__).parent / "data" / "labelled_questions.jsonl"
+
+
+def load_labelled() -> list[dict]:
+    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 100, "the labelled set is unexpectedly small"
+    return rows
+
+
+@pytest.fixture(scope="module")
+def labelled_results(answerer):
+    """Every labelled question through the real matcher, with the default thresholds from Settings."""
+    return [(row, answerer.match(row["q"])) for row in load_labelled()]
+
+
+def _describe(row, reply) -> str:
+    return f"{row['q']!r} want {row['sections']} got {reply.route.value} {reply.section} top3 " \
+           f"{[c.section for c in reply.candidates[:3]]}"
+
+
+# -- the labelled set -----------------------------------------------------------------------------------
+def test_labelled_direct_correct_rate(labelled_results):
+    in_scope = [(r, rep) for r, rep in labelled_results if r["sections"]]
+    correct = [1 for r, rep in in_scope if rep.route is Route.FAQ and rep.section in r["sections"]]
+    rate = len(correct) / len(in_scope)
+    assert rate >= 0.60, f"direct-correct {rate:.1%} of {len(in_scope)} in-scope questions"
+
+
+def test_labelled_no_direct_wrong(labelled_results):
+    wrong = [_describe(r, rep) for r, rep in labelled_results
+             if r["sections"] and rep.route is Route.FAQ and rep.section not in r["sections"]]
+    assert wrong == []
+
+
+def test_labelled_out_of_scope_rarely_direct(labelled_results):
+    oos = [(r, rep) for r, rep in labelled_results if not r["sections"]]
+    assert len(oos) >= 30
+    direct = [_describe(r, rep) for r, rep in oos if rep.route is Route.FAQ]
+    assert len(direct) <= 1, direct
+    injection_direct = [_describe(r, rep) for r, rep in oos if r["kind"] == "injection" and rep.route is Route.FAQ]
+    assert injection_direct == []
+
+
+def test_labelled_recall_at_3(labelled_results):
+    in_scope = [(r, rep) for r, rep in labelled_results if r["sections"]]
+    misses = [_describe(r, rep) for r, rep in in_scope
+              if not set(r["sections"]) & {c.section for c in rep.candidates[:3]}]
+    recall = 1 - len(misses) / len(in_scope)
+    assert recall >= 0.95, f"recall@3 {recall:.1%}; misses: {misses}"
+
+
+def test_labelled_replies_are_well_formed(labelled_results, kb):
+    for row, reply in labelled_results:
+        assert reply.text, row
+        assert len(reply.candidates) <= 5
+        scores = [c.score for c in reply.candidates]
+        assert scores == sorted(scores, reverse=True), row
+        assert all(0 <= s <= 100 for s in scores), (row, scores)
+        assert reply.score == (scores[0] if scores else 0.0)
+        if reply.route is Route.FAQ:
+            entry = kb.get(reply.faq_id)
+            assert entry is not None and reply.section == entry.section
+            want = to_traditional(entry.answer) if reply.traditional else entry.answer
+            assert want in reply.text, row  # the curated answer, verbatim (in the asker's script)
+        else:
+            assert reply.faq_id is None and reply.section is None
+        if reply.route is Route.CLARIFY:
+            assert 1 <= len(reply.choices) <= 3
+
+
+# -- look-alikes: never a direct answer -------------------------------------------------------------------
+LOOK_ALIKES = [
+    "身份证丢了怎么补办",
+    "银行卡密码忘了",
+    "护照过期了怎么换",
+    "孩子的出生证明怎么办",
+    "信用卡丢了",
+    "驾照到期",
+    "微信密码忘了",
+    "支付宝密码忘了",
+    "QQ密码忘了",
+    "医保卡丢了怎么办",
+    "身份证过期了怎么换",
+    "银行卡丢了怎么挂失",
+    "户口本丢了怎么补办",
+    "驾驶证过期了怎么换",
+    "出生医学证明怎么办理",
+    "公积金卡丢了",
+    "健康码过期了",
+    "居住证到期怎么续签",
+    "学生证丢了怎么补",
+    "手机丢了怎么办",
+    "身份证改名字了怎么办",
+    "银行卡怎么换绑手机号",
+    "新生儿上户口要什么材料",
+    "公交卡丢了怎么办",
+]
+
+
+@pytest.mark.parametrize("question", LOOK_ALIKES)
+def test_look_alikes_never_direct(answerer, question):
+    reply = answerer.match(question)
+    assert reply.route is not Route.FAQ, f"{question!r} answered directly with {reply.faq_id} ({reply.score:.0f})"
+    assert reply.faq_id is None
+
+
+def test_foreign_term_reason_is_recorded(answerer):
+    reply = answerer.match("身份证丢了怎么补办")
+    assert reply.reason.startswith("foreign-term:") and "身份证" in reply.reason
+
+
+# -- clear in-scope questions (written for this test) ---------------------------------------------------
+CLEAR = [
+    ("电子社保卡到底是什么", "intro", 0),
+    ("怎么在手机上申领电子社保卡", "apply", 1),
+    ("电子社保卡的登录密码忘记了怎么重置", "reset_password", 2),
+    ("申领电子社保卡的时候提示查无此人", "no_record", 3),
+    ("换了新的实体卡以后电子社保卡信息对不上", "info_mismatch", 4),
+    ("电子社保卡人脸识别一直不通过", "face_failed", 5),
+    ("电子社保卡绑定不了银行卡", "bind_bank", 6),
+    ("电子社保卡怎么出现了两个账号", "two_accounts", 7),
+    ("电子社保卡亲情服务怎么添加家人", "family_service", 8),
+    ("我社保卡丢了咋整", "lost_reissue", 9),
+    ("社保卡绑定的手机号怎么更改", "change_phone", 10),
+    ("社保卡上的姓名怎么变更", "change_name", 11),
+    ("社保卡过期了怎么办", "validity_renewal", 12),
+    ("给刚出生的娃办社保卡要啥材料", "newborn", 13),
+    ("宝宝的社保卡怎么办", "newborn", 13),
+    ("你好，请问社會保障卡丟了怎麼辦？謝謝", "lost_reissue", 9),
+]
+
+
+@pytest.mark.parametrize("question, faq_id, section", CLEAR)
+def test_clear_questions_answered_directly(answerer, kb, question, faq_id, section):
+    reply = answerer.match(question)
+    assert reply.route is Route.FAQ, (question, reply.route, reply.reason, reply.score)
+    assert (reply.faq_id, reply.section) == (faq_id, section)
+    assert reply.candidates[0].faq_id == faq_id
+    if not reply.traditional:
+        assert reply.text == texts.faq_text(kb.get(faq_id).question, kb.get(faq_id).answer)
+
+
+def test_every_entry_reachable_by_its_own_question(answerer, kb):
+    for e in kb.entries:
+        reply = answerer.match(e.question)
+        assert reply.candidates and reply.candidates[0].faq_id == e.id, e.id
+
+
+def test_traditional_question_gets_traditional_answer(answerer):
+    reply = answerer.match("社保卡丟了怎麼辦")
+    assert reply.route is Route.FAQ and reply.faq_id == "lost_reissue"
+    assert reply.traditional is True
+    assert "掛失" in reply.text and "挂失" not in reply.text
+
+
+# -- clarify ---------------------------------------------------------------------------------------------
+CLOSE_CALLS = [
+    ("电子社保卡信息跟实体卡不一样怎么办", "info_mismatch"),
+    ("社保卡掉了能在网上挂失不", "lost_reissue"),
+    ("钱包丢了，社保卡也在里面，怎么办", "lost_reissue"),
+    ("卡上写的有效期到了，医保还能用吗", "validity_renewal"),
+]
+
+
+@pytest.mark.parametrize("question, faq_id", CLOSE_CALLS)
+def test_close_calls_clarify_with_the_right_choice(answerer, question, faq_id):
+    reply = answerer.match(question)
+    assert reply.route is Route.CLARIFY, (question, reply.route, reply.score)
+    assert 1 <= len(reply.choices) <= 3
+    assert faq_id in [c.faq_id for c in reply.choices]
+    assert reply.text.startswith(texts.CLARIFY_HEAD)
+    for i, c in enumerate(reply.choices, 1):
+        assert f"{i}. {c.question}" in reply.text
+    assert reply.faq_id is None and reply.section is None
+
+
+def test_clarify_choices_are_distinct_and_ranked(answerer):
+    reply = answerer.match("电子社保卡信息跟实体卡不一样怎么办")
+    ids = [c.faq_id for c in reply.choices]
+    assert len(ids) == len(set(ids)) == 3
+    assert ids == [c.faq_id for c in reply.candidates[:3]]
+
+
+# -- none ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", ["今天天气怎么样", "讲个笑话", "养老金什么时候发", "公积金怎么提取", "lost my card"])
+def test_out_of_scope_refers_to_service_point(answerer, question):
+    reply = answerer.match(question)
+    assert reply.route is Route.NONE
+    assert reply.text.startswith(texts.OUT_OF_SCOPE)
+    assert "社会保障卡服务网点" in reply.text
+    assert reply.faq_id is None
+    assert len(reply.choices) <= 3
+
+
+def test_none_offers_related_questions_when_any(answerer):
+    reply = answerer.match("老年证丢了")  # related to 挂失, but about another card
+    assert reply.route is not Route.FAQ
+    if reply.route is Route.NONE and reply.choices:
+        assert texts.RELATED_HEAD in reply.text
+        assert all(c.score >= answerer.settings.related_threshold for c in reply.choices)
+
+
+# -- thresholds come from settings ---------------------------------------------------------------------
+def test_thresholds_from_settings(settings, kb):
+    from bot.core import Answerer
+
+    strict = Answerer(settings.model_copy(update={"direct_threshold": 101.0}), kb)
+    assert strict.match("社保卡丢了怎么办").route is not Route.FAQ
+    lax = Answerer(settings.model_copy(update={"clarify_threshold": 101.0, "direct_threshold": 101.0}), kb)
+    assert lax.match("社保卡丢了怎么办").route is Route.NONE
+
+
+# -- matcher internals ------------------------------------------------------------------------------------
+def test_grams():
+    assert grams("") == set()
+    assert grams("卡") == {"卡"}
+    assert grams("社保卡") == {"社保", "保卡"}
+
+
+def test_rank_is_bounded_and_sorted(kb):
+    m = Matcher(kb)
+    ranked = m.rank(m.normalizer.normalize("社保卡丢了怎么办").text, limit=5)
+    assert 1 <= len(ranked) <= 5
+    assert ranked[0].entry.id == "lost_reissue"
+    assert [s.score for s in ranked] == sorted((s.score for s in ranked), reverse=True)
+    assert m.rank("") == []
+
+
+def test_scores_stay_within_0_100(kb):
+    # An exact phrase scores 100, never a float hair above it (the JSON contract says 0-100).
+    m = Matcher(kb)
+    for e in kb.entries:
+        for phrase in (e.question, *e.alternates):
+            ranked = m.rank(m.normalizer.normalize(phrase).text)
+            assert ranked and all(0 <= s.score <= 100 for s in ranked), (phrase, [s.score for s in ranked])
+    exact = m.rank(m.normalizer.normalize("社保卡丢了").text)[0]
+    assert exact.entry.id == "lost_reissue" and exact.score == 100.0
+
+
+def test_route_margin_blocks_ties(kb):
+    m = Matcher(kb)
+    q = m.normalizer.normalize("社保卡丢了怎么办").text
+    assert m.route(q, Thresholds()).route == "faq"
+    # A margin no gap can meet turns the confident answer into a clarify.
+    assert m.route(q, Thresholds(margin=101.0)).route == "clarify"

@@ -1,0 +1,176 @@
+"""Question normalization: the matching key people's noisy questions and the curated phrases share."""
+from __future__ import annotations
+
+import pytest
+
+from knowledge.normalize import Normalizer, clean, to_simplified, to_traditional
+
+
+@pytest.fixture(scope="module")
+def norm(kb) -> Normalizer:
+    return Normalizer(kb.terms)
+
+
+def key(norm: Normalizer, text: str) -> str:
+    return norm.normalize(text).text
+
+
+def test_full_width_to_half_width(norm):
+    assert key(norm, "ＡＢＣ１２３社保卡") == "abc123社保卡"
+    assert clean("ＡＢＣ　１２３") == "ABC 123"
+    assert key(norm, "ｓｈｅｂａｏｋａ丢了") == key(norm, "社保卡丢了")
+
+
+def test_traditional_to_simplified_sets_flag(norm):
+    n = norm.normalize("社會保障卡丟了怎麼辦")
+    assert n.text == "社保卡挂失怎么办"
+    assert n.traditional is True
+    assert n.cleaned == "社會保障卡丟了怎麼辦"  # the display text keeps the user's script
+    plain = norm.normalize("社会保障卡丢了怎么办")
+    assert plain.text == n.text and plain.traditional is False
+    assert norm.normalize("電子社保卡登錄密碼忘記了").text == norm.normalize("电子社保卡登录密码忘记了").text
+
+
+def test_traditional_round_trip_helpers():
+    assert to_simplified("掛失補辦") == "挂失补办"
+    assert to_traditional("挂失补办") == "掛失補辦"
+
+
+def test_case_folded(norm):
+    assert key(norm, "SheBaoKa丢了") == key(norm, "shebaoka丢了") == key(norm, "社保卡丢了")
+    assert key(norm, "电子社保卡App打不开") == key(norm, "电子社保卡APP打不开") == key(norm, "电子社保卡app打不开")
+    assert key(norm, "ABC") == "abc"
+
+
+@pytest.mark.parametrize(
+    "noisy",
+    [
+        "社保卡丢了！！！？？",
+        "“社保卡”丢了。。。",
+        "（社保卡）丢了，，",
+        "社保卡...丢了!!",
+        "【社保卡】丢了～",
+        "社保卡—丢了？",
+    ],
+)
+def test_punctuation_stripped(norm, noisy):
+    assert key(norm, noisy) == "社保卡挂失"
+
+
+def test_emoji_stripped(norm):
+    assert key(norm, "社保卡😀丢了👍") == "社保卡挂失"
+    assert key(norm, "😭😭社保卡丢了🙏🏻") == "社保卡挂失"  # skin-tone modifier too
+    assert key(norm, "❤️社保卡丢了") == "社保卡挂失"  # emoji + variation selector
+
+
+def test_whitespace_stripped(norm):
+    assert key(norm, "  社 保 卡\t丢了\n") == "社保卡挂失"
+    assert key(norm, "社保卡\u3000丢了") == "社保卡挂失"  # ideographic space
+    assert key(norm, "社保卡\u00a0丢了\r\n") == "社保卡挂失"
+
+
+def test_zero_width_and_control_characters_stripped(norm):
+    assert key(norm, "社\u200b保\u200d卡\ufeff丢\x00了\x07") == "社保卡挂失"
+    assert key(norm, "社保卡丢了\u202e\u2066\u200e") == "社保卡挂失"  # bidi controls
+    ansi = key(norm, "\x1b[31m社保卡丢了\x1b[0m")
+    assert "\x1b" not in ansi and "社保卡挂失" in ansi
+    assert clean("a\x00b\x7fc\u200bd") == "abcd"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "你好社保卡丢了怎么办",
+        "你好，请问社保卡丢了怎么办",
+        "请问社保卡丢了怎么办呢",
+        "社保卡丢了怎么办啊",
+        "社保卡丢了怎么办呢？谢谢",
+        "您好！请问：社保卡丢了怎么办呀？？谢谢您！",
+        "麻烦问一下，社保卡丢了怎么办，谢谢啦",
+        "在吗？社保卡丢了怎么办",
+    ],
+)
+def test_greetings_and_fillers_stripped(norm, text):
+    assert key(norm, text) == "社保卡挂失怎么办"
+
+
+def test_greeting_alone_is_empty(norm):
+    for text in ("你好", "您好！", "谢谢", "请问", "你好，谢谢"):
+        assert key(norm, text) == "", text
+
+
+def test_particle_only_at_clause_end(norm):
+    # "啊" ends the clause and goes; a particle-like character inside a word stays.
+    assert key(norm, "社保卡丢了啊") == "社保卡挂失"
+    assert "呢" not in key(norm, "社保卡丢了呢")
+    assert key(norm, "社保卡密码忘了吧") == key(norm, "社保卡密码忘了")
+
+
+@pytest.mark.parametrize(
+    "variant, canonical",
+    [
+        ("社会保障卡", "社保卡"),
+        ("刷脸", "人脸识别"),
+        ("丢了", "挂失"),
+        ("电话号码", "手机号"),
+        ("宝宝", "新生儿"),
+        ("过期", "有效期"),
+        ("到期", "有效期"),
+        ("密马", "密码"),
+        ("社宝卡", "社保卡"),
+        ("忘了", "忘记"),
+        ("登陆", "登录"),
+    ],
+)
+def test_synonyms_rewritten_to_canonical(norm, kb, variant, canonical):
+    assert canonical in kb.terms.synonyms, f"{canonical} is not a canonical term in terms.toml"
+    assert variant in kb.terms.synonyms[canonical]
+    assert canonical in key(norm, variant)
+    # In context too, and the canonical term itself is left alone.
+    assert key(norm, f"我的{variant}怎么办") == key(norm, f"我的{canonical}怎么办")
+
+
+def test_synonyms_longest_first(norm):
+    # "电话号码" must not become "手机号码" via the shorter "电话号" -> "手机号" ... + "码".
+    assert key(norm, "电话号码") == "手机号"
+    assert key(norm, "手机号码") == "手机号"
+    # "电子社会保障卡" is one term, not "电子" + "社保卡" rewritten twice.
+    assert key(norm, "电子社会保障卡") == "电子社保卡"
+
+
+SAME_KEY = [
+    "社保卡丢了怎么办",
+    "社保卡丢了怎么办？",
+    "社会保障卡丢了怎么办",
+    "社會保障卡丟了怎麼辦",
+    "您好，请问社保卡丢了怎么办呀？谢谢！",
+    "社 保 卡 丢 了 怎 么 办 😭",
+    "社\u200b保卡丢了怎么办\u200d",
+    "ＳＨＥＢＡＯＫＡ丢了怎么办",
+    "社保卡丢了咋办",
+    "社宝卡丢了怎么办！！",
+]
+
+
+def test_noisy_variants_share_one_key(norm):
+    keys = {text: key(norm, text) for text in SAME_KEY}
+    assert set(keys.values()) == {"社保卡挂失怎么办"}, keys
+
+
+def test_normalize_is_idempotent_on_keys(norm):
+    for text in SAME_KEY:
+        k = key(norm, text)
+        assert key(norm, k) == k
+
+
+def test_max_chars_bounds_the_work(norm):
+    long = "社保卡丢了怎么办" * 5000
+    n = norm.normalize(long, max_chars=100)
+    assert len(n.cleaned) <= 100
+    assert len(n.text) <= 100
+
+
+def test_empty_and_none_like_inputs(norm):
+    for text in ("", "   ", "\n\t", "？！。，", "😀🎉", "\u200b\ufeff"):
+        n = norm.normalize(text)
+        assert n.text == "" and n.traditional is False, repr(text)
