@@ -15,6 +15,7 @@ from pathlib import Path
 SEED_SECTIONS = range(0, 14)
 ID_RE = re.compile(r"^[a-z0-9_]{2,40}$")
 MIN_ALTERNATES = 12
+_ID_LINE_RE = re.compile(r'''^\s*id\s*=\s*["']([^"'\n]+)["']''', re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ def _read_toml(path: Path, problems: list[Problem]) -> dict | None:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        problems.append(Problem(path.name, None, f"TOML syntax error: {exc}"))
+        # Name the entry too when its id line is still readable.
+        m = _ID_LINE_RE.search(path.read_text(encoding="utf-8", errors="replace"))
+        problems.append(Problem(path.name, m.group(1) if m else None, f"TOML syntax error: {exc}"))
+    except UnicodeDecodeError as exc:  # e.g. saved as GBK by an editor
+        problems.append(Problem(path.name, None, f"not UTF-8 text (save the file as UTF-8): {exc}"))
     except OSError as exc:
         problems.append(Problem(path.name, None, f"cannot read: {exc}"))
     return None
