@@ -426,10 +426,12 @@ class TurnLog:
             except _Outage:
                 await self._reset_conn()
                 await asyncio.sleep(self.retry_interval)
-            except Exception as exc:  # a bug, not the disk: log it, keep the rows, keep going
+            except Exception as exc:  # a bug, not the disk: log it (once per distinct error), keep the rows, go on
                 self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self.log.exception("conversation log writer error")
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:
+                    self.log.exception("conversation log writer error")
+                self.last_error = error
                 if self._inflight:
                     self._buf.extendleft(reversed(self._inflight))
                     self._inflight = []
@@ -443,7 +445,7 @@ class TurnLog:
             self._outage_since = time.monotonic()
             self._outage_dropped = 0
             self.log.warning(
-                "conversation log %s unavailable (%s); keeping rows in memory (up to %d) and retrying every %.1f s",
+                "conversation log %s unavailable (%s); keeping rows in memory (up to %d) and retrying every %g s",
                 self.path,
                 self.last_error,
                 self.memory_bound,
@@ -452,6 +454,9 @@ class TurnLog:
 
     def _leave_outage(self) -> None:
         if self._outage_since is None:
+            if self._outage_dropped:  # rows dropped because the writer fell behind, without an outage
+                self.log.error("conversation log: %d rows were dropped over the memory bound", self._outage_dropped)
+                self._outage_dropped = 0
             return
         took = time.monotonic() - self._outage_since
         self._outage_since = None

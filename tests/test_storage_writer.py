@@ -235,19 +235,26 @@ async def _hold_lock(path: Path, seconds: float) -> asyncio.subprocess.Process:
     return proc
 
 
-async def _record_while(log: TurnLog, conv: Conversation, start: int, until: asyncio.Future | float) -> tuple[int, float]:
-    """Record a turn every ~10 ms until `until` (a process .wait() future or a deadline); return count, slowest call."""
-    slowest, i = 0.0, start
-    while True:
-        done = until.done() if isinstance(until, asyncio.Future) else time.monotonic() >= until
-        if done:
-            return i - start, slowest
+async def _record_while(log: TurnLog, conv: Conversation, start: int, until: asyncio.Future) -> list[float]:
+    """Record a turn every ~10 ms until `until` is done; return how long each record_turn call took (s)."""
+    took, i = [], start
+    while not until.done():
         reply = _reply(i)
         t0 = time.perf_counter()
         log.record_turn(conv, reply)
-        slowest = max(slowest, time.perf_counter() - t0)
+        took.append(time.perf_counter() - t0)
         i += 1
         await asyncio.sleep(0.01)
+    return took
+
+
+def _assert_never_blocked(took: list[float]) -> None:
+    # A call that waited on the database would take seconds (the lock is held for 1.5-3 s). Each call is well
+    # under 5 ms; a rare single spike above that is the interpreter (GC, GIL hand-off) on a busy 2-core machine.
+    took = sorted(took)
+    assert took[len(took) // 2] < 0.001, f"median record_turn {took[len(took) // 2] * 1000:.2f} ms"
+    assert sum(t >= 0.005 for t in took) <= max(1, len(took) // 100), [round(t * 1000, 1) for t in took[-5:]]
+    assert took[-1] < 0.05, f"record_turn blocked for {took[-1] * 1000:.1f} ms"
 
 
 async def test_locked_by_another_process_never_blocks_caller(tmp_path):
@@ -261,10 +268,11 @@ async def test_locked_by_another_process_never_blocks_caller(tmp_path):
     proc = await _hold_lock(path, 3.0)
     committed_before = log.committed
     waiter = asyncio.ensure_future(proc.wait())
-    n, slowest = await _record_while(log, conv, 1, waiter)
+    took = await _record_while(log, conv, 1, waiter)
+    n = len(took)
     assert proc.returncode == 0
     assert n > 100
-    assert slowest < 0.005, f"record_turn blocked for {slowest * 1000:.1f} ms"
+    _assert_never_blocked(took)
     # Nothing could be committed while the other process held the lock (bar a batch begun just before it).
     assert log.committed - committed_before <= 5
     await log.flush(timeout=10)
@@ -281,8 +289,9 @@ async def test_locked_longer_than_busy_timeout_recovers(tmp_path, caplog):
     conv = Conversation("telegram", GROUP_CHAT, "group", "7")
     proc = await _hold_lock(path, 1.5)
     waiter = asyncio.ensure_future(proc.wait())
-    n, slowest = await _record_while(log, conv, 0, waiter)
-    assert slowest < 0.005
+    took = await _record_while(log, conv, 0, waiter)
+    n = len(took)
+    _assert_never_blocked(took)
     assert log.failures >= 3 and "locked" in (log.last_error or "")
     await log.flush(timeout=10)
     assert log.healthy and log.pending == 0
