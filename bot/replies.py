@@ -34,9 +34,10 @@ class Candidate:
 def new_turn_id() -> str:
     """Time-ordered, unique id made in memory so adapters can reference a turn before it is on disk.
 
-    12 hex digits of milliseconds + 4 random hex digits = 16 characters (fits Telegram's 64-byte callback data).
+    12 hex digits of milliseconds + 8 random hex digits = 20 characters (fits Telegram's 64-byte callback data);
+    32 random bits per millisecond make a collision practically impossible.
     """
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(2)}"
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
 
 
 @dataclass
