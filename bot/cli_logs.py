@@ -1,0 +1,684 @@
+"""`faqbot logs …`: the curators' review of the conversation log.
+
+Verbs: list, show, search, stats, gaps, replay, export, purge, serve. Rich tables for people, ``--json`` for
+machines on every verb. Read verbs open the database read-only (the bot may be writing it at the same time:
+WAL lets both proceed). Imports are lazy so that building the `faqbot` parser stays cheap.
+
+Exit codes: 0 ok, 1 not found / no database / bad knowledge, 2 usage error (bad arguments, ambiguous id prefix,
+`serve` refused without a password).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import ipaddress
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROUTES = ("faq", "clarify", "llm", "none")
+FEEDBACK = ("up", "down", "none", "any")
+REVIEW_USER = "curator"
+PASSWORD_HASH_ENV = "FAQBOT_REVIEW_PASSWORD_HASH"
+METADATA_FILE = Path(__file__).resolve().parent.parent / "storage" / "datasette" / "metadata.yml"
+NO_LIMIT = 1 << 62
+
+# --------------------------------------------------------------------------------------------- parsing helpers
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str, default_unit: str = "d") -> _dt.timedelta:
+    """'90d', '24h', '30m', '2w', '45s'; a bare number is in ``default_unit``."""
+    m = _DURATION_RE.match(text or "")
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90d, 24h, 30m, 2w)")
+    unit = _UNITS[(m.group(2) or default_unit).lower()]
+    return _dt.timedelta(**{unit: float(m.group(1))})
+
+
+def parse_since(text: str) -> _dt.datetime:
+    """A duration back from now ('7d', '24h') or an ISO date/time ('2025-03-01', '2025-03-01T08:00+08:00').
+
+    A date or time without an offset is UTC, like the timestamps in the log."""
+    if _DURATION_RE.match(text or ""):
+        return _dt.datetime.now(_dt.timezone.utc) - parse_duration(text)
+    try:
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use e.g. 7d, 24h, 2025-03-01 or 2025-03-01T08:00:00+08:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.astimezone(_dt.timezone.utc)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'; any other address or name counts as reachable by others."""
+    h = (host or "").strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------- output helpers
+def _settings():
+    from bot.config import Settings
+
+    return Settings()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(msg.rstrip("\n") + "\n")
+
+
+def _db_path(args, settings=None) -> Path:
+    if args.db:
+        return Path(args.db)
+    return Path((settings or _settings()).db)
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _open_ro(args):
+    from storage.db import open_db_sync
+
+    path = _db_path(args)
+    try:
+        return open_db_sync(path, readonly=True)
+    except FileNotFoundError:
+        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)") from None
+
+
+def _short_ts(ts: str | None) -> str:
+    return (ts or "")[:19].replace("T", " ")
+
+
+def _clip(text: str | None, n: int) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+_FEEDBACK_MARK = {"up": "👍", "down": "👎", "none": "∅", None: ""}  # ∅ = "none of these" (都不是)
+
+
+def _run(fn):
+    """Wrap a verb: map _Exit to its exit code and message."""
+
+    def wrapper(args) -> int:
+        try:
+            return int(fn(args) or 0)
+        except _Exit as exc:
+            _err(str(exc))
+            return exc.code
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _filters(args) -> dict[str, Any]:
+    return {"route": args.route, "since": args.since, "channel": args.channel, "feedback": args.feedback}
+
+
+def _limit(args) -> int:
+    return NO_LIMIT if args.limit is not None and args.limit <= 0 else args.limit
+
+
+# --------------------------------------------------------------------------------------------- verbs
+def _turns_table(rows: list[dict[str, Any]], title: str):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    # Sized to fit 80 columns: wider content would be cropped, not wrapped.
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+              collapse_padding=True)
+    t.add_column("id", no_wrap=True)
+    t.add_column("time UTC", no_wrap=True)
+    t.add_column("channel", no_wrap=True, max_width=8, overflow="ellipsis")
+    t.add_column("route", no_wrap=True)
+    t.add_column("score", justify="right", no_wrap=True)
+    t.add_column("fb", no_wrap=True)
+    t.add_column("question → entry", ratio=1, overflow="fold")
+    for r in rows:
+        q = Text(_clip(r.get("question"), 80) or ("(error)" if r.get("error") else ""))
+        if r.get("faq_id"):
+            q.append(f" → {r['faq_id']}", style="dim")
+        t.add_row(
+            r["turn_id"], _short_ts(r["ts"])[5:16], r["channel"], r["route"],
+            "" if r.get("score") is None else f"{r['score']:.0f}",
+            _FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or ""), q,
+        )
+    return t
+
+
+def cmd_list(args) -> int:
+    from storage import queries
+
+    conn = _open_ro(args)
+    try:
+        rows = queries.list_turns(conn, limit=_limit(args), **_filters(args))
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(rows)
+        return 0
+    _console().print(_turns_table(rows, f"{len(rows)} turn(s), newest first"))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from storage import queries
+
+    conn = _open_ro(args)
+    try:
+        try:
+            turn = queries.get_turn(conn, args.id)
+        except ValueError as exc:
+            raise _Exit(2, str(exc)) from None
+    finally:
+        conn.close()
+    if turn is None:
+        raise _Exit(1, f"no turn with id or prefix {args.id!r}")
+    if args.json:
+        _print_json(turn)
+        return 0
+    from rich.table import Table
+
+    con = _console()
+    conv = turn.get("conversation") or {}
+    t = Table(title=f"turn {turn['turn_id']}", title_justify="left", show_header=False, show_lines=True)
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    masked = ", ".join(f"{k} {turn.get('masked_' + k)}" for k in ("id", "phone", "bank") if turn.get("masked_" + k))
+    fields = [
+        ("time (UTC)", turn["ts"]),
+        ("channel", f"{turn['channel']} · via {turn.get('via') or '-'} · chat {conv.get('chat_type') or '-'}"
+                    f" · user {(conv.get('user_hash') or '-')[:12]}"),
+        ("question", turn.get("question")),
+        ("normalized", turn.get("normalized")),
+        ("route", turn["route"]),
+        ("entry", f"{turn.get('faq_id') or '-'} (section {turn.get('section')})" if turn.get("faq_id") else "-"),
+        ("score", "" if turn.get("score") is None else f"{turn['score']:.1f}"),
+        ("context ids", ", ".join(turn.get("context_ids") or []) or "-"),
+        ("model", turn.get("model") or "-"),
+        ("guard", turn.get("guard") or "-"),
+        ("raw LLM output", turn.get("llm_raw") or "-"),
+        ("answer", turn.get("answer")),
+        ("latency", "" if turn.get("latency_ms") is None else f"{turn['latency_ms']:.1f} ms"),
+        ("knowledge", turn.get("knowledge_version") or "-"),
+        ("error", turn.get("error") or "-"),
+        ("masked", masked or "-"),
+        ("feedback", ", ".join(f"{_FEEDBACK_MARK.get(f['kind'], f['kind'])} {_short_ts(f['ts'])}"
+                               for f in turn.get("feedback_events") or []) or "-"),
+    ]
+    for name, value in fields:
+        t.add_row(name, "" if value is None else str(value))
+    con.print(t)
+    if turn.get("candidates"):
+        c = Table(title="candidates", title_justify="left")
+        for col in ("entry", "section", "score", "question"):
+            c.add_column(col, justify="right" if col == "score" else "left")
+        for cand in turn["candidates"]:
+            c.add_row(str(cand.get("faq_id")), str(cand.get("section")), f"{float(cand.get('score') or 0):.1f}",
+                      str(cand.get("question") or ""))
+        con.print(c)
+    if turn.get("reviews"):
+        rv = Table(title="reviews", title_justify="left")
+        for col in ("status", "label", "note", "reviewer", "time"):
+            rv.add_column(col)
+        for r in turn["reviews"]:
+            rv.add_row(r["status"] or "", r["label"] or "", r["note"] or "", r["reviewer"] or "", _short_ts(r["ts"]))
+        con.print(rv)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from storage import queries
+
+    conn = _open_ro(args)
+    try:
+        rows = queries.search_turns(conn, args.text, limit=_limit(args))
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(rows)
+        return 0
+    _console().print(_turns_table(rows, f"{len(rows)} turn(s) containing {args.text!r}, newest first"))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from storage import queries
+
+    conn = _open_ro(args)
+    try:
+        s = queries.stats(conn, since=args.since, top=args.top)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(s)
+        return 0
+    from rich.table import Table
+
+    con = _console()
+
+    def ms(v):
+        return "-" if v is None else f"{v:.0f} ms"
+
+    t = Table(title="conversation log" + (f" since {_short_ts(args.since.isoformat())} UTC" if args.since else ""),
+              title_justify="left", show_header=False)
+    t.add_column("metric", style="bold")
+    t.add_column("value", justify="right")
+    for name, value in (
+        ("turns", s["total"]),
+        ("answered directly (faq)", f"{s['direct_rate']:.1%}"),
+        ("👍 thumbs up", s["thumbs_up"]),
+        ("👎 thumbs down", s["thumbs_down"]),
+        ("none of these (都不是)", s["none_of_these"]),
+        ("LLM guard failures", s["guard_failures"]),
+        ("errors", s["errors"]),
+        ("latency p50", ms(s["latency_p50_ms"])),
+        ("latency p95", ms(s["latency_p95_ms"])),
+    ):
+        t.add_row(name, str(value))
+    con.print(t)
+    for title, data in (("by route", s["by_route"]), ("by channel", s["by_channel"])):
+        tt = Table(title=title, title_justify="left")
+        tt.add_column(title.split()[-1])
+        tt.add_column("turns", justify="right")
+        for k, v in data.items():
+            tt.add_row(str(k), str(v))
+        con.print(tt)
+    if s["top_entries"]:
+        te = Table(title="most asked entries (answered directly)", title_justify="left")
+        te.add_column("entry")
+        te.add_column("turns", justify="right")
+        for e in s["top_entries"]:
+            te.add_row(e["faq_id"], str(e["count"]))
+        con.print(te)
+    return 0
+
+
+def _load_kb(directory):
+    from knowledge.loader import KnowledgeError, load_knowledge
+
+    try:
+        return load_knowledge(directory)
+    except KnowledgeError as exc:
+        raise _Exit(1, str(exc)) from None
+
+
+def cmd_gaps(args) -> int:
+    from knowledge.match import Matcher
+    from storage.gaps import gap_clusters
+
+    settings = _settings()
+    kb = _load_kb(args.knowledge or settings.knowledge_dir)
+    alt = args.alternate_threshold if args.alternate_threshold is not None else settings.clarify_threshold
+    conn = _open_ro(args)
+    try:
+        clusters = gap_clusters(conn, Matcher(kb), since=args.since, limit=args.limit,
+                                threshold=args.similarity, alternate_threshold=alt)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(clusters)
+        return 0
+    con = _console()
+    if not clusters:
+        con.print("The gap inbox is empty: no clarify/none turns, guard failures, thumbs-down or none-of-these.")
+        return 0
+    from rich.markup import escape
+
+    for i, c in enumerate(clusters, 1):
+        n = c["nearest"]
+        near = (f"nearest: {n['faq_id']} (section {n['section']}, score {n['score']:.0f}) {n['question']}"
+                if n else "nearest: -")
+        con.print(f"[bold]{c['count']}×[/bold] {escape(c['representative'])} — {escape(near)}")
+        routes = ", ".join(f"{k} {v}" for k, v in c["routes"].items())
+        reasons = ", ".join(f"{k} {v}" for k, v in c["reasons"].items())
+        con.print(f"   routes: {escape(routes)} · why: {escape(reasons)} · last {_short_ts(c['last_seen'])} UTC")
+        others = [q for q in c["examples"] if q != c["representative"]]
+        if others:
+            con.print("   also asked: " + escape(" · ".join(others)))
+        if not args.no_snippets:
+            con.print(f"   suggestion: {c['suggestion']}", style="dim")
+            for line in c["snippet"].splitlines():
+                con.print("   " + line, markup=False)
+        if i < len(clusters):
+            con.print()
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from bot.core import Answerer
+    from storage.replay import replay
+
+    settings = _settings()
+    kb = _load_kb(args.knowledge or settings.knowledge_dir)
+    answerer = Answerer(settings, kb)
+    conn = _open_ro(args)
+    try:
+        result = replay(conn, answerer, limit=args.limit, **_filters(args))
+    finally:
+        conn.close()
+    result["knowledge_dir"] = str(kb.directory) if kb.directory else None
+    if args.json:
+        _print_json(result)
+        return 0
+    from collections import Counter
+
+    from rich.table import Table
+
+    con = _console()
+    cnt = result["counts"]
+    con.print(
+        f"Replayed {result['replayed']} of {result['selected']} turn(s) against knowledge {result['knowledge_version']}"
+        f" ({result['knowledge_dir']}); skipped {result['skipped']} (buttons, choices, no question)."
+    )
+    con.print(f"improved {cnt['improved']} · regressed {cnt['regressed']} · changed {cnt['changed']} · "
+              f"unchanged {cnt['unchanged']}")
+    if not result["changes"]:
+        return 0
+    grouped: Counter = Counter()
+    for ch in result["changes"]:
+        old = ch["old_route"] + (f" {ch['old_faq_id']}" if ch["old_faq_id"] else "")
+        new = ch["new_route"] + (f" {ch['new_faq_id']}" if ch["new_faq_id"] else "")
+        if ch["answer_changed"]:
+            new += " (answer edited)"
+        grouped[(ch["kind"], ch["question"], old, new)] += 1
+    order = {"regressed": 0, "changed": 1, "improved": 2}
+    t = Table(title="would change", title_justify="left")
+    for col in ("kind", "×", "question", "old", "new"):
+        t.add_column(col, overflow="fold", justify="right" if col == "×" else "left")
+    style = {"regressed": "red", "improved": "green", "changed": "yellow"}
+    for (kind, q, old, new), n in sorted(grouped.items(), key=lambda kv: (order[kv[0][0]], -kv[1])):
+        t.add_row(f"[{style[kind]}]{kind}[/]", str(n), _clip(q, 50), old, new)
+    con.print(t)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from storage.export import iter_turns, write_export
+
+    conn = _open_ro(args)
+    try:
+        rows = iter_turns(conn, limit=args.limit, **_filters(args))
+        if args.output and args.output != "-":
+            out_path = Path(args.output)
+            # CSV files get a byte order mark so spreadsheet programs read the Chinese text as UTF-8.
+            encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
+            with out_path.open("w", encoding=encoding, newline="") as fh:
+                n = write_export(rows, fh, args.format)
+            summary = {"rows": n, "format": args.format, "file": str(out_path)}
+            if args.json:
+                _print_json(summary)
+            else:
+                print(f"exported {n} turn(s) as {args.format} to {out_path}")
+        else:
+            n = write_export(rows, sys.stdout, args.format)
+            sys.stdout.flush()
+            summary = {"rows": n, "format": args.format, "file": None}
+            _err(json.dumps(summary) if args.json else f"exported {n} turn(s) as {args.format}")
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from storage.db import open_db_sync, utc_iso
+
+    settings = _settings()
+    path = _db_path(args, settings)
+    older = args.older_than if args.older_than is not None else _dt.timedelta(days=settings.retention_days)
+    if not path.exists():
+        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
+    cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older)
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+    before = size()
+    if args.dry_run:
+        conn = open_db_sync(path, readonly=True)
+        try:
+            n = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
+        finally:
+            conn.close()
+        result = {"dry_run": True, "would_delete": n, "older_than_days": older.total_seconds() / 86400,
+                  "cutoff": cutoff, "bytes_before": before}
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"dry run: would delete {n} turn(s) older than {_fmt_days(older)} (before {cutoff}); "
+                  "nothing deleted")
+        return 0
+    from storage import queries
+
+    conn = open_db_sync(path, readonly=False)
+    try:
+        n = queries.purge(conn, older)
+    finally:
+        conn.close()
+    after = size()
+    result = {"dry_run": False, "deleted": n, "older_than_days": older.total_seconds() / 86400, "cutoff": cutoff,
+              "bytes_before": before, "bytes_after": after}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"deleted {n} turn(s) older than {_fmt_days(older)} (before {cutoff}) with their feedback and "
+              f"reviews; {path}: {_fmt_bytes(before)} → {_fmt_bytes(after)}")
+    return 0
+
+
+def _fmt_days(td: _dt.timedelta) -> str:
+    days = td.total_seconds() / 86400
+    return f"{days:g} day(s)" if days >= 1 else f"{td.total_seconds() / 3600:g} hour(s)"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# --------------------------------------------------------------------------------------------- serve
+def datasette_metadata(db_name: str, *, password: bool, user: str = REVIEW_USER) -> dict[str, Any]:
+    """The Datasette metadata for the log: storage/datasette/metadata.yml with the database key renamed to
+    ``db_name`` and, when ``password``, an ``allow`` block for ``user`` plus the datasette-auth-passwords
+    configuration reading the hash from the FAQBOT_REVIEW_PASSWORD_HASH environment variable."""
+    import yaml
+
+    meta = yaml.safe_load(METADATA_FILE.read_text(encoding="utf-8"))
+    dbs = meta.get("databases") or {}
+    if "faqbot" in dbs and db_name != "faqbot":
+        dbs[db_name] = dbs.pop("faqbot")
+    if password:
+        meta["allow"] = {"id": user}  # anonymous visitors get 403 everywhere; /-/login still works
+        meta.setdefault("plugins", {})["datasette-auth-passwords"] = {
+            f"{user}_password_hash": {"$env": PASSWORD_HASH_ENV},
+        }
+    return meta
+
+
+def cmd_serve(args) -> int:
+    import importlib.util
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    settings = _settings()
+    path = _db_path(args, settings)
+    password = settings.review_password.get_secret_value() if settings.review_password else ""
+    loopback = is_loopback(args.host)
+    need_password = args.require_password or not loopback
+    if need_password and not password:
+        why = "--require-password was given" if loopback else f"--host {args.host} is not a loopback address"
+        _err(
+            f"refusing to start: {why}, so the review site needs a password, and none is set.\n"
+            "Set FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the default)."
+        )
+        return 2
+    if not path.exists():
+        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
+    missing = [m for m in ("datasette",) + (("datasette_auth_passwords",) if need_password else ())
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise _Exit(1, f"{', '.join(missing)} not installed: pip install 'faqbot[review]' (or '.[review]')")
+
+    db_name = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+    meta = datasette_metadata(db_name, password=need_password, user=args.user)
+    env = dict(os.environ)
+    env.pop("FAQBOT_REVIEW_PASSWORD", None)  # the child needs only the hash
+    if need_password:
+        from datasette_auth_passwords.utils import hash_password
+
+        env[PASSWORD_HASH_ENV] = hash_password(password)
+    url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/{db_name}"
+    queries = list((meta.get("databases", {}).get(db_name) or {}).get("queries") or {})
+    info = {"url": url, "database": str(path), "read_only": True, "password_required": need_password,
+            "user": args.user if need_password else None, "queries": queries}
+    with tempfile.TemporaryDirectory(prefix="faqbot-datasette-") as tmp:
+        meta_path = Path(tmp) / "metadata.json"
+        meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        # Plain read-only mode (mode=ro), not --immutable: the bot keeps writing the log while it is served.
+        cmd = [sys.executable, "-m", "datasette", "serve", str(path), "--host", args.host, "--port", str(args.port),
+               "--metadata", str(meta_path), "--setting", "sql_time_limit_ms", "5000",
+               "--setting", "default_page_size", "100"]
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"Serving {path} read-only at {url}"
+                  + (f" (log in at /-/login as '{args.user}')" if need_password else "")
+                  + f"\ncanned queries: {', '.join(queries)}\nCtrl-C to stop.")
+        sys.stdout.flush()
+        proc = subprocess.Popen(cmd, env=env)
+
+        def forward(signum, frame):  # stop the server with us; never leave it running alone
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                forward(signal.SIGINT, None)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                return 130
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------------------------- parser
+def add_logs_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `logs` and its verbs to the `faqbot` argparse subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="log database (default: FAQBOT_DB, ./data/faqbot.db)")
+    common.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--route", choices=ROUTES, help="only turns routed faq / clarify / llm / none")
+    filters.add_argument("--since", type=parse_since, metavar="WHEN",
+                         help="only turns since WHEN: 7d, 24h, 30m or an ISO date/time (UTC unless it has an offset)")
+    filters.add_argument("--channel", help="only this channel (telegram, matrix, console, cli)")
+    filters.add_argument("--feedback", choices=FEEDBACK,
+                         help="latest feedback: up (👍), down (👎), none (none of these / 都不是); any = some feedback")
+
+    logs = subparsers.add_parser(
+        "logs", help="review the conversation log (list, show, search, stats, gaps, replay, export, purge, serve)",
+        description="Review the conversation log. Every verb takes --db and --json.",
+    )
+    verbs = logs.add_subparsers(dest="logs_command", required=True, metavar="VERB")
+
+    p = verbs.add_parser("list", parents=[common, filters], help="recent turns, newest first")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20; 0 = all)")
+    p.set_defaults(func=_run(cmd_list))
+
+    p = verbs.add_parser("show", parents=[common], help="the whole decision trace of one turn")
+    p.add_argument("id", help="turn id or a unique prefix")
+    p.set_defaults(func=_run(cmd_show))
+
+    p = verbs.add_parser("search", parents=[common], help="turns whose question or answer contains TEXT")
+    p.add_argument("text", help="any substring, Chinese included (3+ characters use the full-text index)")
+    p.add_argument("-n", "--limit", type=int, default=50, help="how many (default 50; 0 = all)")
+    p.set_defaults(func=_run(cmd_search))
+
+    p = verbs.add_parser("stats", parents=[common], help="turns by route and channel, feedback, latency, top entries")
+    p.add_argument("--since", type=parse_since, metavar="WHEN", help="only turns since WHEN (7d, 24h, ISO date)")
+    p.add_argument("--top", type=int, default=10, help="how many most-asked entries (default 10)")
+    p.set_defaults(func=_run(cmd_stats))
+
+    p = verbs.add_parser("gaps", parents=[common],
+                         help="the gap inbox: unanswered / disliked questions grouped by similarity, with snippets")
+    p.add_argument("--since", type=parse_since, metavar="WHEN", help="only turns since WHEN (7d, 24h, ISO date)")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many clusters (default 20; 0 = all)")
+    p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for the nearest entry (default: current)")
+    p.add_argument("--similarity", type=float, default=0.35, help="cluster join threshold 0-1 (default 0.35)")
+    p.add_argument("--alternate-threshold", type=float, default=None,
+                   help="nearest-entry score from which an alternate is suggested (default: the clarify threshold)")
+    p.add_argument("--no-snippets", action="store_true", help="leave out the TOML snippets")
+    p.set_defaults(func=_run(cmd_gaps))
+
+    p = verbs.add_parser("replay", parents=[common, filters],
+                         help="re-run logged questions against the current (or an edited) knowledge base")
+    p.add_argument("-n", "--limit", type=int, default=0, help="replay the N most recent selected turns (0 = all)")
+    p.add_argument("--knowledge", metavar="DIR", help="knowledge directory to try (default: the configured one)")
+    p.set_defaults(func=_run(cmd_replay))
+
+    p = verbs.add_parser("export", parents=[common, filters], help="all turns with feedback counts, as CSV or JSONL")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
+    p.add_argument("-n", "--limit", type=int, default=0, help="only the N most recent turns (0 = all)")
+    p.set_defaults(func=_run(cmd_export))
+
+    p = verbs.add_parser("purge", parents=[common], help="delete turns older than the retention period")
+    p.add_argument("--older-than", type=parse_duration, metavar="AGE",
+                   help="e.g. 90d, 12w, 24h; a bare number is days (default: FAQBOT_RETENTION_DAYS, 90)")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.set_defaults(func=_run(cmd_purge))
+
+    p = verbs.add_parser("serve", parents=[common], help="browse the log read-only in Datasette")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1); any non-loopback address requires a password")
+    p.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    p.add_argument("--require-password", action="store_true",
+                   help="require the password (FAQBOT_REVIEW_PASSWORD) even on a loopback address")
+    p.add_argument("--user", default=REVIEW_USER, help=f"login name when a password is required (default {REVIEW_USER})")
+    p.set_defaults(func=_run(cmd_serve))
+    return logs

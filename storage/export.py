@@ -1,0 +1,110 @@
+"""Export logged turns with their feedback counts as CSV or JSON Lines, oldest first, streaming (no full load).
+
+Pseudonymous user ids and chat ids are not exported (``conversation_id`` links turns of one conversation).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import sqlite3
+from typing import IO, Any, Iterator
+
+from storage.db import utc_iso
+
+FORMATS = ("csv", "jsonl")
+FEEDBACK_FILTERS = ("up", "down", "none", "any")
+
+COLUMNS = (
+    "turn_id", "ts", "channel", "via", "chat_type", "conversation_id", "question", "normalized", "route", "faq_id",
+    "section", "score", "candidates", "context_ids", "model", "llm_raw", "guard", "answer", "latency_ms",
+    "knowledge_version", "error", "masked_id", "masked_phone", "masked_bank",
+    "feedback", "thumbs_up", "thumbs_down", "none_of_these",
+)
+_JSON_COLUMNS = ("candidates", "context_ids")
+
+_LATEST = "(SELECT f.kind FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
+
+
+def _count(kind: str) -> str:
+    return f"(SELECT count(*) FROM feedback f WHERE f.turn_id = t.id AND f.kind = '{kind}')"
+
+
+_SELECT = f"""
+SELECT t.id AS turn_id, t.ts, t.channel, t.via, c.chat_type, t.conversation_id, t.question, t.normalized, t.route,
+       t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, t.llm_raw, t.guard, t.answer,
+       t.latency_ms, t.knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
+       {_LATEST} AS feedback, {_count('up')} AS thumbs_up, {_count('down')} AS thumbs_down,
+       {_count('none')} AS none_of_these
+FROM turns t LEFT JOIN conversations c ON c.id = t.conversation_id
+"""
+
+
+def iter_turns(
+    conn: sqlite3.Connection,
+    *,
+    route: str | None = None,
+    since: _dt.datetime | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+    limit: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Turns as dicts (COLUMNS; JSON columns decoded to lists), oldest first. Filters as ``logs list``;
+    ``limit`` keeps the most recent N (None or 0 = all)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if route is not None:
+        where.append("t.route = ?")
+        params.append(route)
+    if since is not None:
+        where.append("t.ts >= ?")
+        params.append(utc_iso(since))
+    if channel is not None:
+        where.append("t.channel = ?")
+        params.append(channel)
+    if feedback is not None:
+        if feedback not in FEEDBACK_FILTERS:
+            raise ValueError(f"feedback must be one of {FEEDBACK_FILTERS}")
+        if feedback == "any":
+            where.append("EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id)")
+        else:
+            where.append(f"{_LATEST} = ?")
+            params.append(feedback)
+    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+    if limit and limit > 0:
+        sql = f"SELECT * FROM ({sql} ORDER BY t.ts DESC, t.id DESC LIMIT ?) ORDER BY ts, turn_id"
+        params.append(int(limit))
+    else:
+        sql += " ORDER BY t.ts, t.id"
+    cur = conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    for row in cur:
+        d = dict(zip(names, tuple(row)))
+        for col in _JSON_COLUMNS:
+            try:
+                value = json.loads(d[col]) if d[col] else []
+            except ValueError:
+                value = []
+            d[col] = value if isinstance(value, list) else []
+        yield d
+
+
+def write_export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
+    """Write rows to a text stream as ``csv`` (lists as JSON text, header row) or ``jsonl``; return the count."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}")
+    n = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for d in rows:
+            flat = dict(d)
+            for col in _JSON_COLUMNS:
+                flat[col] = json.dumps(d[col], ensure_ascii=False)
+            writer.writerow(flat)
+            n += 1
+    else:
+        for d in rows:
+            out.write(json.dumps({k: d.get(k) for k in COLUMNS}, ensure_ascii=False) + "\n")
+            n += 1
+    return n
