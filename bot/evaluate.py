@@ -9,7 +9,11 @@ from bot.replies import Route
 
 def load_labelled(path: str | Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{path}: cannot read: {exc}")
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -17,6 +21,8 @@ def load_labelled(path: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SystemExit(f"{path}:{n}: not JSON: {exc}")
+        if not isinstance(row, dict) or not isinstance(row.get("q"), str):
+            raise SystemExit(f"{path}:{n}: expected an object with a string \"q\"")
         rows.append({"q": row["q"], "sections": list(row.get("sections") or []), "kind": row.get("kind", "in")})
     return rows
 
