@@ -143,7 +143,8 @@ def test_ask_with_broken_knowledge_exits_1(tmp_path, subprocess_env, knowledge_c
 
 # -- shell and run ---------------------------------------------------------------------------------------------
 def test_shell_with_piped_stdin(tmp_path, subprocess_env, kb):
-    lines = ["社保卡丢了怎么办", "", "电子社保卡信息跟实体卡不一样怎么办", "2", "今天天气怎么样", "社保卡丟了怎麼辦"]
+    lines = ["社保卡丢了怎么办", "", "电子社保卡信息跟实体卡不一样怎么办", "2", "今天天气怎么样", "/faq", "/help",
+             "社保卡丟了怎麼辦"]
     p = faqbot("shell", env=subprocess_env, cwd=tmp_path, stdin="\n".join(lines) + "\n")
     assert p.returncode == 0, p.stderr
     out = p.stdout
@@ -160,6 +161,8 @@ def test_shell_with_piped_stdin(tmp_path, subprocess_env, kb):
     assert texts.OUT_OF_SCOPE in out
     assert to_traditional(lost.answer) in out
     assert "您的问题>" not in out  # no prompt when piped
+    assert "\n".join(f"{e.section}. {e.question}" for e in kb.entries) in out  # /faq lists the topics
+    assert texts.HELP in out
 
     # Every line was logged to the database FAQBOT_DB points at.
     db = Path(subprocess_env["FAQBOT_DB"])
