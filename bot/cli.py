@@ -44,9 +44,10 @@ async def _ask(settings, questions, args) -> int:
     except KnowledgeError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    conv = Conversation(channel="cli", chat_id="cli", chat_type="cli")
     try:
         for q in questions:
+            # Each batch line is an independent question: a "2" must not pick a choice offered to the line before.
+            conv = Conversation(channel="cli", chat_id="cli", chat_type="cli")
             reply = await services.answerer.answer(q, conv)
             if args.json:
                 _print_json(reply.as_dict())

@@ -558,6 +558,8 @@ def cmd_serve(args) -> int:
         from datasette_auth_passwords.utils import hash_password
 
         env[PASSWORD_HASH_ENV] = hash_password(password)
+        if not password.isascii():
+            _err("note: the password is not ASCII: the login form works, HTTP Basic (curl -u) does not")
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/{db_name}"
     queries = list((meta.get("databases", {}).get(db_name) or {}).get("queries") or {})
     info = {"url": url, "database": str(path), "read_only": True, "password_required": need_password,
@@ -570,7 +572,7 @@ def cmd_serve(args) -> int:
                "--metadata", str(meta_path), "--setting", "sql_time_limit_ms", "5000",
                "--setting", "default_page_size", "100"]
         if args.json:
-            _print_json(info)
+            sys.stdout.write(json.dumps(info, ensure_ascii=False) + "\n")  # one line: easy to read from a pipe
         else:
             print(f"Serving {path} read-only at {url}"
                   + (f" (log in at /-/login as '{args.user}')" if need_password else "")

@@ -26,7 +26,7 @@ THANKS = "不客气！还有其他电子社保卡的问题，随时问我。"
 CLARIFY_HEAD = "您是想问以下哪个问题？"
 CLARIFY_TAIL_NUMBERED = "请回复序号；如果都不是，请回复 0。"
 NONE_OF_THESE = "都不是"
-NONE_OF_THESE_ACK = "好的，已记录。您可以换个说法再问一次，或" + REFERRAL[2:]
+NONE_OF_THESE_ACK = "好的，已记录。您可以换个说法再问一次，或就近前往社会保障卡服务网点咨询。"
 OUT_OF_SCOPE = "抱歉，这个问题不在电子社保卡常见问题的范围内，我无法准确回答。" + REFERRAL
 RELATED_HEAD = "您也可以看看这些问题："
 NON_TEXT = "抱歉，我只能看懂文字。请用文字输入您的问题，例如：“社保卡丢了怎么办？”"
@@ -61,3 +61,43 @@ def out_of_scope_text(related: list[Candidate]) -> str:
 
 def faq_text(question: str, answer: str) -> str:
     return f"{question}\n\n{answer}"
+
+
+# --- Telegram adapter (bot/telegram) -----------------------------------------------------------------------------
+TG_THUMBS_UP = "👍 有帮助"
+TG_THUMBS_DOWN = "👎 没帮助"
+TG_GENERATING = "\n\n（正在生成回答……）"
+TG_FAQ_HEAD = "电子社保卡常见问题（点击问题查看答案）："
+TG_NOT_YOURS = "这些按钮是给提问的用户使用的，您可以直接向我提问。"
+TG_FEEDBACK_DONE = "已收到，感谢反馈！"
+TG_COMMANDS = {"start": "开始使用", "help": "使用帮助", "faq": "常见问题列表"}
+TG_ADMIN_COMMANDS = {"stats": "使用统计（管理员）", "gaps": "待补充的问题（管理员）", "reload": "重新加载知识库（管理员）"}
+ADMIN_NO_LOG = "还没有对话日志数据库。"
+ADMIN_STATS_HEAD = "使用统计（全部记录）"
+ADMIN_STATS_TOTAL = "问答总数"
+ADMIN_STATS_DIRECT = "直接命中率"
+ADMIN_STATS_ROUTES = "按处理方式"
+ADMIN_STATS_CHANNELS = "按渠道"
+ADMIN_STATS_FEEDBACK = "反馈"
+ADMIN_STATS_FEEDBACK_LINE = "👍 {up}　👎 {down}　都不是 {none}"
+ADMIN_STATS_GUARD = "模型回答被拦截"
+ADMIN_STATS_ERRORS = "出错"
+ADMIN_STATS_LATENCY = "响应时间 p50 / p95"
+ADMIN_STATS_TOP = "最常命中的问题"
+ADMIN_GAPS_HEAD = "待补充的问题（按出现次数）"
+ADMIN_GAPS_EMPTY = "目前没有待补充的问题。"
+ADMIN_RELOAD_OK = "知识库已重新加载：{entries} 条问答，版本 {version}。"
+ADMIN_RELOAD_FAILED = "知识库有错误，未重新加载，仍使用当前版本（{version}）：\n{error}"
+
+
+# --- Matrix adapter (bot/matrix) ------------------------------------------------------------------
+MATRIX_WELCOME = (
+    f"您好！我是{BOT_NAME}，可以回答电子社保卡的常见问题（内容来自河北省发布的《电子社保卡几点知识》）。\n"
+    "私聊时请直接输入您的问题；在群聊中请 @我 或回复我的消息提问。\n"
+    "我列出几个问题时，请回复序号；每条回答可以用 👍 或 👎 表示是否有帮助。\n"
+    "请勿发送身份证号、手机号或银行卡号等个人信息。"
+)
+MATRIX_ENCRYPTED_ROOM = (
+    "抱歉，本助手只能在未加密的房间中使用，无法读取加密消息，现在将退出本房间。"
+    "请新建一个关闭了端到端加密的房间（或私聊）再邀请我。"
+)
