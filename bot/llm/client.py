@@ -1,0 +1,251 @@
+"""Streaming chat completions against any OpenAI-compatible server, with our own retries, budget and breaker.
+
+`openai.AsyncOpenAI(max_retries=0)`: the client's own retries know nothing of our total time budget, so retries are
+done here. Retried (exponential backoff with jitter, Retry-After honoured but capped): 429, 5xx, connection errors
+and per-request timeouts — only before the first piece of text has arrived; a stream that breaks later is a failure
+(its beginning may already be on the user's screen as a preview). Not retried: other 4xx, malformed bodies.
+
+Every failure surfaces as `LLMError(kind, detail)`; kinds: timeout, connection, rate-limit, server-error,
+http-error, malformed, empty, budget.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+log = logging.getLogger("faqbot.llm")
+
+RETRYABLE = frozenset({"timeout", "connection", "rate-limit", "server-error"})
+
+
+class LLMError(Exception):
+    def __init__(self, kind: str, detail: str = ""):
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+
+
+class CircuitBreaker:
+    """Closed -> open after `failures` consecutive failed calls -> half-open after `cooldown` s (one trial call)
+    -> closed on success, open again on failure."""
+
+    def __init__(self, failures: int, cooldown: float, clock=time.monotonic):
+        self.threshold = max(1, int(failures))
+        self.cooldown = float(cooldown)
+        self.clock = clock
+        self.consecutive = 0
+        self.opened_at: float | None = None
+        self._trial = False  # a half-open trial call is running
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if self.clock() - self.opened_at >= self.cooldown:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self.consecutive = 0
+        self.opened_at = None
+        self._trial = False
+
+    def failure(self) -> None:
+        self.consecutive += 1
+        if self._trial or self.consecutive >= self.threshold:
+            if self.opened_at is None or self._trial:
+                log.warning("LLM circuit breaker open for %.0f s after %d consecutive failures",
+                            self.cooldown, self.consecutive)
+            self.opened_at = self.clock()
+        self._trial = False
+
+    def release(self) -> None:
+        """A call that ended neither in success nor failure (cancelled): let the next one try."""
+        self._trial = False
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None  # an HTTP date: use our own backoff
+    return None
+
+
+def classify(exc: BaseException) -> LLMError:
+    """Map whatever the openai client raised to an LLMError."""
+    import openai
+
+    if isinstance(exc, LLMError):
+        return exc
+    detail = f"{type(exc).__name__}: {exc}"[:300]
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError("timeout", detail)
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError("connection", detail)
+    if isinstance(exc, openai.RateLimitError):
+        err = LLMError("rate-limit", detail)
+        err.retry_after = _retry_after(exc)  # type: ignore[attr-defined]
+        return err
+    if isinstance(exc, openai.APIStatusError):
+        kind = "server-error" if exc.status_code >= 500 else "http-error"
+        err = LLMError(kind, detail)
+        err.retry_after = _retry_after(exc)  # type: ignore[attr-defined]
+        return err
+    if isinstance(exc, (ValueError, openai.APIResponseValidationError, TypeError, AttributeError)):
+        # openai 3.51 lets json.JSONDecodeError escape on a malformed body or SSE event.
+        return LLMError("malformed", detail)
+    if isinstance(exc, TimeoutError):
+        return LLMError("timeout", detail)
+    return LLMError("error", detail)
+
+
+class ChatClient:
+    backoff_base = 0.5  # seconds; doubled per retry
+    backoff_cap = 4.0
+    retry_after_cap = 5.0
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client = None
+        self.last_model: str | None = None
+        self.requests = 0  # HTTP requests started (for diagnostics)
+
+    @property
+    def client(self):
+        if self._client is None:
+            import openai
+
+            key = self.settings.openai_api_key.get_secret_value() if self.settings.openai_api_key else ""
+            self._client = openai.AsyncOpenAI(
+                base_url=self.settings.openai_base_url or None,
+                api_key=key or "not-needed",
+                timeout=self.settings.llm_timeout,
+                max_retries=0,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    def backoff(self, attempt: int, err: LLMError) -> float:
+        hinted = getattr(err, "retry_after", None)
+        if hinted is not None:
+            return min(float(hinted), self.retry_after_cap)
+        base = min(self.backoff_base * (2 ** attempt), self.backoff_cap)
+        return base * (1 + random.random() * 0.25)
+
+    async def stream(self, messages: list[dict[str, str]], *, deadline: float) -> AsyncIterator[str]:
+        """Yield the answer's text pieces. `deadline` is on the event loop clock (loop.time())."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            started_text = False
+            try:
+                async with contextlib.aclosing(self._one_attempt(messages, deadline)) as pieces:
+                    async for piece in pieces:
+                        started_text = True
+                        yield piece
+                return
+            except LLMError as err:
+                if started_text or err.kind not in RETRYABLE or attempt >= self.settings.llm_max_retries:
+                    raise
+                wait = self.backoff(attempt, err)
+                remaining = deadline - loop.time()
+                if wait >= remaining - 0.05:
+                    raise LLMError("budget", f"no time left to retry after {err}") from err
+                log.info("LLM request failed (%s); retry %d in %.2f s", err, attempt + 1, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _one_attempt(self, messages: list[dict[str, str]], deadline: float) -> AsyncIterator[str]:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise LLMError("budget", "time budget used up")
+        self.requests += 1
+        stream = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    stream = await self.client.chat.completions.create(
+                        model=s.openai_model,
+                        messages=messages,
+                        max_tokens=s.llm_max_tokens,
+                        temperature=s.llm_temperature,
+                        stream=True,
+                        timeout=min(s.llm_timeout, remaining),
+                    )
+            except TimeoutError as exc:
+                raise LLMError("timeout", "time budget used up waiting for the response") from exc
+            except Exception as exc:
+                raise classify(exc) from exc
+            if isinstance(stream, (str, bytes)) or not hasattr(stream, "__aiter__"):
+                raise LLMError("malformed", f"not a stream: {type(stream).__name__}")
+            it = stream.__aiter__()
+            events = 0
+            pieces = 0
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise LLMError("budget" if pieces else "timeout", "time budget used up while streaming") from exc
+                except Exception as exc:
+                    raise classify(exc) from exc
+                events += 1
+                model = getattr(chunk, "model", None)
+                if isinstance(model, str) and model:
+                    self.last_model = model
+                choices = getattr(chunk, "choices", None)
+                if not isinstance(choices, list) or not choices:
+                    continue
+                delta = getattr(choices[0], "delta", None)
+                text = getattr(delta, "content", None)
+                if isinstance(text, str) and text:
+                    pieces += 1
+                    yield text
+            if not events:
+                raise LLMError("malformed", "the response held no stream events (not an OpenAI-compatible server?)")
+            if not pieces:
+                raise LLMError("empty", "the model returned no text")
+        finally:
+            if stream is not None and hasattr(stream, "close"):
+                try:
+                    await stream.close()
+                except Exception:  # closing a broken connection may fail too; nothing to do
+                    pass

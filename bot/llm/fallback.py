@@ -1,0 +1,313 @@
+"""The grounded LLM fallback: retrieve entries, ask the model, check the answer, and never raise.
+
+`LLMFallback.stream(base, conv)` yields unverified `Draft`s (progressive display only) and then exactly one final
+`Reply` with route `llm`: the guarded answer, the configured refusal, or the safe fallback (related questions and
+the service-point referral). Every failure ends in the safe fallback with `error` set; guard failures carry
+`guard="fail: <reason>"`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot import texts
+from bot.llm import guard
+from bot.llm.client import ChatClient, CircuitBreaker, LLMError
+from bot.privacy import mask_pii
+from bot.replies import Candidate, Conversation, Draft, Reply, Route
+from knowledge.loader import Entry, KnowledgeBase
+from knowledge.match import Matcher
+from knowledge.normalize import to_traditional
+from knowledge.retrieve import Retriever
+from prompts.loader import Prompts, load_prompts, render
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+log = logging.getLogger("faqbot.llm")
+
+HISTORY_ANSWER_CHARS = 300  # earlier answers are cut to this length in the prompt
+# Entries whose rules are specific to Hebei (channels, provincial platform): the answer gets the province note.
+PROVINCE_RE = re.compile(r"河北|衡水|省")
+# A short question, or one that opens/ends like a follow-up, is read together with the previous question.
+FOLLOW_UP_CHARS = 10
+_FOLLOW_UP_RE = re.compile(r"^(?:那|那么|那如果|还有|另外|如果|要是|它|这个|那个|这样|然后|再)|(?:呢|吗|么)[?？。！!]*$")
+
+
+def new_canary() -> str:
+    """A random token for the system prompt; seeing it in an answer proves a prompt leak."""
+    return "CNRY" + secrets.token_hex(6).upper()
+
+
+def escape_data(text: str) -> str:
+    """Neutralise the prompt delimiters in user-supplied text: it can neither open nor close a block."""
+    return text.replace("<", "＜").replace(">", "＞")
+
+
+def entry_block(e: Entry) -> str:
+    return f"<<<FAQ id={e.id} section={e.section}>>>\n问：{escape_data(e.question)}\n答：{escape_data(e.answer)}\n<<<END>>>"
+
+
+@dataclass
+class Prepared:
+    entries: list[Entry]
+    messages: list[dict[str, str]]
+    question: str  # what was sent in the question slot (masked, escaped)
+    follow_up: bool
+
+
+class DraftFilter:
+    """Turns the growing raw output into preview texts; stops for good once a leak shows up.
+
+    The preview lags `hold` characters behind the raw text, and the whole raw text is checked before any prefix
+    of it is shown, so a canary or a prompt stretch is always complete (and detected) before its first character
+    could be displayed.
+    """
+
+    def __init__(self, leak: guard.LeakDetector, hold: int):
+        self.leak = leak
+        self.hold = hold
+        self.parts: list[str] = []
+        self.stopped = False
+        self.last = ""
+
+    def feed(self, piece: str) -> str | None:
+        self.parts.append(piece)
+        if self.stopped:
+            return None
+        raw = "".join(self.parts)
+        if self.leak.find(raw):
+            self.stopped = True
+            return None
+        shown = guard.preview_text(raw[: max(0, len(raw) - self.hold)])
+        if not shown or shown == self.last:
+            return None
+        self.last = shown
+        return shown
+
+
+class LLMFallback:
+    def __init__(self, settings: Settings, kb: KnowledgeBase):
+        self.settings = settings
+        self.canary = new_canary()
+        self.prompts: Prompts = load_prompts(settings.prompts_dir)
+        self.kb = kb
+        self.matcher = Matcher(kb)
+        self.retriever = Retriever(kb, self.matcher)
+        self._build_leak()
+        self.client = ChatClient(settings)
+        self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown)
+        self.guard_threshold = guard.DEFAULT_THRESHOLD
+
+    # -- set-up and reload -------------------------------------------------------------------------
+    @property
+    def system_prompt(self) -> str:
+        return self._system
+
+    def _build_leak(self) -> None:
+        self._system = render(self.prompts.system, canary=self.canary, refusal=self.prompts.refusal)
+        allowed = [self.prompts.refusal, texts.REFERRAL, texts.SOURCE_NOTE, texts.LLM_FALLBACK, texts.WELCOME,
+                   texts.HELP, texts.OUT_OF_SCOPE]
+        for e in self.kb.entries:
+            allowed.extend((e.question, e.answer, *e.alternates))
+        self.leak = guard.LeakDetector(self._system, self.canary, allowed)
+
+    def reload(self, kb: KnowledgeBase | None = None) -> None:
+        """New knowledge and prompts from disk; on any error keep what is running (and log it)."""
+        old = (self.prompts, self.kb, self.matcher, self.retriever, self._system, self.leak)
+        try:
+            prompts = load_prompts(self.settings.prompts_dir)
+            if kb is not None and kb is not self.kb:
+                matcher = Matcher(kb)
+                retriever = Retriever(kb, matcher)
+                self.kb, self.matcher, self.retriever = kb, matcher, retriever
+            self.prompts = prompts
+            self._build_leak()
+        except Exception:
+            log.exception("LLM fallback reload failed; keeping the running prompts and knowledge")
+            self.prompts, self.kb, self.matcher, self.retriever, self._system, self.leak = old
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # -- prompt assembly ---------------------------------------------------------------------------
+    def is_follow_up(self, base: Reply) -> bool:
+        q = base.question.strip()
+        return len(base.normalized) <= FOLLOW_UP_CHARS or bool(_FOLLOW_UP_RE.search(q))
+
+    def context_entries(self, base: Reply, conv: Conversation | None) -> tuple[list[Entry], bool]:
+        k = self.settings.llm_top_k
+        current = self.retriever.retrieve(base.normalized, k)
+        history = list(conv.history) if conv is not None else []
+        if not history or self.settings.llm_history_turns <= 0 or not self.is_follow_up(base):
+            return current, False
+        prev = history[-1]
+        prev_norm = self.matcher.normalizer.normalize(mask_pii(prev.question).text,
+                                                      max_chars=self.settings.match_prefix_chars).text
+        combined = self.retriever.retrieve(prev_norm + base.normalized, k)
+        seen: set[str] = set()
+        merged: list[Entry] = []
+        # The previous answer's entry first: "那支付宝呢？" continues it.
+        prev_entry = self.kb.get(prev.faq_id) if prev.faq_id else None
+        ordered = ([prev_entry] if prev_entry else []) + [x for pair in zip(combined, current) for x in pair]
+        ordered += combined + current
+        for e in ordered:
+            if e.id not in seen:
+                seen.add(e.id)
+                merged.append(e)
+        return merged[:k], True
+
+    def _history_block(self, conv: Conversation | None) -> str:
+        n = self.settings.llm_history_turns
+        if conv is None or n <= 0 or not conv.history:
+            return self.prompts.phrases["no_history"]
+        lines = ["<<<HISTORY>>>"]
+        for ex in list(conv.history)[-n:]:
+            q = escape_data(mask_pii(ex.question).text[: self.settings.max_question_chars])
+            a = mask_pii(ex.answer).text
+            if len(a) > HISTORY_ANSWER_CHARS:
+                a = a[:HISTORY_ANSWER_CHARS] + "…"
+            lines.append(f"用户：{q}")
+            lines.append(f"助手：{escape_data(a)}")
+        lines.append("<<<END>>>")
+        return "\n".join(lines)
+
+    def prepare(self, base: Reply, conv: Conversation | None) -> Prepared:
+        """Retrieval and prompt assembly (no I/O)."""
+        entries, follow_up = self.context_entries(base, conv)
+        question = escape_data(mask_pii(base.question or "").text[: self.settings.max_question_chars])
+        p = self.prompts
+        user = render(
+            p.user,
+            entries="\n\n".join(entry_block(e) for e in entries),
+            history=self._history_block(conv),
+            question=question,
+            script=p.phrases["traditional" if base.traditional else "simplified"],
+            refusal=p.refusal,
+        )
+        messages = [{"role": "system", "content": self._system}, {"role": "user", "content": user}]
+        return Prepared(entries, messages, question, follow_up)
+
+    # -- the answer ----------------------------------------------------------------------------------
+    def _reply(self, base: Reply) -> Reply:
+        return Reply(
+            route=Route.LLM, text="", question=base.question, normalized=base.normalized,
+            score=base.score, candidates=list(base.candidates), masked=dict(base.masked),
+            traditional=base.traditional, knowledge_version=base.knowledge_version or self.kb.version,
+            via=base.via, turn_id=base.turn_id, model=self.settings.openai_model,
+        )
+
+    def _notes(self, base: Reply) -> list[str]:
+        notes = []
+        if base.masked:
+            notes.append(texts.PII_NOTE)
+        if texts.TOO_LONG_NOTE in base.text or to_traditional(texts.TOO_LONG_NOTE) in base.text:
+            notes.append(texts.TOO_LONG_NOTE)
+        return notes
+
+    def _finish(self, out: Reply, base: Reply, body: str, choices: list[Candidate]) -> Reply:
+        parts = [body]
+        if choices:
+            parts.append(f"{texts.RELATED_HEAD}\n{texts.numbered(choices)}")
+        parts.extend(self._notes(base))
+        text = "\n\n".join(p for p in parts if p)
+        out.text = to_traditional(text) if base.traditional else text
+        out.choices = choices
+        return out
+
+    def _related(self, base: Reply) -> list[Candidate]:
+        return list(base.choices[:3])
+
+    def safe_fallback(self, out: Reply, base: Reply) -> Reply:
+        return self._finish(out, base, texts.LLM_FALLBACK, self._related(base))
+
+    async def stream(self, base: Reply, conv: Conversation) -> AsyncIterator[Draft | Reply]:
+        out = self._reply(base)
+        try:
+            async for event in self._stream(base, conv, out):
+                yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # a bug of ours must still end in the safe fallback
+            log.exception("LLM fallback failed")
+            out.error = f"{type(exc).__name__}: {exc}"[:300]
+            out.reason = "llm-error"
+            yield self.safe_fallback(out, base)
+
+    async def _stream(self, base: Reply, conv: Conversation, out: Reply) -> AsyncIterator[Draft | Reply]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.llm_budget
+        prep = self.prepare(base, conv)
+        out.context_ids = [e.id for e in prep.entries]
+        if not prep.entries:
+            out.reason, out.error = "llm-no-context", "no entries retrieved"
+            yield self.safe_fallback(out, base)
+            return
+        if not self.breaker.allow():
+            out.reason, out.error = "circuit-open", "LLM skipped: circuit breaker open"
+            yield self.safe_fallback(out, base)
+            return
+
+        drafts = DraftFilter(self.leak, hold=max(len(self.canary), guard.LEAK_CHARS))
+        settled = False
+        try:
+            async with contextlib.aclosing(self.client.stream(prep.messages, deadline=deadline)) as pieces:
+                async for piece in pieces:
+                    shown = drafts.feed(piece)
+                    if shown is not None:
+                        yield Draft(shown)
+            self.breaker.success()
+            settled = True
+        except LLMError as err:
+            self.breaker.failure()
+            settled = True
+            out.model = self.client.last_model or out.model
+            raw = "".join(drafts.parts)
+            if raw:
+                out.llm_raw = mask_pii(raw).text
+            out.reason, out.error = f"llm-error:{err.kind}", str(err)[:300]
+            log.warning("LLM fallback: %s", err)
+            yield self.safe_fallback(out, base)
+            return
+        finally:
+            if not settled:
+                self.breaker.release()
+
+        raw = "".join(drafts.parts)
+        out.model = self.client.last_model or out.model
+        out.llm_raw = mask_pii(raw).text
+        started = time.perf_counter()
+        verdict = guard.check(
+            raw,
+            context={e.id: e for e in prep.entries},
+            refusal=self.prompts.refusal,
+            leak=self.leak,
+            boilerplate=(texts.SOURCE_NOTE, texts.REFERRAL),
+            threshold=self.guard_threshold,
+        )
+        guard_ms = (time.perf_counter() - started) * 1000
+        out.guard = verdict.label
+        if not verdict.ok:
+            log.info("LLM answer rejected by the guard (%s, %.2f ms)", verdict.reason, guard_ms)
+            out.reason = "guard-fail"
+            yield self.safe_fallback(out, base)
+            return
+        if verdict.refusal:
+            out.reason = "llm-refusal"
+            body = f"{self.prompts.refusal}\n{texts.REFERRAL}"
+            yield self._finish(out, base, body, self._related(base))
+            return
+        sent = {e.id: e for e in prep.entries}
+        cited = [sent[c] for c in verdict.cited]
+        body = verdict.text
+        if any(PROVINCE_RE.search(e.answer) for e in cited):
+            body = f"{body}\n{texts.SOURCE_NOTE}"
+        out.reason = "llm-answer"
+        yield self._finish(out, base, body, [])

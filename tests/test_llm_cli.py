@@ -1,0 +1,44 @@
+"""`faqbot ask --json` with OPENAI_BASE_URL pointing at the loopback fake: the LLM fields are in the JSON."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from tests.conftest import REPO
+from tests.fakes.openai_server import FakeOpenAI, reply, status
+
+GOOD = "可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]"
+
+
+async def run_ask(env: dict[str, str], *questions: str) -> tuple[int, list[dict], str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "ask", "--json", *(questions if len(questions) == 1 else ()),
+        stdin=asyncio.subprocess.PIPE if len(questions) > 1 else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env,
+    )
+    stdin = "\n".join(questions).encode() if len(questions) > 1 else None
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    rows = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return proc.returncode, rows, err.decode()
+
+
+async def test_ask_json_reports_llm_fields(subprocess_env):
+    async with FakeOpenAI() as fake:
+        fake.script(reply(GOOD), status(503), status(503), status(503))
+        env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_MODEL="cli-test-model",
+                   FAQBOT_LLM_MAX_RETRIES="0")
+        # one question per stdin line: a grounded LLM answer, then a server failure, then a direct FAQ hit
+        code, rows, err = await run_ask(env, "", "我想在手机上弄个社保卡，去哪儿搞", "办这个东西要不要收钱",
+                                        "电子社保卡登录密码忘记，怎么办？")
+    assert code == 0, err
+    empty, good, failed, direct = rows
+    assert good["route"] == "llm" and good["guard"] == "pass" and good["model"] == "cli-test-model"
+    assert good["context_ids"][0] == "apply" and "来源" not in good["answer"]
+    assert good["answer"].startswith("可以在河北人社APP")
+    assert failed["route"] == "llm" and failed["guard"] is None and failed["error"].startswith("server-error")
+    assert failed["context_ids"] and failed["model"] == "cli-test-model"
+    assert direct["route"] == "faq" and "guard" not in direct
+    assert empty["route"] == "none"
+    assert len(fake.calls) == 2  # the empty line and the direct hit never reach the model
+    assert fake.headers[0]["authorization"] == "Bearer not-needed"
