@@ -34,6 +34,7 @@ DEFAULT_SIMILARITY = 0.35  # cluster join threshold (0-1)
 DEFAULT_ALTERNATE_THRESHOLD = 40.0  # nearest-entry score (0-100) from which an alternate is suggested
 MAX_EXAMPLES = 8
 MAX_TURN_IDS = 20
+MAX_COMPARED = 12  # members of a cluster a new question is compared with (its most frequent wordings)
 
 # Words that say nothing about *what* is asked in this domain: the card's names and question words.
 # Removed (longest first) before comparing questions; the knowledge base's own IDF handles the rest.
@@ -178,26 +179,45 @@ def gap_clusters(
 
     # 2. Greedy leader clustering, most frequent question first; a key joins the most similar cluster if any
     #    member is similar enough (members compared, not just the leader, so word order variants chain in).
+    #    Only clusters sharing a bigram are compared (inverted index), and only with their first members.
     order = sorted(by_key, key=lambda k: (-len(by_key[k]), _neg_ts(max(r["ts"] for r in by_key[k]))))
     clusters: list[dict[str, Any]] = []
+    index: dict[str, set[int]] = {}
     for key in order:
         feats = _features(content_text(key)) or _features(key)
+        total = weights.weight(feats)
         best, best_sim = None, threshold
-        for c in clusters:
-            s = max(similarity(feats, f, weights) for f in c["_feats"])
-            if s >= best_sim:
-                best, best_sim = c, s
+        shared: set[int] = set()
+        for f in feats:
+            if len(f) == 2 and f in index:
+                shared |= index[f]
+        for ci in sorted(shared):
+            for other, other_total in clusters[ci]["_feats"]:
+                s = 2 * weights.weight(feats & other) / (total + other_total) if total + other_total else 0.0
+                if s >= best_sim:
+                    best, best_sim = ci, s
         if best is None:
-            best = {"_keys": [], "_feats": []}
-            clusters.append(best)
-        best["_keys"].append(key)
-        best["_feats"].append(feats)
+            best = len(clusters)
+            clusters.append({"_keys": [], "_feats": []})
+        c = clusters[best]
+        c["_keys"].append(key)
+        if len(c["_feats"]) < MAX_COMPARED:
+            c["_feats"].append((feats, total))
+            for f in feats:
+                if len(f) == 2:
+                    index.setdefault(f, set()).add(best)
 
-    # 3. Describe each cluster.
+    # 3. Largest first (ties: most recent first); describe only the clusters kept.
+    for c in clusters:
+        c["_turns"] = [r for k in c["_keys"] for r in by_key[k]]
+        c["_last"] = max(r["ts"] for r in c["_turns"])
+    clusters.sort(key=lambda c: (-len(c["_turns"]), _neg_ts(c["_last"])))
+    if limit is not None and limit > 0:
+        clusters = clusters[:limit]
     phrase_texts = {p.text for p in getattr(matcher, "phrases", ())}
     out: list[dict[str, Any]] = []
     for c in clusters:
-        turns = [r for k in c["_keys"] for r in by_key[k]]
+        turns = c["_turns"]
         turns.sort(key=lambda r: (r["ts"], r["turn_id"]), reverse=True)
         q_counts = Counter(_shown(r) for r in turns)
         # Most frequent question; ties go to the most recent.
@@ -258,8 +278,7 @@ def gap_clusters(
                 "snippet": snippet,
             }
         )
-    out.sort(key=lambda c: (-c["count"], _neg_ts(c["last_seen"])))
-    return out if limit is None or limit <= 0 else out[:limit]
+    return out
 
 
 def _neg_ts(ts: str) -> tuple[int, ...]:
