@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench install clean eval
+.PHONY: run test bench install clean eval synapse-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faqbot needs Python >= 3.11")'
@@ -20,8 +20,12 @@ install: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/faqbot run
 
+## The Synapse homeserver the Matrix tests start on loopback (own venv, pinned; a no-op once installed).
+synapse-venv:
+	@PYTHON=$(PYTHON) bash scripts/synapse-venv.sh .venv-synapse
+
 ## Set up and run the whole test suite.
-test: $(STAMP)
+test: $(STAMP) synapse-venv
 	$(BIN)/python -m pytest -q
 
 eval: $(STAMP)

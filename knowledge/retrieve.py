@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from knowledge.loader import Entry, KnowledgeBase
@@ -78,8 +79,12 @@ class Retriever:
         out.sort(key=lambda x: x[1], reverse=True)
         return out
 
-    def ranked(self, normalized_query: str) -> list[tuple[Entry, float]]:
-        """Every entry with a fused score (reciprocal-rank fusion of BM25 and the matcher), best first."""
+    def ranked(self, normalized_query: str, matcher_ids: Sequence[str] | None = None) -> list[tuple[Entry, float]]:
+        """Every entry with a fused score (reciprocal-rank fusion of BM25 and the matcher), best first.
+
+        `matcher_ids`: the matcher's ranking when the caller already has it (the core's `Reply.candidates`), so the
+        question is not scored twice; by default `Matcher.rank()` is called.
+        """
         if not normalized_query:
             return []
         fused: dict[str, float] = {}
@@ -87,14 +92,18 @@ class Retriever:
         for rank, (e, _) in enumerate(self.bm25(normalized_query)):
             fused[e.id] = fused.get(e.id, 0.0) + BM25_WEIGHT / (RRF_K + rank + 1)
             by_id[e.id] = e
-        for rank, s in enumerate(self.matcher.rank(normalized_query, limit=len(self.kb.entries))):
-            fused[s.entry.id] = fused.get(s.entry.id, 0.0) + MATCHER_WEIGHT / (RRF_K + rank + 1)
-            by_id[s.entry.id] = s.entry
+        if matcher_ids is None:
+            ranking = [s.entry for s in self.matcher.rank(normalized_query, limit=len(self.kb.entries))]
+        else:
+            ranking = [e for e in map(self.kb.get, matcher_ids) if e is not None]
+        for rank, e in enumerate(ranking):
+            fused[e.id] = fused.get(e.id, 0.0) + MATCHER_WEIGHT / (RRF_K + rank + 1)
+            by_id[e.id] = e
         order = sorted(fused, key=lambda i: (-fused[i], by_id[i].section))
         return [(by_id[i], fused[i]) for i in order]
 
-    def retrieve(self, normalized_query: str, k: int) -> list[Entry]:
+    def retrieve(self, normalized_query: str, k: int, matcher_ids: Sequence[str] | None = None) -> list[Entry]:
         """The top `k` entries for a normalized question (the matcher's normalization), best first."""
         if k <= 0:
             return []
-        return [e for e, _ in self.ranked(normalized_query)[:k]]
+        return [e for e, _ in self.ranked(normalized_query, matcher_ids)[:k]]

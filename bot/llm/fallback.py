@@ -144,7 +144,9 @@ class LLMFallback:
 
     def context_entries(self, base: Reply, conv: Conversation | None) -> tuple[list[Entry], bool]:
         k = self.settings.llm_top_k
-        current = self.retriever.retrieve(base.normalized, k)
+        # The core already ranked the question with the same matcher: reuse its candidates (top 5) when it did.
+        ids = [c.faq_id for c in base.candidates] if base.candidates else None
+        current = self.retriever.retrieve(base.normalized, k, ids)
         history = list(conv.history) if conv is not None else []
         if not history or self.settings.llm_history_turns <= 0 or not self.is_follow_up(base):
             return current, False
@@ -247,7 +249,7 @@ class LLMFallback:
         prep = self.prepare(base, conv)
         out.context_ids = [e.id for e in prep.entries]
         if not prep.entries:
-            out.reason, out.error = "llm-no-context", "no entries retrieved"
+            out.reason = "llm-no-context"  # nothing in the FAQ shares a character pair with the question
             yield self.safe_fallback(out, base)
             return
         if not self.breaker.allow():
