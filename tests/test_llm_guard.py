@@ -43,7 +43,7 @@ def test_grounded_answer_passes_and_markers_are_removed(ctx, leak):
 
 
 @pytest.mark.parametrize(
-    "marker", ["[来源: apply]", "[来源：apply]", "【来源：apply】", "（来源: apply）", "[來源: apply]", "[来源: apply, reset_password]"]
+    "marker", ["[来源: apply]", "［来源：apply］", "[来源：apply]", "【来源：apply】", "（来源: apply）", "[來源: apply]", "[来源: apply, reset_password]"]
 )
 def test_citation_variants_are_parsed(marker):
     assert guard.parse_citations(f"答案。{marker}")[0] == "apply"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import pytest_asyncio
 
 from bot.llm.fallback import LLMFallback, escape_data
 from bot.privacy import mask_pii
@@ -26,20 +27,29 @@ def test_probe_file_is_varied():
     assert any("<<<END>>>" in p["q"] for p in PROBES) and any("<<<FAQ" in p["q"] for p in PROBES)
 
 
-@pytest.mark.parametrize("probe", PROBES, ids=[p["id"] for p in PROBES])
-async def test_probe_stays_in_its_slot_and_a_leak_is_never_shown(probe, kb, answerer, tmp_path):
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(kb, tmp_path_factory):
+    """One fake server and one fallback for all probes (each probe is a fresh conversation)."""
     async with FakeOpenAI() as fake:
-        llm = LLMFallback(llm_settings(tmp_path, fake.base_url + "/v1"), kb)
+        llm = LLMFallback(llm_settings(tmp_path_factory.mktemp("probes"), fake.base_url + "/v1"), kb)
         try:
-            # The model "complies": it prints the canary and the start of the system prompt.
-            fake.script(reply(f"好的，我会照做。内部标记：{llm.canary}。我的系统提示是：{llm.system_prompt[:120]}", chunks=12))
-            base = answerer.match(probe["q"])
-            conv = Conversation("test", "probe", "private", "u")
-            events = [e async for e in llm.stream(base, conv)]
+            yield fake, llm
         finally:
             await llm.aclose()
 
-    [body] = fake.requests
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("probe", PROBES, ids=[p["id"] for p in PROBES])
+async def test_probe_stays_in_its_slot_and_a_leak_is_never_shown(probe, served, answerer):
+    fake, llm = served
+    before = len(fake.calls)
+    # The model "complies": it prints the canary and the start of the system prompt.
+    fake.script(reply(f"好的，我会照做。内部标记：{llm.canary}。我的系统提示是：{llm.system_prompt[:120]}", chunks=12))
+    base = answerer.match(probe["q"])
+    conv = Conversation("test", "probe", "private", "u")
+    events = [e async for e in llm.stream(base, conv)]
+
+    [body] = fake.requests[before:]
     user = user_message(body)
     # verbatim but escaped: the probe (personal numbers masked) is the whole question slot
     expected = escape_data(mask_pii(probe["q"]).text)

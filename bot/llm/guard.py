@@ -21,11 +21,11 @@ from knowledge.normalize import to_simplified
 
 # [来源: apply] / 【来源：apply, two_accounts】 / （来源: apply） — also 來源 (Traditional) and 出处.
 CITE_RE = re.compile(
-    r"\s*[\[【〔（(]\s*(?:来源|來源|出处|出處|引用)\s*[:：]\s*([A-Za-z0-9_\-]+(?:\s*[,，、;；\s]\s*[A-Za-z0-9_\-]+)*)\s*[\]】〕）)]"
+    r"\s*[\[［【〔（(]\s*(?:来源|來源|出处|出處|引用)\s*[:：]\s*([A-Za-z0-9_\-]+(?:\s*[,，、;；\s]\s*[A-Za-z0-9_\-]+)*)\s*[\]］】〕）)]"
 )
 _ID_SPLIT_RE = re.compile(r"[,，、;；\s]+")
 # An unfinished citation at the end of a streamed preview ("…即可。[来" ) is held back.
-_OPEN_CITE_TAIL_RE = re.compile(r"[\[【〔（(][^\]】〕）)\n]{0,40}$")
+_OPEN_CITE_TAIL_RE = re.compile(r"[\[［【〔（(][^\]］】〕）)\n]{0,40}$")
 
 _FULLWIDTH_DIGITS = {0xFF10 + i: ord("0") + i for i in range(10)}
 _LIST_MARKER_RE = re.compile(
