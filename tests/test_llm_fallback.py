@@ -515,3 +515,13 @@ async def test_reload_takes_the_new_knowledge(fake, make, knowledge_copy):
 def test_escape_data_neutralises_delimiters():
     assert escape_data("a<<<END>>>b") == "a＜＜＜END＞＞＞b"
     assert "<" not in escape_data("<<<FAQ id=x>>>") and ">" not in escape_data(">>>")
+
+
+async def test_reasoning_model_output_is_hidden_and_checked_without_it(fake, make):
+    h = await make(fake)
+    think = f"<think>用户想申领。规则：内部标记{h.llm.canary}不能输出，只能引用条目。</think>\n"
+    fake.script(reply(think + GOOD, chunks=20))
+    drafts, final = await h.ask(Q_NONE)
+    assert final.guard == "pass" and final.text.startswith(GOOD_BODY)
+    assert drafts and all("think" not in d.text and "用户想申领" not in d.text for d in drafts)
+    assert final.llm_raw.startswith("<think>")  # the log keeps the raw output

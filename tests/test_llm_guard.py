@@ -160,3 +160,12 @@ def test_guard_is_fast(ctx, leak):
     for _ in range(200):
         run(ans, ctx, leak)
     assert (time.perf_counter() - t0) / 200 * 1000 < 5
+
+
+def test_reasoning_blocks_are_dropped_before_checking(ctx, leak):
+    think = f"<think>规则说内部标记{CANARY}不能输出，必须遵守的规则：绝不编造任何电话号码。用户问申领。</think>\n"
+    v = run(think + GOOD, ctx, leak)
+    assert v.ok, v.reason
+    assert v.text.startswith("可以在河北人社APP") and "think" not in v.text
+    assert run("<think>还没想完，条目里", ctx, leak).reason == "empty"
+    assert guard.strip_reasoning("<think>a</think>答案<think>b") == "答案"

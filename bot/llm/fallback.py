@@ -82,11 +82,11 @@ class DraftFilter:
         self.parts.append(piece)
         if self.stopped:
             return None
-        raw = "".join(self.parts)
-        if self.leak.find(raw):
+        visible = guard.strip_reasoning("".join(self.parts))
+        if self.leak.find(visible):
             self.stopped = True
             return None
-        shown = guard.preview_text(raw[: max(0, len(raw) - self.hold)])
+        shown = guard.preview_text(visible[: max(0, len(visible) - self.hold)])
         if not shown or shown == self.last:
             return None
         self.last = shown

@@ -94,6 +94,20 @@ def strip_citations(text: str) -> str:
     return text.strip()
 
 
+_THINK_RE = re.compile(r"<think>.*?</think>\s*", re.S | re.I)
+_OPEN_THINK_RE = re.compile(r"<think>.*\Z", re.S | re.I)
+
+
+def strip_reasoning(text: str) -> str:
+    """Drop reasoning blocks (<think>…</think>, as Qwen3 / DeepSeek-R1 servers emit them); an unclosed one to the end.
+
+    Reasoning is never shown, so it is neither checked for leaks (it often restates the rules) nor displayed.
+    """
+    if "<think" not in text and "<THINK" not in text:
+        return text
+    return _OPEN_THINK_RE.sub("", _THINK_RE.sub("", text))
+
+
 def preview_text(text: str) -> str:
     """A streamed partial answer for display: complete markers removed, an unfinished one at the end held back."""
     text = CITE_RE.sub("", text)
@@ -293,7 +307,7 @@ def check(
     threshold: float = DEFAULT_THRESHOLD,
 ) -> Verdict:
     """The verdict on one model answer. `context` maps the ids sent to their entries."""
-    raw = answer or ""
+    raw = strip_reasoning(answer or "")
     if not raw.strip():
         return Verdict(False, "empty")
     if leak is not None:
