@@ -525,3 +525,16 @@ async def test_reasoning_model_output_is_hidden_and_checked_without_it(fake, mak
     assert final.guard == "pass" and final.text.startswith(GOOD_BODY)
     assert drafts and all("think" not in d.text and "用户想申领" not in d.text for d in drafts)
     assert final.llm_raw.startswith("<think>")  # the log keeps the raw output
+
+
+async def test_broken_prompts_do_not_block_new_knowledge(fake, make, tmp_path, knowledge_copy):
+    prompts = tmp_path / "prompts2"
+    shutil.copytree(PROMPTS_DIR, prompts, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    h = await make(fake, prompts_dir=prompts, knowledge_dir=knowledge_copy)
+    system = h.llm.system_prompt
+    (prompts / "user.txt").write_text("{question}", encoding="utf-8")  # invalid: placeholders missing
+    path = knowledge_copy / "faq" / "01_apply.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace("合作银行的APP", "合作银行的手机银行"), encoding="utf-8")
+    kb = h.answerer.reload()
+    assert h.llm.kb is kb and h.llm.system_prompt == system
+    assert "{entries}" in h.llm.prompts.user

@@ -120,19 +120,27 @@ class LLMFallback:
         self.leak = guard.LeakDetector(self._system, self.canary, allowed)
 
     def reload(self, kb: KnowledgeBase | None = None) -> None:
-        """New knowledge and prompts from disk; on any error keep what is running (and log it)."""
-        old = (self.prompts, self.kb, self.matcher, self.retriever, self._system, self.leak)
-        try:
-            prompts = load_prompts(self.settings.prompts_dir)
-            if kb is not None and kb is not self.kb:
+        """New knowledge and prompts from disk. Each part that fails keeps what is running (and is logged)."""
+        if kb is not None and kb is not self.kb:
+            try:
                 matcher = Matcher(kb)
                 retriever = Retriever(kb, matcher)
+            except Exception:
+                log.exception("LLM fallback: could not index the new knowledge; keeping the running version")
+            else:
                 self.kb, self.matcher, self.retriever = kb, matcher, retriever
+        prompts = self.prompts
+        try:
+            prompts = load_prompts(self.settings.prompts_dir)
+        except Exception:
+            log.exception("LLM fallback: could not reload the prompts; keeping the running ones")
+        old = (self.prompts, self._system, self.leak)
+        try:
             self.prompts = prompts
             self._build_leak()
         except Exception:
-            log.exception("LLM fallback reload failed; keeping the running prompts and knowledge")
-            self.prompts, self.kb, self.matcher, self.retriever, self._system, self.leak = old
+            log.exception("LLM fallback: could not rebuild the prompt checks; keeping the running ones")
+            self.prompts, self._system, self.leak = old
 
     async def aclose(self) -> None:
         await self.client.aclose()
