@@ -1,0 +1,117 @@
+"""Matrix login: an access token from the settings, or a password login done once whose token is kept in
+``matrix-session.json`` next to the conversation database (mode 0600) and reused on the next start."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mautrix.errors import MatrixInvalidToken
+
+if TYPE_CHECKING:
+    from mautrix.client import Client
+
+    from bot.config import Settings
+
+log = logging.getLogger("faqbot.matrix")
+
+DEVICE_NAME = "faqbot"
+
+
+class MatrixConfigError(ValueError):
+    """The Matrix settings cannot work (missing credentials, user id mismatch)."""
+
+
+@dataclass
+class StoredSession:
+    homeserver: str
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+def session_path(settings: Settings) -> Path:
+    return Path(settings.db).parent / "matrix-session.json"
+
+
+def load_session(path: Path) -> StoredSession | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return StoredSession(str(data["homeserver"]), str(data["user_id"]), str(data.get("device_id") or ""),
+                             str(data["access_token"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable Matrix session file %s (%s)", path, type(exc).__name__)
+        return None
+
+
+def save_session(path: Path, session: StoredSession) -> None:
+    """Write atomically, readable by the owner only (the file holds an access token)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(asdict(session), f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+async def authenticate(client: Client, settings: Settings) -> None:
+    """Give ``client`` a working access token, user id and device id (checked with ``/whoami``).
+
+    MATRIX_ACCESS_TOKEN wins; else the stored session is reused while its token works; else MATRIX_PASSWORD logs in
+    and the new token is stored. Raises MatrixConfigError when neither is configured or the ids do not match, and
+    mautrix errors for a rejected token or password.
+    """
+    wanted_user = settings.matrix_user_id or None
+    homeserver = str(settings.matrix_homeserver or "").rstrip("/")
+
+    if settings.matrix_access_token is not None and settings.matrix_access_token.get_secret_value():
+        client.api.token = settings.matrix_access_token.get_secret_value()
+        await _whoami(client, wanted_user)
+        return
+
+    if settings.matrix_password is None or not settings.matrix_password.get_secret_value():
+        raise MatrixConfigError("Matrix needs MATRIX_ACCESS_TOKEN, or MATRIX_USER_ID with MATRIX_PASSWORD")
+    if not wanted_user:
+        raise MatrixConfigError("MATRIX_PASSWORD login needs MATRIX_USER_ID")
+
+    path = session_path(settings)
+    stored = load_session(path)
+    if stored is not None and stored.homeserver == homeserver and stored.user_id == wanted_user:
+        client.api.token = stored.access_token
+        try:
+            await _whoami(client, wanted_user)
+            log.info("Matrix: reusing the stored session of %s (device %s)", client.mxid, client.device_id)
+            return
+        except MatrixInvalidToken:
+            log.warning("Matrix: the stored access token was rejected; logging in again")
+            client.api.token = ""
+
+    client.mxid = wanted_user
+    resp = await client.login(
+        identifier=wanted_user,
+        password=settings.matrix_password.get_secret_value(),
+        device_name=DEVICE_NAME,
+        device_id=stored.device_id if stored is not None and stored.user_id == wanted_user else None,
+    )
+    save_session(path, StoredSession(homeserver, str(resp.user_id), str(resp.device_id), resp.access_token))
+    log.info("Matrix: logged in as %s (device %s); session stored in %s", resp.user_id, resp.device_id, path)
+
+
+async def _whoami(client: Client, wanted_user: str | None) -> None:
+    who = await client.whoami()
+    if wanted_user and who.user_id != wanted_user:
+        raise MatrixConfigError(f"the Matrix access token belongs to {who.user_id}, not MATRIX_USER_ID={wanted_user}")
+    client.mxid = who.user_id
+    client.device_id = who.device_id or client.device_id

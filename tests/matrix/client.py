@@ -1,0 +1,138 @@
+"""A test user on the real Synapse: a mautrix ``Client`` plus a background /sync that collects room events, so tests
+can wait for what the bot sends (``wait_for``) or check it sent nothing (``quiet``)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from mautrix.client import Client
+from mautrix.types import EventType, RoomCreatePreset
+
+from tests.matrix.synapse import User
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+class TestUser:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, base_url: str, user: User):
+        self.user = user
+        self.user_id = user.user_id
+        self.client = Client(mxid=user.user_id, device_id=user.device_id, base_url=base_url, token=user.access_token)
+        self.events: list[dict[str, Any]] = []  # timeline events of joined rooms, each with "room_id"
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+        self._since: str | None = None
+
+    async def __aenter__(self) -> TestUser:
+        first = await self.client.sync(timeout=0)
+        self._since = first.get("next_batch")
+        self._task = asyncio.create_task(self._sync_loop())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.api.session.close()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            data = await self.client.sync(since=self._since, timeout=5000)
+            self._since = data.get("next_batch")
+            new = []
+            for room_id, room in data.get("rooms", {}).get("join", {}).items():
+                for e in room.get("timeline", {}).get("events", []):
+                    new.append({**e, "room_id": room_id})
+            if new:
+                async with self._changed:
+                    self.events.extend(new)
+                    self._changed.notify_all()
+
+    # ------------------------------------------------------------------ waiting
+    async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while True:
+                for e in self.events:
+                    if predicate(e):
+                        return e
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no matching event within {timeout} s; seen: {self.summary()}")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def quiet(self, predicate: Predicate, seconds: float = 1.0) -> None:
+        """Assert that no matching event arrives within ``seconds``."""
+        try:
+            e = await self.wait_for(predicate, timeout=seconds)
+        except AssertionError:
+            return
+        raise AssertionError(f"unexpected event: {e}")
+
+    def summary(self) -> list[tuple[str, str, str]]:
+        return [(e.get("sender", ""), e.get("type", ""), str(e.get("content", {}).get("body", ""))[:40])
+                for e in self.events]
+
+    # ------------------------------------------------------------------ actions
+    async def create_room(self, invite: list[str] = (), *, direct: bool = False, name: str | None = None,
+                          encrypted: bool = False, public: bool = False) -> str:
+        initial_state = []
+        if encrypted:
+            initial_state.append({"type": "m.room.encryption", "state_key": "",
+                                  "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+        preset = RoomCreatePreset.PUBLIC if public else RoomCreatePreset.PRIVATE
+        return str(await self.client.create_room(invitees=list(invite), is_direct=direct, name=name,
+                                                 initial_state=initial_state, preset=preset))
+
+    async def join(self, room_id: str) -> None:
+        await self.client.join_room_by_id(room_id)
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self.client.invite_user(room_id, user_id)
+
+    async def send(self, room_id: str, body: str, **extra: Any) -> str:
+        content = {"msgtype": "m.text", "body": body, **extra}
+        return str(await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, content))
+
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        return str(await self.client.react(room_id, event_id, key))
+
+    async def members(self, room_id: str) -> set[str]:
+        return {str(u) for u in await self.client.get_joined_members(room_id)}
+
+    async def wait_member(self, room_id: str, user_id: str, present: bool = True, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (user_id in await self.members(room_id)) != present:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user_id} {'did not join' if present else 'is still in'} {room_id}")
+            await asyncio.sleep(0.05)
+
+    async def membership_of(self, room_id: str, user_id: str) -> str | None:
+        try:
+            evt = await self.client.get_state_event(room_id, EventType.ROOM_MEMBER, user_id)
+        except Exception:
+            return None
+        return str(evt.membership)
+
+
+def from_bot(bot_id: str, room_id: str | None = None, *, reply_to: str | None = None) -> Predicate:
+    """Match an m.room.message from the bot (in ``room_id``, replying to ``reply_to``)."""
+
+    def match(e: dict[str, Any]) -> bool:
+        if e.get("sender") != bot_id or e.get("type") != "m.room.message":
+            return False
+        if room_id is not None and e.get("room_id") != room_id:
+            return False
+        if reply_to is not None:
+            rel = e.get("content", {}).get("m.relates_to") or {}
+            if (rel.get("m.in_reply_to") or {}).get("event_id") != reply_to:
+                return False
+        return True
+
+    return match
