@@ -313,11 +313,11 @@ class MatrixBot:
             self._leaving.discard(room_id)
 
     async def _on_invite(self, room_id: str, inviter: str | None, stripped: list[dict[str, Any]]) -> None:
-        if room_id in self.joined:
+        if room_id in self.joined or room_id in self._joining:
             return
         creator = next((e.get("sender") for e in stripped if e.get("type") == "m.room.create"), None)
         if not room_allowed(room_id, self.allowed, creator=creator):
-            log.info("Matrix: refusing an invite to %s from %s (not on the allow-list)", room_id, inviter)
+            log.info("Matrix: refusing an invite to %s (not on the allow-list)", room_id)
             await self._leave(room_id, "not on the allow-list")
             return
         # The sync carrying our join (and messages sent before it) may be handled before this request returns.
@@ -330,7 +330,7 @@ class MatrixBot:
         finally:
             self._joining.discard(room_id)
         self.joined.add(room_id)
-        log.info("Matrix: joined %s (invited by %s)", room_id, inviter)
+        log.info("Matrix: joined %s", room_id)  # user ids stay out of the log
         if any(e.get("type") == "m.room.encryption" for e in stripped):
             await self._leave(room_id, "encrypted", notice=True)
             return
