@@ -1,0 +1,113 @@
+"""`faqbot run`: start the configured chat transports on one answering core, stop them cleanly on a signal.
+
+    exit = await run_transports(settings, ["telegram", "matrix"])
+
+Services (core, log writer, LLM) are built once and shared. SIGTERM / SIGINT set a stop event: each transport
+stops taking new messages, finishes the answers in flight, and then the log is drained (`Services.aclose`).
+Returns 0 after a clean stop, 1 if a transport failed or the knowledge is invalid, 2 for a configuration error.
+The bot token is never printed: logging goes through the redaction filter installed by `setup_logging`, and
+nothing here logs a setting's value.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from bot.config import Settings
+
+log = logging.getLogger("faqbot")
+
+KNOWN_TRANSPORTS = ("telegram", "matrix")
+
+
+def _transport_runner(name: str) -> Callable[..., Awaitable[None]]:
+    # Imported lazily: a Telegram-only deployment never imports mautrix, and vice versa.
+    if name == "telegram":
+        from bot.telegram.app import run_telegram
+
+        return run_telegram
+    if name == "matrix":
+        from bot.matrix.app import run_matrix
+
+        return run_matrix
+    raise ValueError(f"unknown transport {name!r}")
+
+
+def _config_error(settings: Settings, transports: list[str]) -> str | None:
+    unknown = [t for t in transports if t not in KNOWN_TRANSPORTS]
+    if unknown:
+        return f"unknown transport(s) {', '.join(unknown)}; expected one of {', '.join(KNOWN_TRANSPORTS)}"
+    if "telegram" in transports and not (settings.telegram_bot_token and settings.telegram_bot_token.get_secret_value()):
+        return "the telegram transport needs TELEGRAM_BOT_TOKEN"
+    if "matrix" in transports and not (settings.matrix_homeserver and settings.matrix_user_id):
+        return "the matrix transport needs MATRIX_HOMESERVER and MATRIX_USER_ID"
+    return None
+
+
+async def run_transports(settings: Settings, transports: list[str]) -> int:
+    from bot.services import build_services, setup_logging
+    from knowledge.loader import KnowledgeError
+
+    setup_logging(settings)
+    transports = list(dict.fromkeys(t.strip().lower() for t in transports if t.strip()))
+    problem = _config_error(settings, transports)
+    if problem:
+        print(f"faqbot run: {problem}", file=sys.stderr)
+        return 2
+    try:
+        runners = {name: _transport_runner(name) for name in transports}
+    except ImportError as exc:
+        print(f"faqbot run: cannot load a transport: {exc}", file=sys.stderr)
+        return 2
+    try:
+        services = await build_services(settings)
+    except KnowledgeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not the main thread
+            loop.add_signal_handler(sig, _on_signal, sig, stop)
+            installed.append(sig)
+
+    tasks = {asyncio.create_task(run(services, settings, stop), name=f"transport-{name}"): name
+             for name, run in runners.items()}
+    failed = False
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                name = tasks[task]
+                exc = task.exception()
+                if exc is not None:
+                    failed = True
+                    log.error("transport %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+                elif not stop.is_set():
+                    log.warning("transport %s stopped by itself", name)
+                if not stop.is_set():  # one transport down: stop the others too, cleanly
+                    stop.set()
+    except asyncio.CancelledError:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await services.aclose()  # drains the conversation log
+        log.info("faqbot stopped")
+    return 1 if failed else 0
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    if not stop.is_set():
+        log.info("received %s: stopping (finishing answers in flight)", sig.name)
+    stop.set()

@@ -1,0 +1,189 @@
+"""Showing an answer in a chat: typing indicator, LLM previews (drafts or a throttled placeholder), final message.
+
+Private chats stream a preview with ``sendMessageDraft`` and then send the verified answer with ``sendMessage``
+(the draft disappears). Groups get a placeholder message (a reply to the question) edited at most every
+``edit_interval`` seconds and only when its text changed; the verified answer then replaces it. A preview is
+never the answer: if the guard rejects the LLM text, the final edit shows only the safe fallback.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
+from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
+from aiogram.utils.chat_action import ChatActionSender
+from aiogram.utils.formatting import Text
+
+from bot import texts
+from bot.core import Answerer
+from bot.replies import Conversation, Draft, Reply
+from bot.telegram.conversations import ChatState
+from bot.telegram.keyboards import answer_keyboard
+from bot.telegram.options import TelegramOptions
+from bot.telegram.render import preview_text, reply_texts
+
+log = logging.getLogger("faqbot.telegram")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an answer goes."""
+
+    chat_id: int
+    chat_type: str
+    thread_id: int | None = None  # forum topic (or private thread) of the question
+    reply_to: int | None = None  # message id to reply to (groups: the asker's message)
+
+    @property
+    def private(self) -> bool:
+        return self.chat_type == "private"
+
+    @classmethod
+    def for_message(cls, message: Message, *, reply: bool | None = None) -> Target:
+        """Answer ``message``: as a reply in groups (or when ``reply`` says so), in its forum topic."""
+        private = message.chat.type == "private"
+        if reply is None:
+            reply = not private
+        return cls(chat_id=message.chat.id, chat_type=message.chat.type,
+                   thread_id=message.message_thread_id if message.is_topic_message else None,
+                   reply_to=message.message_id if reply else None)
+
+
+async def send_texts(bot: Bot, target: Target, parts: list[Text],
+                     markup: InlineKeyboardMarkup | None = None, *, first: Message | None = None) -> list[Message]:
+    """Send ``parts`` as consecutive messages; the keyboard goes under the last one. In groups each part replies
+    to the question (so the asker's buttons can be told apart). ``first``: already-sent message standing for part 0.
+    """
+    sent: list[Message] = [first] if first is not None else []
+    for i, part in enumerate(parts):
+        if i == 0 and first is not None:
+            continue
+        last = i == len(parts) - 1
+        reply_params = None
+        if target.reply_to is not None and (i == 0 or not target.private):
+            reply_params = ReplyParameters(message_id=target.reply_to, allow_sending_without_reply=True)
+        msg = await bot.send_message(chat_id=target.chat_id, message_thread_id=target.thread_id,
+                                     reply_parameters=reply_params, reply_markup=markup if last else None,
+                                     **part.as_kwargs())
+        sent.append(msg)
+    return sent
+
+
+class AnswerPresenter:
+    """Shows the Drafts and the final Reply of one answer in one chat."""
+
+    def __init__(self, bot: Bot, target: Target, options: TelegramOptions, *, clock=time.monotonic) -> None:
+        self.bot = bot
+        self.target = target
+        self.options = options
+        self.clock = clock
+        self.use_drafts = target.private
+        self.draft_id = secrets.randbelow(2**31 - 1) + 1  # non-zero; one per answer
+        self.placeholder: Message | None = None
+        self.shown = ""  # preview text currently displayed
+        self.last_update = float("-inf")
+        self.drafts_sent = 0
+        self.edits = 0
+
+    async def draft(self, text: str) -> None:
+        now = self.clock()
+        if self.use_drafts:
+            preview = preview_text(text)
+            if not preview or preview == self.shown or now - self.last_update < self.options.draft_interval:
+                return
+            try:
+                await self.bot.send_message_draft(chat_id=self.target.chat_id, draft_id=self.draft_id, text=preview,
+                                                  message_thread_id=self.target.thread_id)
+            except TelegramBadRequest as exc:  # e.g. a client or server without drafts: use a placeholder
+                log.info("sendMessageDraft refused (%s); editing a placeholder instead", exc.message)
+                self.use_drafts = False
+                self.last_update = float("-inf")
+                self.shown = ""
+            else:
+                self.shown, self.last_update = preview, now
+                self.drafts_sent += 1
+                return
+        preview = preview_text(text, marker=texts.TG_GENERATING)
+        if preview == self.shown:
+            return
+        if self.placeholder is None:
+            [self.placeholder] = await send_texts(self.bot, self.target, [Text(preview)])
+            self.shown, self.last_update = preview, now
+            return
+        if now - self.last_update < self.options.edit_interval:
+            return
+        try:
+            await self.bot.edit_message_text(chat_id=self.target.chat_id, message_id=self.placeholder.message_id,
+                                             **Text(preview).as_kwargs())
+        except TelegramBadRequest as exc:
+            log.debug("preview edit refused: %s", exc.message)
+        self.shown, self.last_update = preview, now
+        self.edits += 1
+
+    async def final(self, reply: Reply) -> list[Message]:
+        parts = reply_texts(reply)
+        markup = answer_keyboard(reply)
+        first: Message | None = None
+        if self.placeholder is not None:
+            try:
+                edited = await self.bot.edit_message_text(
+                    chat_id=self.target.chat_id, message_id=self.placeholder.message_id,
+                    reply_markup=markup if len(parts) == 1 else None, **parts[0].as_kwargs())
+                first = edited if isinstance(edited, Message) else self.placeholder
+            except TelegramBadRequest as exc:
+                if "not modified" in exc.message:
+                    first = self.placeholder
+                else:  # the placeholder is gone: post the answer anew
+                    log.info("could not replace the preview (%s); sending the answer as a new message", exc.message)
+        return await send_texts(self.bot, self.target, parts, markup, first=first)
+
+
+async def deliver(bot: Bot, target: Target, reply: Reply) -> list[Message]:
+    """Send a finished reply (no previews): curated answers from buttons, admin texts etc."""
+    return await AnswerPresenter(bot, target, TelegramOptions()).final(reply)
+
+
+async def answer_question(
+    *,
+    bot: Bot,
+    answerer: Answerer,
+    question: str,
+    conv: Conversation,
+    target: Target,
+    options: TelegramOptions,
+    chat_state: ChatState | None = None,
+    via: str = "text",
+) -> Reply | None:
+    """Run the core on ``question`` and show the result in ``target``; returns the final Reply."""
+    presenter = AnswerPresenter(bot, target, options)
+    final: Reply | None = None
+    async with ChatActionSender.typing(bot=bot, chat_id=target.chat_id, message_thread_id=target.thread_id,
+                                       initial_sleep=options.typing_delay):
+        async for event in answerer.stream(question, conv, via=via):
+            if isinstance(event, Draft):
+                try:
+                    await presenter.draft(event.text)
+                except TelegramAPIError as exc:  # a failed preview must not stop the answer
+                    log.warning("could not show a preview: %s", type(exc).__name__)
+            else:
+                final = event
+    if final is None:  # the core always ends with a Reply; be defensive anyway
+        return None
+    if chat_state is not None:
+        chat_state.traditional = final.traditional
+    try:
+        await presenter.final(final)
+    except TelegramForbiddenError:
+        log.info("the user blocked the bot or left the chat; answer not delivered")
+    except TelegramBadRequest:
+        log.exception("Telegram rejected the answer message")
+    except TelegramAPIError as exc:
+        # Retries are exhausted, or the failure was ambiguous (the message may have been posted): do not send
+        # anything more, so the user never sees an answer twice or an error after an answer.
+        log.warning("answer delivery failed (%s); the turn is logged, the message may be missing",
+                    type(exc).__name__)
+    return final

@@ -1,0 +1,102 @@
+"""Inline keyboards and their callback data (aiogram `CallbackData` factories, 64-byte limit).
+
+Callback data is untrusted input: a client can send any string. Every factory constrains its fields, so forged
+or malformed data fails to unpack, matches no handler and ends in the polite catch-all in `handlers.py`.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+from pydantic import Field
+
+from bot import texts
+from bot.replies import Candidate, Reply, Route
+from knowledge.loader import KnowledgeBase
+
+TurnId = Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]  # Reply.turn_id: 16 hex digits
+FaqId = Annotated[str, Field(pattern=r"^[a-z0-9_]{2,40}$")]  # knowledge.loader.ID_RE
+
+# Replies that are not answers to rate: small talk, empty input, the acknowledgement of "none of these", errors.
+NO_FEEDBACK_REASONS = frozenset({"empty", "greeting", "thanks", "none-of-these", "error", "stale-choice"})
+
+
+class FeedbackCB(CallbackData, prefix="fb"):
+    """👍 / 👎 under an answer."""
+
+    turn: TurnId
+    kind: Literal["up", "down"]
+
+
+class TopicCB(CallbackData, prefix="tp"):
+    """A topic button (/start, /faq, related questions): shows the curated answer of one entry."""
+
+    faq: FaqId
+
+
+class ChoiceCB(CallbackData, prefix="ch"):
+    """One of the candidate questions offered by a clarify answer."""
+
+    turn: TurnId
+    faq: FaqId
+
+
+class NoneCB(CallbackData, prefix="no"):
+    """都不是 under a clarify answer: logged as feedback 'none' on that turn."""
+
+    turn: TurnId
+
+
+def _label(c: Candidate, traditional: bool) -> str:
+    if traditional:
+        from knowledge.normalize import to_traditional
+
+        return to_traditional(c.question)
+    return c.question
+
+
+def wants_feedback(reply: Reply) -> bool:
+    return not reply.error and reply.reason not in NO_FEEDBACK_REASONS
+
+
+def answer_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    """Buttons under an answer: clarify choices + 都不是, or related topics; then 👍 / 👎."""
+    b = InlineKeyboardBuilder()
+    if reply.route is Route.CLARIFY and reply.choices:
+        for c in reply.choices:
+            b.row(InlineKeyboardButton(text=_label(c, reply.traditional),
+                                       callback_data=ChoiceCB(turn=reply.turn_id, faq=c.faq_id).pack()))
+        b.row(InlineKeyboardButton(text=texts.NONE_OF_THESE, callback_data=NoneCB(turn=reply.turn_id).pack()))
+    elif reply.choices:
+        for c in reply.choices:
+            b.row(InlineKeyboardButton(text=_label(c, reply.traditional),
+                                       callback_data=TopicCB(faq=c.faq_id).pack()))
+    if wants_feedback(reply):
+        b.row(
+            InlineKeyboardButton(text=texts.TG_THUMBS_UP,
+                                 callback_data=FeedbackCB(turn=reply.turn_id, kind="up").pack()),
+            InlineKeyboardButton(text=texts.TG_THUMBS_DOWN,
+                                 callback_data=FeedbackCB(turn=reply.turn_id, kind="down").pack()),
+        )
+    markup = b.as_markup()
+    return markup if markup.inline_keyboard else None
+
+
+def without_feedback_row(markup: InlineKeyboardMarkup | None) -> InlineKeyboardMarkup | None:
+    """The same keyboard minus the 👍 / 👎 row (after the user has voted)."""
+    if markup is None:
+        return None
+    rows = [row for row in markup.inline_keyboard
+            if not any((btn.callback_data or "").startswith(FeedbackCB.__prefix__ + ":") for btn in row)]
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def topics_keyboard(kb: KnowledgeBase, *, columns: int = 2, full_questions: bool = False) -> InlineKeyboardMarkup:
+    """One button per FAQ entry: short titles in ``columns`` columns, or the full questions one per row."""
+    b = InlineKeyboardBuilder()
+    for e in kb.entries:
+        b.button(text=e.question if full_questions else e.title, callback_data=TopicCB(faq=e.id))
+    b.adjust(1 if full_questions else columns)
+    return b.as_markup()

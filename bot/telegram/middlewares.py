@@ -1,0 +1,261 @@
+"""Cross-cutting work, kept out of the handlers.
+
+* `RetryRequestMiddleware` (outgoing, on the bot session): retries Bot API calls refused by flood control (429,
+  after ``retry_after``, capped) or lost to a 5xx / proxy error page / network error, a bounded number of times,
+  without ever sending a message twice.
+* `InFlightMiddleware` (outer, every update): tracks the tasks handling updates, so shutdown can wait for them,
+  and remembers the last update id (to confirm it to Telegram on shutdown).
+* `ThrottlingMiddleware` (inner, messages and button taps): more than N events in T seconds from one user ->
+  one polite notice, then the user is ignored for a while.
+* `AnswerLockMiddleware` (inner, question handlers flagged ``answer_lock``): one answer in the making per user;
+  a second question meanwhile gets `texts.BUSY_LLM`.
+* `ConversationMiddleware` (inner): looks up the user's `Conversation` and hands it to the handler as ``conv``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.dispatcher.flags import get_flag
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiogram.types import CallbackQuery, Message, TelegramObject, Update
+
+from bot import texts
+from bot.telegram.conversations import ConversationStore
+
+log = logging.getLogger("faqbot.telegram")
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+# Methods whose repetition is harmless: retried even when the first try may have reached Telegram.
+_NEVER_RETRIED = frozenset({"getUpdates"})  # the polling loop has its own backoff
+
+
+def creates_message(api_method: str) -> bool:
+    """True for calls that post something new (sending twice would show it twice)."""
+    return api_method.startswith(("send", "forward", "copy")) and api_method not in ("sendChatAction",
+                                                                                     "sendMessageDraft")
+
+
+def surely_not_delivered(exc: BaseException) -> bool:
+    """The failure proves Telegram did not act on the request (so even a sendMessage may be repeated)."""
+    if isinstance(exc, TelegramRetryAfter):
+        return True
+    if isinstance(exc, TelegramServerError):  # Telegram's own JSON error: the request was refused
+        return True
+    if isinstance(exc, ClientDecodeError):
+        # Not JSON: a proxy's error page. 502/503 mean the backend was not reached; 504 (timeout) is ambiguous.
+        body = str(getattr(exc, "data", ""))
+        return "504" not in body and "Time-out" not in body and "Timeout" not in body
+    if isinstance(exc, TelegramNetworkError):
+        # Only a connection that was never established proves nothing was sent.
+        return isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+    return False
+
+
+class RetryRequestMiddleware(BaseRequestMiddleware):
+    """Retry failed Bot API calls: 429 after ``retry_after`` (capped), 5xx / decode / network errors with backoff.
+
+    A call that creates a message is repeated only when the failure proves the first try was not delivered
+    (429, Telegram's 5xx answer, a 502/503 page from a proxy, a refused connection); after an ambiguous failure
+    (timeout, connection dropped mid-request, 504) it is not repeated, so no answer is ever shown twice.
+    """
+
+    def __init__(self, attempts: int = 3, retry_after_cap: float = 30.0, backoff: float = 0.5) -> None:
+        self.attempts = attempts
+        self.retry_after_cap = retry_after_cap
+        self.backoff = backoff
+        self.retries = 0  # total retries made (for tests and diagnostics)
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        name = method.__api_method__
+        if name in _NEVER_RETRIED:
+            return await make_request(bot, method)
+        attempt = 0
+        while True:
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                if attempt >= self.attempts:
+                    raise
+                delay = min(float(exc.retry_after), self.retry_after_cap)
+                why = f"flood control, retry after {exc.retry_after}s"
+            except (TelegramServerError, ClientDecodeError, TelegramNetworkError) as exc:
+                if attempt >= self.attempts:
+                    raise
+                if creates_message(name) and not surely_not_delivered(exc):
+                    raise
+                delay = self.backoff * (2 ** attempt)
+                why = type(exc).__name__
+            attempt += 1
+            self.retries += 1
+            # Method name and error class only: never the URL (it holds the token) nor the request body.
+            log.warning("Bot API %s failed (%s); retry %d/%d in %.1fs", name, why, attempt, self.attempts, delay)
+            await asyncio.sleep(delay)
+
+
+class InFlightMiddleware(BaseMiddleware):
+    """Outer update middleware: knows which update handlers are running, and the last update id seen."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.last_update_id: int | None = None
+        self.handled = 0
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        if isinstance(event, Update):
+            if self.last_update_id is None or event.update_id > self.last_update_id:
+                self.last_update_id = event.update_id
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            return await handler(event, data)
+        finally:
+            self.handled += 1
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def wait_idle(self, timeout: float, extra: set[asyncio.Task[Any]] | None = None) -> bool:
+        """Wait until no update is being handled (or ``timeout``); True if everything finished."""
+        await asyncio.sleep(0)  # let tasks created just before start and register
+        me = asyncio.current_task()
+        pending = {t for t in (self.tasks | (extra or set())) if t is not me and not t.done()}
+        if not pending:
+            return True
+        done, still = await asyncio.wait(pending, timeout=timeout)
+        if still:
+            log.warning("%d update handler(s) still running after %.0fs; stopping anyway", len(still), timeout)
+        return not still
+
+
+async def _notify(event: TelegramObject, text: str) -> None:
+    """Best effort: tell the user ``text`` (a reply to a message, a toast for a button)."""
+    try:
+        if isinstance(event, Message):
+            if event.chat.type == "private":
+                await event.answer(text)
+            else:
+                await event.reply(text)
+        elif isinstance(event, CallbackQuery):
+            await event.answer(text)
+    except TelegramAPIError as exc:
+        log.warning("could not send a notice: %s", type(exc).__name__)
+
+
+class ThrottlingMiddleware(BaseMiddleware):
+    """Per-user flood control for incoming messages and button taps.
+
+    More than ``rate`` events within ``period`` seconds -> one polite notice (`texts.THROTTLED`), then the user's
+    events are dropped for ``silence`` seconds. Handlers flagged ``throttle=False`` are exempt; ``"silent"``
+    drops without the notice (used by group auto-answers, which the user did not address to the bot).
+    Only handled events count (this is an inner middleware): group chatter the bot ignores is never counted.
+    """
+
+    def __init__(self, rate: int = 5, period: float = 10.0, silence: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.period = period
+        self.silence = silence
+        self.clock = clock
+        self._hits: dict[int, deque[float]] = {}
+        self._silenced: dict[int, float] = {}
+        self.dropped = 0
+
+    def _prune(self, now: float) -> None:
+        self._hits = {u: q for u, q in self._hits.items() if q and q[-1] > now - self.period}
+        self._silenced = {u: t for u, t in self._silenced.items() if t > now}
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        mode = get_flag(data, "throttle", default=True)
+        user = data.get("event_from_user")
+        if not mode or user is None:
+            return await handler(event, data)
+        now = self.clock()
+        if len(self._hits) > 50_000:
+            self._prune(now)
+        until = self._silenced.get(user.id)
+        if until is not None:
+            if now < until:
+                self.dropped += 1
+                if isinstance(event, CallbackQuery):  # stop the button's spinner, silently
+                    try:
+                        await event.answer()
+                    except TelegramAPIError:
+                        pass
+                return None
+            del self._silenced[user.id]
+        hits = self._hits.setdefault(user.id, deque())
+        hits.append(now)
+        while hits and hits[0] <= now - self.period:
+            hits.popleft()
+        if len(hits) > self.rate:
+            hits.clear()
+            self._silenced[user.id] = now + self.silence
+            self.dropped += 1
+            log.info("throttling a user for %.0fs", self.silence)
+            if mode != "silent":
+                await _notify(event, texts.THROTTLED)
+            return None
+        return await handler(event, data)
+
+
+class AnswerLockMiddleware(BaseMiddleware):
+    """One answer (LLM generation) in the making per user; a second question meanwhile gets `texts.BUSY_LLM`.
+
+    Applies to handlers flagged ``answer_lock``. It also keeps two answers from racing on one `Conversation`.
+    """
+
+    def __init__(self) -> None:
+        self.busy: set[int] = set()
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        user = data.get("event_from_user")
+        if not get_flag(data, "answer_lock") or user is None:
+            return await handler(event, data)
+        if user.id in self.busy:
+            await _notify(event, texts.BUSY_LLM)
+            return None
+        self.busy.add(user.id)
+        try:
+            return await handler(event, data)
+        finally:
+            self.busy.discard(user.id)
+
+
+class ConversationMiddleware(BaseMiddleware):
+    """Hands the handler ``conv`` (the `Conversation` of this chat and user) and ``chat_state``."""
+
+    def __init__(self, store: ConversationStore) -> None:
+        self.store = store
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        user = data.get("event_from_user")
+        chat = data.get("event_chat")
+        if user is not None:
+            chat_id = chat.id if chat is not None else user.id
+            chat_type = chat.type if chat is not None else "private"
+            state = self.store.state(chat_id, chat_type, user.id)
+            data["chat_state"] = state
+            data["conv"] = state.conv
+        return await handler(event, data)
