@@ -113,3 +113,18 @@ async def test_one_llm_answer_per_user_at_a_time(tmp_path):
         assert env.tg["answer_lock"].busy == set()
         await env.ask(NONE_Q)  # free again
         assert env.sent(USER)[-1].params["text"] == "回答完毕。"
+
+
+async def test_previews_are_never_retried_and_never_hold_up_the_answer(tmp_path):
+    llm = ScriptedFallback([f"预览{i}" for i in range(10)], "最终回答。", delay=0.03)
+    async with tg_env(tmp_path, llm=llm, options=_opts(typing_delay=0.0)) as env:
+        env.fake.fail("sendMessageDraft", status=429, retry_after=30)
+        env.fake.fail("sendChatAction", status=500, times=10)  # typing is cosmetic
+        started = time.monotonic()
+        await env.ask(NONE_Q)
+        assert time.monotonic() - started < 2
+        assert env.sent(USER)[-1].params["text"] == "最终回答。"
+        # one refused draft, then previews pause for retry_after instead of retrying or hammering
+        assert [c.status for c in env.fake.calls_to("sendMessageDraft")] == [429]
+        assert len(env.fake.calls_to("sendChatAction")) == 1  # not retried
+        assert not env.fake.calls_to("editMessageText")

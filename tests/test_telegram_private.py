@@ -227,6 +227,18 @@ async def test_a_9000_character_answer_is_split_with_buttons_on_the_last_part(tm
         assert [bool(buttons(p)) for p in parts] == [False, False, True]
 
 
+async def test_a_very_long_message_is_answered_from_its_beginning(tmp_path):
+    async with tg_env(tmp_path) as env:
+        await env.ask(FAQ_Q + "。" + "我再补充一些情况" * 500)  # 4000+ characters, the most Telegram allows
+        [answer] = env.sent(USER)  # the core cuts the question and says so
+        assert texts.TOO_LONG_NOTE in answer.params["text"]
+        assert "tp:lost_reissue" in button_data(answer, "tp") or answer.params["text"].startswith(
+            knowledge().get("lost_reissue").question)
+        await env.flush()
+        [(question,)] = env.query("SELECT question FROM turns")
+        assert len(question) == env.settings.max_question_chars
+
+
 async def test_follow_up_questions_share_one_conversation_per_user(tmp_path):
     async with tg_env(tmp_path) as env:
         await env.ask(FAQ_Q)

@@ -185,3 +185,22 @@ async def _faqbot_run(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert (tmp_path / "secret.key").exists()  # pseudonymization secret created next to the database
+
+
+async def test_run_transports_configuration_errors_and_a_rejected_token(tmp_path, monkeypatch, capsys, caplog):
+    from bot.runner import run_transports
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)
+    assert await run_transports(make_settings(tmp_path), ["telegram"]) == 2
+    assert "TELEGRAM_BOT_TOKEN" in capsys.readouterr().err
+    assert await run_transports(make_settings(tmp_path), ["irc"]) == 2
+
+    async with FakeBotAPI() as fake:
+        wrong = "42:AAWrongTokenWrongTokenWrongToken12345"
+        settings = make_settings(tmp_path, fake, telegram_bot_token=wrong)
+        assert await run_transports(settings, ["telegram"]) == 1  # getMe answered 401
+        assert fake.calls_to("getMe")[0].status == 401
+    out = capsys.readouterr()
+    assert wrong not in out.out + out.err + caplog.text
+    assert "TelegramUnauthorizedError" in caplog.text

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.formatting import Text
@@ -23,6 +23,7 @@ from bot.core import Answerer
 from bot.replies import Conversation, Draft, Reply
 from bot.telegram.conversations import ChatState
 from bot.telegram.keyboards import answer_keyboard
+from bot.telegram.middlewares import no_retries
 from bot.telegram.options import TelegramOptions
 from bot.telegram.render import preview_text, reply_texts
 
@@ -86,11 +87,25 @@ class AnswerPresenter:
         self.placeholder: Message | None = None
         self.shown = ""  # preview text currently displayed
         self.last_update = float("-inf")
+        self.paused_until = float("-inf")
         self.drafts_sent = 0
         self.edits = 0
 
     async def draft(self, text: str) -> None:
+        """Show a partial text. Best effort: previews are never retried and never stop the answer."""
         now = self.clock()
+        if now < self.paused_until:
+            return
+        try:
+            with no_retries():
+                await self._draft(text, now)
+        except TelegramRetryAfter as exc:  # flood control: no previews for a while; the final answer is retried
+            self.paused_until = now + exc.retry_after
+            log.info("previews paused for %ss (flood control)", exc.retry_after)
+        except TelegramAPIError as exc:
+            log.warning("could not show a preview: %s", type(exc).__name__)
+
+    async def _draft(self, text: str, now: float) -> None:
         if self.use_drafts:
             preview = preview_text(text)
             if not preview or preview == self.shown or now - self.last_update < self.options.draft_interval:
@@ -116,13 +131,14 @@ class AnswerPresenter:
             return
         if now - self.last_update < self.options.edit_interval:
             return
+        self.shown, self.last_update = preview, now
         try:
             await self.bot.edit_message_text(chat_id=self.target.chat_id, message_id=self.placeholder.message_id,
                                              **Text(preview).as_kwargs())
         except TelegramBadRequest as exc:
             log.debug("preview edit refused: %s", exc.message)
-        self.shown, self.last_update = preview, now
-        self.edits += 1
+        else:
+            self.edits += 1
 
     async def final(self, reply: Reply) -> list[Message]:
         parts = reply_texts(reply)
@@ -165,10 +181,7 @@ async def answer_question(
                                        initial_sleep=options.typing_delay):
         async for event in answerer.stream(question, conv, via=via):
             if isinstance(event, Draft):
-                try:
-                    await presenter.draft(event.text)
-                except TelegramAPIError as exc:  # a failed preview must not stop the answer
-                    log.warning("could not show a preview: %s", type(exc).__name__)
+                await presenter.draft(event.text)
             else:
                 final = event
     if final is None:  # the core always ends with a Reply; be defensive anyway

@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
 
 import aiohttp
 from aiogram import BaseMiddleware, Bot
@@ -42,8 +44,24 @@ log = logging.getLogger("faqbot.telegram")
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
-# Methods whose repetition is harmless: retried even when the first try may have reached Telegram.
-_NEVER_RETRIED = frozenset({"getUpdates"})  # the polling loop has its own backoff
+# Never retried here: the polling loop has its own backoff; a draft is a disposable preview (the next one or the
+# final message supersedes it), and waiting out a 429 would hold up the answer behind it.
+_NEVER_RETRIED = frozenset({"getUpdates", "sendMessageDraft"})
+# Cosmetic: a failure is logged and reported as success, so that neither a retry nor an exception can delay or
+# break the answer (aiogram's ChatActionSender waits for its last action when the answer is done).
+_BEST_EFFORT = frozenset({"sendChatAction"})
+
+_retries = contextvars.ContextVar("faqbot_telegram_retries", default=True)
+
+
+@contextlib.contextmanager
+def no_retries() -> Iterator[None]:
+    """Calls made inside fail at once instead of being retried (used for previews of an answer)."""
+    token = _retries.set(False)
+    try:
+        yield
+    finally:
+        _retries.reset(token)
 
 
 def creates_message(api_method: str) -> bool:
@@ -89,7 +107,13 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
         name = method.__api_method__
-        if name in _NEVER_RETRIED:
+        if name in _BEST_EFFORT:
+            try:
+                return await make_request(bot, method)
+            except TelegramAPIError as exc:
+                log.debug("Bot API %s failed (%s); ignored", name, type(exc).__name__)
+                return cast(Response[TelegramType], True)
+        if name in _NEVER_RETRIED or not _retries.get():
             return await make_request(bot, method)
         attempt = 0
         while True:
