@@ -69,7 +69,6 @@ TG_THUMBS_DOWN = "👎 没帮助"
 TG_GENERATING = "\n\n（正在生成回答……）"
 TG_FAQ_HEAD = "电子社保卡常见问题（点击问题查看答案）："
 TG_NOT_YOURS = "这些按钮是给提问的用户使用的，您可以直接向我提问。"
-TG_FEEDBACK_DONE = "已收到，感谢反馈！"
 TG_COMMANDS = {"start": "开始使用", "help": "使用帮助", "faq": "常见问题列表"}
 TG_ADMIN_COMMANDS = {"stats": "使用统计（管理员）", "gaps": "待补充的问题（管理员）", "reload": "重新加载知识库（管理员）"}
 ADMIN_NO_LOG = "还没有对话日志数据库。"
