@@ -29,7 +29,7 @@ __all__ = ["RedactSecretsFilter", "install_redaction", "REDACTED", "BOT_TOKEN_RE
 
 REDACTED = "***"
 BOT_TOKEN_RE = r"\d{6,12}:[A-Za-z0-9_-]{30,}"
-LIBRARY_LOGGERS = ("aiogram", "aiohttp", "openai", "httpx", "mautrix")
+LIBRARY_LOGGERS = ("aiogram", "aiohttp", "openai", "httpx", "mautrix", "mau")  # mautrix logs under "mau.*"
 
 
 class RedactSecretsFilter(logging.Filter):

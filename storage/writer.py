@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # imported lazily at run time: bot.replies is the only bot mo
 
 FEEDBACK_KINDS = ("up", "down", "none")
 # Chats whose id identifies a person: stored as an HMAC, like user ids.
-PRIVATE_CHAT_TYPES = frozenset({"private", "console", "cli"})
+PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "direct": a Matrix DM room
 
 # Errors caused by one row's data rather than by the database being unavailable: retrying cannot fix them.
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
