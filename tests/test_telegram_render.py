@@ -127,3 +127,17 @@ def test_keyboards_for_each_route():
     rest = without_feedback_row(answer_keyboard(clarify))
     assert [b.callback_data[:2] for row in rest.inline_keyboard for b in row] == ["ch", "ch", "no"]
     assert without_feedback_row(answer_keyboard(Reply(route=Route.FAQ, text="x"))) is None
+
+
+def test_conversation_store_is_a_bounded_lru():
+    from bot.telegram.conversations import ConversationStore
+
+    store = ConversationStore(maxsize=2)
+    a = store.get(1, "private", 1)
+    store.get(-5, "supergroup", 2)
+    assert store.get(1, "private", 1) is a  # touched: now the most recent
+    store.get(-5, "supergroup", 3)  # evicts (-5, 2), the least recently used
+    assert len(store) == 2 and (1, 1) in store and (-5, 2) not in store
+    assert (a.channel, a.chat_id, a.chat_type, a.user_id) == ("telegram", "1", "private", "1")
+    with pytest.raises(ValueError):
+        ConversationStore(0)
