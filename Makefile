@@ -21,7 +21,7 @@ run: $(STAMP)
 	@$(BIN)/faqbot run
 
 ## The Synapse homeserver the Matrix tests start on loopback (own venv, pinned; a no-op once installed).
-synapse-venv:
+synapse-venv: constraints-synapse.txt
 	@PYTHON=$(PYTHON) bash scripts/synapse-venv.sh .venv-synapse
 
 ## Set up and run the whole test suite.
