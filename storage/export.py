@@ -10,10 +10,9 @@ import json
 import sqlite3
 from typing import IO, Any, Iterator
 
-from storage.db import utc_iso
+from storage.queries import _LATEST_FEEDBACK, FEEDBACK_FILTERS, turn_filters
 
 FORMATS = ("csv", "jsonl")
-FEEDBACK_FILTERS = ("up", "down", "none", "any")
 
 COLUMNS = (
     "turn_id", "ts", "channel", "via", "chat_type", "conversation_id", "question", "normalized", "route", "faq_id",
@@ -23,7 +22,7 @@ COLUMNS = (
 )
 _JSON_COLUMNS = ("candidates", "context_ids")
 
-_LATEST = "(SELECT f.kind FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
+_LATEST = _LATEST_FEEDBACK
 
 
 def _count(kind: str) -> str:
@@ -51,25 +50,7 @@ def iter_turns(
 ) -> Iterator[dict[str, Any]]:
     """Turns as dicts (COLUMNS; JSON columns decoded to lists), oldest first. Filters as ``logs list``;
     ``limit`` keeps the most recent N (None or 0 = all)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if route is not None:
-        where.append("t.route = ?")
-        params.append(route)
-    if since is not None:
-        where.append("t.ts >= ?")
-        params.append(utc_iso(since))
-    if channel is not None:
-        where.append("t.channel = ?")
-        params.append(channel)
-    if feedback is not None:
-        if feedback not in FEEDBACK_FILTERS:
-            raise ValueError(f"feedback must be one of {FEEDBACK_FILTERS}")
-        if feedback == "any":
-            where.append("EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id)")
-        else:
-            where.append(f"{_LATEST} = ?")
-            params.append(feedback)
+    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
     if limit and limit > 0:
         sql = f"SELECT * FROM ({sql} ORDER BY t.ts DESC, t.id DESC LIMIT ?) ORDER BY ts, turn_id"

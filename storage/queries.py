@@ -66,16 +66,9 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def list_turns(
-    conn: sqlite3.Connection,
-    *,
-    route: str | None = None,
-    since: _dt.datetime | None = None,
-    channel: str | None = None,
-    feedback: str | None = None,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Most recent turns first, filtered by route, time, channel and latest feedback ('up'/'down'/'none'/'any')."""
+def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None = None, channel: str | None = None,
+                 feedback: str | None = None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (on alias ``t`` = turns) and parameters shared by every verb that filters turns like ``logs list``."""
     where: list[str] = []
     params: list[Any] = []
     if route is not None:
@@ -95,6 +88,20 @@ def list_turns(
         else:
             where.append(f"{_LATEST_FEEDBACK} = ?")
             params.append(feedback)
+    return where, params
+
+
+def list_turns(
+    conn: sqlite3.Connection,
+    *,
+    route: str | None = None,
+    since: _dt.datetime | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Most recent turns first, filtered by route, time, channel and latest feedback ('up'/'down'/'none'/'any')."""
+    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
     sql = _TURN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
     params.append(int(limit))
     return _fetch_turns(conn, sql, params)
