@@ -46,6 +46,11 @@ async def run_console(settings, *, stdin=None, stdout=None) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     interactive = stdin.isatty() and stdout.isatty()
+    if interactive and "FAQBOT_LOG_LEVEL" not in os.environ:
+        import logging
+
+        # Keep the chat readable: only warnings and errors between the answers.
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     conv = Conversation(channel="console", chat_id="console", chat_type="console", user_id=os.environ.get("USER", "console"))
     loop = asyncio.get_running_loop()
     try:

@@ -66,6 +66,8 @@ SHAPE_WEIGHT = 0.35  # the rest is the content overlap
 # Content is an F-beta of precision (question explained) and recall (phrase present): people wrap a short FAQ
 # question in long context ("俺老伴的社保卡找不着了，要带啥去补"), so covering the phrase matters more.
 RECALL_BETA = 1.5
+SHORT_QUERY = 4  # normalized characters
+SHORT_CONTAINED = 0.55  # content credit for a short question contained in a phrase: enough for choices, not more
 PRESELECT = 40  # entries kept by the inverted index before exact scoring
 
 
@@ -122,6 +124,9 @@ class Matcher:
             recall = cw / p.weight if p.weight else 0.0  # share of the phrase present in the question
             b2 = RECALL_BETA * RECALL_BETA
             content = (1 + b2) * precision * recall / (b2 * precision + recall)
+        if len(q) <= SHORT_QUERY and q in p.text:
+            # A bare keyword ("密码", "挂失") says little, but the entries that contain it are fair choices to offer.
+            content = max(content, SHORT_CONTAINED)
         shape = fuzz.ratio(q, p.text) / 100.0
         # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
         return min(100.0, 100.0 * (SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * content))
