@@ -124,7 +124,7 @@ class Matcher:
             recall = cw / p.weight if p.weight else 0.0  # share of the phrase present in the question
             b2 = RECALL_BETA * RECALL_BETA
             content = (1 + b2) * precision * recall / (b2 * precision + recall)
-        if len(q) <= SHORT_QUERY and q in p.text:
+        if 2 <= len(q) <= SHORT_QUERY and not q.isascii() and q in p.text:
             # A bare keyword ("密码", "挂失") says little, but the entries that contain it are fair choices to offer.
             content = max(content, SHORT_CONTAINED)
         shape = fuzz.ratio(q, p.text) / 100.0
