@@ -139,6 +139,11 @@ class ChatClient:
         self._client = None
         self.last_model: str | None = None
         self.requests = 0  # HTTP requests started (for diagnostics)
+        # Import the client library now, when the bot starts, not on the first question: importing it takes about
+        # a second, and on the event loop that second stalls every chat, not only the asker's answer.
+        import openai  # noqa: F401
+        import openai._streaming  # noqa: F401
+        import openai.resources.chat.completions  # noqa: F401 - the client loads it on first use
 
     @property
     def client(self):
