@@ -66,14 +66,17 @@ def expected_texts(reply: Reply) -> list[str]:
     return [part.as_kwargs()["text"] for part in reply_texts(reply)]
 
 
-def distinct_questions(n: int = 10) -> list[str]:
-    """``n`` questions whose answers (LLM off) are pairwise different: curated answers, clarify, out of scope."""
+def distinct_questions(n: int = 10, *, curated_only: bool = False) -> list[str]:
+    """``n`` questions whose answers (LLM off) are pairwise different: curated answers, clarify, out of scope.
+
+    ``curated_only``: only questions answered from the FAQ directly (with the LLM on, the others go to it).
+    """
     answerer = offline_answerer()
     out: list[str] = []
     seen: set[str] = set()
-    for q in [CLARIFY_Q, NONE_Q] + [e.question for e in knowledge().entries]:
+    for q in ([] if curated_only else [CLARIFY_Q, NONE_Q]) + [e.question for e in knowledge().entries]:
         reply = answerer.match(q)
-        if reply.route is Route.FAQ and reply.faq_id is None:
+        if reply.route is Route.FAQ and reply.faq_id is None or (curated_only and reply.route is not Route.FAQ):
             continue
         key = "\x00".join(expected_texts(reply))
         if key in seen:
@@ -410,3 +413,93 @@ def delivered_update_ids(fake: FakeBotAPI) -> set[int]:
         if c.status == 200 and isinstance(c.result, list):
             out.update(u["update_id"] for u in c.result)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ the LLM
+def llm_settings(base_url: str, **overrides: Any) -> dict[str, Any]:
+    """Settings for the LLM fallback against a loopback server, with a small time budget.
+
+    The circuit breaker is set out of reach so that every request meets the injected fault (the worst case for
+    latency; the breaker itself is tested in tests/test_llm_fallback.py).
+    """
+    values: dict[str, Any] = dict(openai_base_url=base_url.rstrip("/") + "/v1", openai_model="load-model",
+                                  llm_timeout=0.5, llm_budget=2.0, llm_max_retries=2,
+                                  llm_breaker_failures=1_000_000, llm_breaker_cooldown=1.0)
+    values.update(overrides)
+    return values
+
+
+def llm_outcome(text: str | None) -> str:
+    """'verified' (the grounded answer the fake model gave), 'fallback' (the safe fallback) or 'other'."""
+    from bot import texts
+
+    if text and text.startswith(LLM_GOOD_BODY) and "来源" not in text:
+        return "verified"
+    if text and text.startswith(texts.LLM_FALLBACK):
+        return "fallback"
+    return "other"
+
+
+FAKE_LLM_PROCESS = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from tests.fakes.openai_server import FakeOpenAI, reply
+
+async def main(port, text, delay):
+    async with FakeOpenAI(default=reply(text, chunks=15, chunk_delay=delay), port=port) as server:
+        print(server.port, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[2]), sys.argv[3], float(sys.argv[4])))
+"""
+
+
+async def start_llm_process(port: int = 0, chunk_delay: float = 0.03) -> tuple[asyncio.subprocess.Process, int]:
+    """`FakeOpenAI` in a process of its own (so it can be killed with SIGKILL), streaming `LLM_GOOD` in 15 chunks
+    ``chunk_delay`` seconds apart. Returns the process and its port."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", FAKE_LLM_PROCESS, str(ROOT), str(port),
+                                                LLM_GOOD, str(chunk_delay), stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.strip().isdigit(), line
+    return proc, int(line)
+
+
+def answers_so_far(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]]:
+    """Like `match_answers`, without the checks (for waiting)."""
+    sent = successes(fake)
+    want = {(a.chat_id, a.message_id): i for i, a in enumerate(asked) if a.group}
+    private = {}
+    for i, a in enumerate(asked):
+        if not a.group:
+            private.setdefault(a.chat_id, []).append(i)
+    out: dict[int, list[Call]] = {i: [] for i in range(len(asked))}
+    queues: dict[int, list[Call]] = {}
+    for c in sent:
+        chat = c.params.get("chat_id")
+        if chat in private:
+            queues.setdefault(chat, []).append(c)
+        elif (chat, reply_to(c)) in want:
+            out[want[(chat, reply_to(c))]].append(c)
+    for chat, idx in private.items():
+        calls = queues.get(chat, [])
+        pos = 0
+        for i in idx:
+            n = max(1, len(asked[i].expected))
+            out[i] = calls[pos:pos + n]
+            pos += n
+    return out
+
+
+async def wait_all_answered(fake: FakeBotAPI, asked: list[Asked], timeout: float) -> None:
+    """Wait until every question in ``asked`` has all its answer messages (one when none are expected)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = answers_so_far(fake, asked)
+        missing = [i for i, a in enumerate(asked) if len(got[i]) < max(1, len(a.expected))]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(missing)} of {len(asked)} questions unanswered after {timeout} s, e.g. "
+                               f"{[asked[i].question for i in missing[:3]]}")
+        await asyncio.sleep(0.02)
