@@ -466,7 +466,11 @@ async def start_llm_process(port: int = 0, chunk_delay: float = 0.03) -> tuple[a
 
 
 def answers_so_far(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]]:
-    """Like `match_answers`, without the checks (for waiting)."""
+    """Like `match_answers`, without the checks (for waiting).
+
+    Private chats have no reply marker: ``asked`` must hold every question asked in those chats, in order
+    (pass the whole history, not only the last wave, when users ask again).
+    """
     sent = successes(fake)
     want = {(a.chat_id, a.message_id): i for i, a in enumerate(asked) if a.group}
     private = {}
@@ -492,7 +496,9 @@ def answers_so_far(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]
 
 
 async def wait_all_answered(fake: FakeBotAPI, asked: list[Asked], timeout: float) -> None:
-    """Wait until every question in ``asked`` has all its answer messages (one when none are expected)."""
+    """Wait until every question in ``asked`` has all its answer messages (one when none are expected).
+
+    ``asked``: every question asked so far in the private chats concerned (see `answers_so_far`)."""
     deadline = time.monotonic() + timeout
     while True:
         got = answers_so_far(fake, asked)
