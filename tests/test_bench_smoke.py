@@ -106,15 +106,17 @@ def test_core_memory_child():
 
 
 def test_telegram_faqbot_run_against_fake_bot_api():
-    out = telegram.telegram_bench(n_faqbot=6, burst_users=2, bots=("faqbot",), settle=0.1)
+    out = telegram.telegram_bench(n=6, rounds=1, steady=10, burst_users=2, bots=("faqbot",), settle=0.1)
     if "skipped" in out:
         pytest.skip(out["skipped"])
-    f = out["faqbot"]
+    [f] = out["faqbot"]["runs"]
     assert f["exit_code"] == 0
     assert f["load"]["messages"] == 6 and f["load"]["messages_per_s"] > 0
+    assert f["steady"]["messages"] == 4 and f["steady"]["rss_mb"][-1][0] == 10
+    assert f["sent_total"] == f["expected"] == 1 + 6 + 4 + 8
     assert f["extra_sends"] == 0 and f["failed_sends"] == 0
     assert f["start_to_first_answer_s"] > 0 and f["idle_rss_mb"] > 0
-    assert f["turns_logged"] == 1 + 6 + (8 - f["burst"]["notices"])
+    assert f["turns_logged"] == 1 + 6 + 4 + (8 - f["burst"]["notices"])
     _formats("telegram", out)
 
 

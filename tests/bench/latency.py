@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.bench.common import settings as bench_settings, summary_ms
-from tests.bench.queries import query_mix
+from tests.bench.queries import query_mix, query_mix_tagged
 
 
 def _load(kb_dir: Path | None):
@@ -65,11 +65,18 @@ def latency_for_kb(kb_dir: Path | None = None, *, n: int = 2000, extra: list[str
                    label: str = "shipped FAQ") -> dict:
     """p50/p99 of `Answerer.match` and `await Answerer.answer` (no LLM, no log) over a query mix of `n` questions."""
     answerer, setup = _load(kb_dir)
-    questions = query_mix(n, extra=extra)
+    tagged = query_mix_tagged(n, extra=extra)
+    questions = [q for q, _ in tagged]
+    kinds = [k for _, k in tagged]
     _time_match(answerer, questions[: min(200, n)])  # warm-up: OpenCC, regex caches, first-call costs
     gc.collect()
     match_ns, match_cpu, routes = _time_match(answerer, questions)
     answer_ns, answer_cpu = asyncio.run(_time_answer(answerer, questions))
+    # Which kinds of question make the slowest 1% (by answer CPU time), and each kind's CPU p50.
+    slowest = sorted(range(n), key=lambda i: answer_cpu[i], reverse=True)[: max(1, n // 100)]
+    by_kind: dict[str, list[int]] = {}
+    for k, c in zip(kinds, answer_cpu):
+        by_kind.setdefault(k, []).append(c)
     return {
         "label": label,
         "entries": len(answerer.kb.entries),
@@ -80,6 +87,9 @@ def latency_for_kb(kb_dir: Path | None = None, *, n: int = 2000, extra: list[str
         "answer": summary_ms(answer_ns),
         "match_cpu": summary_ms(match_cpu),
         "answer_cpu": summary_ms(answer_cpu),
+        "slowest_1pct_kinds": dict(Counter(kinds[i] for i in slowest).most_common()),
+        "answer_cpu_p50_by_kind": {k: summary_ms(v)["p50_ms"] for k, v in sorted(by_kind.items())},
+        "answer_p99_without_long_ms": summary_ms([t for t, k in zip(answer_ns, kinds) if k != "long"])["p99_ms"],
         **setup,
     }
 
@@ -114,25 +124,36 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
     s = bench_settings(db=db)
     turn_log = TurnLog(db, secret=b"bench-secret-0123456789abcdef")
     await turn_log.start()
+    # A third side for diagnosis: the same record_turn (masking, HMAC, JSON, queueing) with no writer running,
+    # so the difference between it and "on" is what the writer thread costs the answering path.
+    import logging
+
+    quiet = logging.getLogger("faqbot.bench.unwritten")
+    quiet.disabled = True
+    unwritten = TurnLog(db.with_name("unused.db"), secret=b"bench-secret-0123456789abcdef", logger=quiet)
     off = Answerer(s, kb)
     on = Answerer(s, kb, log_sink=turn_log)
+    queued = Answerer(s, kb, log_sink=unwritten)
     questions = query_mix(n, seed=23)
     convs = [Conversation(channel="bench", chat_id=str(1000 + i), chat_type="private", user_id=str(1000 + i))
              for i in range(32)]
-    for q in questions[:100]:  # warm-up both
+    for q in questions[:100]:  # warm-up
         await off.answer(q, convs[0])
         await on.answer(q, convs[0])
+        await queued.answer(q, convs[0])
     await turn_log.flush()
     warm = turn_log.committed
-    samples: dict[str, list[int]] = {"off": [], "on": []}
-    cpu: dict[str, list[int]] = {"off": [], "on": []}
+    samples: dict[str, list[int]] = {"off": [], "on": [], "queued": []}
+    cpu: dict[str, list[int]] = {"off": [], "on": [], "queued": []}
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     gc.collect()
     t_start = time.perf_counter()
     for start in range(0, n, block):
         chunk = questions[start:start + block]
-        # Alternate which side goes first, so drift and the writer's leftovers hit both sides alike.
-        order = (("off", off), ("on", on)) if (start // block) % 2 == 0 else (("on", on), ("off", off))
+        # Rotate which side goes first, so drift and the writer's leftovers hit all sides alike.
+        sides = [("off", off), ("on", on), ("queued", queued)]
+        k = (start // block) % 3
+        order = sides[k:] + sides[:k]
         for name, answerer in order:
             for i, q in enumerate(chunk):
                 c0 = cpu_clock()
@@ -149,10 +170,12 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
     transactions = turn_log.transactions
     sync = await _writer_pragmas(turn_log)
     await turn_log.close()
+    await unwritten.close()
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT count(*) FROM turns").fetchone()[0]
     off_s, on_s = summary_ms(samples["off"]), summary_ms(samples["on"])
     off_c, on_c = summary_ms(cpu["off"]), summary_ms(cpu["on"])
+    q_s = summary_ms(samples["queued"])
     return {
         "questions_per_side": n,
         "off": off_s,
@@ -160,6 +183,8 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
         "ratio_p50": on_s["p50_ms"] / off_s["p50_ms"],
         "ratio_mean": on_s["mean_ms"] / off_s["mean_ms"],
         "ratio_p99": on_s["p99_ms"] / off_s["p99_ms"],
+        "queued_only": q_s,
+        "ratio_p50_queued_only": q_s["p50_ms"] / off_s["p50_ms"],
         "off_cpu": off_c,
         "on_cpu": on_c,
         "cpu_ratio_p50": on_c["p50_ms"] / off_c["p50_ms"],

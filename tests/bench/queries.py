@@ -113,31 +113,38 @@ def _noisy(q: str, rng: random.Random) -> str:
     return f"{rng.choice(GREETINGS)}{q}{rng.choice(TAILS)}"
 
 
-def query_mix(n: int = 400, *, seed: int = 7, extra: list[str] | None = None) -> list[str]:
-    """`n` questions in a fixed pseudo-random order: ~55% in-scope (half of them noisy), ~15% out-of-scope,
-    typos / Traditional / odd input / injection / personal data, one long pasted text per 100, plus `extra`
-    (questions aimed at generated entries) when given."""
+def query_mix_tagged(n: int = 400, *, seed: int = 7, extra: list[str] | None = None) -> list[tuple[str, str]]:
+    """`n` (question, kind) pairs in a fixed pseudo-random order: ~55% in-scope (half of them noisy), ~15%
+    out-of-scope, typos / Traditional / odd input / injection / personal data, one long pasted text per 100, plus
+    `extra` (questions aimed at generated entries) when given. kind: in, in-noisy, oos, typo, traditional, odd,
+    injection, pii, generated, generated-noisy, long."""
     rng = random.Random(seed)
     long_text = ("我想问一下，" + "我家老人年纪大了不会用智能手机，" * 40 + "社保卡丢了怎么补办")
-    pools: list[tuple[float, list[str], bool]] = [
-        (0.28, IN_SCOPE, False),
-        (0.27, IN_SCOPE, True),
-        (0.15, OUT_OF_SCOPE, True),
-        (0.06, TYPOS, True),
-        (0.05, TRADITIONAL, False),
-        (0.05, ODD, False),
-        (0.04, INJECTION, False),
-        (0.04, PII, False),
+    pools: list[tuple[float, list[str], bool, str]] = [
+        (0.28, IN_SCOPE, False, "in"),
+        (0.27, IN_SCOPE, True, "in-noisy"),
+        (0.15, OUT_OF_SCOPE, True, "oos"),
+        (0.06, TYPOS, True, "typo"),
+        (0.05, TRADITIONAL, False, "traditional"),
+        (0.05, ODD, False, "odd"),
+        (0.04, INJECTION, False, "injection"),
+        (0.04, PII, False, "pii"),
     ]
     if extra:
-        pools = [(w * 0.6, p, noisy) for w, p, noisy in pools] + [(0.2, extra, False), (0.2, extra, True)]
-    weights = [w for w, _, _ in pools]
-    out: list[str] = []
+        pools = [(w * 0.6, p, noisy, tag) for w, p, noisy, tag in pools]
+        pools += [(0.2, extra, False, "generated"), (0.2, extra, True, "generated-noisy")]
+    weights = [w for w, _, _, _ in pools]
+    out: list[tuple[str, str]] = []
     for i in range(n):
         if i % 100 == 99:
-            out.append(long_text)
+            out.append((long_text, "long"))
             continue
-        _, pool, noisy = rng.choices(pools, weights)[0]
+        _, pool, noisy, tag = rng.choices(pools, weights)[0]
         q = rng.choice(pool)
-        out.append(_noisy(q, rng) if noisy else q)
+        out.append((_noisy(q, rng) if noisy else q, tag))
     return out
+
+
+def query_mix(n: int = 400, *, seed: int = 7, extra: list[str] | None = None) -> list[str]:
+    """The questions of `query_mix_tagged` (same order)."""
+    return [q for q, _ in query_mix_tagged(n, seed=seed, extra=extra)]
