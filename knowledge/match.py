@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.normalize import Normalizer
@@ -99,6 +99,13 @@ class Matcher:
         for i, t, canon in raw:
             gs = frozenset(grams(t))
             self.phrases.append(Phrase(i, t, gs, sum(self.idf[g] for g in gs), canon))
+        self._texts = [p.text for p in self.phrases]
+        # Phrase-level inverted index, only for small knowledge bases (scored whole); large ones preselect entries.
+        self._phrase_postings: dict[str, list[int]] = {}
+        if len(self.entries) <= PRESELECT:
+            for k, p in enumerate(self.phrases):
+                for g in p.grams:
+                    self._phrase_postings.setdefault(g, []).append(k)
         self.by_entry: list[list[Phrase]] = [[] for _ in self.entries]
         for p in self.phrases:
             self.by_entry[p.entry].append(p)
@@ -114,26 +121,33 @@ class Matcher:
     def _w(self, g: str) -> float:
         return self.idf.get(g, self.unknown_idf)
 
-    def phrase_score(self, q: str, qgrams: set[str], qweight: float, p: Phrase) -> float:
-        common = qgrams & p.grams
-        if not common:
-            content = 0.0
-        else:
-            cw = sum(self.idf[g] for g in common)
-            precision = cw / qweight  # share of the question explained by the phrase
-            recall = cw / p.weight if p.weight else 0.0  # share of the phrase present in the question
+    def _combine(self, q: str, short: bool, shape: float, common_weight: float, qweight: float, p: Phrase) -> float:
+        """Score (0-100) from the shape similarity (0-100) and the IDF weight of the bigrams shared with phrase `p`."""
+        content = 0.0
+        if common_weight:
+            precision = common_weight / qweight  # share of the question explained by the phrase
+            recall = common_weight / p.weight if p.weight else 0.0  # share of the phrase present in the question
             b2 = RECALL_BETA * RECALL_BETA
             content = (1 + b2) * precision * recall / (b2 * precision + recall)
-        if 2 <= len(q) <= SHORT_QUERY and not q.isascii() and q in p.text:
+        if short and content < SHORT_CONTAINED and q in p.text:
             # A bare keyword ("密码", "挂失") says little, but the entries that contain it are fair choices to offer.
-            content = max(content, SHORT_CONTAINED)
-        shape = fuzz.ratio(q, p.text) / 100.0
+            content = SHORT_CONTAINED
         # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
-        return min(100.0, 100.0 * (SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * content))
+        return min(100.0, SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * 100.0 * content)
 
-    def _candidate_entries(self, qgrams: set[str]) -> list[int]:
+    @staticmethod
+    def _is_short(q: str) -> bool:
+        return 2 <= len(q) <= SHORT_QUERY and not q.isascii()
+
+    def phrase_score(self, q: str, qgrams: set[str], qweight: float, p: Phrase) -> float:
+        """The score of one phrase (used by `knowledge check`; `rank` computes the same in bulk)."""
+        common = sum(self.idf[g] for g in qgrams & p.grams)
+        return self._combine(q, self._is_short(q), fuzz.ratio(q, p.text), common, qweight, p)
+
+    def _candidate_entries(self, qgrams: set[str]) -> list[int] | None:
+        """Entries worth scoring exactly; None means all (small knowledge bases)."""
         if len(self.entries) <= PRESELECT:
-            return list(range(len(self.entries)))
+            return None
         acc: dict[int, float] = {}
         # Rarest grams first; skip grams shared by most entries once something rarer matched (cheap and harmless).
         n = len(self.entries)
@@ -153,18 +167,33 @@ class Matcher:
         if not q:
             return []
         qgrams = grams(q)
+        idf = self.idf
         qweight = sum(self._w(g) for g in qgrams) or 1.0
-        scored: list[Scored] = []
-        for i in self._candidate_entries(qgrams):
-            best, best_text = -1.0, ""
-            for p in self.by_entry[i]:
-                s = self.phrase_score(q, qgrams, qweight, p)
-                if s > best:
-                    best, best_text = s, p.text
-            if best > 0:
-                scored.append(Scored(self.entries[i], best, best_text))
-        scored.sort(key=lambda s: s.score, reverse=True)
-        return scored[:limit]
+        cand = self._candidate_entries(qgrams)
+        if cand is None:
+            phrases, texts = self.phrases, self._texts
+            # Shared-bigram weight of every phrase at once, through the phrase-level inverted index.
+            common = [0.0] * len(phrases)
+            for g in qgrams:
+                post = self._phrase_postings.get(g)
+                if post:
+                    w = idf[g]
+                    for k in post:
+                        common[k] += w
+        else:
+            phrases = [p for i in cand for p in self.by_entry[i]]
+            texts = [p.text for p in phrases]
+            common = [sum(idf[g] for g in qgrams & p.grams) for p in phrases]
+        short = self._is_short(q)
+        best: dict[int, tuple[float, str]] = {}
+        # rapidfuzz scores every phrase's shape in one C call.
+        for text, shape, k in process.extract(q, texts, scorer=fuzz.ratio, limit=None):
+            p = phrases[k]
+            score = self._combine(q, short, shape, common[k], qweight, p)
+            if score > best.get(p.entry, (-1.0, ""))[0]:
+                best[p.entry] = (score, text)
+        ranked = sorted(((sc, e, t) for e, (sc, t) in best.items() if sc > 0), key=lambda x: (-x[0], x[1]))
+        return [Scored(self.entries[e], sc, t) for sc, e, t in ranked[:limit]]
 
     # -- routing ----------------------------------------------------------------------------------
     def route(self, q: str, th: Thresholds) -> MatchResult:

@@ -547,6 +547,33 @@ class TurnLog:
         assert conn is not None
         turns = [i for i in batch if isinstance(i, _Turn)]
         feedback = [i for i in batch if isinstance(i, _Feedback)]
+        # The whole transaction in one call to the connection's thread, not one round trip per statement: under
+        # load the event loop is busy and each round trip waits for it, so with four of them the log fell one to
+        # two seconds behind the answers (found by tests/test_load_signals.py: that is what a kill -9 loses).
+        # aiosqlite (pinned) has no public API for running a function in its thread; `_execute` and `_conn`
+        # exist since 0.17. Without them the statements are sent one by one, as before.
+        run_in_thread = getattr(conn, "_execute", None)
+        if run_in_thread is not None and hasattr(type(conn), "_conn"):
+            unknown, duplicates = await run_in_thread(_transaction_in_thread, conn, turns, feedback)
+        else:
+            unknown, duplicates = await self._transaction_by_statements(conn, turns, feedback)
+        self.transactions += 1
+        if unknown:
+            self.dropped += len(unknown)
+            self.log.warning(
+                "conversation log: dropped feedback for %d unknown turn id(s): %s",
+                len(unknown),
+                ", ".join(sorted({f.turn_id[:32] for f in unknown})[:5]),
+            )
+        if duplicates:
+            self.dropped += duplicates
+            self.log.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
+        return len(unknown) + duplicates
+
+    @staticmethod
+    async def _transaction_by_statements(
+        conn: aiosqlite.Connection, turns: list[_Turn], feedback: list[_Feedback]
+    ) -> tuple[list[_Feedback], int]:
         unknown: list[_Feedback] = []
         duplicates = 0
         await conn.execute("BEGIN IMMEDIATE")
@@ -573,15 +600,37 @@ class TurnLog:
             except Exception:
                 pass
             raise
-        self.transactions += 1
-        if unknown:
-            self.dropped += len(unknown)
-            self.log.warning(
-                "conversation log: dropped feedback for %d unknown turn id(s): %s",
-                len(unknown),
-                ", ".join(sorted({f.turn_id[:32] for f in unknown})[:5]),
-            )
-        if duplicates:
-            self.dropped += duplicates
-            self.log.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
-        return len(unknown) + duplicates
+        return unknown, duplicates
+
+
+def _transaction_in_thread(
+    aconn: aiosqlite.Connection, turns: list[_Turn], feedback: list[_Feedback]
+) -> tuple[list[_Feedback], int]:
+    """`TurnLog._write_batch` in the aiosqlite connection's own thread: the same statements, synchronously."""
+    conn: sqlite3.Connection = aconn._conn  # noqa: SLF001 - see _write_batch
+    unknown: list[_Feedback] = []
+    duplicates = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if turns:
+            conn.executemany(_CONV_SQL, [t.conv for t in turns])
+            cur = conn.executemany(_TURN_SQL, [t.row for t in turns])
+            if cur.rowcount is not None and 0 <= cur.rowcount < len(turns):
+                duplicates = len(turns) - cur.rowcount
+        if feedback:
+            ids = sorted({f.turn_id for f in feedback})
+            marks = ",".join("?" * len(ids))
+            known = {r[0] for r in conn.execute(f"SELECT id FROM turns WHERE id IN ({marks})", ids).fetchall()}
+            unknown = [f for f in feedback if f.turn_id not in known]
+            good = [(f.turn_id, f.kind, f.ts) for f in feedback if f.turn_id in known]
+            if good:
+                conn.executemany(_FEEDBACK_SQL, good)
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except Exception:
+            pass
+        raise
+    return unknown, duplicates

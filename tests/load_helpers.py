@@ -173,7 +173,10 @@ def match_answers(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]]
     for i, a in enumerate(asked):
         if not a.group:
             private.setdefault(a.chat_id, []).append(i)
+    chats = {a.chat_id for a in asked}
     for chat_id, calls in by_chat.items():
+        if chat_id not in chats:  # not a chat these questions were asked in
+            continue
         if chat_id in private:
             pos = 0
             for i in private[chat_id]:
