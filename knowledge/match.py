@@ -149,13 +149,14 @@ class Matcher:
         if len(self.entries) <= PRESELECT:
             return None
         acc: dict[int, float] = {}
-        # Rarest grams first; skip grams shared by most entries once something rarer matched (cheap and harmless).
+        # Rarest grams first; once rarer grams found candidates, skip common grams (their IDF adds little, their
+        # posting lists cost the most).
         n = len(self.entries)
         for g in sorted(qgrams, key=self._w, reverse=True):
             post = self.postings.get(g)
             if not post:
                 continue
-            if len(post) > n // 4 and acc:
+            if acc and (len(post) > n // 4 or (len(post) > n // 20 and len(acc) >= PRESELECT)):
                 continue
             w = self.idf[g]
             for i in post:
