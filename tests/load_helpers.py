@@ -22,7 +22,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,7 @@ class ErrorRecords(logging.Handler):
 
 
 @contextlib.contextmanager
-def capture_errors() -> Iterable[ErrorRecords]:
+def capture_errors() -> Iterator[ErrorRecords]:
     handler = ErrorRecords()
     root = logging.getLogger()
     root.addHandler(handler)
@@ -297,8 +297,9 @@ async def polling_bot(tmp_path: Path, fake: FakeBotAPI, *, options: TelegramOpti
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 30)
         await services.aclose()
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()
+    # (only when the block itself succeeded: a failing test's own error is the one to see)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # the bot itself failed
 
 
 # ------------------------------------------------------------------------------------------------ the database

@@ -126,6 +126,8 @@ async def test_kill_9_during_load_keeps_every_acknowledged_turn(tmp_path):
             _stop(proc)
             await proc.wait()
             await committed.stop()
+        log = stderr_of(tmp_path)
+        assert "Traceback" not in log and " ERROR " not in log, log[-3000:]  # nothing failed before the kill
         sent = [c for c in successes(fake) if c.ts <= killed]
         old = {t for c in sent if c.ts < killed - 1.0 for t in turn_ids(c)}
         assert len(sent) < len(asked)  # killed mid-load: some questions were never answered
