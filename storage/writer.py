@@ -9,6 +9,7 @@ the writer retries every ``retry_interval`` until the database is back.
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import hashlib
 import json
 import logging
@@ -54,6 +55,20 @@ class _Turn(NamedTuple):
     turn_id: str
     conv: tuple  # values for _CONV_SQL
     row: tuple  # values for _TURN_SQL (second value is the conversation key)
+
+
+class _RawTurn(NamedTuple):
+    """What record_turn queues: a snapshot of references, prepared (masked, pseudonymized, JSON) by the writer task
+    in batches, so the answering path pays only for an append."""
+
+    seq: int
+    turn_id: str
+    when: float  # time.time() at record_turn
+    channel: str
+    chat_id: Any
+    chat_type: str
+    user_id: Any
+    reply: Reply
 
 
 class _Feedback(NamedTuple):
@@ -130,6 +145,7 @@ class TurnLog:
         self._outage_dropped = 0
         self._warned_closed = False
         self._warned_prepare = False
+        self._pseudonyms: dict[str, str] = {}
         self.remasked = 0  # turns whose question still held personal data when recorded (an upstream miss)
 
     # ------------------------------------------------------------------ state
@@ -154,14 +170,18 @@ class TurnLog:
             if self._closing:
                 self._drop_after_close()
                 return
-            item = self._prepare_turn(conv, reply)
+            item = _RawTurn(0, str(reply.turn_id), time.time(), conv.channel, conv.chat_id, conv.chat_type,
+                            conv.user_id, reply)
         except Exception:
-            self.dropped += 1
-            if not self._warned_prepare:
-                self._warned_prepare = True
-                self.log.exception("conversation log: could not prepare a turn for storage; it is not logged")
+            self._prepare_failed()
             return
         self._enqueue(item)
+
+    def _prepare_failed(self) -> None:
+        self.dropped += 1
+        if not self._warned_prepare:
+            self._warned_prepare = True
+            self.log.exception("conversation log: could not prepare a turn for storage; it is not logged")
 
     def record_feedback(self, turn_id: str, kind: str) -> None:
         """Queue feedback on a turn: 'up', 'down' or 'none' (none of the offered choices). Never blocks."""
@@ -202,7 +222,18 @@ class TurnLog:
         self._pending += 1
         self._queue.put_nowait(item._replace(seq=self._seq))
 
-    def _prepare_turn(self, conv: Conversation, reply: Reply) -> _Turn:
+    def _pseudonym(self, value: str) -> str:
+        # The same few users ask many questions: cache their HMAC (bounded; the cache lives only in memory).
+        cached = self._pseudonyms.get(value)
+        if cached is None:
+            from bot.privacy import pseudonymize
+
+            if len(self._pseudonyms) >= 10_000:
+                self._pseudonyms.clear()
+            cached = self._pseudonyms[value] = pseudonymize(value, self._secret)
+        return cached
+
+    def _prepare_turn(self, raw: _RawTurn) -> _Turn:
         from bot.privacy import mask_pii, pseudonymize  # lazy: keeps storage importable on its own
 
         def mask(text: str | None) -> tuple[str | None, dict[str, int]]:
@@ -211,14 +242,15 @@ class TurnLog:
             m = mask_pii(str(text))
             return m.text, _counts(m)
 
-        ts = utc_iso()
-        channel = str(conv.channel)
-        user_id = None if conv.user_id in (None, "") else str(conv.user_id)
-        user_hash = pseudonymize(user_id, self._secret) if user_id is not None else None
-        chat_id = None if conv.chat_id in (None, "") else str(conv.chat_id)
-        chat_type = conv.chat_type
+        reply = raw.reply
+        ts = utc_iso(_dt.datetime.fromtimestamp(raw.when, _dt.timezone.utc))
+        channel = str(raw.channel)
+        user_id = None if raw.user_id in (None, "") else str(raw.user_id)
+        user_hash = self._pseudonym(user_id) if user_id is not None else None
+        chat_id = None if raw.chat_id in (None, "") else str(raw.chat_id)
+        chat_type = raw.chat_type
         private = chat_type in PRIVATE_CHAT_TYPES or (user_id is not None and chat_id == user_id)
-        stored_chat = pseudonymize(chat_id, self._secret) if (private and chat_id is not None) else chat_id
+        stored_chat = self._pseudonym(chat_id) if (private and chat_id is not None) else chat_id
         key = conversation_key(channel, stored_chat, user_hash)
 
         # Defensive: the core masks the question already; masking is idempotent, so this only catches misses.
@@ -360,9 +392,18 @@ class TurnLog:
                 pass
 
     def _take(self, item: Any) -> bool:
-        """Move one queue item to the buffer; True if it was a wake-up signal."""
+        """Move one queue item to the buffer (preparing a raw turn); True if it was a wake-up signal."""
         if item is _WAKE:
             return True
+        if isinstance(item, _RawTurn):
+            try:
+                item = self._prepare_turn(item)._replace(seq=item.seq)
+            except Exception:
+                self._prepare_failed()
+                self._pending -= 1
+                self._done_seq = max(self._done_seq, item.seq)
+                self._resolve_waiters()
+                return False
         self._buf.append(item)
         return False
 
@@ -530,6 +571,9 @@ class TurnLog:
             self.committed += len(items) - skipped
         self._leave_outage()
         self._done_seq = max(self._done_seq, items[-1].seq)
+        self._resolve_waiters()
+
+    def _resolve_waiters(self) -> None:
         still = []
         for target, fut in self._waiters:
             if fut.done():

@@ -416,3 +416,24 @@ def test_kill_9_loses_only_unacknowledged_rows(tmp_path):
     assert conn.execute("SELECT count(*) FROM feedback WHERE turn_id NOT IN (SELECT id FROM turns)").fetchone()[0] == 0
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     conn.close()
+
+
+async def test_a_turn_that_cannot_be_prepared_is_dropped_without_stalling_flush(tmp_path, caplog):
+    """Rows are prepared (masked, pseudonymized, JSON) by the writer task: a bad one is dropped and counted, flush()
+    still returns, and the turns around it are stored."""
+    log = TurnLog(tmp_path / "log.db", secret=b"s", flush_interval=0.01)
+    await log.start()
+    conv = Conversation("cli", "c", "cli", "u")
+    good1 = Reply(route=Route.FAQ, text="好", question="社保卡丢了")
+    bad = Reply(route=Route.NONE, text="x", question="q", candidates=[object()])  # not serializable
+    good2 = Reply(route=Route.NONE, text="y", question="退休年龄")
+    with caplog.at_level(logging.ERROR, logger="faqbot"):
+        for r in (good1, bad, good2):
+            log.record_turn(conv, r)
+        await asyncio.wait_for(log.flush(), 5)
+    await log.close()
+    assert log.dropped == 1 and log.committed == 2
+    db = sqlite3.connect(tmp_path / "log.db")
+    ids = {row[0] for row in db.execute("SELECT id FROM turns")}
+    assert ids == {good1.turn_id, good2.turn_id}
+    assert "could not prepare a turn" in caplog.text
