@@ -63,25 +63,25 @@ def wants_feedback(reply: Reply) -> bool:
 
 def answer_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     """Buttons under an answer: clarify choices + 都不是, or related topics; then 👍 / 👎."""
-    b = InlineKeyboardBuilder()
+    # Rows are built directly: InlineKeyboardBuilder deep-copies its buttons, a cost paid on every answer.
+    rows: list[list[InlineKeyboardButton]] = []
     if reply.route is Route.CLARIFY and reply.choices:
         for c in reply.choices:
-            b.row(InlineKeyboardButton(text=_label(c, reply.traditional),
-                                       callback_data=ChoiceCB(turn=reply.turn_id, faq=c.faq_id).pack()))
-        b.row(InlineKeyboardButton(text=texts.NONE_OF_THESE, callback_data=NoneCB(turn=reply.turn_id).pack()))
+            rows.append([InlineKeyboardButton(text=_label(c, reply.traditional),
+                                              callback_data=ChoiceCB(turn=reply.turn_id, faq=c.faq_id).pack())])
+        rows.append([InlineKeyboardButton(text=texts.NONE_OF_THESE, callback_data=NoneCB(turn=reply.turn_id).pack())])
     elif reply.choices:
         for c in reply.choices:
-            b.row(InlineKeyboardButton(text=_label(c, reply.traditional),
-                                       callback_data=TopicCB(faq=c.faq_id).pack()))
+            rows.append([InlineKeyboardButton(text=_label(c, reply.traditional),
+                                              callback_data=TopicCB(faq=c.faq_id).pack())])
     if wants_feedback(reply):
-        b.row(
+        rows.append([
             InlineKeyboardButton(text=texts.TG_THUMBS_UP,
                                  callback_data=FeedbackCB(turn=reply.turn_id, kind="up").pack()),
             InlineKeyboardButton(text=texts.TG_THUMBS_DOWN,
                                  callback_data=FeedbackCB(turn=reply.turn_id, kind="down").pack()),
-        )
-    markup = b.as_markup()
-    return markup if markup.inline_keyboard else None
+        ])
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
 def without_feedback_row(markup: InlineKeyboardMarkup | None) -> InlineKeyboardMarkup | None:
