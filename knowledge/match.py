@@ -186,14 +186,28 @@ class Matcher:
             texts = [p.text for p in phrases]
             common = [sum(idf[g] for g in qgrams & p.grams) for p in phrases]
         short = self._is_short(q)
+        # The loop below is _combine() inlined: it runs for every phrase of every question.
+        b2 = RECALL_BETA * RECALL_BETA
+        shape_w, content_w = SHAPE_WEIGHT, (1 - SHAPE_WEIGHT) * 100.0
         best: dict[int, tuple[float, str]] = {}
-        # rapidfuzz scores every phrase's shape in one C call.
-        for text, shape, k in process.extract(q, texts, scorer=fuzz.ratio, limit=None):
+        # rapidfuzz scores every phrase's shape in C; extract_iter skips sorting what we rank ourselves.
+        for text, shape, k in process.extract_iter(q, texts, scorer=fuzz.ratio):
             p = phrases[k]
-            score = self._combine(q, short, shape, common[k], qweight, p)
-            if score > best.get(p.entry, (-1.0, ""))[0]:
+            c = common[k]
+            if c:
+                precision = c / qweight
+                recall = c / p.weight
+                content = (1 + b2) * precision * recall / (b2 * precision + recall)
+            else:
+                content = 0.0
+            if short and content < SHORT_CONTAINED and q in text:
+                content = SHORT_CONTAINED
+            score = shape_w * shape + content_w * content
+            prev = best.get(p.entry)
+            if prev is None or score > prev[0]:
                 best[p.entry] = (score, text)
-        ranked = sorted(((sc, e, t) for e, (sc, t) in best.items() if sc > 0), key=lambda x: (-x[0], x[1]))
+        # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
+        ranked = sorted(((min(100.0, sc), e, t) for e, (sc, t) in best.items() if sc > 0), key=lambda x: (-x[0], x[1]))
         return [Scored(self.entries[e], sc, t) for sc, e, t in ranked[:limit]]
 
     # -- routing ----------------------------------------------------------------------------------
