@@ -145,12 +145,7 @@ def numbers(text: str) -> set[str]:
     text = text.translate(_FULLWIDTH_DIGITS)
     text = _LIST_MARKER_RE.sub(" ", text)
     text = _ORDINAL_RE.sub("第", text)
-    out = set(_NUMBER_RE.findall(text))
-    for m in _CN_NUMBER_RE.finditer(text):
-        v = chinese_numeral_value(m.group(1))
-        if v is not None:
-            out.add(str(v))
-    return out
+    return source_numbers(text)
 
 
 def source_numbers(text: str) -> set[str]:

@@ -183,30 +183,30 @@ async def on_feedback(callback: CallbackQuery, callback_data: FeedbackCB, servic
             log.debug("could not remove the feedback buttons: %s", exc.message)
 
 
-async def on_topic(callback: CallbackQuery, callback_data: TopicCB, bot: Bot, services: Services,
-                   conv: Conversation, chat_state: ChatState) -> None:
-    target = _callback_target(callback, reply_to_question=False)
-    reply = services.answerer.answer_entry(callback_data.faq, conv, via="button",
-                                           traditional=chat_state.traditional)
+async def _deliver_entry(callback: CallbackQuery, faq_id: str, *, via: str, reply_to_question: bool, bot: Bot,
+                         services: Services, conv: Conversation, chat_state: ChatState) -> None:
+    """The curated answer of one entry for a tapped button; a stale or unknown id gets a polite notice."""
+    target = _callback_target(callback, reply_to_question=reply_to_question)
+    reply = services.answerer.answer_entry(faq_id, conv, via=via, traditional=chat_state.traditional)
     if reply is None or target is None:
         await callback.answer(texts.STALE_BUTTON)
         return
     await callback.answer()
     await deliver(bot, target, reply)
+
+
+async def on_topic(callback: CallbackQuery, callback_data: TopicCB, bot: Bot, services: Services,
+                   conv: Conversation, chat_state: ChatState) -> None:
+    await _deliver_entry(callback, callback_data.faq, via="button", reply_to_question=False, bot=bot,
+                         services=services, conv=conv, chat_state=chat_state)
 
 
 async def on_choice(callback: CallbackQuery, callback_data: ChoiceCB, bot: Bot, services: Services,
                     conv: Conversation, chat_state: ChatState) -> None:
     if await _asker_only(callback):
         return
-    target = _callback_target(callback, reply_to_question=True)
-    reply = services.answerer.answer_entry(callback_data.faq, conv, via="choice",
-                                           traditional=chat_state.traditional)
-    if reply is None or target is None:
-        await callback.answer(texts.STALE_BUTTON)
-        return
-    await callback.answer()
-    await deliver(bot, target, reply)
+    await _deliver_entry(callback, callback_data.faq, via="choice", reply_to_question=True, bot=bot,
+                         services=services, conv=conv, chat_state=chat_state)
 
 
 async def on_none_of_these(callback: CallbackQuery, callback_data: NoneCB, bot: Bot, services: Services,
