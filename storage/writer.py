@@ -124,8 +124,8 @@ class TurnLog:
         self.log = logger or logging.getLogger("faqbot.storage")
 
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._buf: deque[_Turn | _Feedback] = deque()  # taken off the queue, waiting to be written
-        self._inflight: list[_Turn | _Feedback] = []  # the batch being written now
+        self._buf: deque[_RawTurn | _Feedback] = deque()  # taken off the queue, waiting to be written
+        self._inflight: list[_RawTurn | _Feedback] = []  # the batch being written now
         self._conn: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -177,11 +177,15 @@ class TurnLog:
             return
         self._enqueue(item)
 
-    def _prepare_failed(self) -> None:
-        self.dropped += 1
+    def _prepare_failed(self, failed: list[tuple[str, str]] | None = None) -> None:
+        self.dropped += len(failed) if failed else 1
         if not self._warned_prepare:
             self._warned_prepare = True
-            self.log.exception("conversation log: could not prepare a turn for storage; it is not logged")
+            if failed:
+                self.log.error("conversation log: could not prepare turn(s) for storage; not logged: %s",
+                               "; ".join(f"{t}: {e}" for t, e in failed[:3]))
+            else:
+                self.log.exception("conversation log: could not prepare a turn for storage; it is not logged")
 
     def record_feedback(self, turn_id: str, kind: str) -> None:
         """Queue feedback on a turn: 'up', 'down' or 'none' (none of the offered choices). Never blocks."""
@@ -198,7 +202,7 @@ class TurnLog:
             self._warned_closed = True
             self.log.warning("conversation log is closed; rows recorded after close() are not logged")
 
-    def _enqueue(self, item: _Turn | _Feedback) -> None:
+    def _enqueue(self, item: _RawTurn | _Feedback) -> None:
         # Keep memory bounded: drop the oldest rows not being written right now.
         while self._pending - len(self._inflight) >= self.memory_bound:
             if self._buf:
@@ -395,15 +399,6 @@ class TurnLog:
         """Move one queue item to the buffer (preparing a raw turn); True if it was a wake-up signal."""
         if item is _WAKE:
             return True
-        if isinstance(item, _RawTurn):
-            try:
-                item = self._prepare_turn(item)._replace(seq=item.seq)
-            except Exception:
-                self._prepare_failed()
-                self._pending -= 1
-                self._done_seq = max(self._done_seq, item.seq)
-                self._resolve_waiters()
-                return False
         self._buf.append(item)
         return False
 
@@ -544,7 +539,7 @@ class TurnLog:
         self._inflight = []
         self._done(batch, skipped=skipped)
 
-    async def _write_one_by_one(self, batch: list[_Turn | _Feedback]) -> None:
+    async def _write_one_by_one(self, batch: list[_RawTurn | _Feedback]) -> None:
         for i, item in enumerate(batch):
             self._inflight = [item]
             try:
@@ -564,7 +559,7 @@ class TurnLog:
             self._inflight = []
             self._done([item], skipped=skipped)
 
-    def _done(self, items: list[_Turn | _Feedback], committed: bool = True, skipped: int = 0) -> None:
+    def _done(self, items: list[_RawTurn | _Feedback], committed: bool = True, skipped: int = 0) -> None:
         """Mark rows as finished (committed, or skipped inside a committed batch) and wake flush() waiters."""
         if committed:
             self._pending -= len(items)
@@ -584,12 +579,12 @@ class TurnLog:
                 still.append((target, fut))
         self._waiters = still
 
-    async def _write_batch(self, batch: list[_Turn | _Feedback]) -> int:
+    async def _write_batch(self, batch: list[_RawTurn | _Feedback]) -> int:
         """Write one batch in one transaction; return how many rows were skipped (duplicate turn id, feedback
         for an unknown turn)."""
         conn = self._conn
         assert conn is not None
-        turns = [i for i in batch if isinstance(i, _Turn)]
+        raw = [i for i in batch if isinstance(i, _RawTurn)]
         feedback = [i for i in batch if isinstance(i, _Feedback)]
         # The whole transaction in one call to the connection's thread, not one round trip per statement: under
         # load the event loop is busy and each round trip waits for it, so with four of them the log fell one to
@@ -597,11 +592,16 @@ class TurnLog:
         # aiosqlite (pinned) has no public API for running a function in its thread; `_execute` and `_conn`
         # exist since 0.17. Without them the statements are sent one by one, as before.
         run_in_thread = getattr(conn, "_execute", None)
+        # Rows are prepared (masked, pseudonymized, JSON) in the same thread call: off the event loop, which under
+        # load is busy with answering, so the log does not fall behind the answers.
         if run_in_thread is not None and hasattr(type(conn), "_conn"):
-            unknown, duplicates = await run_in_thread(_transaction_in_thread, conn, turns, feedback)
+            unknown, duplicates, failed = await run_in_thread(self._prepare_and_write_in_thread, conn, raw, feedback)
         else:
+            turns, failed = self._prepare_all(raw)
             unknown, duplicates = await self._transaction_by_statements(conn, turns, feedback)
         self.transactions += 1
+        if failed:
+            self._prepare_failed(failed)
         if unknown:
             self.dropped += len(unknown)
             self.log.warning(
@@ -612,7 +612,24 @@ class TurnLog:
         if duplicates:
             self.dropped += duplicates
             self.log.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
-        return len(unknown) + duplicates
+        return len(unknown) + duplicates + len(failed)
+
+    def _prepare_all(self, raw: list[_RawTurn]) -> tuple[list[_Turn], list[tuple[str, str]]]:
+        turns: list[_Turn] = []
+        failed: list[tuple[str, str]] = []  # (turn id, error)
+        for r in raw:
+            try:
+                turns.append(self._prepare_turn(r)._replace(seq=r.seq))
+            except Exception as exc:  # a malformed reply: drop that row, keep the batch
+                failed.append((r.turn_id, f"{type(exc).__name__}: {exc}"))
+        return turns, failed
+
+    def _prepare_and_write_in_thread(
+        self, aconn: aiosqlite.Connection, raw: list[_RawTurn], feedback: list[_Feedback]
+    ) -> tuple[list[_Feedback], int, list[tuple[str, str]]]:
+        turns, failed = self._prepare_all(raw)
+        unknown, duplicates = _transaction_in_thread(aconn, turns, feedback)
+        return unknown, duplicates, failed
 
     @staticmethod
     async def _transaction_by_statements(
