@@ -10,7 +10,6 @@ stays near-flat as the knowledge base grows.
 """
 from __future__ import annotations
 
-import gc
 import math
 from dataclasses import dataclass
 
@@ -116,9 +115,6 @@ class Matcher:
             for g in gs:
                 self.postings.setdefault(g, []).append(i)
         self.anchors = tuple({self.normalizer.normalize(a).text for a in kb.terms.anchors} - {""})
-        # The index lives as long as the process: move it out of the cyclic GC's reach, so a full collection does
-        # not re-scan hundreds of thousands of phrase objects in the middle of an answer (seen as p99 spikes).
-        gc.freeze()
         self.foreign = tuple(sorted({self.normalizer.normalize(f).text for f in kb.terms.foreign} - {""}, key=len, reverse=True))
 
     # -- scoring -----------------------------------------------------------------------------------
