@@ -180,10 +180,15 @@ def cmd_list(args) -> int:
         rows = queries.list_turns(conn, limit=_limit(args), **_filters(args))
     finally:
         conn.close()
+    return _print_turns(args, rows, f"{len(rows)} turn(s), newest first")
+
+
+def _print_turns(args, rows: list[dict], title: str) -> int:
+    """A list of turns as JSON (--json) or as a table; shared by `list` and `search`."""
     if args.json:
         _print_json(rows)
-        return 0
-    _console().print(_turns_table(rows, f"{len(rows)} turn(s), newest first"))
+    else:
+        _console().print(_turns_table(rows, title))
     return 0
 
 
@@ -261,11 +266,7 @@ def cmd_search(args) -> int:
         rows = queries.search_turns(conn, args.text, limit=_limit(args))
     finally:
         conn.close()
-    if args.json:
-        _print_json(rows)
-        return 0
-    _console().print(_turns_table(rows, f"{len(rows)} turn(s) containing {args.text!r}, newest first"))
-    return 0
+    return _print_turns(args, rows, f"{len(rows)} turn(s) containing {args.text!r}, newest first")
 
 
 def cmd_stats(args) -> int:
