@@ -31,13 +31,26 @@ class Candidate:
         return {"faq_id": self.faq_id, "section": self.section, "score": round(self.score, 1), "question": self.question}
 
 
+_last_ms = 0
+_last_tail = 0
+
+
 def new_turn_id() -> str:
     """Time-ordered, unique id made in memory so adapters can reference a turn before it is on disk.
 
-    12 hex digits of milliseconds + 8 random hex digits = 20 characters (fits Telegram's 64-byte callback data);
-    32 random bits per millisecond make a collision practically impossible.
+    12 hex digits of milliseconds + 8 hex digits = 20 characters (fits Telegram's 64-byte callback data).
+    The tail is random, except within one millisecond: there it counts up from the previous id, so ids made
+    by one process sort in the order they were made even when the clock has not moved (log order = ask order;
+    ULID's "monotonic" rule). Different processes still differ by their random tails.
     """
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+    global _last_ms, _last_tail
+    ms = int(time.time() * 1000)
+    if ms <= _last_ms and _last_tail < 0xFFFFFFFF:
+        ms, tail = _last_ms, _last_tail + 1  # same (or a stepped-back) clock: keep counting in the last ms
+    else:
+        ms, tail = max(ms, _last_ms + (ms <= _last_ms)), secrets.randbits(31)  # 31 bits: room to count up
+    _last_ms, _last_tail = ms, tail
+    return f"{ms:012x}{tail:08x}"
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 
 from bot import texts
 from bot.core import Answerer
-from bot.replies import Conversation, Draft, Reply, Route
+from bot.replies import Conversation, Draft, Reply, Route, new_turn_id
 from knowledge.loader import KnowledgeError
 
 CLOSE_CALL = "电子社保卡信息跟实体卡不一样怎么办"  # clarify with 3 choices (see test_match)
@@ -273,3 +273,13 @@ def test_reload_tells_the_llm(settings, knowledge_copy):
     with pytest.raises(KnowledgeError):
         a.reload()
     assert rec.kbs == [kb]  # not told about a knowledge base that failed validation
+
+
+def test_turn_ids_sort_in_the_order_they_were_made():
+    # Many ids fall in one millisecond; the log orders turns by (ts, id), so ties must keep the asking order.
+    ids = [new_turn_id() for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 20 and int(i, 16) >= 0 for i in ids)
+    # The leading 12 hex digits are the wall-clock millisecond (not drifted far ahead by the counting).
+    assert abs(int(ids[-1][:12], 16) - time.time() * 1000) < 5000

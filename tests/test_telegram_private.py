@@ -77,7 +77,7 @@ async def test_clarify_choices_as_buttons_then_choice_and_none_of_these(tmp_path
         assert env.sent(USER)[-1].params["text"] == texts.NONE_OF_THESE_ACK
 
         await env.flush()
-        turns = env.query("SELECT id, route, via, faq_id FROM turns ORDER BY ts")
+        turns = env.query("SELECT id, route, via, faq_id FROM turns ORDER BY ts, id")
         assert [(r[1], r[2]) for r in turns] == [("clarify", "text"), ("faq", "choice")]
         assert turns[1][3] == chosen_id
         assert env.query("SELECT turn_id, kind FROM feedback") == [(clarify_turn, "none")]
@@ -171,7 +171,7 @@ async def test_edited_message_is_answered_as_a_new_question(tmp_path):
         assert second.params["text"].startswith(knowledge().get("lost_reissue").question)
         assert second.params["reply_parameters"]["message_id"] == original["message_id"]
         await env.flush()
-        assert [r[0] for r in env.query("SELECT route FROM turns ORDER BY ts")] == ["none", "faq"]
+        assert [r[0] for r in env.query("SELECT route FROM turns ORDER BY ts, id")] == ["none", "faq"]
 
 
 async def test_llm_answer_streams_drafts_then_sends_the_verified_text(tmp_path):
