@@ -68,6 +68,11 @@ async def run_transports(settings: Settings, transports: list[str]) -> int:
     except KnowledgeError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    # Build the Simplified -> Traditional converter now (~30 ms), not in the middle of the first answer in
+    # Traditional script: a long-running bot pays it once anyway. One-shot `faqbot ask` stays lazy.
+    from knowledge.normalize import to_traditional
+
+    to_traditional("社保卡")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from bot import texts
 from bot.config import Settings
 from bot.services import Services
 from bot.telegram.answering import Target, send_texts
+from bot.telegram.filters import inline
 from bot.telegram.render import split_text
 from knowledge.loader import KnowledgeError
 
@@ -152,7 +153,7 @@ async def cmd_reload(message: Message, bot: Bot, services: Services) -> None:
 def admin_router(settings: Settings) -> Router:
     r = Router(name="admin")
     admins = frozenset(int(a) for a in settings.admin_ids)
-    r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(admins))
+    r.message.filter(inline((F.chat.type == ChatType.PRIVATE) & F.from_user.id.in_(admins)))
     r.message.register(cmd_stats, Command("stats"))
     r.message.register(cmd_gaps, Command("gaps"))
     r.message.register(cmd_reload, Command("reload"))

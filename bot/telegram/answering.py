@@ -7,15 +7,16 @@ never the answer: if the guard rejects the LLM text, the final edit shows only t
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
-from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.formatting import Text
 
 from bot import texts
@@ -74,6 +75,57 @@ async def send_texts(bot: Bot, target: Target, parts: list[Text],
     return sent
 
 
+class TypingIndicator:
+    """"typing…" in the chat while an answer takes longer than ``delay`` seconds, repeated every ``interval``
+    (Telegram shows it for about 5 s).
+
+    Does what aiogram's ``ChatActionSender.typing(initial_sleep=delay)`` does, but that starts a task and a
+    timeout for every answer, and most answers here are curated ones that take well under a millisecond; this
+    only sets a timer, and starts the task when the timer fires. As there, an action already on its way when
+    the answer is done is waited for, so "typing…" cannot arrive after the answer and linger under it.
+    """
+
+    def __init__(self, bot: Bot, chat_id: int, thread_id: int | None, *, delay: float, interval: float = 5.0):
+        self.bot, self.chat_id, self.thread_id = bot, chat_id, thread_id
+        self.delay, self.interval = delay, interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sending = False
+        self._done = False
+
+    async def __aenter__(self) -> TypingIndicator:
+        self._timer = asyncio.get_running_loop().call_later(self.delay, self._start)
+        return self
+
+    def _start(self) -> None:
+        if not self._done:
+            self._task = asyncio.create_task(self._worker(), name="faqbot-typing")
+
+    async def _worker(self) -> None:
+        while not self._done:
+            self._sending = True
+            try:
+                await self.bot.send_chat_action(chat_id=self.chat_id, action="typing",
+                                                message_thread_id=self.thread_id)
+            except Exception as exc:  # cosmetic: never let it touch the answer
+                log.debug("typing indicator failed: %s", type(exc).__name__)
+            finally:
+                self._sending = False
+            if self._done:
+                return
+            await asyncio.sleep(self.interval)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        task = self._task
+        if task is not None:
+            if not self._sending:
+                task.cancel()
+            await asyncio.wait([task])  # an action in flight finishes first; never raises
+
+
 class AnswerPresenter:
     """Shows the Drafts and the final Reply of one answer in one chat."""
 
@@ -83,13 +135,19 @@ class AnswerPresenter:
         self.options = options
         self.clock = clock
         self.use_drafts = target.private
-        self.draft_id = secrets.randbelow(2**31 - 1) + 1  # non-zero; one per answer
+        self._draft_id = 0  # drawn on the first draft: most answers never show one
         self.placeholder: Message | None = None
         self.shown = ""  # preview text currently displayed
         self.last_update = float("-inf")
         self.paused_until = float("-inf")
         self.drafts_sent = 0
         self.edits = 0
+
+    @property
+    def draft_id(self) -> int:
+        if not self._draft_id:
+            self._draft_id = secrets.randbelow(2**31 - 1) + 1  # non-zero; one per answer
+        return self._draft_id
 
     async def draft(self, text: str) -> None:
         """Show a partial text. Best effort: previews are never retried and never stop the answer."""
@@ -177,8 +235,7 @@ async def answer_question(
     """Run the core on ``question`` and show the result in ``target``; returns the final Reply."""
     presenter = AnswerPresenter(bot, target, options)
     final: Reply | None = None
-    async with ChatActionSender.typing(bot=bot, chat_id=target.chat_id, message_thread_id=target.thread_id,
-                                       initial_sleep=options.typing_delay):
+    async with TypingIndicator(bot, target.chat_id, target.thread_id, delay=options.typing_delay):
         async for event in answerer.stream(question, conv, via=via):
             if isinstance(event, Draft):
                 await presenter.draft(event.text)

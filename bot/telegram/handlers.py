@@ -31,6 +31,7 @@ from bot.replies import Conversation, Route
 from bot.services import Services
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
+from bot.telegram.filters import inline
 from bot.telegram.keyboards import ChoiceCB, FeedbackCB, NoneCB, TopicCB, topics_keyboard, without_feedback_row
 from bot.telegram.options import TelegramOptions
 
@@ -41,6 +42,10 @@ PUBLIC_COMMANDS = ("start", "help", "faq")
 # Content that is not text: answered with a hint to type the question (service messages are ignored).
 NON_TEXT = (F.sticker | F.photo | F.voice | F.video | F.video_note | F.audio | F.document | F.animation
             | F.location | F.venue | F.contact | F.poll | F.dice)
+# Checks used on every message, as coroutine filters (see bot/telegram/filters.py).
+IS_PRIVATE = inline(F.chat.type == ChatType.PRIVATE)
+IN_GROUP = inline(F.chat.type.in_(GROUP_TYPES))
+HAS_TEXT = inline(F.text)
 
 
 def _localized(text: str, traditional: bool) -> str:
@@ -245,32 +250,32 @@ async def on_error(event: ErrorEvent) -> None:
 # -------------------------------------------------------------------------------------------------- routers
 def private_router() -> Router:
     r = Router(name="private")
-    r.message.filter(F.chat.type == ChatType.PRIVATE)
-    r.edited_message.filter(F.chat.type == ChatType.PRIVATE)
+    r.message.filter(IS_PRIVATE)
+    r.edited_message.filter(IS_PRIVATE)
     r.message.register(cmd_start, CommandStart())
     r.message.register(cmd_help, Command("help"))
     r.message.register(cmd_faq, Command("faq"))
     # Any other text, unknown commands included (they get the ordinary answer, e.g. "out of scope").
-    r.message.register(on_question, F.text, flags={"answer_lock": True})
-    r.edited_message.register(on_edited_question, F.text, flags={"answer_lock": True})
-    r.message.register(on_non_text, NON_TEXT)
+    r.message.register(on_question, HAS_TEXT, flags={"answer_lock": True})
+    r.edited_message.register(on_edited_question, HAS_TEXT, flags={"answer_lock": True})
+    r.message.register(on_non_text, inline(NON_TEXT))
     return r
 
 
 def group_router(settings: Settings) -> Router:
     r = Router(name="group")
-    r.message.filter(F.chat.type.in_(GROUP_TYPES))
-    r.edited_message.filter(F.chat.type.in_(GROUP_TYPES))
+    r.message.filter(IN_GROUP)
+    r.edited_message.filter(IN_GROUP)
     r.message.register(cmd_start, CommandStart())
     r.message.register(cmd_help, Command("help"))
     r.message.register(cmd_faq, Command("faq"))
-    r.message.register(on_question, F.text, Addressed(), flags={"answer_lock": True})
-    r.edited_message.register(on_edited_question, F.text, Addressed(), flags={"answer_lock": True})
-    r.message.register(on_non_text, NON_TEXT, Addressed())
+    r.message.register(on_question, HAS_TEXT, Addressed(), flags={"answer_lock": True})
+    r.edited_message.register(on_edited_question, HAS_TEXT, Addressed(), flags={"answer_lock": True})
+    r.message.register(on_non_text, inline(NON_TEXT), Addressed())
     if settings.group_auto_answer:
         # No answer lock here: a busy notice would go to someone who did not talk to the bot, and a curated
         # answer is immediate anyway.
-        r.message.register(on_group_auto, F.text, ~F.text.startswith("/"), flags={"throttle": "silent"})
+        r.message.register(on_group_auto, inline(F.text & ~F.text.startswith("/")), flags={"throttle": "silent"})
     return r
 
 

@@ -49,7 +49,7 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 # final message supersedes it), and waiting out a 429 would hold up the answer behind it.
 _NEVER_RETRIED = frozenset({"getUpdates", "sendMessageDraft"})
 # Cosmetic: a failure is logged and reported as success, so that neither a retry nor an exception can delay or
-# break the answer (aiogram's ChatActionSender waits for its last action when the answer is done).
+# break the answer (TypingIndicator waits for its last action when the answer is done).
 _BEST_EFFORT = frozenset({"sendChatAction"})
 
 _retries = contextvars.ContextVar("faqbot_telegram_retries", default=True)
