@@ -83,7 +83,7 @@ def cmd_run(args) -> int:
         return asyncio.run(run_console(settings))
     from bot.runner import run_transports
 
-    return asyncio.run(run_transports(settings, transports))
+    return asyncio.run(run_transports(settings, transports, freeze_gc=True))
 
 
 # -- eval ---------------------------------------------------------------------------------------------

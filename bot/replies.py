@@ -39,16 +39,18 @@ def new_turn_id() -> str:
     """Time-ordered, unique id made in memory so adapters can reference a turn before it is on disk.
 
     12 hex digits of milliseconds + 8 hex digits = 20 characters (fits Telegram's 64-byte callback data).
-    The tail is random, except within one millisecond: there it counts up from the previous id, so ids made
-    by one process sort in the order they were made even when the clock has not moved (log order = ask order;
-    ULID's "monotonic" rule). Different processes still differ by their random tails.
+    The tail is random; within one millisecond it moves up from the previous id by a random step, so ids made
+    by one process sort in the order they were made even when the clock has not moved (log order = ask order,
+    as with ULID's monotonic mode), and a neighbour's id still cannot be guessed from one's own (callback data
+    such as 👍 carries the id; forging one for someone else's answer would take ~65,000 tries on average).
     """
     global _last_ms, _last_tail
     ms = int(time.time() * 1000)
-    if ms <= _last_ms and _last_tail < 0xFFFFFFFF:
-        ms, tail = _last_ms, _last_tail + 1  # same (or a stepped-back) clock: keep counting in the last ms
-    else:
-        ms, tail = max(ms, _last_ms + (ms <= _last_ms)), secrets.randbits(31)  # 31 bits: room to count up
+    tail = _last_tail + 1 + secrets.randbits(17) if ms <= _last_ms else secrets.randbits(31)
+    if ms <= _last_ms:
+        ms = _last_ms  # same (or a stepped-back) clock: stay in the last millisecond...
+        if tail > 0xFFFFFFFF:  # ...unless its ids are used up: then borrow the next one
+            ms, tail = _last_ms + 1, secrets.randbits(31)
     _last_ms, _last_tail = ms, tail
     return f"{ms:012x}{tail:08x}"
 

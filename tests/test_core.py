@@ -281,5 +281,8 @@ def test_turn_ids_sort_in_the_order_they_were_made():
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 20 and int(i, 16) >= 0 for i in ids)
+    # Within a millisecond the next id is not simply the previous one plus one (a forged 👍 must not be easy).
+    same_ms = [(int(a[12:], 16), int(b[12:], 16)) for a, b in zip(ids, ids[1:]) if a[:12] == b[:12]]
+    assert same_ms and sum(b - a == 1 for a, b in same_ms) < len(same_ms) / 100
     # The leading 12 hex digits are the wall-clock millisecond (not drifted far ahead by the counting).
     assert abs(int(ids[-1][:12], 16) - time.time() * 1000) < 5000

@@ -122,6 +122,9 @@ async def test_kill_9_during_load_keeps_every_acknowledged_turn(tmp_path):
                           for u in range(50)]
                 wave += 1
                 await asyncio.sleep(0.15)
+            # The bot may keep up with the waves; a last burst makes sure the kill lands with answers in flight.
+            asked += [push_question(fake, 100_000 + wave * 50 + u, questions[u % 10]) for u in range(300)]
+            await asyncio.sleep(0.1)
             proc.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL

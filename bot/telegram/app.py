@@ -34,6 +34,7 @@ from bot.telegram.middlewares import (
     AnswerLockMiddleware,
     ConversationMiddleware,
     InFlightMiddleware,
+    KeepResponseTypes,
     RetryRequestMiddleware,
     ThrottlingMiddleware,
 )
@@ -46,7 +47,8 @@ def create_bot(settings: Settings, options: TelegramOptions | None = None, *,
                session: BaseSession | None = None) -> Bot:
     """A Bot for ``settings.telegram_bot_token`` talking to ``TELEGRAM_API_URL`` (default: Telegram's servers).
 
-    Every request goes through `RetryRequestMiddleware`. ``session`` replaces the default aiohttp session (tests).
+    Every request goes through `KeepResponseTypes` and `RetryRequestMiddleware`. ``session`` replaces the
+    default aiohttp session (tests).
     """
     options = options or TelegramOptions()
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
@@ -56,6 +58,7 @@ def create_bot(settings: Settings, options: TelegramOptions | None = None, *,
             session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url.rstrip("/")))
         else:
             session = AiohttpSession()
+    session.middleware(KeepResponseTypes())
     session.middleware(RetryRequestMiddleware(attempts=options.retry_attempts,
                                               retry_after_cap=options.retry_after_cap,
                                               backoff=options.retry_backoff))
