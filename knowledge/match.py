@@ -109,6 +109,17 @@ class Matcher:
         self.by_entry: list[list[Phrase]] = [[] for _ in self.entries]
         for p in self.phrases:
             self.by_entry[p.entry].append(p)
+        # Vectorized scoring (see rank): an entry's phrases are contiguous in self.phrases, so an entry is a slice.
+        import numpy as np  # here, not at import time: `faqbot --help` and friends do not pay for it
+
+        self._np = np
+        self._ranges: list[tuple[int, int]] = []
+        start = 0
+        for ps in self.by_entry:
+            self._ranges.append((start, start + len(ps)))
+            start += len(ps)
+        self._pweight = np.array([p.weight for p in self.phrases], dtype=np.float64)
+        self._postings_np = {g: np.array(post, dtype=np.intp) for g, post in self._phrase_postings.items()}
         # Inverted index gram -> entries, used only when the knowledge base is large.
         self.postings: dict[str, list[int]] = {}
         for i, gs in enumerate(entry_grams):
@@ -164,51 +175,70 @@ class Matcher:
         return sorted(acc, key=acc.__getitem__, reverse=True)[:PRESELECT]
 
     def rank(self, q: str, limit: int = 5) -> list[Scored]:
-        """Entries ranked by their best phrase for the normalized question `q`."""
+        """Entries ranked by their best phrase for the normalized question `q`.
+
+        The same arithmetic as `_combine`, on arrays: rapidfuzz scores the shapes of all phrases in one C call
+        (`cdist`) and numpy combines them, instead of a Python loop over every phrase (~4x faster on the shipped
+        FAQ; identical scores, see tests/test_match.py).
+        """
         if not q:
             return []
+        np = self._np
         qgrams = grams(q)
         idf = self.idf
         qweight = sum(self._w(g) for g in qgrams) or 1.0
         cand = self._candidate_entries(qgrams)
         if cand is None:
-            phrases, texts = self.phrases, self._texts
-            # Shared-bigram weight of every phrase at once, through the phrase-level inverted index.
-            common = [0.0] * len(phrases)
+            ranges, texts, pweight = self._ranges, self._texts, self._pweight
+            # Shared-bigram weight of every phrase at once, through the phrase-level inverted index (added gram by
+            # gram in the same order as a per-phrase sum, so the floats come out the same).
+            posts, weights = [], []
             for g in qgrams:
-                post = self._phrase_postings.get(g)
-                if post:
-                    w = idf[g]
-                    for k in post:
-                        common[k] += w
-        else:
-            phrases = [p for i in cand for p in self.by_entry[i]]
-            texts = [p.text for p in phrases]
-            common = [sum(idf[g] for g in qgrams & p.grams) for p in phrases]
-        short = self._is_short(q)
-        # The loop below is _combine() inlined: it runs for every phrase of every question.
-        b2 = RECALL_BETA * RECALL_BETA
-        shape_w, content_w = SHAPE_WEIGHT, (1 - SHAPE_WEIGHT) * 100.0
-        best: dict[int, tuple[float, str]] = {}
-        # rapidfuzz scores every phrase's shape in C; extract_iter skips sorting what we rank ourselves.
-        for text, shape, k in process.extract_iter(q, texts, scorer=fuzz.ratio):
-            p = phrases[k]
-            c = common[k]
-            if c:
-                precision = c / qweight
-                recall = c / p.weight
-                content = (1 + b2) * precision * recall / (b2 * precision + recall)
+                post = self._postings_np.get(g)
+                if post is not None:
+                    posts.append(post)
+                    weights.append(idf[g])
+            if posts:
+                common = np.bincount(np.concatenate(posts), weights=np.repeat(weights, [len(p) for p in posts]),
+                                     minlength=len(texts))
             else:
-                content = 0.0
-            if short and content < SHORT_CONTAINED and q in text:
-                content = SHORT_CONTAINED
-            score = shape_w * shape + content_w * content
-            prev = best.get(p.entry)
-            if prev is None or score > prev[0]:
-                best[p.entry] = (score, text)
+                common = np.zeros(len(texts))
+        else:
+            ranges, texts, weights, commons = [], [], [], []
+            for i in cand:
+                ps = self.by_entry[i]
+                ranges.append((len(texts), len(texts) + len(ps)))
+                for p in ps:
+                    texts.append(p.text)
+                    weights.append(p.weight)
+                    commons.append(sum(idf[g] for g in qgrams & p.grams))
+            pweight, common = np.array(weights), np.array(commons)
+            cand_entries = cand
+        if not texts:
+            return []
+        shape = process.cdist([q], texts, scorer=fuzz.ratio, dtype=np.float64, workers=1)[0]
+        b2 = RECALL_BETA * RECALL_BETA
+        precision = common / qweight
+        recall = common / pweight  # a phrase's weight is > 0: every idf is
+        den = b2 * precision + recall  # 0 exactly where no bigram is shared: content 0 there
+        content = np.divide((1 + b2) * precision * recall, den, out=np.zeros_like(den), where=den != 0)
+        if self._is_short(q):
+            for k in np.flatnonzero(content < SHORT_CONTAINED):
+                if q in texts[k]:
+                    content[k] = SHORT_CONTAINED
+        score = SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * 100.0 * content
+        # Best score per entry in one call; the best phrase's text only for the entries returned.
+        used = [(n, a, b) for n, (a, b) in enumerate(ranges) if a < b]
+        tops = np.maximum.reduceat(score, [a for _, a, _ in used]).tolist()
+        entry_of = range(len(ranges)) if cand is None else cand_entries
         # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
-        ranked = sorted(((min(100.0, sc), e, t) for e, (sc, t) in best.items() if sc > 0), key=lambda x: (-x[0], x[1]))
-        return [Scored(self.entries[e], sc, t) for sc, e, t in ranked[:limit]]
+        best = sorted(((min(100.0, sc), entry_of[n], a, b) for (n, a, b), sc in zip(used, tops) if sc > 0),
+                      key=lambda x: (-x[0], x[1]))
+        out = []
+        for sc, e, a, b in best[:limit]:
+            k = a + int(score[a:b].argmax())  # the first best phrase, as a loop with `>` would keep
+            out.append(Scored(self.entries[e], sc, texts[k]))
+        return out
 
     # -- routing ----------------------------------------------------------------------------------
     def route(self, q: str, th: Thresholds) -> MatchResult:

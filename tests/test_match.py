@@ -256,3 +256,52 @@ def test_route_margin_blocks_ties(kb):
     assert m.route(q, Thresholds()).route == "faq"
     # A margin no gap can meet turns the confident answer into a clarify.
     assert m.route(q, Thresholds(margin=101.0)).route == "clarify"
+
+
+def _reference_rank(m: Matcher, q: str, entries: list[int] | None = None) -> list[tuple[str, float, str]]:
+    """Every phrase scored one by one with `phrase_score` (the scalar formula), best phrase per entry, sorted."""
+    qg = grams(q)
+    qw = sum(m._w(g) for g in qg) or 1.0
+    best = {}
+    for i in entries if entries is not None else range(len(m.entries)):
+        for p in m.by_entry[i]:
+            sc = m.phrase_score(q, qg, qw, p)
+            if i not in best or sc > best[i][0]:
+                best[i] = (sc, p.text)
+    ranked = sorted(((sc, i, t) for i, (sc, t) in best.items() if sc > 0), key=lambda x: (-x[0], x[1]))
+    return [(m.entries[i].id, sc, t) for sc, i, t in ranked]
+
+
+def _same(got, want, question):
+    # Same entries, phrases and order; scores equal up to float summation order (the reference sums the shared
+    # bigrams' weights in set-intersection order, rank() gram by gram).
+    assert [(e, t) for e, _, t in got] == [(e, t) for e, _, t in want], question
+    assert [sc for _, sc, _ in got] == pytest.approx([sc for _, sc, _ in want], abs=1e-9), question
+
+
+def test_vectorized_rank_equals_the_per_phrase_formula(kb):
+    # rank() scores all phrases with arrays; the result must be exactly the scalar formula's, phrase for phrase.
+    from tests.bench.queries import query_mix
+
+    m = Matcher(kb)
+    questions = query_mix(300, seed=5) + ["密码", "挂失", "社保", "卡", "社保卡丢了", "电子社保卡"]
+    for question in questions:
+        q = m.normalizer.normalize(question).text
+        got = [(s.entry.id, s.score, s.phrase) for s in m.rank(q, limit=len(kb.entries))]
+        _same(got, _reference_rank(m, q), question)
+
+
+def test_vectorized_rank_with_a_large_knowledge_base(tmp_path):
+    # Over 40 entries the inverted index preselects entries first; the scores of those must still be exact.
+    from knowledge.loader import load_knowledge
+    from tests.bench.synth import generate_knowledge
+
+    directory, aimed = generate_knowledge(tmp_path / "kb", 300, seed=3)
+    m = Matcher(load_knowledge(directory))
+    for question in aimed[:60] + ["社保卡丢了怎么办", "密码忘了"]:
+        q = m.normalizer.normalize(question).text
+        cand = m._candidate_entries(grams(q))
+        assert cand is not None
+        got = [(s.entry.id, s.score, s.phrase) for s in m.rank(q, limit=len(cand))]
+        _same(got, _reference_rank(m, q, cand), question)
+        assert got[0][0] == m.rank(q, limit=1)[0].entry.id

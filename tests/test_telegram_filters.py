@@ -9,7 +9,7 @@ from aiogram import F
 from aiogram.types import Chat, Message, User
 
 from bot.telegram.app import build_dispatcher
-from bot.telegram.filters import inline
+from bot.telegram.filters import inline, question_text
 from tests.telegram_helpers import make_services, make_settings
 
 
@@ -50,3 +50,15 @@ async def test_inline_magic_gives_the_magic_filters_value(monkeypatch):
     assert not await inline((F.chat.type == "private") & F.from_user.id.in_({8}))(msg)
     assert not await inline(F.from_user.id.in_({7}))(photo)  # no sender: rejected, not an error
     assert await inline(F.text & ~F.text.startswith("/"))(msg)
+
+
+async def test_question_text_leaves_commands_to_their_handlers():
+    def msg(text):
+        return Message(message_id=1, date=dt.datetime.now(dt.timezone.utc), chat=Chat(id=5, type="private"),
+                       text=text)
+
+    assert await question_text(msg("社保卡丢了怎么办"))
+    assert await question_text(msg("社保卡 /help 是什么"))  # a slash inside a question is still a question
+    assert not await question_text(msg("/help"))
+    assert not await question_text(msg("  /faq"))  # aiogram parses this as a command too
+    assert not await question_text(msg(None))

@@ -106,6 +106,7 @@ async def test_start_help_faq_and_topic_buttons(tmp_path):
         await env.ask("/faq")
         faq = env.sent(USER)[-1]
         assert faq.params["text"] == texts.TG_FAQ_HEAD
+
         assert [t for t, _ in buttons(faq)] == [e.question for e in knowledge().entries]
 
         await env.press("tp:change_phone", faq.result)
@@ -114,6 +115,9 @@ async def test_start_help_faq_and_topic_buttons(tmp_path):
         assert answer.params["text"] == f"{e.question}\n\n{e.answer}" and button_data(answer, "fb")
         await env.flush()
         assert env.query("SELECT route, via, faq_id FROM turns") == [("faq", "button", "change_phone")]
+
+        await env.ask("/weather")  # an unknown command is answered like any question: out of scope
+        assert env.sent(USER)[-1].params["text"].startswith(texts.OUT_OF_SCOPE)
 
 
 async def test_feedback_buttons_store_feedback_and_disappear(tmp_path):

@@ -129,6 +129,22 @@ def test_keyboards_for_each_route():
     assert without_feedback_row(answer_keyboard(Reply(route=Route.FAQ, text="x"))) is None
 
 
+def test_keyboard_data_is_what_the_factories_pack():
+    # answer_keyboard formats callback data itself (no model per button); it must equal pack() to the byte.
+    c1 = Candidate("apply", 1, 60.0, "如何申领电子社保卡？", "申领")
+    c2 = Candidate("lost_reissue", 10, 55.0, "社保卡丢了怎么办？", "挂失")
+    clarify = Reply(route=Route.CLARIFY, text="?", choices=[c1, c2])
+    t = clarify.turn_id
+    data = [b.callback_data for row in answer_keyboard(clarify).inline_keyboard for b in row]
+    assert data == [ChoiceCB(turn=t, faq="apply").pack(), ChoiceCB(turn=t, faq="lost_reissue").pack(),
+                    NoneCB(turn=t).pack(), FeedbackCB(turn=t, kind="up").pack(), FeedbackCB(turn=t, kind="down").pack()]
+    related = Reply(route=Route.NONE, text="抱歉", choices=[c2])
+    first = answer_keyboard(related).inline_keyboard[0][0]
+    assert first.callback_data == TopicCB(faq="lost_reissue").pack() and first.text == c2.question
+    assert TopicCB.unpack(first.callback_data).faq == "lost_reissue"
+    assert FeedbackCB.unpack(data[3]) == FeedbackCB(turn=t, kind="up")
+
+
 def test_conversation_store_is_a_bounded_lru():
     from bot.telegram.conversations import ConversationStore
 

@@ -88,8 +88,10 @@ def build_dispatcher(services: Services, settings: Settings, options: TelegramOp
         observer.middleware(answer_lock)
         observer.middleware(ConversationMiddleware(conversations))
 
-    dp.include_routers(admin_router(settings), private_router(), group_router(settings), callbacks_router(),
-                       errors_router())
+    routers = [private_router(), group_router(settings), callbacks_router(), errors_router()]
+    if settings.admin_ids:  # without admins the router would only add a failing check to every message
+        routers.insert(0, admin_router(settings))
+    dp.include_routers(*routers)
     return dp
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram.filters import Filter
-from aiogram.types import TelegramObject
+from aiogram.types import Message, TelegramObject
 from aiogram.utils.magic_filter import MagicFilter
 
 
@@ -31,3 +31,10 @@ class InlineMagic(Filter):
 
 def inline(magic: MagicFilter) -> InlineMagic:
     return InlineMagic(magic)
+
+
+async def question_text(message: Message) -> bool:
+    """Text that is not a /command. Questions are by far the most common message, so their handler is tried
+    first and does not wait for every command filter to parse and reject them."""
+    text = message.text
+    return bool(text) and not text.lstrip().startswith("/")

@@ -31,7 +31,7 @@ from bot.replies import Conversation, Route
 from bot.services import Services
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
-from bot.telegram.filters import inline
+from bot.telegram.filters import inline, question_text
 from bot.telegram.keyboards import ChoiceCB, FeedbackCB, NoneCB, TopicCB, topics_keyboard, without_feedback_row
 from bot.telegram.options import TelegramOptions
 
@@ -252,10 +252,11 @@ def private_router() -> Router:
     r = Router(name="private")
     r.message.filter(IS_PRIVATE)
     r.edited_message.filter(IS_PRIVATE)
+    r.message.register(on_question, question_text, flags={"answer_lock": True})
     r.message.register(cmd_start, CommandStart())
     r.message.register(cmd_help, Command("help"))
     r.message.register(cmd_faq, Command("faq"))
-    # Any other text, unknown commands included (they get the ordinary answer, e.g. "out of scope").
+    # Unknown commands get the ordinary answer (e.g. "out of scope").
     r.message.register(on_question, HAS_TEXT, flags={"answer_lock": True})
     r.edited_message.register(on_edited_question, HAS_TEXT, flags={"answer_lock": True})
     r.message.register(on_non_text, inline(NON_TEXT))
@@ -266,10 +267,10 @@ def group_router(settings: Settings) -> Router:
     r = Router(name="group")
     r.message.filter(IN_GROUP)
     r.edited_message.filter(IN_GROUP)
+    r.message.register(on_question, HAS_TEXT, Addressed(), flags={"answer_lock": True})  # never a /command
     r.message.register(cmd_start, CommandStart())
     r.message.register(cmd_help, Command("help"))
     r.message.register(cmd_faq, Command("faq"))
-    r.message.register(on_question, HAS_TEXT, Addressed(), flags={"answer_lock": True})
     r.edited_message.register(on_edited_question, HAS_TEXT, Addressed(), flags={"answer_lock": True})
     r.message.register(on_non_text, inline(NON_TEXT), Addressed())
     if settings.group_auto_answer:

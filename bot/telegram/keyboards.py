@@ -5,6 +5,7 @@ or malformed data fails to unpack, matches no handler and ends in the polite cat
 """
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 from aiogram.filters.callback_data import CallbackData
@@ -57,6 +58,19 @@ def _label(c: Candidate, traditional: bool) -> str:
     return c.question
 
 
+def _data(factory: type[CallbackData], *values: str) -> str:
+    """``factory(**fields).pack()`` for values the bot made itself (turn ids, entry ids: they already fit the
+    fields' patterns), without building and validating a pydantic model per button on every answer. Taps are
+    still unpacked by the factories, which is where untrusted data is checked."""
+    return factory.__separator__.join((factory.__prefix__, *values))
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic_button(faq_id: str, label: str) -> InlineKeyboardButton:
+    # The same few buttons under many answers: build each once (never mutated after).
+    return InlineKeyboardButton(text=label, callback_data=_data(TopicCB, faq_id))
+
+
 def wants_feedback(reply: Reply) -> bool:
     return not reply.error and reply.reason not in NO_FEEDBACK_REASONS
 
@@ -65,21 +79,19 @@ def answer_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     """Buttons under an answer: clarify choices + 都不是, or related topics; then 👍 / 👎."""
     # Rows are built directly: InlineKeyboardBuilder deep-copies its buttons, a cost paid on every answer.
     rows: list[list[InlineKeyboardButton]] = []
+    turn = str(reply.turn_id)
     if reply.route is Route.CLARIFY and reply.choices:
         for c in reply.choices:
             rows.append([InlineKeyboardButton(text=_label(c, reply.traditional),
-                                              callback_data=ChoiceCB(turn=reply.turn_id, faq=c.faq_id).pack())])
-        rows.append([InlineKeyboardButton(text=texts.NONE_OF_THESE, callback_data=NoneCB(turn=reply.turn_id).pack())])
+                                              callback_data=_data(ChoiceCB, turn, c.faq_id))])
+        rows.append([InlineKeyboardButton(text=texts.NONE_OF_THESE, callback_data=_data(NoneCB, turn))])
     elif reply.choices:
         for c in reply.choices:
-            rows.append([InlineKeyboardButton(text=_label(c, reply.traditional),
-                                              callback_data=TopicCB(faq=c.faq_id).pack())])
+            rows.append([_topic_button(c.faq_id, _label(c, reply.traditional))])
     if wants_feedback(reply):
         rows.append([
-            InlineKeyboardButton(text=texts.TG_THUMBS_UP,
-                                 callback_data=FeedbackCB(turn=reply.turn_id, kind="up").pack()),
-            InlineKeyboardButton(text=texts.TG_THUMBS_DOWN,
-                                 callback_data=FeedbackCB(turn=reply.turn_id, kind="down").pack()),
+            InlineKeyboardButton(text=texts.TG_THUMBS_UP, callback_data=_data(FeedbackCB, turn, "up")),
+            InlineKeyboardButton(text=texts.TG_THUMBS_DOWN, callback_data=_data(FeedbackCB, turn, "down")),
         ])
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
