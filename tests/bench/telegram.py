@@ -254,7 +254,7 @@ async def _run(n: int, rounds: int, steady: int, burst_users: int, bots: tuple[s
     return out
 
 
-def telegram_bench(n: int = 3000, rounds: int = 2, steady: int = 10000, burst_users: int = 200, *,
+def telegram_bench(n: int = 3000, rounds: int = 3, steady: int = 10000, burst_users: int = 200, *,
                    bots: tuple[str, ...] = ("echo", "faqbot"), settle: float = 1.0) -> dict:
     """Echo bot and `faqbot run` on the same harness, alternating, `rounds` times each: a backlog of `n` messages
     pushed at once. The last faqbot run then takes steady waves up to `steady` messages in all (RSS along the
