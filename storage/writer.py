@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -50,38 +51,31 @@ _TURN_SQL = (
 _FEEDBACK_SQL = "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)"
 
 
-def _from_json_rows(width: int, first: str | None = None) -> str:
-    """SELECT list reading ``width`` values from each element of ``json_each(?)`` (one JSON array per row)."""
-    cols = [f"json_extract(value, '$[{i}]')" for i in range(width)]
-    if first is not None:
-        cols[1] = first
-    return f"SELECT {', '.join(cols)} FROM json_each(?) WHERE true"  # WHERE: so ON CONFLICT parses
+# Rows go in as multi-row INSERTs, up to _CHUNK rows per statement. Why: executemany steps the statement once per
+# row, and sqlite3 releases the GIL around every step; while the event loop thread is busy answering, taking it
+# back waits up to the interpreter's switch interval (5 ms) -- per row. Under load the log then fell seconds behind
+# the answers (tests/test_load_signals.py, kill -9). A chunk takes the GIL back once.
+_CHUNK = 32
+_CONV_VALUES = "(?, ?, ?, ?, ?, ?)"
+_TURN_VALUES = "(?, (SELECT id FROM conversations WHERE key = ?), " + ", ".join("?" * 21) + ")"
 
 
-# A whole batch in one statement, the rows passed as one JSON array. Why: executemany steps the statement once
-# per row, and sqlite3 releases the GIL around every step; while the event loop thread is busy answering, taking
-# it back waits up to the interpreter's switch interval (5 ms) -- per row. Under load the log then fell seconds
-# behind the answers (tests/test_load_signals.py, kill -9). One statement per batch takes the GIL back once.
-_CONV_BULK_SQL = (
-    "INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
-    + _from_json_rows(6)
-)
-_TURN_BULK_SQL = (
-    f"INSERT INTO turns ({_TURN_COLUMNS}) "
-    + _from_json_rows(23, "(SELECT id FROM conversations WHERE key = json_extract(value, '$[1]'))")
-    + " ON CONFLICT(id) DO NOTHING"
-)
+@functools.lru_cache(maxsize=2 * _CHUNK)
+def _multi_row_sql(table: str, n: int) -> str:
+    if table == "conversations":
+        return ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) VALUES "
+                + ", ".join([_CONV_VALUES] * n))
+    return f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES " + ", ".join([_TURN_VALUES] * n) + " ON CONFLICT(id) DO NOTHING"
 
 
-def _json_rows(rows: list[tuple]) -> str | None:
-    """The rows as one JSON array, or None when a value has no exact JSON form (then: executemany)."""
-    # json_extract cuts a string at a NUL character; such a (rare, hostile) batch goes row by row.
-    if any("\x00" in v for row in rows for v in row if isinstance(v, str)):
-        return None
-    try:
-        return json.dumps(rows, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return None
+def _insert_chunks(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> int:
+    """Insert ``rows`` in statements of up to _CHUNK rows; returns the number of rows inserted."""
+    inserted = 0
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i:i + _CHUNK]
+        cur = conn.execute(_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row])
+        inserted += cur.rowcount
+    return inserted
 
 
 class _Turn(NamedTuple):
@@ -708,15 +702,10 @@ def _transaction_in_thread(
     conn.execute("BEGIN IMMEDIATE")
     try:
         if turns:
-            convs, rows = _json_rows([t.conv for t in turns]), _json_rows([t.row for t in turns])
-            if convs is not None and rows is not None and len(turns) > 1:
-                conn.execute(_CONV_BULK_SQL, (convs,))
-                cur = conn.execute(_TURN_BULK_SQL, (rows,))
-            else:
-                conn.executemany(_CONV_SQL, [t.conv for t in turns])
-                cur = conn.executemany(_TURN_SQL, [t.row for t in turns])
-            if cur.rowcount is not None and 0 <= cur.rowcount < len(turns):
-                duplicates = len(turns) - cur.rowcount
+            _insert_chunks(conn, "conversations", [t.conv for t in turns])
+            inserted = _insert_chunks(conn, "turns", [t.row for t in turns])
+            if 0 <= inserted < len(turns):
+                duplicates = len(turns) - inserted
         if feedback:
             ids = sorted({f.turn_id for f in feedback})
             marks = ",".join("?" * len(ids))
