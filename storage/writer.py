@@ -34,19 +34,10 @@ PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "dire
 # Errors caused by one row's data rather than by the database being unavailable: retrying cannot fix them.
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
 
-_CONV_SQL = (
-    "INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 _TURN_COLUMNS = (
     "id, conversation_id, ts, channel, via, question, normalized, route, faq_id, section, score, candidates, "
     "context_ids, model, llm_raw, guard, answer, latency_ms, knowledge_version, error, masked_id, masked_phone, "
     "masked_bank"
-)
-_TURN_SQL = (
-    f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES "
-    "(?, (SELECT id FROM conversations WHERE key = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT(id) DO NOTHING"
 )
 _FEEDBACK_SQL = "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)"
 
@@ -56,16 +47,24 @@ _FEEDBACK_SQL = "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)"
 # back waits up to the interpreter's switch interval (5 ms) -- per row. Under load the log then fell seconds behind
 # the answers (tests/test_load_signals.py, kill -9). A chunk takes the GIL back once.
 _CHUNK = 32
-_CONV_VALUES = "(?, ?, ?, ?, ?, ?)"
-_TURN_VALUES = "(?, (SELECT id FROM conversations WHERE key = ?), " + ", ".join("?" * 21) + ")"
+# (statement head, one row's placeholders, tail) per table; the second turn value is the conversation key.
+_INSERTS = {
+    "conversations": ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
+                      "VALUES ", "(?, ?, ?, ?, ?, ?)", ""),
+    "turns": (f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ",
+              "(?, (SELECT id FROM conversations WHERE key = ?), " + ", ".join("?" * 21) + ")",
+              " ON CONFLICT(id) DO NOTHING"),
+}
 
 
 @functools.lru_cache(maxsize=2 * _CHUNK)
 def _multi_row_sql(table: str, n: int) -> str:
-    if table == "conversations":
-        return ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) VALUES "
-                + ", ".join([_CONV_VALUES] * n))
-    return f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES " + ", ".join([_TURN_VALUES] * n) + " ON CONFLICT(id) DO NOTHING"
+    head, row, tail = _INSERTS[table]
+    return head + ", ".join([row] * n) + tail
+
+
+_CONV_SQL = _multi_row_sql("conversations", 1)
+_TURN_SQL = _multi_row_sql("turns", 1)
 
 
 def _insert_chunks(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> int:
