@@ -17,6 +17,7 @@ from bot.replies import Candidate, Conversation, Draft, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
+from storage.writer import FEEDBACK_KINDS
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -214,7 +215,7 @@ class Answerer:
         return reply
 
     def feedback(self, turn_id: str, kind: str) -> None:
-        if kind not in ("up", "down", "none"):
+        if kind not in FEEDBACK_KINDS:
             raise ValueError(f"unknown feedback kind {kind!r}")
         if self.log is not None:
             self.log.record_feedback(turn_id, kind)

@@ -205,3 +205,26 @@ def m002_turns_fts(conn: sqlite3.Connection) -> None:
             "INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')",
         ],
     )
+
+
+@migration
+def m003_feedback_withdrawn(conn: sqlite3.Connection) -> None:
+    # Feedback may be taken back (a removed 👍/👎 reaction on Matrix): kind 'withdrawn', the latest row of a turn
+    # counts. SQLite cannot alter a CHECK constraint, so the table is rebuilt (ids kept: they order the rows).
+    _run(
+        conn,
+        [
+            """
+            CREATE TABLE feedback_new (
+                id INTEGER PRIMARY KEY,
+                turn_id TEXT NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
+                kind TEXT NOT NULL CHECK (kind IN ('up', 'down', 'none', 'withdrawn')),
+                ts TEXT NOT NULL
+            )
+            """,
+            "INSERT INTO feedback_new (id, turn_id, kind, ts) SELECT id, turn_id, kind, ts FROM feedback",
+            "DROP TABLE feedback",
+            "ALTER TABLE feedback_new RENAME TO feedback",
+            "CREATE INDEX feedback_turn ON feedback(turn_id)",
+        ],
+    )

@@ -16,9 +16,10 @@ from storage.db import utc_iso
 FEEDBACK_FILTERS = ("up", "down", "none", "any")
 GAP_ROUTES = ("clarify", "none")
 
-# Latest feedback kind per turn (a user may change a thumbs-up to a thumbs-down; the last word counts).
+# Latest feedback kind per turn (a user may change a thumbs-up to a thumbs-down; the last word counts). A latest
+# 'withdrawn' row (the feedback was taken back) reads as no feedback.
 _LATEST_FEEDBACK = (
-    "(SELECT f.kind FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
+    "(SELECT NULLIF(f.kind, 'withdrawn') FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
 )
 _TURN_SELECT = f"""
     SELECT t.rowid AS _rowid, t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route,
@@ -84,7 +85,7 @@ def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None =
         if feedback not in FEEDBACK_FILTERS:
             raise ValueError(f"feedback must be one of {FEEDBACK_FILTERS}")
         if feedback == "any":
-            where.append("EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id)")
+            where.append(f"{_LATEST_FEEDBACK} IS NOT NULL")
         else:
             where.append(f"{_LATEST_FEEDBACK} = ?")
             params.append(feedback)
@@ -246,12 +247,12 @@ def stats(conn: sqlite3.Connection, since: _dt.datetime | None = None, *, top: i
 
 
 def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, thumbs-down, or
-    'none of these'. Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
+    """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, or whose latest feedback is
+    thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts). Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
     guard, feedback (latest kind or None) and reasons (why the turn is listed)."""
     where = [
         "(t.route IN ('clarify', 'none') OR t.guard LIKE 'fail%' OR "
-        "EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.kind IN ('down', 'none')))"
+        f"{_LATEST_FEEDBACK} IN ('down', 'none'))"
     ]
     params: list[Any] = []
     if since is not None:
@@ -259,22 +260,20 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
         params.append(_since(since))
     sql = (
         "SELECT t.id, t.ts, t.question, t.normalized, t.route, t.faq_id, t.candidates, t.guard, "
-        f"{_LATEST_FEEDBACK} AS feedback, "
-        "EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.kind = 'down') AS any_down, "
-        "EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.kind = 'none') AS any_none "
+        f"{_LATEST_FEEDBACK} AS feedback "
         "FROM turns t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.id"
     )
     out = []
     for r in conn.execute(sql, params):
-        tid, ts, question, normalized, route, faq_id, candidates, guard, feedback, any_down, any_none = tuple(r)
+        tid, ts, question, normalized, route, faq_id, candidates, guard, feedback = tuple(r)
         reasons = []
         if route in GAP_ROUTES:
             reasons.append(f"route:{route}")
         if guard and guard.startswith("fail"):
             reasons.append("guard-fail")
-        if any_down:
+        if feedback == "down":
             reasons.append("thumbs-down")
-        if any_none:
+        if feedback == "none":
             reasons.append("none-of-these")
         out.append(
             {

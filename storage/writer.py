@@ -27,7 +27,8 @@ from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
 if TYPE_CHECKING:  # imported lazily at run time: bot.replies is the only bot module this needs
     from bot.replies import Conversation, Reply
 
-FEEDBACK_KINDS = ("up", "down", "none")
+# "withdrawn": the user took back their feedback (a removed 👍/👎 reaction); the latest row of a turn counts.
+FEEDBACK_KINDS = ("up", "down", "none", "withdrawn")
 # Chats whose id identifies a person: stored as an HMAC, like user ids.
 PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "direct": a Matrix DM room
 
@@ -215,7 +216,8 @@ class TurnLog:
                 self.log.exception("conversation log: could not prepare a turn for storage; it is not logged")
 
     def record_feedback(self, turn_id: str, kind: str) -> None:
-        """Queue feedback on a turn: 'up', 'down' or 'none' (none of the offered choices). Never blocks."""
+        """Queue feedback on a turn: 'up', 'down', 'none' (none of the offered choices) or 'withdrawn' (the earlier
+        feedback was taken back). Never blocks."""
         if kind not in FEEDBACK_KINDS:
             raise ValueError(f"unknown feedback kind {kind!r}; expected one of {FEEDBACK_KINDS}")
         if self._closing:

@@ -168,3 +168,28 @@ def test_utc_iso_format():
     assert utc_iso(aware) == "2025-03-01T08:15:02.117Z"
     assert utc_iso(dt.datetime(2025, 3, 1, 8, 15, 2)) == "2025-03-01T08:15:02.000Z"  # naive = UTC
     assert len(utc_iso()) == 24
+
+
+def test_feedback_table_rebuild_keeps_rows_and_accepts_withdrawn(tmp_path):
+    path = tmp_path / "log.db"
+    conn = _connect(path)
+    migrate(conn, upto="m002_turns_fts")
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'matrix', ?)", (utc_iso(),))
+    conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, question, route, answer) "
+                 "VALUES ('t1', 1, ?, 'matrix', 'q', 'faq', 'a')", (utc_iso(),))
+    conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'up', 'x'), ('t1', 'down', 'y')")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'withdrawn', 'z')")
+    conn.close()
+
+    conn = open_db_sync(path, readonly=False)
+    assert applied_migrations(conn) == ALL
+    conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'withdrawn', 'z')")
+    assert [tuple(r) for r in conn.execute("SELECT id, kind, ts FROM feedback ORDER BY id")] == [
+        (1, "up", "x"), (2, "down", "y"), (3, "withdrawn", "z")]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'meh', 'z')")
+    conn.execute("DELETE FROM turns WHERE id = 't1'")  # the foreign key still cascades
+    assert conn.execute("SELECT count(*) FROM feedback").fetchone()[0] == 0
+    assert "feedback_turn" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()

@@ -30,7 +30,7 @@ ROWS = [
 ]
 
 
-def _insert(conn: sqlite3.Connection, rows=ROWS) -> None:
+def _insert(conn: sqlite3.Connection, rows=ROWS, *, review: bool = True) -> None:
     conn.execute("BEGIN")
     for tid, ts, channel, route, faq_id, question, answer, guard, latency, fbs in rows:
         key = f"k-{channel}"
@@ -47,10 +47,11 @@ def _insert(conn: sqlite3.Connection, rows=ROWS) -> None:
         )
         for kind in fbs:
             conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)", (tid, kind, ts))
-    conn.execute(
-        "INSERT INTO reviews (turn_id, status, label, note, reviewer, ts) VALUES ('cc05', 'done', 'wrong', 'n', 'r', ?)",
-        (_ago(days=39),),
-    )
+    if review:
+        conn.execute(
+            "INSERT INTO reviews (turn_id, status, label, note, reviewer, ts) VALUES ('cc05', 'done', 'wrong', 'n', 'r', ?)",
+            (_ago(days=39),),
+        )
     conn.execute("COMMIT")
 
 
@@ -208,3 +209,30 @@ def test_purge_removes_old_rows_and_shrinks(tmp_path):
     assert q.purge(rw, dt.timedelta(0)) == 5
     assert q.search_turns(rw, "社保卡") == [] and _size(path) <= after
     rw.close()
+
+
+def test_withdrawn_feedback_counts_as_none_and_latest_state_wins(tmp_path):
+    """A removed reaction appends 'withdrawn': the turn then has no feedback in list/stats/gaps; a later word wins."""
+    rows = [
+        ("dd01", _ago(hours=3), "matrix", "faq", "q01", "电子社保卡怎么申领", "在掌上12333申领。", None, 90.0,
+         ["down", "withdrawn"]),
+        ("dd02", _ago(hours=2), "matrix", "faq", "q02", "怎么激活电子社保卡", "打开App激活。", None, 90.0,
+         ["up", "withdrawn", "down"]),
+        ("dd03", _ago(hours=1), "matrix", "faq", "q02", "激活电子社保卡", "打开App激活。", None, 90.0,
+         ["down", "up"]),
+    ]
+    path = tmp_path / "log.db"
+    rw = open_db_sync(path, readonly=False)
+    _insert(rw, rows, review=False)
+    rw.close()
+    conn = open_db_sync(path)
+    try:
+        assert q.get_turn(conn, "dd01")["feedback"] is None
+        assert ids(q.list_turns(conn, feedback="any")) == ["dd03", "dd02"]
+        assert ids(q.list_turns(conn, feedback="down")) == ["dd02"]
+        s = q.stats(conn)
+        assert (s["thumbs_up"], s["thumbs_down"]) == (1, 1)
+        gaps = q.gap_rows(conn)
+        assert ids(gaps) == ["dd02"] and gaps[0]["reasons"] == ["thumbs-down"]  # dd01 withdrawn, dd03 now 👍
+    finally:
+        conn.close()
