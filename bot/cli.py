@@ -186,15 +186,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _configured_secrets() -> list[str]:
+    """The configured secrets, or none when the settings cannot be read (the command itself reports that)."""
+    try:
+        return _settings().secret_values()
+    except Exception:  # noqa: BLE001 - invalid settings: the command itself says what is wrong
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bot.secrets_filter import RedactingStream, install_redaction, secret_redactor
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Every command prints through these: a configured secret (or anything shaped like a bot token or an API
+    # key) echoed by a server, stored in an old log row or raised in an error never reaches the terminal.
+    secrets = _configured_secrets()
+    redact = secret_redactor(secrets)
+    install_redaction(secrets)  # log records too, also where no command configures logging (`ask`)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout, redact), RedactingStream(sys.stderr, redact)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        try:
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":

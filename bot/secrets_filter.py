@@ -19,16 +19,22 @@ Calling `install_redaction` again replaces the previously installed filters (no 
 """
 from __future__ import annotations
 
+import io
 import logging
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TextIO
 from urllib.parse import quote
 
-__all__ = ["RedactSecretsFilter", "install_redaction", "REDACTED", "BOT_TOKEN_RE", "LIBRARY_LOGGERS"]
+__all__ = ["RedactSecretsFilter", "RedactingStream", "install_redaction", "secret_redactor", "REDACTED",
+           "BOT_TOKEN_RE", "API_KEY_RE", "LIBRARY_LOGGERS"]
 
 REDACTED = "***"
 BOT_TOKEN_RE = r"\d{6,12}:[A-Za-z0-9_-]{30,}"
+# Shapes of credentials that were not configured here but are still secrets when echoed back: OpenAI-style keys
+# ("sk-...", "sk-proj-...", also used by DeepSeek, Anthropic, vLLM deployments) and bearer tokens in headers.
+API_KEY_RE = r"\bsk-[A-Za-z0-9][A-Za-z0-9_-]{15,}|(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{12,}=*"
 LIBRARY_LOGGERS = ("aiogram", "aiohttp", "openai", "httpx", "mautrix", "mau")  # mautrix logs under "mau.*"
 
 
@@ -52,7 +58,7 @@ class RedactSecretsFilter(logging.Filter):
             values.add(quote(s, safe=""))
         # Longest first, so that a secret containing another one is replaced as a whole.
         alternatives = [re.escape(s) for s in sorted(values, key=len, reverse=True)]
-        alternatives.append(BOT_TOKEN_RE)
+        alternatives += [BOT_TOKEN_RE, API_KEY_RE]
         self._pattern = re.compile("|".join(alternatives))
         self.secret_count = len(values)
 
@@ -77,6 +83,53 @@ class RedactSecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
+
+
+def secret_redactor(secrets: Iterable[str | None]) -> Callable[[str], str]:
+    """A function replacing every secret in ``secrets`` (and anything token- or API-key-shaped) with ``***``.
+
+    Given to the conversation-log writer, so what an LLM server echoes ("Incorrect API key provided: sk-...") is
+    not stored, and used by `RedactingStream` for everything a command prints.
+    """
+    return RedactSecretsFilter(secrets).redact
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that writes to ``stream`` with every secret redacted (``faqbot``'s stdout and stderr).
+
+    Each ``write()`` is redacted on its own: a secret split over two writes would pass. Every printer in the
+    CLI writes a value in one call (print() writes the text, then the line end), so in practice that does not
+    happen.
+    """
+
+    def __init__(self, stream: TextIO, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._redact = redact
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._stream, "errors", None)
 
 
 def install_redaction(secrets: list[str]) -> None:

@@ -57,11 +57,13 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
     turn_log = None
     if with_log:
         from bot.privacy import load_or_create_secret
+        from bot.secrets_filter import secret_redactor
         from storage.writer import TurnLog
 
         configured = settings.secret.get_secret_value() if settings.secret else None
         secret = load_or_create_secret(configured, settings.secret_file)
-        turn_log = TurnLog(settings.db, secret=secret, logger=logging.getLogger("faqbot.log"))
+        turn_log = TurnLog(settings.db, secret=secret, logger=logging.getLogger("faqbot.log"),
+                           redact=secret_redactor(settings.secret_values()))
         await turn_log.start()
     answerer = Answerer(settings, kb, llm=llm, log_sink=turn_log)
     return Services(settings=settings, answerer=answerer, turn_log=turn_log, llm=llm)

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections import deque
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiosqlite
@@ -137,6 +138,7 @@ class TurnLog:
         retry_interval: float = 0.5,
         logger: logging.Logger | None = None,
         busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         if not secret:
             raise ValueError("TurnLog needs a non-empty secret for pseudonymizing ids")
@@ -150,6 +152,8 @@ class TurnLog:
         self.retry_interval = retry_interval
         self.busy_timeout = busy_timeout
         self.log = logger or logging.getLogger("faqbot.storage")
+        # Removes configured secrets from every stored text (an LLM server may echo the API key in an error).
+        self._redact = redact or str
 
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._buf: deque[_RawTurn | _Feedback] = deque()  # taken off the queue, waiting to be written
@@ -272,7 +276,7 @@ class TurnLog:
         def mask(text: str | None) -> tuple[str | None, dict[str, int]]:
             if text is None:
                 return None, {"id": 0, "phone": 0, "bank": 0}
-            m = mask_pii(str(text))
+            m = mask_pii(self._redact(str(text)))
             return m.text, _counts(m)
 
         reply = raw.reply

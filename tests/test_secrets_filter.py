@@ -208,3 +208,69 @@ def test_install_redaction_attaches_to_library_loggers_and_is_not_duplicated(roo
     assert root_filters and len(root_filters) == len(logging.getLogger().handlers)
     logging.getLogger("mautrix.client").warning("key %s", API_KEY)
     assert "key ***" in root_capture.getvalue()
+
+
+# ------------------------------------------------------------------ secrets echoed by an LLM server (issue 12.6)
+async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subprocess_env, tmp_path):
+    """A server that answers 401 "Incorrect API key provided: <key>": `faqbot ask --json --log` prints and stores
+    the error with the key redacted, and `logs show` of an older row that still holds the key prints it redacted."""
+    import asyncio
+    import json
+    import sqlite3
+    import sys
+
+    from tests.conftest import REPO
+    from tests.fakes.openai_server import FakeOpenAI, status
+
+    key = "local-llm-key-for-tests-7731"  # configured, not shaped like any known key
+    other = "sk-proj-Unconfigured0123456789abcdef"  # an unconfigured key of a well-known shape
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    async with FakeOpenAI() as fake:
+        message = f"Incorrect API key provided: {key} (also tried {other})"
+        fake.script(status(401, {"error": {"message": message, "type": "invalid_request_error",
+                                           "code": "invalid_api_key"}}))
+        env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_API_KEY=key,
+                   FAQBOT_LLM_MAX_RETRIES="0", FAQBOT_SECRET="pseudonym-secret-for-tests", FAQBOT_LOG_LEVEL="DEBUG")
+        code, out, err = await run("ask", "--json", "--log", "办这个东西要不要收钱")
+    assert code == 0, err
+    [row] = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert row["route"] == "llm" and "Incorrect API key provided: ***" in row["error"]
+    for text in (out, err):
+        assert key not in text and other not in text
+
+    db = subprocess_env["FAQBOT_DB"]
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT error, llm_raw, answer FROM turns").fetchall()
+    dump = "\n".join(line for line in conn.iterdump())
+    assert len(stored) == 1 and "Incorrect API key provided: ***" in stored[0][0]
+    assert key not in dump and other not in dump
+    # a row written before the fix still holds the key: printing it redacts it
+    conn.execute("UPDATE turns SET error = ?", (message,))
+    conn.commit()
+    [(turn_id,)] = conn.execute("SELECT id FROM turns").fetchall()
+    conn.close()
+    for args in (("logs", "show", turn_id, "--db", db), ("logs", "show", turn_id, "--db", db, "--json")):
+        code, out, err = await run(*args)
+        assert code == 0, err
+        assert "Incorrect API key provided" in out
+        assert key not in out + err and other not in out + err
+
+
+def test_secret_redactor_and_redacting_stream():
+    from bot.secrets_filter import RedactingStream, secret_redactor
+
+    redact = secret_redactor([API_KEY, PASSWORD])
+    assert redact(f"key {API_KEY} pw {PASSWORD}") == "key *** pw ***"
+    assert redact("Authorization: Bearer abcdefghijklmnop.qrs") == "Authorization: ***"
+    assert redact("sk-short and sk-") == "sk-short and sk-"  # not key-shaped: left alone
+    sink = io.StringIO()
+    stream = RedactingStream(sink, redact)
+    print("token", TOKEN, "and", API_KEY, file=stream)
+    assert sink.getvalue() == "token *** and ***\n"
