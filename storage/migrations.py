@@ -228,3 +228,155 @@ def m003_feedback_withdrawn(conn: sqlite3.Connection) -> None:
             "CREATE INDEX feedback_turn ON feedback(turn_id)",
         ],
     )
+
+# Latency bucket of the daily summary: the latency rounded to two significant digits (0.1 ms steps below 10 ms,
+# 1 ms below 100 ms, 10 ms below 1 s, ...), so a percentile read from the buckets is within 5% of the exact one.
+LATENCY_BUCKET_SQL = (
+    "CASE WHEN {x} < 10 THEN round({x}, 1) WHEN {x} < 100 THEN round({x}) WHEN {x} < 1000 THEN round({x} / 10) * 10 "
+    "WHEN {x} < 10000 THEN round({x} / 100) * 100 WHEN {x} < 100000 THEN round({x} / 1000) * 1000 "
+    "ELSE round({x} / 10000) * 10000 END"
+)
+# A turn's key in stats_daily, from a row of turns aliased as {t}.
+_STATS_KEY = "substr({t}.ts, 1, 10), {t}.channel, {t}.route, coalesce({t}.faq_id, '')"
+# The latest feedback kind of turn {tid} (the last word counts, as in review queries).
+_LATEST_KIND = "(SELECT f.kind FROM feedback f WHERE f.turn_id = {tid} ORDER BY f.id DESC LIMIT 1)"
+
+
+def _stats_add(t: str, sign: str) -> list[str]:
+    """Statements adding (sign '+') or removing ('-') turn row {t} (NEW or OLD) to/from the daily summary."""
+    key = _STATS_KEY.format(t=t)
+    latest = _LATEST_KIND.format(tid=f"{t}.id")
+    bucket = LATENCY_BUCKET_SQL.format(x=f"{t}.latency_ms")
+    return [
+        f"""
+        INSERT INTO stats_daily (day, channel, route, faq_id, turns, guard_failures, errors, fb_up, fb_down, fb_none)
+        SELECT {key}, {sign}1, {sign}coalesce({t}.guard LIKE 'fail%', 0), {sign}({t}.error IS NOT NULL),
+               {sign}(k = 'up'), {sign}(k = 'down'), {sign}(k = 'none')
+        FROM (SELECT coalesce({latest}, '') AS k) WHERE true
+        ON CONFLICT (day, channel, route, faq_id) DO UPDATE SET
+            turns = turns + excluded.turns, guard_failures = guard_failures + excluded.guard_failures,
+            errors = errors + excluded.errors, fb_up = fb_up + excluded.fb_up, fb_down = fb_down + excluded.fb_down,
+            fb_none = fb_none + excluded.fb_none;
+        """,
+        f"""
+        INSERT INTO stats_latency (day, bucket, n)
+        SELECT substr({t}.ts, 1, 10), {bucket}, {sign}1 WHERE {t}.latency_ms IS NOT NULL
+        ON CONFLICT (day, bucket) DO UPDATE SET n = n + excluded.n;
+        """,
+    ]
+
+
+def _feedback_move(turn_id: str, before: str, after: str) -> str:
+    """UPDATE moving turn {turn_id}'s latest-feedback count from kind ``before`` to ``after`` (SQL expressions)."""
+    return f"""
+        UPDATE stats_daily SET
+            fb_up = fb_up - ({before} = 'up') + ({after} = 'up'),
+            fb_down = fb_down - ({before} = 'down') + ({after} = 'down'),
+            fb_none = fb_none - ({before} = 'none') + ({after} = 'none')
+        WHERE (day, channel, route, faq_id) = (SELECT {_STATS_KEY.format(t='t')} FROM turns t WHERE t.id = {turn_id});
+    """
+
+
+@migration
+def m004_log_at_scale(conn: sqlite3.Connection) -> None:
+    """What a year of traffic (a million turns) needs: a daily summary, a search index of the question only, and
+    indexes the review queries use (EXPLAIN QUERY PLAN of each is checked in tests/test_storage_scale.py)."""
+    # 1. The search index covers the question only: indexing the normalized question and the answer too tripled its
+    #    size (~660 of ~2,300 bytes a turn) while curators search what people asked. detail=full (the default)
+    #    stays: Datasette's ?_search= sends phrase queries, which detail=none cannot answer.
+    _run(conn, [
+        "DROP TRIGGER IF EXISTS turns_fts_ai",
+        "DROP TRIGGER IF EXISTS turns_fts_ad",
+        "DROP TRIGGER IF EXISTS turns_fts_au",
+        "DROP TABLE IF EXISTS turns_fts",
+        """
+        CREATE VIRTUAL TABLE turns_fts USING fts5(
+            question, content='turns', content_rowid='rowid', tokenize='trigram'
+        )
+        """,
+        """
+        CREATE TRIGGER turns_fts_ai AFTER INSERT ON turns BEGIN
+            INSERT INTO turns_fts (rowid, question) VALUES (new.rowid, new.question);
+        END
+        """,
+        """
+        CREATE TRIGGER turns_fts_ad AFTER DELETE ON turns BEGIN
+            INSERT INTO turns_fts (turns_fts, rowid, question) VALUES ('delete', old.rowid, old.question);
+        END
+        """,
+        """
+        CREATE TRIGGER turns_fts_au AFTER UPDATE OF question ON turns BEGIN
+            INSERT INTO turns_fts (turns_fts, rowid, question) VALUES ('delete', old.rowid, old.question);
+            INSERT INTO turns_fts (rowid, question) VALUES (new.rowid, new.question);
+        END
+        """,
+        "INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')",
+    ])
+    # 2. Indexes. Per-column indexes on channel and faq_id served only `stats` (now the summary) and cost ~30 bytes
+    #    a turn; route gets (route, ts) so `list --route X` and the gap queries read one range, newest first.
+    _run(conn, [
+        "DROP INDEX IF EXISTS turns_channel",
+        "DROP INDEX IF EXISTS turns_faq_id",
+        "DROP INDEX IF EXISTS turns_route",
+        "CREATE INDEX turns_route_ts ON turns(route, ts)",
+    ])
+    # 3. The daily summary `stats` reads instead of the turns: one row per (UTC day, channel, route, entry) with
+    #    counts, the latest feedback of each turn, and latency buckets. Kept by triggers, so every writer (the bot,
+    #    purge, a curator's UPDATE) keeps it exact in the same transaction.
+    _run(conn, [
+        """
+        CREATE TABLE stats_daily (
+            day TEXT NOT NULL, channel TEXT NOT NULL, route TEXT NOT NULL, faq_id TEXT NOT NULL,
+            turns INTEGER NOT NULL DEFAULT 0, guard_failures INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0, fb_up INTEGER NOT NULL DEFAULT 0, fb_down INTEGER NOT NULL DEFAULT 0,
+            fb_none INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, channel, route, faq_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE stats_latency (
+            day TEXT NOT NULL, bucket REAL NOT NULL, n INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, bucket)
+        ) WITHOUT ROWID
+        """,
+        "CREATE TRIGGER stats_turns_ai AFTER INSERT ON turns BEGIN " + "".join(_stats_add("new", "+")) + " END",
+        # BEFORE: the turn's feedback is still there (a cascade removes it after the row).
+        "CREATE TRIGGER stats_turns_bd BEFORE DELETE ON turns BEGIN " + "".join(_stats_add("old", "-")) + " END",
+        "CREATE TRIGGER stats_turns_au AFTER UPDATE OF ts, channel, route, faq_id, guard, error, latency_ms ON turns "
+        "BEGIN " + "".join(_stats_add("old", "-")) + "".join(_stats_add("new", "+")) + " END",
+        # Feedback: only the latest kind of a turn counts, so a new latest moves the turn from the old kind.
+        f"""
+        CREATE TRIGGER stats_feedback_ai AFTER INSERT ON feedback
+        WHEN NOT EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = new.turn_id AND f.id > new.id)
+        BEGIN
+            {_feedback_move('new.turn_id',
+                            "coalesce((SELECT f.kind FROM feedback f WHERE f.turn_id = new.turn_id AND f.id < new.id "
+                            "ORDER BY f.id DESC LIMIT 1), '')",
+                            'new.kind')}
+        END
+        """,
+        # Removing the latest feedback makes the one before it (or none) count. When the turn itself is being
+        # deleted (a cascade), the turn row is gone and nothing is updated: its counts left with it.
+        f"""
+        CREATE TRIGGER stats_feedback_ad AFTER DELETE ON feedback
+        WHEN NOT EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = old.turn_id AND f.id > old.id)
+        BEGIN
+            {_feedback_move('old.turn_id', 'old.kind', "coalesce(" + _LATEST_KIND.format(tid='old.turn_id') + ", '')")}
+        END
+        """,
+        # Existing rows: one pass.
+        f"""
+        INSERT INTO stats_daily (day, channel, route, faq_id, turns, guard_failures, errors, fb_up, fb_down, fb_none)
+        SELECT day, channel, route, faq_id, count(*), sum(g), sum(e), sum(k = 'up'), sum(k = 'down'), sum(k = 'none')
+        FROM (SELECT substr(t.ts, 1, 10) AS day, t.channel, t.route,
+                     coalesce(t.faq_id, '') AS faq_id, coalesce(t.guard LIKE 'fail%', 0) AS g,
+                     t.error IS NOT NULL AS e, coalesce({_LATEST_KIND.format(tid='t.id')}, '') AS k
+              FROM turns t)
+        GROUP BY day, channel, route, faq_id
+        """,
+        f"""
+        INSERT INTO stats_latency (day, bucket, n)
+        SELECT substr(ts, 1, 10), {LATENCY_BUCKET_SQL.format(x='latency_ms')} AS b, count(*)
+        FROM turns WHERE latency_ms IS NOT NULL GROUP BY 1, 2
+        """,
+    ])

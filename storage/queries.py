@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from storage.db import utc_iso
+from storage.migrations import LATENCY_BUCKET_SQL
 
 FEEDBACK_FILTERS = ("up", "down", "none", "any")
 GAP_ROUTES = ("clarify", "none")
@@ -153,96 +154,116 @@ def fts_phrase(text: str) -> str:
 
 
 def search_turns(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Turns whose question, normalized question or answer contains ``text``; most recent first.
+    """Turns whose question contains ``text``; the most recently logged first.
 
-    Uses the trigram FTS index for 3+ characters (any substring, e.g. '社保卡' in '电子社保卡怎么申领') and a LIKE
-    scan for 1–2 characters, which trigrams cannot index.
+    Uses the trigram FTS index of the question for 3+ characters (any substring, e.g. '社保卡' in '电子社保卡怎么申领')
+    and a LIKE scan for 1–2 characters, which trigrams cannot index. Both walk the log newest first (rowid order is
+    logging order) and stop after ``limit`` hits, so a common word costs one page, not every match.
     """
     text = (text or "").strip()
     if not text:
         return []
     if len(text) >= 3:
-        sql = (
-            _TURN_SELECT
-            + " JOIN turns_fts ON turns_fts.rowid = t.rowid WHERE turns_fts MATCH ?"
-            + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
-        )
-        return _fetch_turns(conn, sql, [fts_phrase(text), int(limit)])
-    pattern = "%" + _like_escape(text) + "%"
-    sql = (
-        _TURN_SELECT
-        + " WHERE t.question LIKE ?1 ESCAPE '\\' OR t.normalized LIKE ?1 ESCAPE '\\' OR t.answer LIKE ?1 ESCAPE '\\'"
-        + " ORDER BY t.ts DESC, t.id DESC LIMIT ?2"
-    )
-    return _fetch_turns(conn, sql, [pattern, int(limit)])
+        hits = "SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?1 ORDER BY rowid DESC LIMIT ?2"
+        params: list[Any] = [fts_phrase(text), int(limit)]
+    else:
+        hits = "SELECT rowid FROM turns WHERE question LIKE ?1 ESCAPE '\\' ORDER BY rowid DESC LIMIT ?2"
+        params = ["%" + _like_escape(text) + "%", int(limit)]
+    sql = _TURN_SELECT + f" WHERE t.rowid IN ({hits}) ORDER BY t.ts DESC, t.id DESC"
+    return _fetch_turns(conn, sql, params)
 
 
-def _percentile(conn: sqlite3.Connection, where: str, params: list[Any], n: int, q: float) -> float | None:
-    if n == 0:
+_STATS_COLUMNS = "channel, route, faq_id, turns, guard_failures, errors, fb_up, fb_down, fb_none"
+
+
+def _stats_rows(conn: sqlite3.Connection, since: str | None) -> tuple[list[tuple], list[tuple]]:
+    """(summary rows, latency buckets) for the turns since ``since``: whole UTC days from the daily summary tables,
+    the first (partial) day of the window from the turns themselves (one day of rows, read by the ts index)."""
+    if since is None:
+        rows = conn.execute(f"SELECT {_STATS_COLUMNS} FROM stats_daily").fetchall()
+        lat = conn.execute("SELECT bucket, n FROM stats_latency").fetchall()
+        return rows, lat
+    day0 = since[:10]
+    rows = conn.execute(f"SELECT {_STATS_COLUMNS} FROM stats_daily WHERE day > ?", (day0,)).fetchall()
+    lat = conn.execute("SELECT bucket, n FROM stats_latency WHERE day > ?", (day0,)).fetchall()
+    # The rest of day0 from `since` on: 'T' < 'U', so every timestamp of that day sorts below day0 + 'U'.
+    window = (since, day0 + "U")
+    rows += conn.execute(
+        "SELECT channel, route, coalesce(faq_id, ''), count(*), sum(coalesce(guard LIKE 'fail%', 0)), "
+        "sum(error IS NOT NULL), sum(k = 'up'), sum(k = 'down'), sum(k = 'none') "
+        f"FROM (SELECT t.channel, t.route, t.faq_id, t.guard, t.error, coalesce({_LATEST_FEEDBACK}, '') AS k "
+        "      FROM turns t WHERE t.ts >= ? AND t.ts < ?) GROUP BY 1, 2, 3",
+        window,
+    ).fetchall()
+    lat += conn.execute(
+        f"SELECT {LATENCY_BUCKET_SQL.format(x='latency_ms')}, count(*) FROM turns "
+        "WHERE ts >= ? AND ts < ? AND latency_ms IS NOT NULL GROUP BY 1",
+        window,
+    ).fetchall()
+    return rows, lat
+
+
+def _bucket_percentile(buckets: dict[float, int], q: float) -> float | None:
+    """Nearest-rank percentile over latency buckets (values rounded to two significant digits)."""
+    n = sum(buckets.values())
+    if n <= 0:
         return None
-    # Nearest-rank percentile, computed in SQL so a large log is not loaded into memory.
     rank = max(1, math.ceil(q * n - 1e-9))
-    row = conn.execute(
-        f"SELECT latency_ms FROM turns t{where} {'AND' if where else 'WHERE'} latency_ms IS NOT NULL "
-        "ORDER BY latency_ms LIMIT 1 OFFSET ?",
-        [*params, min(rank, n) - 1],
-    ).fetchone()
-    return None if row is None else float(row[0])
+    seen = 0
+    for value in sorted(buckets):
+        seen += buckets[value]
+        if seen >= rank:
+            return float(value)
+    return float(max(buckets))
 
 
-def stats(conn: sqlite3.Connection, since: _dt.datetime | None = None, *, top: int = 10) -> dict[str, Any]:
+def stats(conn: sqlite3.Connection, since: _dt.datetime | str | None = None, *, top: int = 10) -> dict[str, Any]:
     """Summary numbers over the turns since ``since`` (all turns when None).
 
     Keys: total, by_route, by_channel, direct_rate (faq / total), thumbs_up, thumbs_down, none_of_these
-    (counted on each turn's latest feedback), guard_failures, errors, latency_p50_ms, latency_p95_ms,
-    top_entries (list of {faq_id, count}, turns answered directly from each entry, most first).
+    (counted on each turn's latest feedback), guard_failures, errors, latency_p50_ms, latency_p95_ms
+    (nearest rank, latencies rounded to two significant digits), top_entries (list of {faq_id, count}, turns
+    answered directly from each entry, most first).
+
+    Reads the daily summary kept by the schema's triggers (``stats_daily``, ``stats_latency``) plus at most one
+    day of turns, so the cost does not grow with the size of the log.
     """
-    where, params = "", []
-    if since is not None:
-        where, params = " WHERE t.ts >= ?", [_since(since)]
-    total = conn.execute(f"SELECT count(*) FROM turns t{where}", params).fetchone()[0]
-    by_route = dict(
-        conn.execute(f"SELECT route, count(*) FROM turns t{where} GROUP BY route ORDER BY count(*) DESC", params)
-    )
-    by_channel = dict(
-        conn.execute(f"SELECT channel, count(*) FROM turns t{where} GROUP BY channel ORDER BY count(*) DESC", params)
-    )
-    fb = dict(
-        conn.execute(
-            f"SELECT kind, count(*) FROM (SELECT {_LATEST_FEEDBACK} AS kind FROM turns t{where}) "
-            "WHERE kind IS NOT NULL GROUP BY kind",
-            params,
-        )
-    )
-    and_ = " AND " if where else " WHERE "
-    guard_failures = conn.execute(
-        f"SELECT count(*) FROM turns t{where}{and_}t.guard LIKE 'fail%'", params
-    ).fetchone()[0]
-    errors = conn.execute(f"SELECT count(*) FROM turns t{where}{and_}t.error IS NOT NULL", params).fetchone()[0]
-    n_lat = conn.execute(
-        f"SELECT count(*) FROM turns t{where}{and_}t.latency_ms IS NOT NULL", params
-    ).fetchone()[0]
-    top_entries = [
-        {"faq_id": r[0], "count": r[1]}
-        for r in conn.execute(
-            f"SELECT faq_id, count(*) AS n FROM turns t{where}{and_}t.route = 'faq' AND t.faq_id IS NOT NULL "
-            "GROUP BY faq_id ORDER BY n DESC, faq_id LIMIT ?",
-            [*params, int(top)],
-        )
-    ]
+    rows, lat = _stats_rows(conn, _since(since))
+    by_route: dict[str, int] = {}
+    by_channel: dict[str, int] = {}
+    entries: dict[str, int] = {}
+    total = guard_failures = errors = up = down = none = 0
+    for channel, route, faq_id, n, g, e, fu, fd, fn in rows:
+        if not n:
+            continue
+        total += n
+        by_route[route] = by_route.get(route, 0) + n
+        by_channel[channel] = by_channel.get(channel, 0) + n
+        if route == "faq" and faq_id:
+            entries[faq_id] = entries.get(faq_id, 0) + n
+        guard_failures += g or 0
+        errors += e or 0
+        up, down, none = up + (fu or 0), down + (fd or 0), none + (fn or 0)
+    buckets: dict[float, int] = {}
+    for value, n in lat:
+        buckets[value] = buckets.get(value, 0) + n
+
+    def most_first(d: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
     return {
         "total": total,
-        "by_route": by_route,
-        "by_channel": by_channel,
+        "by_route": most_first(by_route),
+        "by_channel": most_first(by_channel),
         "direct_rate": (by_route.get("faq", 0) / total) if total else 0.0,
-        "thumbs_up": fb.get("up", 0),
-        "thumbs_down": fb.get("down", 0),
-        "none_of_these": fb.get("none", 0),
+        "thumbs_up": up,
+        "thumbs_down": down,
+        "none_of_these": none,
         "guard_failures": guard_failures,
         "errors": errors,
-        "latency_p50_ms": _percentile(conn, where, params, n_lat, 0.50),
-        "latency_p95_ms": _percentile(conn, where, params, n_lat, 0.95),
-        "top_entries": top_entries,
+        "latency_p50_ms": _bucket_percentile(buckets, 0.50),
+        "latency_p95_ms": _bucket_percentile(buckets, 0.95),
+        "top_entries": [{"faq_id": k, "count": v} for k, v in list(most_first(entries).items())[: max(0, int(top))]],
     }
 
 

@@ -33,7 +33,8 @@ def test_migrate_empty_db_then_noop(tmp_path):
     names = _tables(conn)
     for name in ("conversations", "turns", "feedback", "reviews", "turns_fts", "_migrations"):
         assert name in names
-    for name in ("turns_ts", "turns_route", "turns_channel", "turns_faq_id", "turns_fts_ai", "turns_fts_ad", "turns_fts_au"):
+    for name in ("turns_ts", "turns_route_ts", "turns_fts_ai", "turns_fts_ad", "turns_fts_au", "stats_daily",
+                 "stats_latency"):
         assert name in names
     rows = conn.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
     assert [r[0] for r in rows] == ALL

