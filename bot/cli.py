@@ -88,27 +88,22 @@ def cmd_run(args) -> int:
 
 # -- eval ---------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    from bot.evaluate import evaluate, render
+    from bot.evaluate import evaluate, render, threshold_problems
 
     settings = _settings()
     kb = _knowledge_or_exit(settings)
-    report = evaluate(settings, kb, args.file)
+    reports = [evaluate(settings, kb, f) for f in args.file]
     if args.json:
-        _print_json(report)
+        _print_json(reports[0] if len(reports) == 1 else reports)
     else:
-        render(report)
-    ok = True
-    if args.min_direct is not None and report["direct_correct_rate"] * 100 < args.min_direct:
-        print(f"direct-correct {report['direct_correct_rate']:.1%} is below --min-direct {args.min_direct}%", file=sys.stderr)
-        ok = False
-    if args.max_wrong is not None and report["direct_wrong"] + report["oos_direct"] > args.max_wrong:
-        print(f"{report['direct_wrong'] + report['oos_direct']} wrong direct answers exceed --max-wrong {args.max_wrong}",
-              file=sys.stderr)
-        ok = False
-    if args.min_recall is not None and report["recall_at_3"] * 100 < args.min_recall:
-        print(f"recall@3 {report['recall_at_3']:.1%} is below --min-recall {args.min_recall}%", file=sys.stderr)
-        ok = False
-    return 0 if ok else 3
+        for report in reports:
+            render(report)
+    problems = [p for r in reports for p in threshold_problems(
+        r, min_direct=args.min_direct, max_wrong=args.max_wrong, min_recall=args.min_recall,
+        min_useful=args.min_useful)]
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 3 if problems else 0
 
 
 # -- knowledge check -----------------------------------------------------------------------------------
@@ -163,11 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("eval", help="measure matching on a labelled JSONL file")
-    e.add_argument("file")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("file", nargs="+", help="labelled JSONL files, each reported on its own")
+    e.add_argument("--json", action="store_true", help="one JSON object (a list of them for several files)")
     e.add_argument("--min-direct", type=float, help="fail (exit 3) if direct-correct %% of in-scope is below this")
     e.add_argument("--max-wrong", type=int, help="fail (exit 3) if wrong direct answers (incl. out-of-scope) exceed this")
     e.add_argument("--min-recall", type=float, help="fail (exit 3) if recall@3 %% is below this")
+    e.add_argument("--min-useful", type=float,
+                   help="fail (exit 3) if useful first replies (correct direct, or the right entry shown) %% is below this")
     e.set_defaults(func=cmd_eval)
 
     k = sub.add_parser("knowledge", help="knowledge base tools")

@@ -111,7 +111,8 @@ class Answerer:
                 reply.text, reply.reason = texts.EMPTY, "empty"
             return self._finish_sync(reply, started)
 
-        result = self.matcher.route(key, self.thresholds)
+        asks = tuple(a[: self.settings.match_prefix_chars] for a in norm.asks)
+        result = self.matcher.route(key, self.thresholds, asks)
         self._apply(result, reply)
         if len(raw) > self.settings.max_question_chars:
             reply.text = f"{reply.text}\n{texts.TOO_LONG_NOTE}"

@@ -27,7 +27,18 @@ def load_labelled(path: str | Path) -> list[dict]:
     return rows
 
 
+# Rows of these kinds are listed but not scored: the labeller could not decide whether the FAQ answers them.
+UNSCORED_KINDS = frozenset({"amb"})
+
+
 def evaluate(settings, kb, path: str | Path) -> dict:
+    """Score offline matching (no LLM) on one labelled file.
+
+    * in-scope (`sections` not empty): direct-correct, direct-wrong, *useful first reply* (a correct direct answer,
+      or a right entry among the choices / related questions shown), recall@3 of the ranked candidates;
+    * out-of-scope (`sections` empty): how many got a direct answer (each one is a wrong answer to someone);
+    * `kind` "amb" rows are counted as excluded and not scored.
+    """
     from bot.core import Answerer
 
     answerer = Answerer(settings, kb)
@@ -39,15 +50,20 @@ def evaluate(settings, kb, path: str | Path) -> dict:
     else:
         retriever = Retriever(kb, answerer.matcher)
     rows = load_labelled(path)
-    in_scope = direct_correct = direct_wrong = clarify_ok = recall3 = ctx_hits = 0
-    oos = oos_direct = 0
+    in_scope = direct_correct = direct_wrong = clarify_ok = recall3 = ctx_hits = useful = 0
+    oos = oos_direct = excluded = 0
     failures = []
     for row in rows:
+        if row["kind"] in UNSCORED_KINDS:
+            excluded += 1
+            continue
         reply = answerer.match(row["q"])
         want = set(row["sections"])
         top3 = [c.section for c in reply.candidates[:3]]
+        shown = [c.section for c in reply.choices]
         item = {"q": row["q"], "kind": row["kind"], "want": sorted(want), "route": reply.route.value,
-                "section": reply.section, "top3": top3, "score": round(reply.score, 1)}
+                "section": reply.section, "top3": top3, "shown": shown, "score": round(reply.score, 1),
+                "reason": reply.reason}
         if want:
             in_scope += 1
             hit3 = bool(want & set(top3))
@@ -59,12 +75,17 @@ def evaluate(settings, kb, path: str | Path) -> dict:
             if reply.route is Route.FAQ:
                 if reply.section in want:
                     direct_correct += 1
+                    useful += 1
                 else:
                     direct_wrong += 1
                     failures.append({**item, "problem": "direct-wrong"})
-            elif reply.route is Route.CLARIFY and want & {c.section for c in reply.choices}:
-                clarify_ok += 1
-                failures.append({**item, "problem": "clarify"})
+            elif want & set(shown):
+                useful += 1
+                if reply.route is Route.CLARIFY:
+                    clarify_ok += 1
+                    failures.append({**item, "problem": "clarify"})
+                else:
+                    failures.append({**item, "problem": "related"})
             else:
                 failures.append({**item, "problem": "missed" if not hit3 else "not-direct"})
         else:
@@ -76,11 +97,14 @@ def evaluate(settings, kb, path: str | Path) -> dict:
         "file": str(path),
         "knowledge_version": kb.version,
         "questions": len(rows),
+        "excluded": excluded,
         "in_scope": in_scope,
         "direct_correct": direct_correct,
         "direct_correct_rate": direct_correct / in_scope if in_scope else 0.0,
         "direct_wrong": direct_wrong,
         "clarify_with_correct": clarify_ok,
+        "useful": useful,
+        "useful_rate": useful / in_scope if in_scope else 0.0,
         "out_of_scope": oos,
         "oos_direct": oos_direct,
         "recall_at_3": recall3 / in_scope if in_scope else 0.0,
@@ -90,6 +114,22 @@ def evaluate(settings, kb, path: str | Path) -> dict:
         report["context_recall"] = ctx_hits / in_scope if in_scope else 0.0
         report["context_k"] = settings.llm_top_k
     return report
+
+
+def threshold_problems(report: dict, *, min_direct=None, max_wrong=None, min_recall=None, min_useful=None) -> list[str]:
+    """The `--min-*` / `--max-*` thresholds one report misses, as sentences (empty when all are met)."""
+    out = []
+    name = report["file"]
+    if min_direct is not None and report["direct_correct_rate"] * 100 < min_direct:
+        out.append(f"{name}: direct-correct {report['direct_correct_rate']:.1%} is below --min-direct {min_direct}%")
+    wrong = report["direct_wrong"] + report["oos_direct"]
+    if max_wrong is not None and wrong > max_wrong:
+        out.append(f"{name}: {wrong} wrong direct answers exceed --max-wrong {max_wrong}")
+    if min_recall is not None and report["recall_at_3"] * 100 < min_recall:
+        out.append(f"{name}: recall@3 {report['recall_at_3']:.1%} is below --min-recall {min_recall}%")
+    if min_useful is not None and report["useful_rate"] * 100 < min_useful:
+        out.append(f"{name}: useful first reply {report['useful_rate']:.1%} is below --min-useful {min_useful}%")
+    return out
 
 
 def render(report: dict) -> None:
@@ -102,22 +142,25 @@ def render(report: dict) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("questions", str(report["questions"]))
+    if report.get("excluded"):
+        t.add_row("excluded (ambiguous, not scored)", str(report["excluded"]))
     t.add_row("in-scope", str(report["in_scope"]))
     t.add_row("direct-correct", f"{report['direct_correct']} ({report['direct_correct'] / n:.1%})")
     t.add_row("direct-wrong", str(report["direct_wrong"]))
-    t.add_row("clarify containing correct", str(report["clarify_with_correct"]))
     t.add_row("out-of-scope answered directly", f"{report['oos_direct']} of {report['out_of_scope']}")
+    t.add_row("useful first reply", f"{report['useful']} ({report['useful'] / n:.1%})")
+    t.add_row("clarify containing correct", str(report["clarify_with_correct"]))
     t.add_row("recall@3", f"{report['recall_at_3']:.1%}")
     if "context_recall" in report:
         t.add_row(f"LLM context recall (k={report['context_k']})", f"{report['context_recall']:.1%}")
     c.print(t)
     if report["failures"]:
-        f = Table(title="not answered directly and correctly")
-        for col in ("problem", "question", "want", "route", "section", "top3", "score"):
-            f.add_column(col)
+        # One line per miss (a table would squeeze the question into a narrow column on a terminal).
+        c.print(f"misses ({len(report['failures'])}): not answered directly and correctly", style="bold")
         for x in report["failures"]:
-            f.add_row(x["problem"], x["q"], str(x["want"]), x["route"], str(x["section"]), str(x["top3"]), str(x["score"]))
-        c.print(f)
+            got = x["route"] + (f" {x['section']}" if x["section"] is not None else "")
+            c.print(f"  {x['problem']:<12} want {x['want']} got {got}, shown {x['shown']}, top3 {x['top3']}, "
+                    f"score {x['score']}: {x['q']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def knowledge_conflicts(kb) -> list[dict]:

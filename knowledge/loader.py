@@ -1,6 +1,7 @@
 """Load and validate the curated knowledge base (TOML files a curator edits).
 
-Layout: `knowledge/faq/*.toml` (one entry per file) and `knowledge/terms.toml` (synonyms, fillers, foreign terms).
+Layout: `knowledge/faq/*.toml` (one entry per file), `knowledge/terms.toml` (synonyms, fillers, foreign terms) and
+`knowledge/paraphrases.toml` (phrase-level equivalences, some conditional on another word).
 Every problem is reported with the file, the entry and what is wrong; nothing half-loaded is ever returned.
 """
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # The seed FAQ has an introduction (0) and 13 numbered questions.
@@ -30,12 +31,24 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Paraphrase:
+    """Rewrite any of `variants` to `canonical` in a segment that names one of `when` (if given) and none of `unless`."""
+
+    canonical: str
+    variants: tuple[str, ...]
+    when: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Terms:
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # canonical -> variants
     greetings: tuple[str, ...] = ()
     particles: tuple[str, ...] = ()
     foreign: tuple[str, ...] = ()
     anchors: tuple[str, ...] = ()  # words that place a question in the FAQ's domain
+    paraphrases: tuple[Paraphrase, ...] = ()  # applied after the synonyms, in file order
+    question_words: tuple[str, ...] = ()  # how people ask, not what about: their bigrams weigh little in matching
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,45 @@ def load_terms(path: Path, problems: list[Problem]) -> Terms:
         particles=_str_list(fillers.get("particles"), path.name, "fillers", "particles", problems),
         foreign=_str_list((data.get("foreign") or {}).get("terms"), path.name, "foreign", "terms", problems),
         anchors=_str_list((data.get("domain") or {}).get("anchors"), path.name, "domain", "anchors", problems),
+        question_words=_str_list((data.get("question_words") or {}).get("words"), path.name, "question_words", "words",
+                                 problems),
     )
+
+
+def load_paraphrases(path: Path, problems: list[Problem]) -> tuple[Paraphrase, ...]:
+    if not path.exists():
+        return ()
+    data = _read_toml(path, problems)
+    if data is None:
+        return ()
+    rules = data.get("rule") or []
+    if not isinstance(rules, list):
+        problems.append(Problem(path.name, None, "'rule' must be an array of tables ([[rule]])"))
+        return ()
+    out = []
+    for n, rule in enumerate(rules, 1):
+        label = f"rule {n}"
+        if not isinstance(rule, dict):
+            problems.append(Problem(path.name, label, "each [[rule]] must be a table"))
+            continue
+        unknown = set(rule) - {"canonical", "variants", "when", "unless"}
+        if unknown:
+            problems.append(Problem(path.name, label, f"unknown keys: {', '.join(sorted(unknown))}"))
+        canon = rule.get("canonical")
+        if not isinstance(canon, str) or not canon.strip():
+            problems.append(Problem(path.name, label, "'canonical' must be a non-empty string"))
+            continue
+        variants = _str_list(rule.get("variants"), path.name, label, "variants", problems)
+        if not variants:
+            problems.append(Problem(path.name, label, "'variants' must list at least one phrase"))
+            continue
+        if any(canon.strip() in v for v in variants):
+            problems.append(Problem(path.name, label, f"a variant contains the canonical '{canon.strip()}' "
+                                                      "(it would be rewritten again and again)"))
+            continue
+        out.append(Paraphrase(canon.strip(), variants, _str_list(rule.get("when"), path.name, label, "when", problems),
+                              _str_list(rule.get("unless"), path.name, label, "unless", problems)))
+    return tuple(out)
 
 
 def _parse_entry(path: Path, data: dict, problems: list[Problem]) -> Entry | None:
@@ -172,10 +223,12 @@ def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
     if not files:
         raise KnowledgeError([Problem(str(directory / "faq"), None, "no entry files (*.toml) found")])
     terms_path = directory / "terms.toml"
-    for path in [*files, terms_path]:
+    paraphrases_path = directory / "paraphrases.toml"
+    for path in [*files, terms_path, paraphrases_path]:
         if path.exists():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     terms = load_terms(terms_path, problems)
+    terms = replace(terms, paraphrases=load_paraphrases(paraphrases_path, problems))
 
     entries: list[Entry] = []
     id_file: dict[str, str] = {}

@@ -39,6 +39,7 @@ class Scored:
     entry: Entry
     score: float  # 0-100
     phrase: str  # best matching normalized phrase
+    query: str = ""  # the part of the question that scored it (the whole key, or one asking part)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ SHAPE_WEIGHT = 0.35  # the rest is the content overlap
 RECALL_BETA = 1.5
 SHORT_QUERY = 4  # normalized characters
 SHORT_CONTAINED = 0.55  # content credit for a short question contained in a phrase: enough for choices, not more
+QUESTION_WORD_WEIGHT = 0.25  # share of its IDF a question-word bigram keeps
 PRESELECT = 40  # entries kept by the inverted index before exact scoring
 
 
@@ -95,6 +97,12 @@ class Matcher:
         n = max(len(self.entries), 1)
         self.idf = {g: math.log(1 + (n + 1) / (c + 0.5)) for g, c in df.items()}
         self.unknown_idf = math.log(1 + (n + 1) / 0.5)  # a bigram no entry has: maximally informative
+        # Bigrams of question words (什么, 怎么办, 是什么原因) say how people ask, not what about: with few entries
+        # their IDF is high by chance, and "社保卡要换卡是什么原因" would match "电子社保卡是什么" on them.
+        for w in kb.terms.question_words:
+            for g in grams(self.normalizer.normalize(w).text):
+                if len(g) == 2:
+                    self.idf[g] = self.idf.get(g, self.unknown_idf) * QUESTION_WORD_WEIGHT
         self.phrases: list[Phrase] = []
         for i, t, canon in raw:
             gs = frozenset(grams(t))
@@ -241,14 +249,28 @@ class Matcher:
         return out
 
     # -- routing ----------------------------------------------------------------------------------
-    def route(self, q: str, th: Thresholds) -> MatchResult:
-        ranked = self.rank(q)
+    def rank_parts(self, q: str, asks: tuple[str, ...] = (), limit: int = 5) -> list[Scored]:
+        """Entries ranked by their best score over the whole key `q` and its asking parts `asks`."""
+        best: dict[str, Scored] = {}
+        for part in (q, *asks):
+            for s in self.rank(part, limit):
+                s = Scored(s.entry, s.score, s.phrase, part)
+                old = best.get(s.entry.id)
+                if old is None or s.score > old.score:
+                    best[s.entry.id] = s
+        order = {e.id: i for i, e in enumerate(self.entries)}
+        return sorted(best.values(), key=lambda s: (-s.score, order[s.entry.id]))[:limit]
+
+    def route(self, q: str, th: Thresholds, asks: tuple[str, ...] = ()) -> MatchResult:
+        ranked = self.rank_parts(q, asks) if asks else self.rank(q)
         if not ranked:
             return MatchResult("none", [], "no-match")
         top = ranked[0]
         # A question about an ID card, a credit card, a passport... is not about the social security card,
         # however alike the wording: no direct answer unless the matched phrasing itself names that thing.
-        foreign = tuple(f for f in self.foreign if f in q and f not in top.phrase)
+        # Checked on the part of the question that scored the entry (background may name an ID card in passing).
+        asked = top.query or q
+        foreign = tuple(f for f in self.foreign if f in asked and f not in top.phrase)
         # Without a word of the domain ("微信密码忘了") the same wording may be about another account or card.
         anchored = not self.anchors or any(a in q for a in self.anchors)
         second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)

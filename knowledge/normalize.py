@@ -1,8 +1,16 @@
 """Normalization shared by the curated phrases and the users' questions, so both sides look alike.
 
 Steps: NFKC (full-width -> half-width), drop control / zero-width / emoji characters, Traditional -> Simplified
-(OpenCC), lower case, split into clauses at punctuation and spaces, strip greetings and fillers at clause edges and
-particles at clause ends, rewrite domain synonyms and typos to one canonical term, join without spaces.
+(OpenCC), lower case, split into segments at punctuation and into clauses at spaces, strip greetings, lead-ins and
+fillers at clause edges and particles at clause ends, rewrite domain synonyms and typos to one canonical term and
+then phrase-level paraphrases (`paraphrases.toml`, some only when the segment names a given word), join without
+spaces.
+
+Real questions often carry background before the question ("我今天去药店买药，结果被告知……，该怎么办？"). Besides
+the whole key, `Normalized.asks` holds the keys of the *asking parts*: the sentences that ask something (a question
+mark or a question word such as 吗 / 怎么 / 如何 / 哪), and inside such a sentence the asking segment together with the
+segment before it (which usually names the topic: "手里有两张社保卡，怎么办"). The matcher scores the whole and each
+asking part, so background sentences cannot drown the question.
 """
 from __future__ import annotations
 
@@ -17,6 +25,16 @@ from knowledge.loader import Terms
 # symbols that are mostly emoji/dingbats, and combining marks (variation selectors, keycaps).
 _DROP_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Cn", "So", "Sk", "Mn", "Me"}
 _SPLIT_RE = re.compile(r"[\s\W_]+", re.UNICODE)  # punctuation and whitespace separate clauses
+# Segments end at punctuation (after NFKC: ，->, ？->? ！->! ；->; ：->:); a sentence ends at a strong mark.
+_SEGMENT_RE = re.compile(r"([,，、。?!;:：…\n]+)")
+_SENTENCE_END = set("。?!;\n…")
+# Words that make a clause a question. Chinese questions rarely need the question mark; these mark the ask.
+_ASK_RE = re.compile(
+    r"吗|么|如何|哪|啥|咋|几|多久|多少|是否|能否|可否|可不可以|能不能|要不要|会不会|有没有|是不是|怎样|为何|为什么"
+    r"|办法|流程|手续|步骤|原因|区别|\?"
+)
+MAX_ASKS = 3  # asking parts scored besides the whole question (each one costs a ranking pass)
+MIN_ASK_CHARS = 5  # a shorter asking part ("怎么办") says too little on its own
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +85,7 @@ class Normalized:
     text: str  # the matching key: no spaces or punctuation
     traditional: bool = False
     cleaned: str = ""  # the question after clean(), for display / the LLM
+    asks: tuple[str, ...] = ()  # keys of the asking parts when the question has background around them
 
 
 class Normalizer:
@@ -88,6 +107,30 @@ class Normalizer:
         self._syn_re = (
             re.compile("|".join(map(re.escape, sorted(pairs, key=len, reverse=True)))) if pairs else None
         )
+        # Paraphrase rules, in file order: (pattern, replacement, words one of which the segment must name,
+        # words none of which it may name). Conditions are checked on the segment after the earlier rewrites.
+        self._rules: list[tuple[re.Pattern, str, tuple[str, ...], tuple[str, ...]]] = []
+        for rule in terms.paraphrases:
+            variants = sorted({self._syn_sub(v.lower()) for v in rule.variants} - {""}, key=len, reverse=True)
+            if variants:
+                self._rules.append((re.compile("|".join(map(re.escape, variants))), rule.canonical,
+                                    tuple(self._syn_sub(w.lower()) for w in rule.when),
+                                    tuple(self._syn_sub(w.lower()) for w in rule.unless)))
+
+    def _syn_sub(self, text: str) -> str:
+        if self._syn_re is None:
+            return text
+        return self._syn_re.sub(lambda m: self._syn[m.group(0)], text)
+
+    def _rewrite(self, seg: str) -> str:
+        seg = self._syn_sub(seg)
+        for pattern, canon, when, unless in self._rules:
+            if when and not any(w in seg for w in when):
+                continue
+            if unless and any(w in seg for w in unless):
+                continue
+            seg = pattern.sub(canon, seg)
+        return seg
 
     def _clause(self, clause: str) -> str:
         prev = None
@@ -109,8 +152,49 @@ class Normalizer:
         else:
             simplified, traditional = cleaned, False
         lowered = simplified.lower()
-        clauses = [self._clause(c) for c in _SPLIT_RE.split(lowered) if c]
-        joined = "".join(c for c in clauses if c)
-        if self._syn_re is not None:
-            joined = self._syn_re.sub(lambda m: self._syn[m.group(0)], joined)
-        return Normalized(text=joined, traditional=traditional, cleaned=cleaned.strip())
+        # (key, asks, ends a sentence) per segment; the parts between the marks alternate with the marks.
+        pieces = _SEGMENT_RE.split(lowered)
+        segments: list[tuple[str, bool, bool]] = []
+        for k in range(0, len(pieces), 2):
+            raw = pieces[k]
+            mark = pieces[k + 1] if k + 1 < len(pieces) else "。"
+            key = "".join(c for c in (self._clause(c) for c in _SPLIT_RE.split(raw) if c) if c)
+            if key:
+                key = self._rewrite(key)
+            asks = bool(_ASK_RE.search(raw)) or "?" in mark
+            ends = any(ch in _SENTENCE_END for ch in mark)
+            if key:
+                segments.append((key, asks, ends))
+            elif ends and segments:  # a mark after an empty segment still ends the sentence
+                k0, a0, _ = segments[-1]
+                segments[-1] = (k0, a0 or "?" in mark, True)
+        joined = "".join(k for k, _, _ in segments)
+        return Normalized(text=joined, traditional=traditional, cleaned=cleaned.strip(),
+                          asks=self._asking_parts(segments, joined))
+
+    @staticmethod
+    def _asking_parts(segments: list[tuple[str, bool, bool]], whole: str) -> tuple[str, ...]:
+        """Keys of the sentences that ask something and, inside them, the asking segment with the one before it."""
+        if len(segments) < 2:
+            return ()
+        sentences: list[list[tuple[str, bool]]] = [[]]
+        for key, asks, ends in segments:
+            sentences[-1].append((key, asks))
+            if ends:
+                sentences.append([])
+        sentences = [s for s in sentences if s]
+        out: list[str] = []
+
+        def add(key: str) -> None:
+            if len(key) >= MIN_ASK_CHARS and key != whole and key not in out:
+                out.append(key)
+
+        asking = [s for s in sentences if any(a for _, a in s)]
+        # The first asking sentence usually states the question; a later one often restates it with detail.
+        for sent in asking[:1] + asking[-1:]:
+            if len(sentences) > 1:
+                add("".join(k for k, _ in sent))
+            if len(sent) > 1:
+                last = max(i for i, (_, a) in enumerate(sent) if a)
+                add("".join(k for k, _ in sent[max(0, last - 1): last + 1]))
+        return tuple(out[:MAX_ASKS])

@@ -170,7 +170,7 @@ def test_traditional_question_gets_traditional_answer(answerer):
 CLOSE_CALLS = [
     ("电子社保卡信息跟实体卡不一样怎么办", "info_mismatch"),
     ("社保卡掉了能在网上挂失不", "lost_reissue"),
-    ("钱包丢了，社保卡也在里面，怎么办", "lost_reissue"),
+    ("申领的时候人脸比对不成功", "face_failed"),
     ("卡上写的有效期到了，医保还能用吗", "validity_renewal"),
 ]
 

@@ -174,3 +174,66 @@ def test_empty_and_none_like_inputs(norm):
     for text in ("", "   ", "\n\t", "？！。，", "😀🎉", "\u200b\ufeff"):
         n = norm.normalize(text)
         assert n.text == "" and n.traditional is False, repr(text)
+
+
+# -- asking parts of long questions -----------------------------------------------------------------------------
+def test_a_bare_question_has_no_asking_parts(norm):
+    assert norm.normalize("社保卡丢了怎么办").asks == ()
+    assert norm.normalize("社保卡丢了").asks == ()
+
+
+def test_asking_parts_skip_background_sentences(norm):
+    n = norm.normalize("上个月我带着孩子回老家，在车站人多，回来以后发现包里的东西少了。请问社保卡丢了怎么补办？")
+    assert n.text.startswith("上个月我带着儿童回老家")  # the whole key keeps everything
+    assert n.asks[0] == key(norm, "社保卡丢了怎么补办")  # the asking sentence on its own
+    assert not any("车站" in a for a in n.asks)
+
+
+def test_asking_segment_keeps_the_topic_before_it(norm):
+    # Inside one sentence the asking segment ("该怎么办") names no topic: the segment before it does.
+    n = norm.normalize("我在外地工作的时候也办过一张，现在手里有两张社保卡，该怎么办？")
+    assert key(norm, "现在手里有两张社保卡该怎么办") in n.asks
+    assert all(len(a) >= 5 for a in n.asks) and len(n.asks) <= 3
+
+
+def test_lead_ins_are_not_asking_parts(norm):
+    n = norm.normalize("我想问一下，电子社保卡怎么激活？")
+    assert n.text == key(norm, "电子社保卡怎么激活")
+
+
+# -- paraphrases (knowledge/paraphrases.toml) -------------------------------------------------------------------
+@pytest.mark.parametrize("variant, same_as", [
+    ("电子社保卡怎么激活", "电子社保卡怎么申领"),
+    ("怎么开通社保电子凭证", "怎么申领电子社保卡"),
+    ("电子社保卡怎么添加家人", "电子社保卡怎么亲情服务"),
+    ("手里有两张社保卡", "手里有两个账号"),
+    ("电子社保卡看病能用吗", "电子社保卡就医能用吗"),
+])
+def test_paraphrases_share_a_key(norm, variant, same_as):
+    assert key(norm, variant) == key(norm, same_as)
+
+
+def test_conditional_paraphrases_need_their_context(norm):
+    # 激活 is 申领 only for the electronic card: activating the physical card or a bank account is another thing.
+    assert "申领" not in key(norm, "社保卡怎么激活")
+    assert "申领" not in key(norm, "电子社保卡里的银行账户要激活吗")
+    assert "申领" in key(norm, "电子社保卡怎么激活")
+    # The condition is checked per segment: the 激活 here is about the account named after the comma.
+    assert "账户要激活" in key(norm, "申领电子社保卡，实体卡的社保账户要激活吗")
+    # 医保电子凭证 is the medical-insurance code, not the electronic social security card.
+    assert "电子社保卡" not in key(norm, "医保电子凭证怎么用")
+
+
+def test_paraphrase_file_problems_are_reported(knowledge_copy):
+    from knowledge.loader import KnowledgeError, load_knowledge
+
+    path = knowledge_copy / "paraphrases.toml"
+    path.write_text('[[rule]]\ncanonical = "申领"\nvariants = ["重新申领"]\n\n[[rule]]\nvariants = ["x"]\n'
+                    '\n[[rule]]\ncanonical = "y"\nvariants = []\nfrom = ["z"]\n', encoding="utf-8")
+    with pytest.raises(KnowledgeError) as err:
+        load_knowledge(knowledge_copy)
+    msg = str(err.value)
+    assert "paraphrases.toml [rule 1]: a variant contains the canonical '申领'" in msg
+    assert "paraphrases.toml [rule 2]: 'canonical' must be a non-empty string" in msg
+    assert "paraphrases.toml [rule 3]: unknown keys: from" in msg
+    assert "paraphrases.toml [rule 3]: 'variants' must list at least one phrase" in msg
