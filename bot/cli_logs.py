@@ -253,7 +253,8 @@ def cmd_show(args) -> int:
         for col in ("status", "label", "note", "reviewer", "time"):
             rv.add_column(col)
         for r in turn["reviews"]:
-            rv.add_row(r["status"] or "", r["label"] or "", r["note"] or "", r["reviewer"] or "", _short_ts(r["ts"]))
+            label = (r["label"] or "") + (f" {r['faq_id']}" if r.get("faq_id") else "")
+            rv.add_row(r["status"] or "", label, r["note"] or "", r["reviewer"] or "", _short_ts(r["ts"]))
         con.print(rv)
     return 0
 
@@ -271,10 +272,13 @@ def cmd_search(args) -> int:
 
 def cmd_stats(args) -> int:
     from storage import queries
+    from storage.db import utc_iso
+    from storage.reviews import review_stats
 
     conn = _open_ro(args)
     try:
         s = queries.stats(conn, since=args.since, top=args.top)
+        s["reviews"] = review_stats(conn, None if args.since is None else utc_iso(args.since))
     finally:
         conn.close()
     if args.json:
@@ -301,6 +305,7 @@ def cmd_stats(args) -> int:
         ("errors", s["errors"]),
         ("latency p50", ms(s["latency_p50_ms"])),
         ("latency p95", ms(s["latency_p95_ms"])),
+        *_review_rows(s.get("reviews")),
     ):
         t.add_row(name, str(value))
     con.print(t)
@@ -319,6 +324,18 @@ def cmd_stats(args) -> int:
             te.add_row(e["faq_id"], str(e["count"]))
         con.print(te)
     return 0
+
+
+def _review_rows(r: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The curators' verdicts as rows of the stats table (see storage.reviews.review_stats)."""
+    if not r:
+        return []
+    verdicts = ", ".join(f"{k} {v}" for k, v in r["by_verdict"].items()) or "-"
+    return [
+        ("reviewed turns", f"{r['reviewed']} ({verdicts})"),
+        ("direct answers confirmed correct", f"{r['direct_confirmed']} of {r['direct_reviewed']} reviewed"),
+        ("reviews waiting for a knowledge change", r["open"]),
+    ]
 
 
 def _load_kb(directory):
@@ -684,4 +701,8 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
                    help="require the password (FAQBOT_REVIEW_PASSWORD) even on a loopback address")
     p.add_argument("--user", default=REVIEW_USER, help=f"login name when a password is required (default {REVIEW_USER})")
     p.set_defaults(func=_run(cmd_serve))
+
+    from bot.cli_review import add_review_verbs  # label, review (curators' verdicts)
+
+    add_review_verbs(verbs, common, filters)
     return logs

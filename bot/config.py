@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     secret: SecretStr | None = Field(None, validation_alias=AliasChoices("FAQBOT_SECRET", "secret"))
     retention_days: int = Field(90, validation_alias=AliasChoices("FAQBOT_RETENTION_DAYS", "retention_days"))
     log_level: str = Field("INFO", validation_alias=AliasChoices("FAQBOT_LOG_LEVEL", "log_level"))
+    curator: str | None = Field(None, validation_alias=AliasChoices("FAQBOT_CURATOR", "curator"))  # else the OS user
     review_password: SecretStr | None = Field(None, validation_alias=AliasChoices("FAQBOT_REVIEW_PASSWORD", "review_password"))
 
     # --- LLM fallback (on when OPENAI_API_KEY or OPENAI_BASE_URL is set) -----------------------

@@ -380,3 +380,29 @@ def m004_log_at_scale(conn: sqlite3.Connection) -> None:
         FROM turns WHERE latency_ms IS NOT NULL GROUP BY 1, 2
         """,
     ])
+
+
+@migration
+def m005_review_verdicts(conn: sqlite3.Connection) -> None:
+    # Curators' verdicts (storage/reviews.py): the entry a turn should have been answered by, and checks that hold
+    # for every writer -- Datasette's writable canned queries connect without foreign_keys, so the turn's
+    # existence is checked by a trigger too.
+    _run(
+        conn,
+        [
+            "ALTER TABLE reviews ADD COLUMN faq_id TEXT",
+            """
+            CREATE TRIGGER reviews_check BEFORE INSERT ON reviews BEGIN
+                SELECT RAISE(ABORT, 'unknown verdict')
+                WHERE NEW.label IS NULL
+                   OR NEW.label NOT IN ('correct', 'entry', 'new-entry', 'out-of-scope', 'spam');
+                SELECT RAISE(ABORT, 'verdict entry needs an entry id')
+                WHERE NEW.label = 'entry' AND coalesce(NEW.faq_id, '') = '';
+                SELECT RAISE(ABORT, 'unknown turn')
+                WHERE NOT EXISTS (SELECT 1 FROM turns WHERE id = NEW.turn_id);
+                SELECT RAISE(ABORT, 'a review needs a reviewer')
+                WHERE coalesce(trim(NEW.reviewer), '') = '';
+            END
+            """,
+        ],
+    )

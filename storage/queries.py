@@ -140,9 +140,10 @@ def get_turn(conn: sqlite3.Connection, turn_id_or_prefix: str) -> dict[str, Any]
         for r in conn.execute("SELECT kind, ts FROM feedback WHERE turn_id = ? ORDER BY id", (turn["id"],))
     ]
     turn["reviews"] = [
-        dict(zip(("id", "status", "label", "note", "reviewer", "ts"), tuple(r)))
+        dict(zip(("id", "status", "label", "faq_id", "note", "reviewer", "ts"), tuple(r)))
         for r in conn.execute(
-            "SELECT id, status, label, note, reviewer, ts FROM reviews WHERE turn_id = ? ORDER BY id", (turn["id"],)
+            "SELECT id, status, label, faq_id, note, reviewer, ts FROM reviews WHERE turn_id = ? ORDER BY id",
+            (turn["id"],),
         )
     ]
     return turn
@@ -267,14 +268,22 @@ def stats(conn: sqlite3.Connection, since: _dt.datetime | str | None = None, *, 
     }
 
 
+# A gap (on alias t): routed clarify/none, an LLM answer the guard rejected, or latest feedback 👎 / none of these.
+GAP_SQL = f"(t.route IN ('clarify', 'none') OR t.guard LIKE 'fail%' OR {_LATEST_FEEDBACK} IN ('down', 'none'))"
+# The latest review of turn t leaves nothing to do (storage/reviews.py: verdict correct / out-of-scope / spam, or a
+# suggestion already written). Highest id = latest.
+SETTLED_SQL = (
+    "EXISTS (SELECT 1 FROM reviews r WHERE r.id = (SELECT max(r2.id) FROM reviews r2 WHERE r2.turn_id = t.id) "
+    "AND r.status IN ('closed', 'applied'))"
+)
+
+
 def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
     """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, or whose latest feedback is
-    thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts). Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
+    thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts), unless a curator's latest
+    review settled it (``storage.reviews``: correct, out of scope, spam, or applied). Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
     guard, feedback (latest kind or None) and reasons (why the turn is listed)."""
-    where = [
-        "(t.route IN ('clarify', 'none') OR t.guard LIKE 'fail%' OR "
-        f"{_LATEST_FEEDBACK} IN ('down', 'none'))"
-    ]
+    where = [GAP_SQL, "NOT " + SETTLED_SQL]  # a reviewed turn whose verdict needs nothing more has left the inbox
     params: list[Any] = []
     if since is not None:
         where.append("t.ts >= ?")

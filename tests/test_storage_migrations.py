@@ -151,7 +151,7 @@ def test_foreign_keys_cascade(tmp_path):
     conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
     conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route) VALUES ('t1', 1, 'now', 'cli', 'faq')")
     conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'up', 'now')")
-    conn.execute("INSERT INTO reviews (turn_id, ts) VALUES ('t1', 'now')")
+    conn.execute("INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES ('t1', 'correct', 'ann', 'now')")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'meh', 'now')")
     with pytest.raises(sqlite3.IntegrityError):

@@ -49,7 +49,7 @@ def _insert(conn: sqlite3.Connection, rows=ROWS, *, review: bool = True) -> None
             conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)", (tid, kind, ts))
     if review:
         conn.execute(
-            "INSERT INTO reviews (turn_id, status, label, note, reviewer, ts) VALUES ('cc05', 'done', 'wrong', 'n', 'r', ?)",
+            "INSERT INTO reviews (turn_id, status, label, note, reviewer, ts) VALUES ('cc05', 'open', 'new-entry', 'n', 'r', ?)",
             (_ago(days=39),),
         )
     conn.execute("COMMIT")
@@ -92,7 +92,7 @@ def test_get_turn_by_id_and_prefix(db):
     t = q.get_turn(db, "cc05")
     assert t["question"] == "怎么激活电子社保卡" and t["feedback"] == "down"
     assert [f["kind"] for f in t["feedback_events"]] == ["up", "down"]
-    assert t["reviews"][0]["label"] == "wrong" and t["reviews"][0]["status"] == "done"
+    assert t["reviews"][0]["label"] == "new-entry" and t["reviews"][0]["status"] == "open"
     assert t["conversation"]["channel"] == "telegram"
     assert q.get_turn(db, "bb03")["guard"] == "fail: ungrounded"
     assert q.get_turn(db, "aa02")["turn_id"] == "aa02"
@@ -185,7 +185,7 @@ def test_purge_removes_old_rows_and_shrinks(tmp_path):
             (tid, f"old-{tid}", ts, channel, question, question, route, faq_id, answer),
         )
         rw.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'up', ?)", (tid, ts))
-        rw.execute("INSERT INTO reviews (turn_id, ts) VALUES (?, ?)", (tid, ts))
+        rw.execute("INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'spam', 'r', ?)", (tid, ts))
     rw.execute("COMMIT")
     rw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = _size(path)

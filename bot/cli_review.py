@@ -1,0 +1,300 @@
+"""`faqbot logs label` and `faqbot logs review`: curators record a verdict on logged turns.
+
+``label TURN VERDICT [--entry ID] [--note …]`` is for scripts (``--json``); ``review`` is an interactive queue in
+the terminal (rich, keyboard only): unreviewed gaps first, then unreviewed turns matching the ``logs list``
+filters. Every key press that labels a turn is committed at once, so quitting and starting again resumes where
+the curator stopped (skipped turns come back next time). Verdicts and their meaning: ``storage/reviews.py``.
+
+Keys read one at a time from standard input: in a terminal in cbreak mode (no Enter needed), from a pipe as they
+come (``printf '14q' | faqbot logs review`` labels two turns and quits), which is how scripts and tests drive it.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from bot.cli_logs import _clip, _console, _db_path, _err, _Exit, _FEEDBACK_MARK, _load_kb, _print_json, _run
+from bot.cli_logs import _settings, _short_ts
+
+# Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
+# layer (`faqbot ask` stays light); tests/test_reviews.py checks the two agree.
+VERDICT_HELP = "one of: correct, entry, new-entry, out-of-scope, spam (also: ok, oos, new)"
+KEYS = {"1": "correct", "2": "entry", "3": "new-entry", "4": "out-of-scope", "5": "spam"}
+VERDICT_LABELS = {"correct": "correct", "entry": "should be entry …", "new-entry": "needs a new entry",
+                  "out-of-scope": "out of scope (declining was right)", "spam": "spam / abuse"}
+
+
+def curator_name(args, settings) -> str:
+    """--curator, else FAQBOT_CURATOR, else the OS user name."""
+    name = getattr(args, "curator", None) or settings.curator
+    if not name:
+        try:
+            name = getpass.getuser()
+        except Exception:  # no user name in this environment (e.g. a container without /etc/passwd entry)
+            name = ""
+    name = (name or "").strip()
+    if not name:
+        raise _Exit(2, "no curator name: set FAQBOT_CURATOR or pass --curator")
+    return name[:80]
+
+
+def _open_rw(args, settings):
+    from storage.db import open_db_sync
+
+    path = _db_path(args, settings)
+    if not path.exists():
+        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
+    return open_db_sync(path, readonly=False)
+
+
+def _check_entry(kb, faq_id: str | None) -> None:
+    if faq_id and kb.get(faq_id) is None:
+        raise _Exit(2, f"unknown entry {faq_id!r} (see `faqbot knowledge check`; ids: "
+                       f"{', '.join(e.id for e in kb.entries)})")
+
+
+def cmd_label(args) -> int:
+    from storage import queries
+    from storage.reviews import ReviewError, add_review, check_verdict
+
+    settings = _settings()
+    try:
+        verdict, faq_id = check_verdict(args.verdict, args.entry)
+    except ReviewError as exc:
+        raise _Exit(2, str(exc)) from None
+    if verdict == "entry":
+        _check_entry(_load_kb(args.knowledge or settings.knowledge_dir), faq_id)
+    curator = curator_name(args, settings)
+    conn = _open_rw(args, settings)
+    try:
+        try:
+            turn = queries.get_turn(conn, args.turn)
+        except ValueError as exc:
+            raise _Exit(2, str(exc)) from None
+        if turn is None:
+            raise _Exit(1, f"no turn with id or prefix {args.turn!r}")
+        try:
+            row = add_review(conn, turn["turn_id"], verdict, curator=curator, faq_id=faq_id, note=args.note)
+        except ReviewError as exc:
+            raise _Exit(2, str(exc)) from None
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(row)
+    else:
+        print(f"{row['turn_id']}: {verdict}{' ' + faq_id if faq_id else ''} by {curator} at {_short_ts(row['ts'])} UTC")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- keyboard input
+class KeyInput:
+    """One key at a time from a stream: a terminal in cbreak mode (restored on exit), or a pipe as it comes."""
+
+    def __init__(self, stream=None, echo=None):
+        self.stream = stream or sys.stdin
+        self.tty = self.stream.isatty()
+        self.echo = echo or sys.stdout
+
+    @contextmanager
+    def active(self) -> Iterator[KeyInput]:
+        if not self.tty:
+            yield self
+            return
+        import termios
+        import tty
+
+        fd = self.stream.fileno()
+        saved = termios.tcgetattr(fd)
+        try:
+            tty.setcbreak(fd)  # keys without Enter; Ctrl-C still interrupts
+            yield self
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    def key(self) -> str:
+        """The next key ('' at end of input)."""
+        ch = self.stream.read(1)
+        while ch == "\n" and not self.tty:  # a pipe may end keys with a newline: not a key
+            ch = self.stream.read(1)
+        return ch
+
+    def line(self, prompt: str) -> str | None:
+        """A line typed after ``prompt`` (echoed in a terminal); None at end of input or on Esc."""
+        self.echo.write(prompt)
+        self.echo.flush()
+        chars: list[str] = []
+        ch = self.stream.read(1)
+        while ch == "\n" and not self.tty:  # from a pipe, "2\n1\n" and "21\n" both pick candidate 1
+            ch = self.stream.read(1)
+        while True:
+            if ch == "":
+                if not self.tty:
+                    self.echo.write("".join(chars) + "\n")
+                return None if not chars else "".join(chars)
+            if ch in ("\n", "\r"):
+                self.echo.write(("" if self.tty else "".join(chars)) + "\n")
+                return "".join(chars)
+            if ch == "\x1b":
+                if self.tty:
+                    self.echo.write("\n")
+                return None
+            if ch in ("\x7f", "\b"):
+                if chars:
+                    chars.pop()
+                    if self.tty:
+                        self.echo.write("\b \b")
+            else:
+                chars.append(ch)
+                if self.tty:
+                    self.echo.write(ch)
+            if self.tty:
+                self.echo.flush()
+            ch = self.stream.read(1)
+
+
+# --------------------------------------------------------------------------------------------- review queue
+def _turn_panel(turn: dict[str, Any], pos: int, total: int, part: str):
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Text()
+    head.append(f"{pos}/{total} ", style="bold")
+    head.append("gap " if part == "gap" else "", style="yellow")
+    head.append(f"{turn['turn_id']} · {_short_ts(turn['ts'])} UTC · {turn['channel']} · route {turn['route']}")
+    if turn.get("score") is not None:
+        head.append(f" · score {turn['score']:.0f}")
+    if turn.get("faq_id"):
+        head.append(f" · answered from {turn['faq_id']}")
+    fb = turn.get("feedback")
+    if fb:
+        head.append(f" · feedback {_FEEDBACK_MARK.get(fb, fb)}")
+    body = Table.grid(padding=(0, 1))
+    body.add_column(style="bold", no_wrap=True)
+    body.add_column(overflow="fold")
+    body.add_row("question", Text(turn.get("question") or ""))
+    body.add_row("answer", Text(_clip(turn.get("answer"), 300)))
+    if turn.get("guard"):
+        body.add_row("guard", Text(turn["guard"]))
+    cands = Table.grid(padding=(0, 1))
+    for i, c in enumerate(turn.get("candidates") or [], 1):
+        cands.add_row(f"[{i}]", str(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}",
+                      Text(_clip(c.get("question"), 50)))
+    parts: list[Any] = [head, body]
+    if turn.get("candidates"):
+        parts += [Text("candidates (for 2 = should be entry …):", style="dim"), cands]
+    return Panel(Group(*parts), title="review", title_align="left")
+
+
+HELP_LINE = ("[bold]1[/] correct  [bold]2[/] entry…  [bold]3[/] new entry  [bold]4[/] out of scope  "
+             "[bold]5[/] spam  [bold]n[/] note  [bold]s[/] skip  [bold]q[/] quit")
+
+
+def _pick_entry(keys: KeyInput, con, kb, turn: dict[str, Any]) -> str | None:
+    cands = turn.get("candidates") or []
+    while True:
+        text = keys.line("entry (candidate number or entry id, Enter = cancel): ")
+        if text is None or not text.strip():
+            return None
+        text = text.strip()
+        if text.isdecimal() and 1 <= int(text) <= len(cands):
+            return str(cands[int(text) - 1]["faq_id"])
+        if kb.get(text) is not None:
+            return text
+        con.print(f"[red]unknown entry {text!r}[/]; ids: {', '.join(e.id for e in kb.entries)}")
+
+
+def cmd_review(args) -> int:
+    from storage import queries
+    from storage.reviews import ReviewError, add_review, queue
+
+    settings = _settings()
+    kb = _load_kb(args.knowledge or settings.knowledge_dir)
+    curator = curator_name(args, settings)
+    conn = _open_rw(args, settings)
+    con = _console()
+    keys = KeyInput()
+    done: list[dict[str, Any]] = []
+    skipped = 0
+    try:
+        items = queue(conn, route=args.route, since=args.since, channel=args.channel, feedback=args.feedback,
+                      limit=args.limit if args.limit and args.limit > 0 else None)
+        if not items:
+            con.print("Nothing to review: every selected turn has a verdict.")
+            return 0
+        con.print(f"{len(items)} turn(s) to review as [bold]{curator}[/] — unreviewed gaps first. "
+                  "Labels are saved at once; q quits, start again to resume.")
+        with keys.active():
+            quit_ = False
+            for pos, item in enumerate(items, 1):
+                turn = queries.get_turn(conn, item["turn_id"])
+                if turn is None or turn.get("reviews"):  # purged, or labelled meanwhile by someone else
+                    continue
+                con.print(_turn_panel(turn, pos, len(items), item["part"]))
+                note: str | None = None
+                while True:
+                    con.print(HELP_LINE + (f"  · note: {note}" if note else ""))
+                    k = keys.key()
+                    if k in ("", "q", "Q", "\x1b", "\x04"):
+                        quit_ = True
+                        break
+                    if k in ("s", "S", " "):
+                        skipped += 1
+                        con.print("[dim]skipped[/]")
+                        break
+                    if k in ("n", "N"):
+                        note = keys.line("note: ") or None
+                        continue
+                    verdict = KEYS.get(k)
+                    if verdict is None:
+                        con.print(f"[dim]key {k!r} does nothing here[/]")
+                        continue
+                    faq_id = None
+                    if verdict == "entry":
+                        faq_id = _pick_entry(keys, con, kb, turn)
+                        if faq_id is None:
+                            continue
+                    try:
+                        row = add_review(conn, turn["turn_id"], verdict, curator=curator, faq_id=faq_id, note=note)
+                    except ReviewError as exc:
+                        con.print(f"[red]{exc}[/]")
+                        continue
+                    done.append(row)
+                    con.print(f"[green]✓ {VERDICT_LABELS[verdict].replace('…', faq_id or '')}[/]")
+                    break
+                if quit_:
+                    break
+        left = len(queue(conn, route=args.route, since=args.since, channel=args.channel, feedback=args.feedback))
+    finally:
+        conn.close()
+    summary = {"labelled": len(done), "skipped": skipped, "left": left, "curator": curator}
+    if args.json:
+        _print_json({**summary, "reviews": done})
+    else:
+        con.print(f"labelled {len(done)}, skipped {skipped}; {left} turn(s) still without a verdict")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+def add_review_verbs(verbs, common: argparse.ArgumentParser, filters: argparse.ArgumentParser) -> None:
+    """`logs label` and `logs review` (called by bot.cli_logs.add_logs_parser)."""
+    p = verbs.add_parser("label", parents=[common], help="record a curator's verdict on one turn")
+    p.add_argument("turn", help="turn id or a unique prefix")
+    p.add_argument("verdict", help=VERDICT_HELP)
+    p.add_argument("--entry", metavar="ID", help="for 'entry': the entry that should have answered")
+    p.add_argument("--note", help="a short note kept with the verdict")
+    p.add_argument("--curator", help="your name (default: FAQBOT_CURATOR, else the OS user)")
+    p.add_argument("--knowledge", metavar="DIR", help="knowledge directory to check --entry against")
+    p.set_defaults(func=_run(cmd_label))
+
+    p = verbs.add_parser("review", parents=[common, filters],
+                         help="interactive review queue: unreviewed gaps first, then the filtered turns")
+    p.add_argument("-n", "--limit", type=int, default=0, help="at most N turns this session (0 = all)")
+    p.add_argument("--curator", help="your name (default: FAQBOT_CURATOR, else the OS user)")
+    p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for entry ids")
+    p.set_defaults(func=_run(cmd_review))
+

@@ -1,0 +1,217 @@
+"""Curators' judgements of logged turns (the ``reviews`` table): write, read, and what they mean for the inbox.
+
+A review is one verdict on one turn, by one curator, at one time. Rows are only ever added: re-labelling a turn
+adds a row and the latest one (highest id) counts; the history stays for ``logs show``.
+
+Verdicts (``label``): ``correct`` (the reply was right), ``entry`` (should have been answered by entry ``faq_id``),
+``new-entry`` (needs an entry the FAQ does not have yet), ``out-of-scope`` (the reply was right to decline),
+``spam`` (abuse, tests, nonsense). ``status`` says what is left to do: ``open`` for ``entry`` / ``new-entry``
+(the knowledge must change), ``closed`` for the others, ``applied`` once ``faqbot knowledge suggest --write`` has
+turned the review into an alternate or a draft.
+
+The gap inbox leaves out turns whose latest review needs nothing more (closed or applied): ``queries.SETTLED_SQL``.
+Triggers (migration m003) reject an unknown verdict, ``entry`` without an entry id and reviews of unknown turns
+for every writer, including Datasette's canned queries, which connect without ``foreign_keys``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+from typing import Any, Iterable
+
+from storage.db import utc_iso
+from storage.queries import GAP_SQL, SETTLED_SQL, turn_filters
+
+VERDICTS = ("correct", "entry", "new-entry", "out-of-scope", "spam")
+OPEN_VERDICTS = ("entry", "new-entry")  # the knowledge has to change
+STATUSES = ("open", "closed", "applied")
+
+REVIEWED_SQL = "EXISTS (SELECT 1 FROM reviews r WHERE r.turn_id = t.id)"
+
+
+class ReviewError(ValueError):
+    """A review that cannot be stored (unknown verdict or turn, missing entry id); the message says why."""
+
+
+def status_for(verdict: str) -> str:
+    return "open" if verdict in OPEN_VERDICTS else "closed"
+
+
+def check_verdict(verdict: str, faq_id: str | None) -> tuple[str, str | None]:
+    """Normalise and validate a verdict and its entry id; raise ReviewError with a readable reason."""
+    v = (verdict or "").strip().lower().replace("_", "-")
+    aliases = {"ok": "correct", "oos": "out-of-scope", "new": "new-entry", "abuse": "spam"}
+    v = aliases.get(v, v)
+    if v not in VERDICTS:
+        raise ReviewError(f"unknown verdict {verdict!r} (one of: {', '.join(VERDICTS)})")
+    faq_id = (faq_id or "").strip() or None
+    if v == "entry" and not faq_id:
+        raise ReviewError("verdict 'entry' needs the entry id it should have been (--entry ID)")
+    if v not in ("entry", "new-entry") and faq_id:
+        raise ReviewError(f"verdict {v!r} takes no entry id")
+    return v, faq_id
+
+
+def add_review(conn: sqlite3.Connection, turn_id: str, verdict: str, *, curator: str, faq_id: str | None = None,
+               note: str | None = None, when: _dt.datetime | None = None) -> dict[str, Any]:
+    """Store one verdict on a turn (full id) and return the stored row. Needs a writable connection."""
+    return add_reviews(conn, [turn_id], verdict, curator=curator, faq_id=faq_id, note=note, when=when)[0]
+
+
+def add_reviews(conn: sqlite3.Connection, turn_ids: Iterable[str], verdict: str, *, curator: str,
+                faq_id: str | None = None, note: str | None = None,
+                when: _dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The same verdict on several turns, in one transaction (all or nothing)."""
+    verdict, faq_id = check_verdict(verdict, faq_id)
+    curator = (curator or "").strip()
+    if not curator:
+        raise ReviewError("a review needs the curator's name")
+    note = (note or "").strip() or None
+    ts = utc_iso(when)
+    status = status_for(verdict)
+    out = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for turn_id in turn_ids:
+            if conn.execute("SELECT 1 FROM turns WHERE id = ?", (turn_id,)).fetchone() is None:
+                raise ReviewError(f"no turn with id {turn_id!r}")
+            cur = conn.execute(
+                "INSERT INTO reviews (turn_id, status, label, faq_id, note, reviewer, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (turn_id, status, verdict, faq_id, note, curator, ts),
+            )
+            out.append({"id": cur.lastrowid, "turn_id": turn_id, "verdict": verdict, "faq_id": faq_id,
+                        "status": status, "note": note, "curator": curator, "ts": ts})
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return out
+
+
+def history(conn: sqlite3.Connection, turn_id: str) -> list[dict[str, Any]]:
+    """Every review of one turn, oldest first (the last one counts)."""
+    return [
+        dict(zip(("id", "verdict", "faq_id", "status", "note", "curator", "ts"), tuple(r)))
+        for r in conn.execute(
+            "SELECT id, label, faq_id, status, note, reviewer, ts FROM reviews WHERE turn_id = ? ORDER BY id",
+            (turn_id,),
+        )
+    ]
+
+
+def latest(conn: sqlite3.Connection, turn_id: str) -> dict[str, Any] | None:
+    rows = history(conn, turn_id)
+    return rows[-1] if rows else None
+
+
+def latest_reviews(conn: sqlite3.Connection, *, verdicts: Iterable[str] | None = None, status: str | None = None,
+                   since: str | None = None) -> list[dict[str, Any]]:
+    """The latest review of every reviewed turn with the turn's question and route, oldest review first.
+
+    ``verdicts`` / ``status`` filter on the latest review; ``since`` (ISO timestamp) on the review's time.
+    """
+    where = ["r.id = (SELECT max(r2.id) FROM reviews r2 WHERE r2.turn_id = r.turn_id)"]
+    params: list[Any] = []
+    if verdicts is not None:
+        vs = list(verdicts)
+        where.append(f"r.label IN ({', '.join('?' * len(vs))})")
+        params += vs
+    if status is not None:
+        where.append("r.status = ?")
+        params.append(status)
+    if since is not None:
+        where.append("r.ts >= ?")
+        params.append(since)
+    sql = (
+        "SELECT r.id, r.turn_id, r.label, r.faq_id, r.status, r.note, r.reviewer, r.ts, "
+        "t.question, t.normalized, t.route, t.faq_id, t.section, t.via, t.ts, "
+        "(t.masked_id + t.masked_phone + t.masked_bank) "
+        "FROM reviews r JOIN turns t ON t.id = r.turn_id WHERE " + " AND ".join(where) + " ORDER BY r.id"
+    )
+    keys = ("id", "turn_id", "verdict", "faq_id", "status", "note", "curator", "ts", "question", "normalized",
+            "route", "turn_faq_id", "turn_section", "via", "turn_ts", "masked")
+    return [dict(zip(keys, tuple(row))) for row in conn.execute(sql, params)]
+
+
+def mark_applied(conn: sqlite3.Connection, review_ids: Iterable[int]) -> int:
+    """Set ``status = 'applied'`` on these reviews (their suggestion was written); returns how many changed."""
+    ids = list(review_ids)
+    if not ids:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = 0
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            n += conn.execute(
+                f"UPDATE reviews SET status = 'applied' WHERE status = 'open' AND id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return n
+
+
+def review_stats(conn: sqlite3.Connection, since: str | None = None) -> dict[str, Any]:
+    """Review numbers over the turns since ``since`` (ISO timestamp; all when None).
+
+    Keys: reviewed (turns with a review), by_verdict (latest verdict counts), open (latest review still waits for
+    a knowledge change), direct_reviewed / direct_confirmed (route-faq turns reviewed / of those labelled
+    correct). Read from the reviews side (a few thousand human verdicts), so the cost does not grow with the log.
+    """
+    where, params = "", []
+    if since is not None:
+        where, params = " AND t.ts >= ?", [since]
+    by_verdict: dict[str, int] = {}
+    status_counts: dict[str, int] = {}
+    direct_reviewed = direct_confirmed = 0
+    sql = (
+        "SELECT r.label, r.status, t.route, count(*) FROM reviews r JOIN turns t ON t.id = r.turn_id "
+        "WHERE r.id = (SELECT max(r2.id) FROM reviews r2 WHERE r2.turn_id = r.turn_id)" + where
+        + " GROUP BY r.label, r.status, t.route"
+    )
+    for label, status, route, n in conn.execute(sql, params):
+        by_verdict[label] = by_verdict.get(label, 0) + n
+        status_counts[status] = status_counts.get(status, 0) + n
+        if route == "faq":
+            direct_reviewed += n
+            if label == "correct":
+                direct_confirmed += n
+    return {
+        "reviewed": sum(by_verdict.values()),
+        "by_verdict": dict(sorted(by_verdict.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "open": status_counts.get("open", 0),
+        "direct_reviewed": direct_reviewed,
+        "direct_confirmed": direct_confirmed,
+    }
+
+
+def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.datetime | str | None = None,
+          channel: str | None = None, feedback: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Turns waiting for a review: unreviewed gaps first, then unreviewed turns matching the ``logs list``
+    filters (when any filter is given; all unreviewed typed questions otherwise). Newest first within each part.
+    Returns [{turn_id, part: 'gap' | 'filter'}]; only turns with a typed question are listed."""
+    # Greetings and empty input normalize to nothing: no question to judge.
+    base = ["NOT " + REVIEWED_SQL, "coalesce(t.normalized, '') <> ''", "coalesce(t.via, 'text') = 'text'"]
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    window, wparams = turn_filters(since=since, channel=channel)
+    sql = "SELECT t.id FROM turns t WHERE " + " AND ".join([GAP_SQL, *base, *window]) + " ORDER BY t.ts DESC, t.id DESC"
+    for (tid,) in conn.execute(sql, wparams):
+        out.append({"turn_id": tid, "part": "gap"})
+        seen.add(tid)
+    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
+    sql = "SELECT t.id FROM turns t WHERE " + " AND ".join([*base, *where]) + " ORDER BY t.ts DESC, t.id DESC"
+    for (tid,) in conn.execute(sql, params):
+        if tid not in seen:
+            out.append({"turn_id": tid, "part": "filter"})
+    if route is not None or feedback is not None:
+        # A filter narrows the whole queue, gaps included.
+        wanted = {tid for (tid,) in conn.execute(
+            "SELECT t.id FROM turns t WHERE " + " AND ".join(["1 = 1", *where]), params)}
+        out = [q for q in out if q["turn_id"] in wanted]
+    return out[:limit] if limit else out
