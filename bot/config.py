@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     llm_breaker_failures: int = Field(5, validation_alias=AliasChoices("FAQBOT_LLM_BREAKER_FAILURES", "llm_breaker_failures"))
     llm_breaker_cooldown: float = Field(60.0, validation_alias=AliasChoices("FAQBOT_LLM_BREAKER_COOLDOWN", "llm_breaker_cooldown"))
     llm_history_turns: int = Field(3, validation_alias=AliasChoices("FAQBOT_LLM_HISTORY_TURNS", "llm_history_turns"))
+    # quote: the model only picks entries and sentences, the reply is curated text; generate: the model writes it.
+    llm_mode: Literal["quote", "generate"] = Field("quote", validation_alias=AliasChoices("FAQBOT_LLM_MODE", "llm_mode"))
+    # generate mode: a second short model call lists unsupported claims; any listed claim withholds the answer.
+    llm_verify: bool = Field(False, validation_alias=AliasChoices("FAQBOT_LLM_VERIFY", "llm_verify"))
+    # auto: JSON Schema via response_format, dropped for the process if the server rejects it; or json_schema,
+    # json_object, text (prompt + strict parser only).
+    llm_response_format: Literal["auto", "json_schema", "json_object", "text"] = Field(
+        "auto", validation_alias=AliasChoices("FAQBOT_LLM_RESPONSE_FORMAT", "llm_response_format"))
+    # auto: max_completion_tokens (and no temperature) for OpenAI reasoning models (o1/o3/o4/gpt-5...), else max_tokens.
+    llm_token_param: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        "auto", validation_alias=AliasChoices("FAQBOT_LLM_TOKEN_PARAM", "llm_token_param"))
+    # Token limit for reasoning models: their hidden reasoning counts against it.
+    llm_reasoning_max_tokens: int = Field(4000, validation_alias=AliasChoices("FAQBOT_LLM_REASONING_MAX_TOKENS", "llm_reasoning_max_tokens"))
     prompts_dir: Path = Field(PACKAGE_PROMPTS_DIR, validation_alias=AliasChoices("FAQBOT_PROMPTS_DIR", "prompts_dir"))
 
     # --- Telegram -----------------------------------------------------------------------------

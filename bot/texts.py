@@ -38,6 +38,8 @@ FEEDBACK_THANKS_UP = "感谢您的反馈！"
 FEEDBACK_THANKS_DOWN = "感谢反馈，我们会改进这个回答。"
 LLM_FALLBACK = "抱歉，我暂时无法根据常见问题准确回答这个问题。" + REFERRAL
 ERROR = "抱歉，处理您的问题时出了点问题，请稍后再试。" + REFERRAL
+# Quote mode (bot/llm/quote.py): the only words around the quoted curated text.
+QUOTE_LEAD = "以下内容摘自电子社保卡常见问题原文："
 PII_NOTE = "（为保护您的隐私，您消息中的身份证号、手机号或银行卡号不会被保存。请不要在聊天中发送这些信息。）"
 
 # Short greetings / thanks that deserve a friendly reply rather than "out of scope".
@@ -57,6 +59,10 @@ def out_of_scope_text(related: list[Candidate]) -> str:
     if not related:
         return OUT_OF_SCOPE
     return f"{OUT_OF_SCOPE}\n\n{RELATED_HEAD}\n{numbered(related)}"
+
+
+def quote_heading(question: str) -> str:
+    return f"【{question}】"
 
 
 def faq_text(question: str, answer: str) -> str:

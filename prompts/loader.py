@@ -4,7 +4,10 @@ Files (UTF-8):
   system.txt   the system prompt; placeholders {canary} (random per process) and {refusal}
   user.txt     the user message; placeholders {entries}, {history}, {question}, {script}, {refusal}
   refusal.txt  the one sentence the model must answer with when the entries do not answer the question
-  phrases.txt  "key = value" lines: simplified, traditional (the {script} instruction), no_history
+  phrases.txt  "key = value" lines: simplified, traditional (the {script} instruction), no_history, quote_retry
+  quote_system.txt, quote_user.txt    quote mode (the model only selects sentences); user: {entries}, {history},
+                                      {question}
+  verify_system.txt, verify_user.txt  the optional verifier pass of generate mode; user: {entries}, {answer}
 
 Placeholders are filled in a single pass (`render`), so text inserted for one placeholder (a user's question that
 contains "{canary}") is never expanded again.
@@ -21,12 +24,20 @@ _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
 REQUIRED = {
     "system.txt": {"canary", "refusal"},
     "user.txt": {"entries", "history", "question", "script"},
+    "quote_system.txt": set(),
+    "quote_user.txt": {"entries", "history", "question"},
+    "verify_system.txt": set(),
+    "verify_user.txt": {"entries", "answer"},
 }
 ALLOWED = {
     "system.txt": {"canary", "refusal"},
     "user.txt": {"entries", "history", "question", "script", "refusal"},
+    "quote_system.txt": set(),
+    "quote_user.txt": {"entries", "history", "question"},
+    "verify_system.txt": set(),
+    "verify_user.txt": {"entries", "answer"},
 }
-PHRASE_KEYS = ("simplified", "traditional", "no_history")
+PHRASE_KEYS = ("simplified", "traditional", "no_history", "quote_retry")
 
 
 class PromptError(Exception):
@@ -40,6 +51,10 @@ class Prompts:
     refusal: str
     phrases: dict[str, str]
     directory: Path | None = None
+    quote_system: str = ""
+    quote_user: str = ""
+    verify_system: str = ""
+    verify_user: str = ""
 
 
 def placeholders(template: str) -> set[str]:
@@ -82,7 +97,7 @@ def _phrases(directory: Path) -> dict[str, str]:
 def load_prompts(directory: str | Path | None = None) -> Prompts:
     """Read and validate every prompt file; raise PromptError (naming the file) on any problem."""
     directory = Path(directory) if directory else PROMPTS_DIR
-    texts = {name: _read(directory, name) for name in ("system.txt", "user.txt")}
+    texts = {name: _read(directory, name) for name in REQUIRED}
     for name, text in texts.items():
         found = placeholders(text)
         missing = REQUIRED[name] - found
@@ -97,4 +112,5 @@ def load_prompts(directory: str | Path | None = None) -> Prompts:
     if placeholders(refusal):
         raise PromptError(f"{directory / 'refusal.txt'}: must not contain placeholders")
     return Prompts(system=texts["system.txt"], user=texts["user.txt"], refusal=refusal, phrases=_phrases(directory),
-                   directory=directory)
+                   directory=directory, quote_system=texts["quote_system.txt"], quote_user=texts["quote_user.txt"],
+                   verify_system=texts["verify_system.txt"], verify_user=texts["verify_user.txt"])

@@ -427,7 +427,7 @@ def llm_settings(base_url: str, **overrides: Any) -> dict[str, Any]:
     latency; the breaker itself is tested in tests/test_llm_fallback.py).
     """
     values: dict[str, Any] = dict(openai_base_url=base_url.rstrip("/") + "/v1", openai_model="load-model",
-                                  llm_timeout=0.5, llm_budget=2.0, llm_max_retries=2,
+                                  llm_mode="generate", llm_timeout=0.5, llm_budget=2.0, llm_max_retries=2,
                                   llm_breaker_failures=1_000_000, llm_breaker_cooldown=1.0)
     values.update(overrides)
     return values

@@ -27,7 +27,7 @@ async def test_ask_json_reports_llm_fields(subprocess_env):
     async with FakeOpenAI() as fake:
         fake.script(reply(GOOD), status(503), status(503), status(503))
         env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_MODEL="cli-test-model",
-                   FAQBOT_LLM_MAX_RETRIES="0")
+                   FAQBOT_LLM_MAX_RETRIES="0", FAQBOT_LLM_MODE="generate")
         # one question per stdin line: a grounded LLM answer, then a server failure, then a direct FAQ hit
         code, rows, err = await run_ask(env, "", "我想在手机上弄个社保卡，去哪儿搞", "办这个东西要不要收钱",
                                         "电子社保卡登录密码忘记，怎么办？")

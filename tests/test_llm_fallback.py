@@ -43,7 +43,7 @@ async def fake():
 def llm_settings(tmp_path, base_url: str | None, **overrides) -> Settings:
     values = dict(
         db=tmp_path / "faqbot.db", knowledge_dir=KNOWLEDGE_DIR, openai_base_url=base_url, openai_api_key=None,
-        openai_model="test-model", llm_timeout=2.0, llm_budget=5.0, llm_max_retries=2, llm_breaker_failures=5,
+        openai_model="test-model", llm_mode="generate", llm_timeout=2.0, llm_budget=5.0, llm_max_retries=2, llm_breaker_failures=5,
         llm_breaker_cooldown=60.0, telegram_bot_token=None, matrix_homeserver=None, transports=[],
     )
     values.update(overrides)

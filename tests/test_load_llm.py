@@ -202,7 +202,7 @@ from tests.fakes.openai_server import FakeOpenAI, reply
 
 async def main():
     async with FakeOpenAI(default=reply(sys.argv[3])) as llm:
-        settings = Settings(_env_file=None, db=sys.argv[2], secret="lag-probe-secret", openai_base_url=llm.base_url + "/v1")
+        settings = Settings(_env_file=None, db=sys.argv[2], secret="lag-probe-secret", openai_base_url=llm.base_url + "/v1", llm_mode="generate")
         services = await build_services(settings)  # start-up: may take its time
         worst = 0.0
         async def probe():

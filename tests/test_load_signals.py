@@ -53,7 +53,8 @@ async def test_sigterm_during_load_finishes_answers_in_flight_and_exits_0(tmp_pa
     answerer = offline_answerer()
     expected = {q: expected_texts(answerer.match(q)) for q in questions}
     async with FakeOpenAI(default=reply(LLM_GOOD, chunks=10, chunk_delay=0.15)) as llm, FakeBotAPI() as fake:
-        proc = await start_faqbot(tmp_path, fake, OPENAI_BASE_URL=llm.base_url + "/v1")
+        proc = await start_faqbot(tmp_path, fake, OPENAI_BASE_URL=llm.base_url + "/v1",
+                                   FAQBOT_LLM_MODE="generate")
         try:
             fake.set_delay("sendMessage", 0.3)
             asked = [push_question(fake, 90_000 + u, LLM_Q) for u in range(60)]

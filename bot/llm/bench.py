@@ -32,7 +32,7 @@ def measure(questions: list[str], *, settings=None, kb=None, rounds: int = 3) ->
     from bot.replies import Conversation
     from knowledge.loader import load_knowledge
 
-    settings = settings or Settings(openai_base_url="http://127.0.0.1:9/v1", openai_api_key=None)
+    settings = settings or Settings(openai_base_url="http://127.0.0.1:9/v1", openai_api_key=None, llm_mode="generate")
     kb = kb or load_knowledge(settings.knowledge_dir)
     answerer = Answerer(settings, kb)
     llm = LLMFallback(settings, kb)

@@ -7,6 +7,11 @@ and per-request timeouts — only before the first piece of text has arrived; a 
 
 Every failure surfaces as `LLMError(kind, detail)`; kinds: timeout, connection, rate-limit, server-error,
 http-error, malformed, empty, budget.
+
+Request parameters follow the model (`request_params`): OpenAI reasoning models (o1, o3, o4-mini, gpt-5, ...) reject
+`max_tokens` and any temperature but the default, so they get `max_completion_tokens` and no temperature. A server
+that still answers 400 naming `max_tokens`, `temperature` or `response_format` gets the request again without the
+parameter it refused (once; the client remembers it for the rest of the process).
 """
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,10 +33,45 @@ log = logging.getLogger("faqbot.llm")
 RETRYABLE = frozenset({"timeout", "connection", "rate-limit", "server-error"})
 
 
+# OpenAI's reasoning models: "o1", "o1-mini", "o3", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5.1"...
+# (optionally with a provider prefix such as "openai/"). "gpt-5-chat-latest" is not a reasoning model.
+_REASONING_MODEL_RE = re.compile(r"^(?:[\w.-]+/)?(?:o[1-9](?![0-9])|gpt-5(?!.*-chat))", re.I)
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(_REASONING_MODEL_RE.match(model or ""))
+
+
+def request_params(settings: Settings, *, max_tokens: int | None = None) -> dict[str, Any]:
+    """The token limit and sampling parameters the configured model accepts."""
+    reasoning = is_reasoning_model(settings.openai_model)
+    param = settings.llm_token_param
+    if param == "auto":
+        param = "max_completion_tokens" if reasoning else "max_tokens"
+    limit = max_tokens or settings.llm_max_tokens
+    if reasoning:  # hidden reasoning tokens count against the limit too
+        limit = max(limit, settings.llm_reasoning_max_tokens)
+    out: dict[str, Any] = {param: limit}
+    if not reasoning:
+        out["temperature"] = settings.llm_temperature
+    return out
+
+
+@dataclass
+class Completion:
+    """A whole (non-streamed) answer."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
 class LLMError(Exception):
     def __init__(self, kind: str, detail: str = ""):
         self.kind = kind
         self.detail = detail
+        self.refused_param: str | None = None  # a 400 that names a request parameter the server does not accept
         super().__init__(f"{kind}: {detail}" if detail else kind)
 
 
@@ -120,6 +162,8 @@ def classify(exc: BaseException) -> LLMError:
         kind = "server-error" if exc.status_code >= 500 else "http-error"
         err = LLMError(kind, detail)
         err.retry_after = _retry_after(exc)  # type: ignore[attr-defined]
+        if exc.status_code in (400, 422):
+            err.refused_param = refused_param(exc)
         return err
     if isinstance(exc, (ValueError, openai.APIResponseValidationError, TypeError, AttributeError)):
         # openai 3.51 lets json.JSONDecodeError escape on a malformed body or SSE event.
@@ -127,6 +171,29 @@ def classify(exc: BaseException) -> LLMError:
     if isinstance(exc, TimeoutError):
         return LLMError("timeout", detail)
     return LLMError("error", detail)
+
+
+_PARAM_NAMES = ("max_tokens", "temperature", "response_format")
+
+
+def refused_param(exc: Any) -> str | None:
+    """The request parameter a 400/422 answer complains about, if it names one we may drop or swap.
+
+    OpenAI says e.g. "Unsupported parameter: 'max_tokens' is not supported with this model. Use
+    'max_completion_tokens' instead." (param "max_tokens"), or "Unsupported value: 'temperature' does not support
+    0.1 with this model." Other servers answer in their own words but usually name the field.
+    """
+    body = getattr(exc, "body", None)
+    param = body.get("param") if isinstance(body, dict) else None
+    if isinstance(param, str) and param in _PARAM_NAMES:
+        return param
+    message = str(getattr(exc, "message", "") or exc)
+    for name in _PARAM_NAMES:
+        if re.search(rf"(?<![a-z_]){name}(?![a-z_])", message):
+            return name
+    if "json_schema" in message:
+        return "response_format"
+    return None
 
 
 class ChatClient:
@@ -139,6 +206,9 @@ class ChatClient:
         self._client = None
         self.last_model: str | None = None
         self.requests = 0  # HTTP requests started (for diagnostics)
+        # Parameters this server refused once (see refused_param); not sent again by this process.
+        self.dropped: set[str] = set()
+        self.last_usage: tuple[int | None, int | None] = (None, None)
         # Import the client library now, when the bot starts, not on the first question: importing it takes about
         # a second, and on the event loop that second stalls every chat, not only the asker's answer.
         import openai  # noqa: F401
@@ -171,19 +241,99 @@ class ChatClient:
         base = min(self.backoff_base * (2 ** attempt), self.backoff_cap)
         return base * (1 + random.random() * 0.25)
 
+    def params(self, *, max_tokens: int | None = None, response_format: dict | None = None) -> dict[str, Any]:
+        """Keyword arguments for `chat.completions.create` besides model, messages and stream."""
+        out = request_params(self.settings, max_tokens=max_tokens)
+        if "max_tokens" in self.dropped and "max_tokens" in out:
+            out["max_completion_tokens"] = out.pop("max_tokens")
+        if "temperature" in self.dropped:
+            out.pop("temperature", None)
+        if response_format is not None and "response_format" not in self.dropped:
+            out["response_format"] = response_format
+        return out
+
+    def _adapt(self, err: LLMError, sent: dict[str, Any]) -> bool:
+        """After a 400 naming a parameter we sent: stop sending it (or swap it). True when the request may be
+        repeated at once without it."""
+        name = err.refused_param
+        if err.kind != "http-error" or name is None or name in self.dropped or name not in sent:
+            return False
+        self.dropped.add(name)
+        log.warning("LLM server refused the parameter %r; sending the requests without it from now on", name)
+        return True
+
+    async def complete(self, messages: list[dict[str, str]], *, deadline: float, max_tokens: int | None = None,
+                       response_format: dict | None = None) -> Completion:
+        """One whole answer (not streamed), with the same retries, budget and parameter adaptation as `stream`."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            kwargs = self.params(max_tokens=max_tokens, response_format=response_format)
+            try:
+                return await self._one_completion(messages, deadline, kwargs)
+            except LLMError as err:
+                if self._adapt(err, kwargs):
+                    continue
+                if err.kind not in RETRYABLE or attempt >= self.settings.llm_max_retries:
+                    raise
+                wait = self.backoff(attempt, err)
+                if wait >= deadline - loop.time() - 0.05:
+                    raise LLMError("budget", f"no time left to retry after {err}") from err
+                log.info("LLM request failed (%s); retry %d in %.2f s", err, attempt + 1, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _one_completion(self, messages: list[dict[str, str]], deadline: float,
+                              kwargs: dict[str, Any]) -> Completion:
+        s = self.settings
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise LLMError("budget", "time budget used up")
+        self.requests += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                out = await self.client.chat.completions.create(
+                    model=s.openai_model, messages=messages, stream=False,
+                    timeout=min(s.llm_timeout, remaining), **kwargs,
+                )
+        except TimeoutError as exc:
+            raise LLMError("timeout", "time budget used up waiting for the response") from exc
+        except Exception as exc:
+            raise classify(exc) from exc
+        choices = getattr(out, "choices", None)
+        if not isinstance(choices, list):
+            raise LLMError("malformed", f"not a chat completion: {type(out).__name__}")
+        model = getattr(out, "model", None)
+        if isinstance(model, str) and model:
+            self.last_model = model
+        usage = getattr(out, "usage", None)
+        self.last_usage = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
+        if not choices:
+            raise LLMError("empty", "the response held no choices")
+        message = getattr(choices[0], "message", None)
+        text = getattr(message, "content", None)
+        finish = getattr(choices[0], "finish_reason", None)
+        if not isinstance(text, str) or not text.strip():
+            detail = "the model returned no text" + (f" (finish_reason={finish})" if finish else "")
+            raise LLMError("empty", detail)
+        return Completion(text, finish, *self.last_usage)
+
     async def stream(self, messages: list[dict[str, str]], *, deadline: float) -> AsyncIterator[str]:
         """Yield the answer's text pieces. `deadline` is on the event loop clock (loop.time())."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             started_text = False
+            kwargs = self.params()
             try:
-                async with contextlib.aclosing(self._one_attempt(messages, deadline)) as pieces:
+                async with contextlib.aclosing(self._one_attempt(messages, deadline, kwargs)) as pieces:
                     async for piece in pieces:
                         started_text = True
                         yield piece
                 return
             except LLMError as err:
+                if not started_text and self._adapt(err, kwargs):
+                    continue
                 if started_text or err.kind not in RETRYABLE or attempt >= self.settings.llm_max_retries:
                     raise
                 wait = self.backoff(attempt, err)
@@ -194,7 +344,8 @@ class ChatClient:
                 attempt += 1
                 await asyncio.sleep(wait)
 
-    async def _one_attempt(self, messages: list[dict[str, str]], deadline: float) -> AsyncIterator[str]:
+    async def _one_attempt(self, messages: list[dict[str, str]], deadline: float,
+                           kwargs: dict[str, Any]) -> AsyncIterator[str]:
         s = self.settings
         loop = asyncio.get_running_loop()
         remaining = deadline - loop.time()
@@ -208,10 +359,9 @@ class ChatClient:
                     stream = await self.client.chat.completions.create(
                         model=s.openai_model,
                         messages=messages,
-                        max_tokens=s.llm_max_tokens,
-                        temperature=s.llm_temperature,
                         stream=True,
                         timeout=min(s.llm_timeout, remaining),
+                        **kwargs,
                     )
             except TimeoutError as exc:
                 raise LLMError("timeout", "time budget used up waiting for the response") from exc

@@ -1,14 +1,20 @@
 """The grounded LLM fallback: retrieve entries, ask the model, check the answer, and never raise.
 
-`LLMFallback.stream(base, conv)` yields unverified `Draft`s (progressive display only) and then exactly one final
-`Reply` with route `llm`: the guarded answer, the configured refusal, or the safe fallback (related questions and
-the service-point referral). Every failure ends in the safe fallback with `error` set; guard failures carry
-`guard="fail: <reason>"`.
+Two modes (`FAQBOT_LLM_MODE`):
+  * quote (default): the model only selects entries and sentences (`bot.llm.quote`); the reply is the curated text,
+    verbatim, under a fixed lead-in. One model call (two when the first output cannot be parsed). No drafts.
+  * generate: the model writes the answer; it streams as unverified `Draft`s and is shown only if the guard
+    (`bot.llm.guard`) passes it, and, with `FAQBOT_LLM_VERIFY`, a second short call finds no unsupported claim.
+
+`LLMFallback.stream(base, conv)` yields drafts (generate mode) and then exactly one final `Reply` with route `llm`:
+the answer, the configured refusal, or the safe fallback (related questions and the service-point referral).
+Every failure ends in the safe fallback with `error` set; guard failures carry `guard="fail: <reason>"`.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import secrets
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot import texts
-from bot.llm import guard
+from bot.llm import guard, quote
 from bot.llm.client import ChatClient, CircuitBreaker, LLMError
 from bot.privacy import mask_pii
 from bot.replies import Candidate, Conversation, Draft, Reply, Route
@@ -101,6 +107,7 @@ class LLMFallback:
         self.kb = kb
         self.matcher = Matcher(kb)
         self.retriever = Retriever(kb, self.matcher)
+        self.units = quote.index_units(kb.entries)
         self._build_leak()
         self.client = ChatClient(settings)
         self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown)
@@ -129,6 +136,7 @@ class LLMFallback:
                 log.exception("LLM fallback: could not index the new knowledge; keeping the running version")
             else:
                 self.kb, self.matcher, self.retriever = kb, matcher, retriever
+                self.units = quote.index_units(kb.entries)
         prompts = self.prompts
         try:
             prompts = load_prompts(self.settings.prompts_dir)
@@ -194,6 +202,11 @@ class LLMFallback:
         entries, follow_up = self.context_entries(base, conv)
         question = escape_data(mask_pii(base.question or "").text[: self.settings.max_question_chars])
         p = self.prompts
+        if self.settings.llm_mode == "quote":
+            user = render(p.quote_user, entries="\n\n".join(quote.entry_block(self.units[e.id]) for e in entries),
+                          history=self._history_block(conv), question=question)
+            messages = [{"role": "system", "content": p.quote_system}, {"role": "user", "content": user}]
+            return Prepared(entries, messages, question, follow_up)
         user = render(
             p.user,
             entries="\n\n".join(entry_block(e) for e in entries),
@@ -264,6 +277,9 @@ class LLMFallback:
             out.reason, out.error = "circuit-open", "LLM skipped: circuit breaker open"
             yield self.safe_fallback(out, base)
             return
+        if self.settings.llm_mode == "quote":
+            yield await self._quote(base, prep, out, deadline)
+            return
 
         drafts = DraftFilter(self.leak, hold=max(len(self.canary), guard.LEAK_CHARS))
         settled = False
@@ -316,8 +332,120 @@ class LLMFallback:
             return
         sent = {e.id: e for e in prep.entries}
         cited = [sent[c] for c in verdict.cited]
+        if self.settings.llm_verify:
+            problem = await self._verify(cited, verdict.text, deadline)
+            if problem:
+                out.guard, out.reason = f"fail: verifier:{problem}"[:300], "guard-fail"
+                log.info("LLM answer withheld by the verifier (%s)", problem)
+                yield self.safe_fallback(out, base)
+                return
         body = verdict.text
         if any(PROVINCE_RE.search(e.answer) for e in cited):
             body = f"{body}\n{texts.SOURCE_NOTE}"
         out.reason = "llm-answer"
         yield self._finish(out, base, body, [])
+
+    # -- quote mode ----------------------------------------------------------------------------------
+    async def _select(self, prep: Prepared, allowed: list[str], deadline: float) -> tuple[quote.Selection, str]:
+        """Ask for the selection; one more try when the output does not parse. Raises LLMError / SelectionError."""
+        fmt = self.settings.llm_response_format
+        response_format = None
+        if fmt in ("auto", "json_schema"):
+            response_format = quote.response_format(allowed)
+        elif fmt == "json_object":
+            response_format = {"type": "json_object"}
+        messages = list(prep.messages)
+        raws: list[str] = []
+        for attempt in range(2):
+            completion = await self.client.complete(messages, deadline=deadline, response_format=response_format)
+            raws.append(completion.text)
+            try:
+                return quote.parse(completion.text, allowed), "\n---\n".join(raws)
+            except quote.SelectionError as err:
+                if err.kind != "unparseable" or attempt:
+                    err.raw = "\n---\n".join(raws)  # type: ignore[attr-defined]
+                    raise
+                log.info("quote mode: unparseable selection (%s); asking once more", err.detail)
+                retry = render(self.prompts.phrases["quote_retry"], error=err.detail[:120])
+                messages += [{"role": "assistant", "content": completion.text[:2000]},
+                             {"role": "user", "content": retry}]
+        raise AssertionError("unreachable")
+
+    async def _quote(self, base: Reply, prep: Prepared, out: Reply, deadline: float) -> Reply:
+        context = {e.id: self.units[e.id] for e in prep.entries}
+        allowed = quote.labels(context.values())
+        settled = False
+        try:
+            selection, raw = await self._select(prep, allowed, deadline)
+            self.breaker.success()
+            settled = True
+        except LLMError as err:
+            self.breaker.failure()
+            settled = True
+            out.model = self.client.last_model or out.model
+            out.reason, out.error = f"llm-error:{err.kind}", str(err)[:300]
+            log.warning("LLM fallback (quote): %s", err)
+            return self.safe_fallback(out, base)
+        except quote.SelectionError as err:
+            self.breaker.success()  # the server answered; the model did not follow the format
+            settled = True
+            out.model = self.client.last_model or out.model
+            out.llm_raw = mask_pii(getattr(err, "raw", "")).text or None
+            out.guard, out.reason = f"fail: quote-{err.kind}: {err.detail}"[:300], f"quote-{err.kind}"
+            log.info("quote mode: %s (%s)", err.kind, err.detail)
+            return self.safe_fallback(out, base)
+        finally:
+            if not settled:
+                self.breaker.release()
+        out.model = self.client.last_model or out.model
+        out.llm_raw = mask_pii(raw).text
+        if not selection.answerable:
+            out.guard, out.reason = "pass", "llm-refusal"
+            return self._finish(out, base, f"{self.prompts.refusal}\n{texts.REFERRAL}", self._related(base))
+        if not selection.quotes:
+            out.guard, out.reason = "fail: quote-empty", "quote-empty"
+            return self.safe_fallback(out, base)
+        chosen = quote.chosen_units(selection, context)
+        body = quote.compose(chosen)
+        if any(PROVINCE_RE.search(eu.entry.answer) for eu, _ in chosen):
+            body = f"{body}\n{texts.SOURCE_NOTE}"
+        out.guard, out.reason = "pass", "llm-quote"
+        return self._finish(out, base, body, [])
+
+    # -- the verifier pass (generate mode) -------------------------------------------------------------
+    async def _verify(self, cited: list[Entry], answer: str, deadline: float) -> str:
+        """"" when a second model call finds every claim supported; else a short reason (fails closed)."""
+        p = self.prompts
+        user = render(p.verify_user, entries="\n\n".join(entry_block(e) for e in cited),
+                      answer=escape_data(mask_pii(answer).text))
+        messages = [{"role": "system", "content": p.verify_system}, {"role": "user", "content": user}]
+        schema = {"type": "object", "properties": {"unsupported": {"type": "array", "items": {"type": "string"}}},
+                  "required": ["unsupported"], "additionalProperties": False}
+        fmt = None
+        if self.settings.llm_response_format in ("auto", "json_schema"):
+            fmt = {"type": "json_schema", "json_schema": {"name": "unsupported_claims", "strict": True, "schema": schema}}
+        elif self.settings.llm_response_format == "json_object":
+            fmt = {"type": "json_object"}
+        try:
+            completion = await self.client.complete(messages, deadline=deadline, response_format=fmt)
+        except LLMError as err:
+            return f"error:{err.kind}"
+        return verifier_problem(completion.text)
+
+
+def verifier_problem(raw: str) -> str:
+    """"" when the verifier's output is exactly {"unsupported": []}; else the first claim or why it is unusable."""
+    text = guard.strip_reasoning(raw or "").strip()
+    m = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
+    if m:
+        text = m.group(1)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return "unparseable"
+    if not isinstance(obj, dict) or not isinstance(obj.get("unsupported"), list):
+        return "unparseable"
+    claims = [c for c in obj["unsupported"] if isinstance(c, str) and c.strip()]
+    if len(claims) != len(obj["unsupported"]):
+        return "unparseable"
+    return claims[0][:80] if claims else ""

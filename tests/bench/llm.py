@@ -58,7 +58,7 @@ def _direct(n: int) -> dict:
     from bot.replies import Conversation
     from knowledge.loader import load_knowledge
 
-    s = bench_settings(openai_base_url="http://127.0.0.1:9/v1")
+    s = bench_settings(openai_base_url="http://127.0.0.1:9/v1", llm_mode="generate")
     kb = load_knowledge()
     answerer = Answerer(s, kb)
     llm = LLMFallback(s, kb)
@@ -136,7 +136,8 @@ async def _end_to_end(n: int) -> dict:
             return web.json_response(ctx.completion(text))
 
     async with FakeOpenAI(default=GroundedAtOnce(), api_key="bench-key") as fake:
-        s = bench_settings(openai_base_url=fake.base_url + "/v1", openai_api_key="bench-key", llm_max_retries=0)
+        s = bench_settings(openai_base_url=fake.base_url + "/v1", openai_api_key="bench-key", llm_max_retries=0,
+                           llm_mode="generate")
         kb = load_knowledge()
         llm = LLMFallback(s, kb)
         answerer = Answerer(s, kb, llm=llm)

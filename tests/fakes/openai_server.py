@@ -36,6 +36,18 @@ Each chat request consumes the next behaviour queued with :meth:`FakeOpenAI.scri
 ``echo_messages()``            replies with ``json.dumps(messages, ensure_ascii=False)`` of the request
 =============================  =====================================================================================
 
+Request checks, as the real servers make them (both on by default; each failure is a 400 in OpenAI's error shape
+with ``param`` set, before any scripted behaviour is consumed):
+
+* OpenAI's rules for reasoning models (names starting o1/o3/o4/gpt-5, see :data:`REASONING_MODEL_PREFIXES`):
+  ``max_tokens`` is refused ("Use 'max_completion_tokens' instead"), and so is any ``temperature`` but 1
+  (``reasoning_rules=False`` turns this off; ``reasoning_models`` replaces the prefixes, e.g. for a deployment alias);
+* ``response_format``: ``response_formats`` lists the types the server accepts (default ``("text", "json_object",
+  "json_schema")``, like OpenAI and vLLM); a ``json_schema`` format must have a ``name`` and a ``schema``, and with
+  ``strict: true`` every object must set ``additionalProperties: false`` and require all its properties (OpenAI's
+  Structured Outputs rules). ``response_formats=()`` refuses any ``response_format``, as servers without
+  structured output do; ``response_formats=None`` accepts anything (a server that ignores the field).
+
 Every chat request is recorded: :attr:`FakeOpenAI.requests` (parsed JSON bodies), :attr:`FakeOpenAI.headers`
 (case-insensitive header dicts), and :attr:`FakeOpenAI.calls` (both, with timing and the behaviour used).
 """
@@ -54,9 +66,12 @@ from multidict import CIMultiDict
 
 __all__ = [
     "Behaviour", "EchoMessages", "Empty", "FakeOpenAI", "Hang", "LLMCall", "Malformed", "Reply", "Status",
-    "StreamThenDrop", "echo_messages", "empty", "hang", "malformed", "reply", "split_text", "status",
-    "stream_then_drop",
+    "StreamThenDrop", "echo_messages", "empty", "hang", "json_reply", "malformed", "reply", "split_text", "status",
+    "stream_then_drop", "REASONING_MODEL_PREFIXES",
 ]
+
+# Model names OpenAI treats as reasoning models (as far as these request rules go).
+REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
 def split_text(text: str, chunks: int = 6) -> list[str]:
@@ -276,6 +291,11 @@ def reply(text: str, *, chunks: int = 6, finish_reason: str = "stop", chunk_dela
     return Reply(text, chunks=chunks, finish_reason=finish_reason, chunk_delay=chunk_delay)
 
 
+def json_reply(obj: Any, **kwargs: Any) -> Reply:
+    """Answer with ``json.dumps(obj)`` (what a server constrained by a JSON Schema sends)."""
+    return Reply(json.dumps(obj, ensure_ascii=False), **kwargs)
+
+
 def status(code: int, body: Any = None, retry_after: float | None = None) -> Status:
     """Answer with HTTP ``code``; ``body`` defaults to OpenAI's ``{"error": {...}}``; ``retry_after`` -> header."""
     return Status(code, body, retry_after)
@@ -308,6 +328,32 @@ def stream_then_drop(text: str, after_chunks: int = 2, *, chunks: int = 6) -> St
 def echo_messages() -> EchoMessages:
     """Reply with the JSON dump of the request's ``messages`` (to assert on the prompt from the client side)."""
     return EchoMessages()
+
+
+def _invalid(message: str, param: str, code: str = "invalid_request_error") -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                        "code": code}}, status=400)
+
+
+def _strict_schema_problem(schema: Any, path: str = "schema") -> str | None:
+    """Why a schema breaks OpenAI's strict Structured Outputs rules (None when it does not)."""
+    if not isinstance(schema, dict):
+        return f"{path}: not an object"
+    if schema.get("type") == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return f"{path}: 'properties' is required"
+        if schema.get("additionalProperties") is not False:
+            return f"{path}: 'additionalProperties' is required to be supplied and to be false"
+        if sorted(schema.get("required") or []) != sorted(props):
+            return f"{path}: 'required' is required to be supplied and to be an array including every key in properties"
+        for key, sub in props.items():
+            problem = _strict_schema_problem(sub, f"{path}.properties.{key}")
+            if problem:
+                return problem
+    if schema.get("type") == "array" and "items" in schema:
+        return _strict_schema_problem(schema["items"], f"{path}.items")
+    return None
 
 
 def _error_body(code: int, message: str | None = None) -> dict[str, Any]:
@@ -357,7 +403,13 @@ class FakeOpenAI:
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        reasoning_rules: bool = True,
+        reasoning_models: tuple[str, ...] = REASONING_MODEL_PREFIXES,
+        response_formats: tuple[str, ...] | None = ("text", "json_object", "json_schema"),
     ) -> None:
+        self.reasoning_rules = reasoning_rules
+        self.reasoning_models = tuple(m.lower() for m in reasoning_models)
+        self.response_formats = response_formats
         self.default: Behaviour = default or reply("这是测试模型的回答。")
         self.model = model
         self.api_key = api_key
@@ -488,12 +540,43 @@ class FakeOpenAI:
             return web.json_response(_error_body(401), status=401)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return web.json_response(_error_body(400, "'messages' is a required property"), status=400)
+        refused = self._check_params(body)
+        if refused is not None:
+            return refused
         behaviour = self._queue.pop(0) if self._queue else self.default
         call.behaviour = behaviour
         try:
             return await behaviour.respond(_Ctx(self, request, body))
         finally:
             call.finished_at = time.monotonic()
+
+    def _check_params(self, body: dict[str, Any]) -> web.Response | None:
+        model = str(body.get("model") or "")
+        if self.reasoning_rules and model.lower().startswith(self.reasoning_models):
+            if "max_tokens" in body:
+                return _invalid("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+            if "temperature" in body and body["temperature"] != 1:
+                return _invalid(f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+                                "model. Only the default (1) value is supported.", "temperature", "unsupported_value")
+        fmt = body.get("response_format")
+        if fmt is None or self.response_formats is None:
+            return None
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind not in self.response_formats:
+            return _invalid(f"response_format of type {kind!r} is not supported by this server", "response_format")
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+                return _invalid("Missing required parameter: 'response_format.json_schema.name'.", "response_format")
+            if not isinstance(spec.get("schema"), dict):
+                return _invalid("Missing required parameter: 'response_format.json_schema.schema'.", "response_format")
+            if spec.get("strict"):
+                problem = _strict_schema_problem(spec["schema"])
+                if problem:
+                    return _invalid(f"Invalid schema for response_format '{spec['name']}': {problem}.",
+                                    "response_format")
+        return None
 
     async def _models(self, request: web.Request) -> web.Response:
         if not self._auth_ok(request):
