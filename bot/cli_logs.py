@@ -88,6 +88,45 @@ def _err(msg: str) -> None:
     sys.stderr.write(msg.rstrip("\n") + "\n")
 
 
+class _Progress:
+    """A rich progress bar on stderr, shown only when stderr is a terminal (never in pipes, files or --json use)."""
+
+    def __init__(self, description: str, total: int | None):
+        self._bar = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task(description, total=total)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_json_rows(rows) -> int:
+    """A JSON array written row by row as the rows come (bounded memory on any log size); returns the count."""
+    out = sys.stdout
+    n = 0
+    out.write("[")
+    for row in rows:
+        out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(row, ensure_ascii=False, default=str))
+        n += 1
+    out.write("\n]\n" if n else "]\n")
+    return n
+
+
 def _db_path(args, settings=None) -> Path:
     if args.db:
         return Path(args.db)
@@ -145,20 +184,24 @@ def _limit(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- verbs
-def _turns_table(rows: list[dict[str, Any]], title: str):
+def _turns_table(rows: list[dict[str, Any]], title: str, *, header: bool = True, fixed: bool = False):
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    # Sized to fit 80 columns: wider content would be cropped, not wrapped.
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
-              collapse_padding=True)
-    t.add_column("id", no_wrap=True)
-    t.add_column("time UTC", no_wrap=True)
-    t.add_column("channel", no_wrap=True, max_width=8, overflow="ellipsis")
-    t.add_column("route", no_wrap=True)
-    t.add_column("score", justify="right", no_wrap=True)
-    t.add_column("fb", no_wrap=True)
+    # Sized to fit 80 columns: wider content would be cropped, not wrapped. `fixed`: every column but the question
+    # has a fixed width, so tables printed one chunk at a time line up.
+    def w(n: int) -> dict[str, int]:
+        return {"width": n} if fixed else {}
+
+    t = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+              collapse_padding=True, show_header=header)
+    t.add_column("id", no_wrap=True, **w(20))
+    t.add_column("time UTC", no_wrap=True, **w(11))
+    t.add_column("channel", no_wrap=True, max_width=8, overflow="ellipsis", **w(8))
+    t.add_column("route", no_wrap=True, **w(7))
+    t.add_column("score", justify="right", no_wrap=True, **w(5))
+    t.add_column("fb", no_wrap=True, **w(2))
     t.add_column("question → entry", ratio=1, overflow="fold")
     for r in rows:
         q = Text(_clip(r.get("question"), 80) or ("(error)" if r.get("error") else ""))
@@ -177,10 +220,39 @@ def cmd_list(args) -> int:
 
     conn = _open_ro(args)
     try:
+        if args.limit is not None and args.limit <= 0:
+            # Everything: stream, never hold the log in memory (a year of turns is a million rows).
+            rows = queries.iter_turns(conn, **_filters(args))
+            if args.json:
+                _print_json_rows(rows)
+            else:
+                _print_table_stream(rows, "turns, newest first")
+            return 0
         rows = queries.list_turns(conn, limit=_limit(args), **_filters(args))
     finally:
         conn.close()
     return _print_turns(args, rows, f"{len(rows)} turn(s), newest first")
+
+
+_TABLE_CHUNK = 500
+
+
+def _print_table_stream(rows, title: str) -> int:
+    """The turns table printed in chunks of 500 rows as they come, columns of fixed width so the chunks line up."""
+    con = _console()
+    chunk: list[dict[str, Any]] = []
+    n = 0
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) >= _TABLE_CHUNK:
+            con.print(_turns_table(chunk, title if n == 0 else "", header=n == 0, fixed=True))
+            n += len(chunk)
+            chunk = []
+    if chunk or n == 0:
+        con.print(_turns_table(chunk, title if n == 0 else "", header=n == 0, fixed=True))
+        n += len(chunk)
+    con.print(f"{n} turn(s)")
+    return n
 
 
 def _print_turns(args, rows: list[dict], title: str) -> int:
@@ -241,6 +313,7 @@ def cmd_show(args) -> int:
         t.add_row(name, "" if value is None else str(value))
     con.print(t)
     if turn.get("candidates"):
+        _fill_candidate_questions(turn["candidates"])
         c = Table(title="candidates", title_justify="left")
         for col in ("entry", "section", "score", "question"):
             c.add_column(col, justify="right" if col == "score" else "left")
@@ -257,6 +330,22 @@ def cmd_show(args) -> int:
             rv.add_row(r["status"] or "", label, r["note"] or "", r["reviewer"] or "", _short_ts(r["ts"]))
         con.print(rv)
     return 0
+
+
+def _fill_candidate_questions(candidates: list[dict]) -> None:
+    """Compact rows store no entry question (storage.trace): show the configured knowledge base's, when it loads."""
+    if all(c.get("question") for c in candidates):
+        return
+    try:
+        from knowledge.loader import load_knowledge
+
+        kb = load_knowledge(_settings().knowledge_dir)
+    except Exception:  # showing the turn matters more than the entry's wording
+        return
+    for c in candidates:
+        entry = None if c.get("question") else kb.get(str(c.get("faq_id")))
+        if entry is not None:
+            c["question"] = entry.question
 
 
 def cmd_search(args) -> int:
@@ -496,17 +585,45 @@ def cmd_purge(args) -> int:
 
     conn = open_db_sync(path, readonly=False)
     try:
-        n = queries.purge(conn, older)
+        total = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
+        with _Progress("purging", total) as bar:
+            done = queries.purge_old(conn, older, vacuum=args.vacuum, progress=bar.advance)
     finally:
         conn.close()
+    n = done["deleted"]
     after = size()
     result = {"dry_run": False, "deleted": n, "older_than_days": older.total_seconds() / 86400, "cutoff": cutoff,
-              "bytes_before": before, "bytes_after": after}
+              "bytes_before": before, "bytes_after": after, "batches": done["batches"],
+              "max_lock_ms": done["max_lock_ms"], "vacuum": done["vacuum"]}
     if args.json:
         _print_json(result)
     else:
         print(f"deleted {n} turn(s) older than {_fmt_days(older)} (before {cutoff}) with their feedback and "
               f"reviews; {path}: {_fmt_bytes(before)} → {_fmt_bytes(after)}")
+    return 0
+
+
+def cmd_compact(args) -> int:
+    from storage.compact import compact_log, pending_rows
+    from storage.db import open_db_sync
+
+    path = _db_path(args)
+    if not path.exists():
+        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
+    if args.batch < 1:
+        raise _Exit(2, "--batch must be at least 1")
+    conn = open_db_sync(path, readonly=False)  # applies pending migrations first
+    try:
+        with _Progress("compacting", pending_rows(conn)) as bar:
+            result = compact_log(conn, batch=args.batch, progress=bar.advance)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"compacted {result['converted']} turn(s) in {result['batches']} batch(es): candidates "
+              f"{_fmt_bytes(result['bytes_before'])} → {_fmt_bytes(result['bytes_after'])}. The file keeps its size "
+              "until the freed pages are reused or `faqbot logs purge --vacuum` runs (see README).")
     return 0
 
 
@@ -691,7 +808,15 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--older-than", type=parse_duration, metavar="AGE",
                    help="e.g. 90d, 12w, 24h; a bare number is days (default: FAQBOT_RETENTION_DAYS, 90)")
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.add_argument("--vacuum", action="store_true",
+                   help="then VACUUM to shrink the file (locks the log while it runs: stop the bot or pick a quiet "
+                        "moment); also switches an older log to incremental auto-vacuum")
     p.set_defaults(func=_run(cmd_purge))
+
+    p = verbs.add_parser("compact", parents=[common],
+                         help="convert turns logged before the compact trace format, in place (resumable)")
+    p.add_argument("--batch", type=int, default=2000, help="rows per transaction (default 2000)")
+    p.set_defaults(func=_run(cmd_compact))
 
     p = verbs.add_parser("serve", parents=[common], help="browse the log read-only in Datasette")
     p.add_argument("--host", default="127.0.0.1",

@@ -44,6 +44,9 @@ def utc_iso(when: _dt.datetime | None = None) -> str:
 def _pragmas(busy_timeout_ms: int, readonly: bool) -> list[str]:
     stmts = [f"PRAGMA busy_timeout = {int(busy_timeout_ms)}"]
     if not readonly:
+        # Before the first table exists this makes a new log hand freed pages back in small steps (`logs purge`);
+        # on an existing log it only takes effect at the next VACUUM (`logs purge --vacuum`).
+        stmts.append("PRAGMA auto_vacuum = INCREMENTAL")
         # WAL: readers (review CLI, Datasette) never block the bot's writer, and the writer never blocks them.
         stmts.append("PRAGMA journal_mode = WAL")
     stmts += [

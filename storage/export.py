@@ -11,6 +11,7 @@ import sqlite3
 from typing import IO, Any, Iterator
 
 from storage.queries import _LATEST_FEEDBACK, FEEDBACK_FILTERS, turn_filters
+from storage.trace import decode_candidates
 
 FORMATS = ("csv", "jsonl")
 
@@ -61,12 +62,12 @@ def iter_turns(
     names = [d[0] for d in cur.description]
     for row in cur:
         d = dict(zip(names, tuple(row)))
-        for col in _JSON_COLUMNS:
-            try:
-                value = json.loads(d[col]) if d[col] else []
-            except ValueError:
-                value = []
-            d[col] = value if isinstance(value, list) else []
+        d["candidates"] = decode_candidates(d["candidates"])
+        try:
+            value = json.loads(d["context_ids"]) if d["context_ids"] else []
+        except ValueError:
+            value = []
+        d["context_ids"] = value if isinstance(value, list) else []
         yield d
 
 

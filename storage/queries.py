@@ -9,10 +9,12 @@ import datetime as _dt
 import json
 import math
 import sqlite3
-from typing import Any
+import time
+from typing import Any, Iterator
 
 from storage.db import utc_iso
 from storage.migrations import LATENCY_BUCKET_SQL
+from storage.trace import decode_candidates
 
 FEEDBACK_FILTERS = ("up", "down", "none", "any")
 GAP_ROUTES = ("clarify", "none")
@@ -46,7 +48,7 @@ def _turn_dict(row: sqlite3.Row | tuple, cursor_description: Any) -> dict[str, A
     d = dict(zip(names, tuple(row)))
     d.pop("_rowid", None)
     d["turn_id"] = d["id"]
-    d["candidates"] = _json_list(d.get("candidates"))
+    d["candidates"] = decode_candidates(d.get("candidates"))
     d["context_ids"] = _json_list(d.get("context_ids"))
     return d
 
@@ -107,6 +109,23 @@ def list_turns(
     sql = _TURN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
     params.append(int(limit))
     return _fetch_turns(conn, sql, params)
+
+
+def iter_turns(
+    conn: sqlite3.Connection,
+    *,
+    route: str | None = None,
+    since: _dt.datetime | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every turn ``list_turns`` would select, newest first, one at a time from the cursor (bounded memory)."""
+    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
+    sql = _TURN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.ts DESC, t.id DESC"
+    cur = conn.execute(sql, params)
+    desc = cur.description
+    for row in cur:
+        yield _turn_dict(row, desc)
 
 
 def get_turn(conn: sqlite3.Connection, turn_id_or_prefix: str) -> dict[str, Any] | None:
@@ -313,7 +332,7 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
                 "normalized": normalized,
                 "route": route,
                 "faq_id": faq_id,
-                "candidates": _json_list(candidates),
+                "candidates": decode_candidates(candidates),
                 "guard": guard,
                 "feedback": feedback,
                 "reasons": reasons,
@@ -322,34 +341,90 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
     return out
 
 
-def purge(conn: sqlite3.Connection, older_than: _dt.timedelta) -> int:
-    """Delete turns older than ``older_than`` (with their feedback and reviews) and conversations left without
-    turns; VACUUM, check the search index against the table (rebuilding it if VACUUM renumbered rows) and
-    truncate the WAL, so the file shrinks. Returns the number of turns deleted.
+def purge(conn: sqlite3.Connection, older_than: _dt.timedelta, **kwargs: Any) -> int:
+    """``purge_old`` returning only the number of turns deleted."""
+    return int(purge_old(conn, older_than, **kwargs)["deleted"])
 
-    Needs a writable connection (``open_db_sync(path, readonly=False)``) outside a transaction.
+
+def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s: float = 0.2,
+              vacuum: bool = False, progress: Any = None) -> dict[str, Any]:
+    """Delete turns older than ``older_than`` (with their feedback and reviews) and conversations left without
+    turns, in batches: each batch is one ``BEGIN IMMEDIATE`` transaction sized so it holds the write lock for about
+    half of ``max_lock_s`` (the batch size adapts to what the last one took), so the bot's writer never waits long.
+
+    Space: on a log with ``auto_vacuum = INCREMENTAL`` (every log created since migration m004) the freed pages are
+    handed back to the file system in small steps; otherwise they stay in the file and new turns reuse them.
+    ``vacuum=True`` runs a full VACUUM instead (it locks the log for its whole duration: for a quiet moment), which
+    also switches an older log to incremental auto-vacuum.
+
+    Needs a writable connection outside a transaction. Returns {deleted, batches, max_lock_ms, seconds, vacuum}.
+    ``progress(n)`` is called after each batch with the number of turns it deleted.
     """
     if older_than.total_seconds() < 0:
         raise ValueError("older_than must not be negative")
+    if conn.in_transaction:
+        raise RuntimeError("purge needs a connection outside a transaction")
+    t_start = time.perf_counter()
     cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older_than)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        old = "SELECT id FROM turns WHERE ts < ?"
-        # Explicit deletes: correct even on a connection opened without foreign_keys=ON.
-        conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({old})", (cutoff,))
-        conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({old})", (cutoff,))
-        deleted = conn.execute("DELETE FROM turns WHERE ts < ?", (cutoff,)).rowcount
-        conn.execute(
-            "DELETE FROM conversations WHERE NOT EXISTS "
-            "(SELECT 1 FROM turns WHERE turns.conversation_id = conversations.id)"
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    batch, deleted, batches, max_lock = 200, 0, 0, 0.0
+    target = max_lock_s / 2
+    while True:
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # The oldest `batch` turns (ts index); explicit deletes are correct even without foreign_keys=ON.
+            chosen = "SELECT id FROM turns WHERE ts < ?1 ORDER BY ts LIMIT ?2"
+            conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({chosen})", (cutoff, batch))
+            conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({chosen})", (cutoff, batch))
+            n = conn.execute(f"DELETE FROM turns WHERE id IN ({chosen})", (cutoff, batch)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        took = time.perf_counter() - t0
+        max_lock = max(max_lock, took)
+        if n <= 0:
+            break
+        deleted += n
+        batches += 1
+        if progress:
+            progress(n)
+        if took > target:
+            batch = max(20, int(batch * target / took))
+        elif took < target / 2:
+            batch = min(20_000, batch * 2)
+    # Conversations left without turns, by id ranges (each range one short transaction).
+    top = conn.execute("SELECT max(id) FROM conversations").fetchone()[0] or 0
+    for lo in range(0, top + 1, 5000):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "DELETE FROM conversations WHERE id >= ? AND id < ? AND NOT EXISTS "
+                "(SELECT 1 FROM turns WHERE turns.conversation_id = conversations.id)", (lo, lo + 5000))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    mode = "none"
+    if vacuum:
+        _full_vacuum(conn)
+        mode = "full"
+    elif conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
+        while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+            conn.execute("PRAGMA incremental_vacuum(2000)")  # 2,000 pages (8 MB) per step: one short write
+        mode = "incremental"
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return {"deleted": deleted, "batches": batches, "max_lock_ms": round(max_lock * 1000, 1),
+            "seconds": round(time.perf_counter() - t_start, 3), "vacuum": mode}
+
+
+def _full_vacuum(conn: sqlite3.Connection) -> None:
+    """VACUUM (switching the log to incremental auto-vacuum), then check the search index against the table."""
     # Merge the index segments first, so VACUUM can hand their space back too.
     conn.execute("INSERT INTO turns_fts (turns_fts) VALUES ('optimize')")
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("VACUUM")  # cannot run inside a transaction
     # turns has a TEXT primary key, so its rowid (which the external-content index refers to) is implicit and
     # VACUUM is allowed to renumber it. Check the index against the table and rebuild it if they disagree.
@@ -357,5 +432,3 @@ def purge(conn: sqlite3.Connection, older_than: _dt.timedelta) -> int:
         conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
     except sqlite3.DatabaseError:
         conn.execute("INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return deleted

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiosqlite
 
 from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
+from storage.trace import encode_candidates
 
 if TYPE_CHECKING:  # imported lazily at run time: bot.replies is the only bot module this needs
     from bot.replies import Conversation, Reply
@@ -304,9 +305,7 @@ class TurnLog:
         given = reply.masked or {}
         masked = {k: int(given.get(k, 0) or 0) + extra[k] for k in ("id", "phone", "bank")}
 
-        candidates = json.dumps(
-            [c.as_dict() if hasattr(c, "as_dict") else dict(c) for c in reply.candidates], ensure_ascii=False
-        )
+        candidates = encode_candidates(reply.candidates)
         context_ids = json.dumps([str(c) for c in reply.context_ids], ensure_ascii=False)
         route = reply.route.value if hasattr(reply.route, "value") else str(reply.route)
         turn_id = str(reply.turn_id)

@@ -134,3 +134,72 @@ def test_upgrade_builds_the_summary_and_question_index_from_existing_rows(tmp_pa
         t for t, i in zip(ids, range(150)) if f"问题{i % 37}".startswith("问题12")}
     conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
     conn.close()
+
+
+def test_compact_converts_old_rows_in_place_and_resumes(tmp_path):
+    import json
+
+    from storage.compact import compact_log, pending_rows
+    from storage.trace import decode_candidates
+
+    path = tmp_path / "log.db"
+    conn = open_db_sync(path, readonly=False)
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+    old = [{"faq_id": f"e{i}", "section": i % 14, "score": 90.0 - i, "question": f"问题{i}？"} for i in range(5)]
+    for i in range(25):
+        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, candidates) VALUES (?, 1, ?, 'cli', "
+                     "'faq', ?)", (f"t{i:03d}", utc_iso(), json.dumps(old[: 1 + i % 5], ensure_ascii=False)))
+    conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, candidates) VALUES "
+                 "('new', 1, ?, 'cli', 'faq', '[[\"e1\",1,50.0]]')", (utc_iso(),))
+    before = {r[0]: decode_candidates(r[1]) for r in conn.execute("SELECT id, candidates FROM turns")}
+    assert pending_rows(conn) == 25
+
+    class Stop(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def interrupt(n):
+        seen.append(n)
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):  # interrupted after two batches: those are committed, the rest untouched
+        compact_log(conn, batch=4, progress=interrupt)
+    assert pending_rows(conn) == 25 - 8
+    result = compact_log(conn, batch=4)
+    assert result["converted"] == 17 and pending_rows(conn) == 0
+    assert result["bytes_after"] < result["bytes_before"] / 2
+    after = {r[0]: decode_candidates(r[1]) for r in conn.execute("SELECT id, candidates FROM turns")}
+    for tid, cands in before.items():  # everything but the entry's question kept
+        assert after[tid] == [{k: c[k] for k in ("faq_id", "section", "score")} for c in cands]
+    assert compact_log(conn)["converted"] == 0
+    conn.close()
+
+
+def test_purge_in_batches_keeps_summary_and_hands_space_back(tmp_path):
+    path = tmp_path / "log.db"
+    conn = open_db_sync(path, readonly=False)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # a new log: incremental
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (2, 'k2', 'cli', 'now')")
+    filler = "电子社保卡的申领、激活、挂失和注销都可以在手机上办理。" * 10
+    conn.execute("BEGIN")
+    for i in range(3000):
+        old = i < 2000
+        ts = utc_iso(NOW - dt.timedelta(days=100 if old else 1, minutes=i))
+        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, question, answer, latency_ms) "
+                     "VALUES (?, ?, ?, 'cli', 'faq', ?, ?, 5)", (f"t{i:05d}", 1 if old else 2, ts, f"问{i}", filler))
+        if i % 3 == 0:
+            conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'up', ?)", (f"t{i:05d}", ts))
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size_before = path.stat().st_size
+    done = q.purge_old(conn, dt.timedelta(days=90))
+    assert done["deleted"] == 2000 and done["batches"] >= 3 and done["vacuum"] == "incremental"
+    assert path.stat().st_size < size_before * 0.6
+    _check(conn)
+    assert [r[0] for r in conn.execute("SELECT id FROM conversations")] == [2]
+    assert conn.execute("SELECT count(*) FROM feedback").fetchone()[0] == 333
+    conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
+    conn.close()

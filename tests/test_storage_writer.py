@@ -18,6 +18,7 @@ import pytest
 
 from bot.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
 from bot.replies import Candidate, Conversation, Reply, Route
+from storage.trace import decode_candidates
 from storage.writer import TurnLog, conversation_key
 
 SECRET = b"test-secret-for-hmac"
@@ -130,7 +131,10 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
         assert r["route"] == reply.route.value
         assert r["faq_id"] == reply.faq_id and r["section"] == reply.section
         assert r["score"] == pytest.approx(reply.score)
-        assert json.loads(r["candidates"]) == [c.as_dict() for c in reply.candidates]
+        # Compact: [faq_id, section, score] without keys or the entry's question (storage.trace)
+        assert json.loads(r["candidates"]) == [[c.faq_id, c.section, round(c.score, 1)] for c in reply.candidates]
+        assert decode_candidates(r["candidates"]) == [
+            {"faq_id": c.faq_id, "section": c.section, "score": round(c.score, 1)} for c in reply.candidates]
         assert json.loads(r["context_ids"]) == reply.context_ids
         assert r["model"] == reply.model and r["guard"] == reply.guard and r["error"] == reply.error
         assert r["llm_raw"] == (None if reply.llm_raw is None else mask_pii(reply.llm_raw).text)

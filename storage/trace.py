@@ -1,0 +1,51 @@
+"""Compact storage of a turn's ranked candidates (the largest part of the decision trace).
+
+Stored as JSON arrays without keys and without the entry's question: ``[["lost_reissue",9,87.5],...]``
+(faq_id, section, score). The question is the knowledge base's own text, so storing it with every turn was most
+of the ~540 bytes the candidates took; review tools look it up in the knowledge base when they show it. Rows
+written before this format (a list of objects with keys) are still read, and `faqbot logs compact` converts them.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+OLD_FORMAT_PREFIX = "[{"  # a JSON list of objects: the format before compaction
+
+
+def encode_candidates(candidates: Iterable[Any]) -> str:
+    """``Candidate`` objects or dicts (faq_id, section, score) -> compact JSON text."""
+    out = []
+    for c in candidates:
+        d = c.as_dict() if hasattr(c, "as_dict") else dict(c)
+        score = d.get("score")
+        out.append([d.get("faq_id"), d.get("section"), None if score is None else round(float(score), 1)])
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_candidates(value: str | None) -> list[dict[str, Any]]:
+    """Stored candidates (compact or the older list of objects) -> list of dicts with faq_id, section, score
+    (and question, when the row still has it). Anything unreadable -> []."""
+    if not value:
+        return []
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return []
+    if not isinstance(data, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for item in data:
+        if isinstance(item, dict):
+            out.append(item)
+        elif isinstance(item, list) and item:
+            out.append({"faq_id": item[0], "section": item[1] if len(item) > 1 else None,
+                        "score": item[2] if len(item) > 2 else None})
+    return out
+
+
+def compact_candidates(value: str | None) -> str | None:
+    """Old-format candidates text -> compact text (other values unchanged)."""
+    if not value or not value.startswith(OLD_FORMAT_PREFIX):
+        return value
+    return encode_candidates(decode_candidates(value))
