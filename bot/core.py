@@ -17,7 +17,7 @@ from bot.replies import Candidate, Conversation, Draft, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
-from storage.writer import FEEDBACK_KINDS
+from storage.migrations import FEEDBACK_KINDS
 
 if TYPE_CHECKING:
     from bot.config import Settings

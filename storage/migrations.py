@@ -15,6 +15,11 @@ MigrationFn = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[MigrationFn] = []
 
+# The feedback kinds the current schema accepts (m003's CHECK): 'withdrawn' = the user took their feedback back
+# (a removed 👍/👎 reaction); the latest row of a turn counts. Kept here, next to the schema, so that the core can
+# validate a kind without importing the log writer.
+FEEDBACK_KINDS = ("up", "down", "none", "withdrawn")
+
 
 def migration(fn: MigrationFn) -> MigrationFn:
     MIGRATIONS.append(fn)

@@ -24,13 +24,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiosqlite
 
 from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
+from storage.migrations import FEEDBACK_KINDS
 from storage.trace import encode_candidates
 
 if TYPE_CHECKING:  # imported lazily at run time: bot.replies is the only bot module this needs
     from bot.replies import Conversation, Reply
 
-# "withdrawn": the user took back their feedback (a removed 👍/👎 reaction); the latest row of a turn counts.
-FEEDBACK_KINDS = ("up", "down", "none", "withdrawn")
 # Chats whose id identifies a person: stored as an HMAC, like user ids.
 PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "direct": a Matrix DM room
 
