@@ -24,6 +24,7 @@ REVIEW_USER = "curator"
 PASSWORD_HASH_ENV = "FAQBOT_REVIEW_PASSWORD_HASH"
 METADATA_FILE = Path(__file__).resolve().parent.parent / "storage" / "datasette" / "metadata.yml"
 NO_LIMIT = 1 << 62
+GAPS_DEFAULT_SINCE = "30d"  # `logs gaps` window unless --since/--all
 
 # --------------------------------------------------------------------------------------------- parsing helpers
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
@@ -234,24 +235,28 @@ def cmd_list(args) -> int:
     return _print_turns(args, rows, f"{len(rows)} turn(s), newest first")
 
 
-_TABLE_CHUNK = 500
+def _cells(text: str, width: int) -> str:
+    """``text`` cut and padded to ``width`` terminal cells (CJK characters take two)."""
+    from rich.cells import cell_len, set_cell_size
+
+    return set_cell_size(text, width) if cell_len(text) != width else text
 
 
 def _print_table_stream(rows, title: str) -> int:
-    """The turns table printed in chunks of 500 rows as they come, columns of fixed width so the chunks line up."""
-    con = _console()
-    chunk: list[dict[str, Any]] = []
+    """Every turn as one fixed-width line, printed as it comes (a rich table would hold and measure all rows)."""
+    out = sys.stdout
+    out.write(f"{title}\n{'id':<20}  {'time UTC':<11}  {'channel':<8}  {'route':<7}  score  fb  question → entry\n")
     n = 0
     for r in rows:
-        chunk.append(r)
-        if len(chunk) >= _TABLE_CHUNK:
-            con.print(_turns_table(chunk, title if n == 0 else "", header=n == 0, fixed=True))
-            n += len(chunk)
-            chunk = []
-    if chunk or n == 0:
-        con.print(_turns_table(chunk, title if n == 0 else "", header=n == 0, fixed=True))
-        n += len(chunk)
-    con.print(f"{n} turn(s)")
+        q = _clip(r.get("question"), 80) or ("(error)" if r.get("error") else "")
+        if r.get("faq_id"):
+            q += f" → {r['faq_id']}"
+        score = "" if r.get("score") is None else f"{r['score']:.0f}"
+        mark = _FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or "")
+        out.write(f"{r['turn_id']:<20}  {_short_ts(r['ts'])[5:16]:<11}  {_cells(str(r['channel']), 8)}  "
+                  f"{str(r['route']):<7}  {score:>5}  {_cells(mark, 2)}  {q}\n")
+        n += 1
+    out.write(f"{n} turn(s)\n")
     return n
 
 
@@ -445,7 +450,8 @@ def cmd_gaps(args) -> int:
     alt = args.alternate_threshold if args.alternate_threshold is not None else settings.clarify_threshold
     conn = _open_ro(args)
     try:
-        clusters = gap_clusters(conn, Matcher(kb), since=args.since, limit=args.limit,
+        since = None if args.all else (args.since or parse_since(GAPS_DEFAULT_SINCE))
+        clusters = gap_clusters(conn, Matcher(kb), since=since, limit=args.limit,
                                 threshold=args.similarity, alternate_threshold=alt)
     finally:
         conn.close()
@@ -487,7 +493,17 @@ def cmd_replay(args) -> int:
     answerer = Answerer(settings, kb)
     conn = _open_ro(args)
     try:
-        result = replay(conn, answerer, limit=args.limit, **_filters(args))
+        total = None
+        if sys.stderr.isatty():  # the bar's total: one count over the same selection
+            from storage.queries import turn_filters
+
+            where, params = turn_filters(**_filters(args))
+            total = conn.execute("SELECT count(*) FROM turns t" + (" WHERE " + " AND ".join(where) if where else ""),
+                                 params).fetchone()[0]
+            if args.limit and args.limit > 0:
+                total = min(total, args.limit)
+        with _Progress("replaying", total) as bar:
+            result = replay(conn, answerer, limit=args.limit, progress=bar.advance, **_filters(args))
     finally:
         conn.close()
     result["knowledge_dir"] = str(kb.directory) if kb.directory else None
@@ -783,7 +799,9 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
 
     p = verbs.add_parser("gaps", parents=[common],
                          help="the gap inbox: unanswered / disliked questions grouped by similarity, with snippets")
-    p.add_argument("--since", type=parse_since, metavar="WHEN", help="only turns since WHEN (7d, 24h, ISO date)")
+    p.add_argument("--since", type=parse_since, metavar="WHEN", default=None,
+                   help="only turns since WHEN (7d, 24h, ISO date; default 30d: a year of traffic would be slow)")
+    p.add_argument("--all", action="store_true", help="the whole log instead of the last 30 days")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many clusters (default 20; 0 = all)")
     p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for the nearest entry (default: current)")
     p.add_argument("--similarity", type=float, default=0.35, help="cluster join threshold 0-1 (default 0.35)")

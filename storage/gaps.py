@@ -163,24 +163,29 @@ def gap_clusters(
     ({faq_id, section, score, question, file} or None), ``suggestion`` ('alternate' | 'new-entry') and
     ``snippet`` (TOML to paste). ``matcher`` may be None (no nearest entry, always a new-entry snippet).
     """
-    rows = queries.gap_rows(conn, since=since)
     normalizer = getattr(matcher, "normalizer", None)
     weights = _Weights(matcher)
 
-    # 1. Group identical normalized questions.
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
+    # 1. Group identical normalized questions, streaming: per question only counters and the newest turn ids are
+    #    kept, so memory grows with the number of distinct questions, not with the number of turns.
+    by_key: dict[str, _KeyStats] = {}
+    normalized_cache: dict[str, str] = {}
+    for r in queries.iter_gap_rows(conn, since=since):
         key = (r.get("normalized") or "").strip()
         if not key and r.get("question") and normalizer is not None:
-            key = normalizer.normalize(r["question"]).text
+            q = r["question"]
+            key = normalized_cache.get(q) or normalized_cache.setdefault(q, normalizer.normalize(q).text)
         if not _usable(key):
             continue
-        by_key.setdefault(key, []).append(r)
+        ks = by_key.get(key)
+        if ks is None:
+            ks = by_key[key] = _KeyStats()
+        ks.add(r)
 
     # 2. Greedy leader clustering, most frequent question first; a key joins the most similar cluster if any
     #    member is similar enough (members compared, not just the leader, so word order variants chain in).
     #    Only clusters sharing a bigram are compared (inverted index), and only with their first members.
-    order = sorted(by_key, key=lambda k: (-len(by_key[k]), _neg_ts(max(r["ts"] for r in by_key[k]))))
+    order = sorted(by_key, key=lambda k: (-by_key[k].count, _neg_ts(by_key[k].last)))
     clusters: list[dict[str, Any]] = []
     index: dict[str, set[int]] = {}
     for key in order:
@@ -209,24 +214,21 @@ def gap_clusters(
 
     # 3. Largest first (ties: most recent first); describe only the clusters kept.
     for c in clusters:
-        c["_turns"] = [r for k in c["_keys"] for r in by_key[k]]
-        c["_last"] = max(r["ts"] for r in c["_turns"])
-    clusters.sort(key=lambda c: (-len(c["_turns"]), _neg_ts(c["_last"])))
+        c["_stats"] = _KeyStats.merge([by_key[k] for k in c["_keys"]])
+    clusters.sort(key=lambda c: (-c["_stats"].count, _neg_ts(c["_stats"].last)))
     if limit is not None and limit > 0:
         clusters = clusters[:limit]
     phrase_texts = {p.text for p in getattr(matcher, "phrases", ())}
     out: list[dict[str, Any]] = []
     for c in clusters:
-        turns = c["_turns"]
-        turns.sort(key=lambda r: (r["ts"], r["turn_id"]), reverse=True)
-        q_counts = Counter(_shown(r) for r in turns)
+        st: _KeyStats = c["_stats"]
+        q_counts = st.questions
         # Most frequent question; ties go to the most recent.
-        latest = {q: i for i, q in reversed(list(enumerate(_shown(r) for r in turns)))}
-        questions = sorted(q_counts, key=lambda q: (-q_counts[q], latest.get(q, 0)))
+        questions = sorted(q_counts, key=lambda q: (-q_counts[q], _neg_ts("".join(st.question_last[q]))))
         representative = questions[0]
-        rep_key = max(c["_keys"], key=lambda k: len(by_key[k]))
-        routes = Counter(r["route"] for r in turns)
-        reasons = Counter(reason for r in turns for reason in r["reasons"])
+        rep_key = max(c["_keys"], key=lambda k: by_key[k].count)
+        routes = st.routes
+        reasons = st.reasons
 
         nearest = None
         if matcher is not None:
@@ -246,7 +248,7 @@ def gap_clusters(
                        if not _has_placeholder(q)
                        and (normalizer is None or normalizer.normalize(q).text not in phrase_texts)]
         answered_here = nearest is not None and all(
-            r["route"] == "faq" and r.get("faq_id") == nearest["faq_id"] for r in turns
+            route == "faq" and faq_id == nearest["faq_id"] for route, faq_id in st.route_faq
         )
         if nearest is not None and nearest["score"] >= alternate_threshold and not answered_here and new_phrases:
             suggestion = "alternate"
@@ -264,21 +266,75 @@ def gap_clusters(
                            "# check that entry's answer first; if the question needs its own answer:\n" + snippet)
         out.append(
             {
-                "count": len(turns),
+                "count": st.count,
                 "representative": representative,
                 "questions": [{"question": q, "count": q_counts[q]} for q in questions],
                 "examples": questions[:MAX_EXAMPLES],
                 "routes": dict(routes.most_common()),
                 "reasons": dict(reasons.most_common()),
-                "turn_ids": [r["turn_id"] for r in turns[:MAX_TURN_IDS]],
-                "first_seen": min(r["ts"] for r in turns),
-                "last_seen": max(r["ts"] for r in turns),
+                "turn_ids": [tid for _, tid in st.newest()],
+                "first_seen": st.first,
+                "last_seen": st.last,
                 "nearest": nearest,
                 "suggestion": suggestion,
                 "snippet": snippet,
             }
         )
     return out
+
+
+class _KeyStats:
+    """What the inbox reports about the gap turns of one question (or, merged, one cluster), without the turns."""
+
+    __slots__ = ("count", "first", "last", "questions", "question_last", "routes", "reasons", "route_faq", "_ids")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = ""
+        self.last = ""
+        self.questions: Counter[str] = Counter()
+        self.question_last: dict[str, tuple[str, str]] = {}
+        self.routes: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.route_faq: set[tuple[str, str | None]] = set()
+        self._ids: list[tuple[str, str]] = []  # (ts, turn id), the newest MAX_TURN_IDS, oldest first
+
+    def add(self, r: dict[str, Any]) -> None:
+        ts, tid = r["ts"], r["turn_id"]
+        self.count += 1
+        self.first = ts if not self.first or ts < self.first else self.first
+        self.last = ts if ts > self.last else self.last
+        q = _shown(r)
+        self.questions[q] += 1
+        if (ts, tid) > self.question_last.get(q, ("", "")):
+            self.question_last[q] = (ts, tid)
+        self.routes[r["route"]] += 1
+        self.reasons.update(r["reasons"])
+        self.route_faq.add((r["route"], r.get("faq_id")))
+        self._ids.append((ts, tid))
+        if len(self._ids) > 4 * MAX_TURN_IDS:
+            self._ids = sorted(self._ids)[-MAX_TURN_IDS:]
+
+    def newest(self) -> list[tuple[str, str]]:
+        return sorted(self._ids, reverse=True)[:MAX_TURN_IDS]
+
+    @classmethod
+    def merge(cls, parts: list[_KeyStats]) -> _KeyStats:
+        out = cls()
+        for p in parts:
+            out.count += p.count
+            out.first = p.first if not out.first or (p.first and p.first < out.first) else out.first
+            out.last = max(out.last, p.last)
+            out.questions.update(p.questions)
+            for q, when in p.question_last.items():
+                if when > out.question_last.get(q, ("", "")):
+                    out.question_last[q] = when
+            out.routes.update(p.routes)
+            out.reasons.update(p.reasons)
+            out.route_faq |= p.route_faq
+            out._ids.extend(p.newest())
+        out._ids = sorted(out._ids)[-MAX_TURN_IDS:]
+        return out
 
 
 def _neg_ts(ts: str) -> tuple[int, ...]:

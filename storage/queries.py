@@ -298,6 +298,11 @@ SETTLED_SQL = (
 
 
 def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+    """``iter_gap_rows`` as a list."""
+    return list(iter_gap_rows(conn, since=since))
+
+
+def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> Iterator[dict[str, Any]]:
     """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, or whose latest feedback is
     thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts), unless a curator's latest
     review settled it (``storage.reviews``: correct, out of scope, spam, or applied). Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
@@ -312,7 +317,6 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
         f"{_LATEST_FEEDBACK} AS feedback "
         "FROM turns t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.id"
     )
-    out = []
     for r in conn.execute(sql, params):
         tid, ts, question, normalized, route, faq_id, candidates, guard, feedback = tuple(r)
         reasons = []
@@ -324,21 +328,18 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
             reasons.append("thumbs-down")
         if feedback == "none":
             reasons.append("none-of-these")
-        out.append(
-            {
-                "turn_id": tid,
-                "ts": ts,
-                "question": question,
-                "normalized": normalized,
-                "route": route,
-                "faq_id": faq_id,
-                "candidates": decode_candidates(candidates),
-                "guard": guard,
-                "feedback": feedback,
-                "reasons": reasons,
-            }
-        )
-    return out
+        yield {
+            "turn_id": tid,
+            "ts": ts,
+            "question": question,
+            "normalized": normalized,
+            "route": route,
+            "faq_id": faq_id,
+            "candidates": decode_candidates(candidates),
+            "guard": guard,
+            "feedback": feedback,
+            "reasons": reasons,
+        }
 
 
 def purge(conn: sqlite3.Connection, older_than: _dt.timedelta, **kwargs: Any) -> int:

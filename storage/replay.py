@@ -11,15 +11,16 @@ entry, the same entry with a different answer text, or clarify <-> none), ``unch
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import sqlite3
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from storage import queries
 
 KINDS = ("improved", "regressed", "changed", "unchanged")
 REPLAYABLE_VIA = (None, "", "text")
-ALL = 1 << 62  # "no limit" for queries.list_turns
+MEMO_SIZE = 100_000  # distinct questions whose new answer is kept (memory stays bounded on any log)
 
 
 class _Matches(Protocol):
@@ -50,25 +51,39 @@ def replay(
     channel: str | None = None,
     feedback: str | None = None,
     limit: int | None = None,
+    max_changes: int = 10_000,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Replay the logged turns selected like ``faqbot logs list`` (newest first; ``limit`` None or 0 = all).
+    """Replay the logged turns selected like ``faqbot logs list`` (newest first; ``limit`` None or 0 = all), streaming
+    from the cursor; ``progress(1)`` after each turn.
 
     Returns {knowledge_version, selected, replayed, skipped, counts: {kind: n}, transitions: {"none->faq": n},
     changes: [...]} where each change (every turn whose kind is not ``unchanged``) has turn_id, ts, channel,
     question, old_route, old_faq_id, old_score, new_route, new_faq_id, new_score, answer_changed, kind.
     """
-    rows = queries.list_turns(conn, route=route, since=since, channel=channel, feedback=feedback,
-                              limit=limit if limit and limit > 0 else ALL)
+    rows = queries.iter_turns(conn, route=route, since=since, channel=channel, feedback=feedback)
+    if limit and limit > 0:
+        rows = itertools.islice(rows, int(limit))
     counts: Counter[str] = Counter({k: 0 for k in KINDS})
     transitions: Counter[str] = Counter()
     changes: list[dict[str, Any]] = []
-    skipped = 0
+    changed = skipped = selected = 0
+    # The matcher is deterministic for a question without conversation context: match each distinct question once
+    # (a year of traffic repeats the same few thousand questions).
+    memo: dict[str, Any] = {}
     for r in rows:
+        selected += 1
+        if progress is not None:
+            progress(1)
         question = (r.get("question") or "").strip()
         if r.get("via") not in REPLAYABLE_VIA or not question:
             skipped += 1
             continue
-        new = answerer.match(question)
+        new = memo.get(question)
+        if new is None:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            new = memo[question] = answerer.match(question)
         new_route = getattr(new.route, "value", str(new.route))
         old_route = r["route"]
         answer_changed = (
@@ -79,29 +94,32 @@ def replay(
         counts[kind] += 1
         transitions[f"{old_route}->{new_route}"] += 1
         if kind != "unchanged":
-            changes.append(
-                {
-                    "turn_id": r["turn_id"],
-                    "ts": r["ts"],
-                    "channel": r["channel"],
-                    "question": question,
-                    "old_route": old_route,
-                    "old_faq_id": r.get("faq_id"),
-                    "old_score": r.get("score"),
-                    "new_route": new_route,
-                    "new_faq_id": new.faq_id,
-                    "new_score": round(float(new.score or 0.0), 1),
-                    "answer_changed": answer_changed,
-                    "kind": kind,
-                }
-            )
+            changed += 1
+            if len(changes) < max_changes:
+                changes.append(
+                    {
+                        "turn_id": r["turn_id"],
+                        "ts": r["ts"],
+                        "channel": r["channel"],
+                        "question": question,
+                        "old_route": old_route,
+                        "old_faq_id": r.get("faq_id"),
+                        "old_score": r.get("score"),
+                        "new_route": new_route,
+                        "new_faq_id": new.faq_id,
+                        "new_score": round(float(new.score or 0.0), 1),
+                        "answer_changed": answer_changed,
+                        "kind": kind,
+                    }
+                )
     kb = getattr(answerer, "kb", None)
     return {
         "knowledge_version": getattr(kb, "version", None),
-        "selected": len(rows),
-        "replayed": len(rows) - skipped,
+        "selected": selected,
+        "replayed": selected - skipped,
         "skipped": skipped,
         "counts": dict(counts),
         "transitions": dict(transitions.most_common()),
         "changes": changes,
+        "changes_total": changed,  # `changes` lists the first max_changes of them (newest first)
     }
