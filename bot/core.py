@@ -114,6 +114,10 @@ class Answerer:
         asks = tuple(a[: self.settings.match_prefix_chars] for a in norm.asks)
         result = self.matcher.route(key, self.thresholds, asks)
         self._apply(result, reply)
+        if reply.route is Route.FAQ and norm.elsewhere:
+            # Answers come from Hebei's FAQ: say so when the asker is somewhere else.
+            reply.text = f"{reply.text}\n\n{texts.place_note(norm.places)}"
+            reply.reason = f"{reply.reason};place" if norm.places else f"{reply.reason};elsewhere"
         if len(raw) > self.settings.max_question_chars:
             reply.text = f"{reply.text}\n{texts.TOO_LONG_NOTE}"
         return self._finish_sync(reply, started)
@@ -128,6 +132,19 @@ class Answerer:
             e = result.ranked[0].entry
             reply.route, reply.faq_id, reply.section = Route.FAQ, e.id, e.section
             reply.text = texts.faq_text(e.question, e.answer)
+            if result.partial is not None:  # the entry answers the main need, not the detail asked next to it
+                reply.text = texts.partial_answer_text(e.question, e.answer, result.partial.says)
+                reply.reason = f"{reply.reason};partial:{result.partial.id}"
+        elif result.route == "clarify" and result.partial is not None:
+            reply.route = Route.CLARIFY
+            wanted = set(result.partial.entries)
+            shown = [c for c in reply.candidates[:3] if c.score >= th.related or c.faq_id in wanted]
+            reply.choices = shown or reply.candidates[:1]
+            reply.text = texts.partial_offer_text(result.partial.says, reply.choices)
+        elif result.partial is not None:  # a detail of no entry: say what the FAQ does not cover
+            reply.route = Route.NONE
+            reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related]
+            reply.text = texts.partial_none_text(result.partial.says, reply.choices)
         elif result.route == "clarify":
             reply.route = Route.CLARIFY
             reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related] or reply.candidates[:1]

@@ -40,6 +40,10 @@ LLM_FALLBACK = "抱歉，我暂时无法根据常见问题准确回答这个问�
 ERROR = "抱歉，处理您的问题时出了点问题，请稍后再试。" + REFERRAL
 # Quote mode (bot/llm/quote.py): the only words around the quoted curated text.
 QUOTE_LEAD = "以下内容摘自电子社保卡常见问题原文："
+PARTIAL_HEAD = "常见问题中与此相关的内容："
+PARTIAL_TAIL_NUMBERED = "请回复序号查看；如果都不是，请回复 0。"
+PLACE_NOTE = "（您提到了{place}：以上回答来自河北省的电子社保卡常见问题，{place}的具体规定可能不同，请以当地社会保障卡服务网点的说明为准。）"
+ELSEWHERE_NOTE = "（以上回答来自河北省的电子社保卡常见问题，其他地区的具体规定可能不同，请以当地社会保障卡服务网点的说明为准。）"
 PII_NOTE = "（为保护您的隐私，您消息中的身份证号、手机号或银行卡号不会被保存。请不要在聊天中发送这些信息。）"
 
 # Short greetings / thanks that deserve a friendly reply rather than "out of scope".
@@ -67,6 +71,28 @@ def quote_heading(question: str) -> str:
 
 def faq_text(question: str, answer: str) -> str:
     return f"{question}\n\n{answer}"
+
+
+def partial_answer_text(question: str, answer: str, says: str) -> str:
+    """An entry that answers only part of the question, followed by what the FAQ does not say."""
+    return f"{faq_text(question, answer)}\n\n（{says}）"
+
+
+def partial_offer_text(says: str, choices: list[Candidate]) -> str:
+    """The question is about a detail the FAQ lacks: say so, then offer the related entries."""
+    return f"{says}\n\n{PARTIAL_HEAD}\n{numbered(choices)}\n{PARTIAL_TAIL_NUMBERED}"
+
+
+def partial_none_text(says: str, related: list[Candidate]) -> str:
+    """The question is about something the FAQ does not cover at all (no entry has it)."""
+    if not related:
+        return says
+    return f"{says}\n\n{RELATED_HEAD}\n{numbered(related)}"
+
+
+def place_note(places: tuple[str, ...]) -> str:
+    """The note under an answer to a question that names a place outside Hebei (or says 外地, 我们省...)."""
+    return PLACE_NOTE.format(place="、".join(places[:3])) if places else ELSEWHERE_NOTE
 
 
 # --- Telegram adapter (bot/telegram) -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Load and validate the curated knowledge base (TOML files a curator edits).
 
 Layout: `knowledge/faq/*.toml` (one entry per file), `knowledge/terms.toml` (synonyms, fillers, foreign terms) and
-`knowledge/paraphrases.toml` (phrase-level equivalences, some conditional on another word).
+`knowledge/paraphrases.toml` (phrase-level equivalences, some conditional on another word), `knowledge/places.toml`
+(place names: Hebei's, and the others that get a "local rules may differ" note).
 Every problem is reported with the file, the entry and what is wrong; nothing half-loaded is ever returned.
 """
 from __future__ import annotations
@@ -41,6 +42,16 @@ class Paraphrase:
 
 
 @dataclass(frozen=True)
+class Places:
+    """Place names (places.toml): Hebei's own, others (some only with 市/省/地区 after them), vague "elsewhere" words."""
+
+    home: tuple[str, ...] = ()
+    other: tuple[str, ...] = ()
+    need_suffix: tuple[str, ...] = ()
+    elsewhere: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Terms:
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # canonical -> variants
     greetings: tuple[str, ...] = ()
@@ -49,6 +60,22 @@ class Terms:
     anchors: tuple[str, ...] = ()  # words that place a question in the FAQ's domain
     paraphrases: tuple[Paraphrase, ...] = ()  # applied after the synonyms, in file order
     question_words: tuple[str, ...] = ()  # how people ask, not what about: their bigrams weigh little in matching
+    places: Places = field(default_factory=lambda: Places())
+
+
+@dataclass(frozen=True)
+class Aspect:
+    """A detail next to what some entries cover that the FAQ does not answer (partial.toml)."""
+
+    id: str
+    words: tuple[str, ...]
+    says: str  # the honest line shown to the user
+    mode: str  # "answer" (entry + line) or "offer" (line + choices, never a direct answer)
+    entries: tuple[str, ...] = ()  # entry ids it belongs to; empty = any
+    unless: tuple[str, ...] = ()
+
+
+ASPECT_MODES = ("answer", "offer")
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,7 @@ class KnowledgeBase:
     version: str
     directory: Path | None = None
     warnings: list[Problem] = field(default_factory=list)
+    aspects: tuple[Aspect, ...] = ()  # half-covered details (partial.toml)
 
     def __post_init__(self) -> None:
         self.by_id = {e.id: e for e in self.entries}
@@ -170,6 +198,76 @@ def load_paraphrases(path: Path, problems: list[Problem]) -> tuple[Paraphrase, .
     return tuple(out)
 
 
+def load_places(path: Path, problems: list[Problem]) -> Places:
+    if not path.exists():
+        return Places()
+    data = _read_toml(path, problems)
+    if data is None:
+        return Places()
+    home = data.get("home") or {}
+    other = data.get("other") or {}
+    name = path.name
+    places = Places(
+        home=_str_list(home.get("names"), name, "home", "names", problems),
+        other=(_str_list(other.get("provinces"), name, "other", "provinces", problems)
+               + _str_list(other.get("cities"), name, "other", "cities", problems)),
+        need_suffix=_str_list(other.get("need_suffix"), name, "other", "need_suffix", problems),
+        elsewhere=_str_list(other.get("elsewhere"), name, "other", "elsewhere", problems),
+    )
+    both = set(places.home) & set(places.other + places.need_suffix)
+    if both:
+        problems.append(Problem(name, None, f"listed both as Hebei and elsewhere: {', '.join(sorted(both))}"))
+    return places
+
+
+def load_aspects(path: Path, problems: list[Problem]) -> tuple[Aspect, ...]:
+    if not path.exists():
+        return ()
+    data = _read_toml(path, problems)
+    if data is None:
+        return ()
+    items = data.get("aspect") or []
+    if not isinstance(items, list):
+        problems.append(Problem(path.name, None, "'aspect' must be an array of tables ([[aspect]])"))
+        return ()
+    out, seen = [], set()
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            problems.append(Problem(path.name, f"aspect {n}", "each [[aspect]] must be a table"))
+            continue
+        aid = item.get("id")
+        label = aid if isinstance(aid, str) else f"aspect {n}"
+        ok = True
+        if not isinstance(aid, str) or not ID_RE.match(aid):
+            problems.append(Problem(path.name, label, "'id' must be 2-40 characters of a-z, 0-9, _"))
+            ok = False
+        elif aid in seen:
+            problems.append(Problem(path.name, label, "duplicate aspect id"))
+            ok = False
+        unknown = set(item) - {"id", "words", "unless", "entries", "says", "mode"}
+        if unknown:
+            problems.append(Problem(path.name, label, f"unknown keys: {', '.join(sorted(unknown))}"))
+            ok = False
+        words = _str_list(item.get("words"), path.name, label, "words", problems)
+        if not words:
+            problems.append(Problem(path.name, label, "'words' must list at least one phrase"))
+            ok = False
+        says = item.get("says")
+        if not isinstance(says, str) or not says.strip():
+            problems.append(Problem(path.name, label, "'says' must be a non-empty string"))
+            ok = False
+        mode = item.get("mode", "offer")
+        if mode not in ASPECT_MODES:
+            problems.append(Problem(path.name, label, f"'mode' must be one of {', '.join(ASPECT_MODES)}"))
+            ok = False
+        if ok:
+            seen.add(aid)
+            out.append(Aspect(aid, words, says.strip(), mode,
+                              _str_list(item.get("entries"), path.name, label, "entries", problems),
+                              _str_list(item.get("unless"), path.name, label, "unless", problems)))
+    return tuple(out)
+
+
 def _parse_entry(path: Path, data: dict, problems: list[Problem]) -> Entry | None:
     name = path.name
     eid = data.get("id")
@@ -224,11 +322,15 @@ def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
         raise KnowledgeError([Problem(str(directory / "faq"), None, "no entry files (*.toml) found")])
     terms_path = directory / "terms.toml"
     paraphrases_path = directory / "paraphrases.toml"
-    for path in [*files, terms_path, paraphrases_path]:
+    places_path = directory / "places.toml"
+    partial_path = directory / "partial.toml"
+    for path in [*files, terms_path, paraphrases_path, places_path, partial_path]:
         if path.exists():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     terms = load_terms(terms_path, problems)
-    terms = replace(terms, paraphrases=load_paraphrases(paraphrases_path, problems))
+    terms = replace(terms, paraphrases=load_paraphrases(paraphrases_path, problems),
+                    places=load_places(places_path, problems))
+    aspects = load_aspects(partial_path, problems)
 
     entries: list[Entry] = []
     id_file: dict[str, str] = {}
@@ -265,7 +367,12 @@ def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
             elif other is not None:
                 warnings.append(Problem(e.source_file, e.id, f"alternate '{phrase}' repeats within the entry"))
             owner.setdefault(key, e)
+    for a in aspects:
+        for eid in a.entries:
+            if eid not in id_file:
+                problems.append(Problem(partial_path.name, a.id, f"unknown entry '{eid}'"))
     if problems:
         raise KnowledgeError(problems)
     entries.sort(key=lambda e: (e.section, e.id))
-    return KnowledgeBase(entries=entries, terms=terms, version=digest.hexdigest()[:12], directory=directory, warnings=warnings)
+    return KnowledgeBase(entries=entries, terms=terms, version=digest.hexdigest()[:12], directory=directory,
+                         warnings=warnings, aspects=aspects)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
 
-from knowledge.loader import Entry, KnowledgeBase
+from knowledge.loader import Aspect, Entry, KnowledgeBase
 from knowledge.normalize import Normalizer
 
 
@@ -57,6 +57,7 @@ class MatchResult:
     reason: str
     foreign: tuple[str, ...] = ()  # foreign terms in the question not covered by the best phrase
     anchored: bool = True  # the question names something of the FAQ's domain
+    partial: Aspect | None = None  # a detail the FAQ does not cover (partial.toml), asked next to the matched entry
 
     @property
     def best(self) -> Scored | None:
@@ -133,6 +134,9 @@ class Matcher:
         for i, gs in enumerate(entry_grams):
             for g in gs:
                 self.postings.setdefault(g, []).append(i)
+        # Half-covered details, with their words normalized like the questions.
+        self.aspects = [(a, tuple({self.normalizer.normalize(w).text for w in a.words} - {""}),
+                         tuple({self.normalizer.normalize(w).text for w in a.unless} - {""})) for a in kb.aspects]
         self.anchors = tuple({self.normalizer.normalize(a).text for a in kb.terms.anchors} - {""})
         self.foreign = tuple(sorted({self.normalizer.normalize(f).text for f in kb.terms.foreign} - {""}, key=len, reverse=True))
 
@@ -249,6 +253,15 @@ class Matcher:
         return out
 
     # -- routing ----------------------------------------------------------------------------------
+    def partial_aspect(self, q: str, entry: Entry) -> Aspect | None:
+        """The first half-covered detail (partial.toml) the normalized question `q` asks about next to `entry`."""
+        for aspect, words, unless in self.aspects:
+            if aspect.entries and entry.id not in aspect.entries:
+                continue
+            if any(w in q for w in words) and not any(u in q for u in unless):
+                return aspect
+        return None
+
     def rank_parts(self, q: str, asks: tuple[str, ...] = (), limit: int = 5) -> list[Scored]:
         """Entries ranked by their best score over the whole key `q` and its asking parts `asks`."""
         best: dict[str, Scored] = {}
@@ -275,8 +288,18 @@ class Matcher:
         anchored = not self.anchors or any(a in q for a in self.anchors)
         second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)
         gap = top.score - (second.score if second else 0.0)
-        if top.score >= th.direct and gap >= th.margin and not foreign and anchored:
-            return MatchResult("faq", ranked, "confident", foreign, anchored)
+        # Details the FAQ does not cover (partial.toml), looked for in the part of the question that was matched
+        # (background such as "我把银行卡冻结了" is not what is asked).
+        partial = self.partial_aspect(asked, top.entry)
+        if partial is not None and partial.mode == "offer" and (top.score >= th.related or
+                                                                (not partial.entries and anchored)):
+            # Tied to named entries: offer them. A detail of no entry (activating the physical card): say so only.
+            route = "clarify" if partial.entries else "none"
+            return MatchResult(route, ranked, f"partial:{partial.id}", foreign, anchored, partial)
+        # A curated detail word of the entry ("解除挂失" for 挂失补办) is evidence enough at the clarify level.
+        direct = th.clarify if partial is not None and partial.entries else th.direct
+        if top.score >= direct and gap >= th.margin and not foreign and anchored:
+            return MatchResult("faq", ranked, "confident", foreign, anchored, partial)
         if top.score >= th.clarify:
             if foreign:
                 reason = "foreign-term:" + ",".join(foreign)

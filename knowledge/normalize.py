@@ -33,6 +33,7 @@ _ASK_RE = re.compile(
     r"吗|么|如何|哪|啥|咋|几|多久|多少|是否|能否|可否|可不可以|能不能|要不要|会不会|有没有|是不是|怎样|为何|为什么"
     r"|办法|流程|手续|步骤|原因|区别|\?"
 )
+_PLACE_SUFFIX = "特别行政区|自治区|地区|省|市"
 MAX_ASKS = 3  # asking parts scored besides the whole question (each one costs a ranking pass)
 MIN_ASK_CHARS = 5  # a shorter asking part ("怎么办") says too little on its own
 
@@ -86,6 +87,8 @@ class Normalized:
     traditional: bool = False
     cleaned: str = ""  # the question after clean(), for display / the LLM
     asks: tuple[str, ...] = ()  # keys of the asking parts when the question has background around them
+    places: tuple[str, ...] = ()  # places outside Hebei the question names, in order ("长沙")
+    elsewhere: bool = False  # the question names a place outside Hebei or says "外地", "我们省"...
 
 
 class Normalizer:
@@ -104,6 +107,21 @@ class Normalizer:
             for v in variants:
                 pairs[v.lower()] = canon
         self._syn = pairs
+        # Places outside Hebei: found (for the "local rules may differ" note) and left out of the matching key.
+        pl = terms.places
+        names = sorted({n.lower() for n in pl.other}, key=len, reverse=True)
+        suffixed = sorted({n.lower() for n in pl.need_suffix}, key=len, reverse=True)
+        alts = [f"(?:{'|'.join(map(re.escape, names))})(?:{_PLACE_SUFFIX})?的?"] if names else []
+        if suffixed:
+            alts.append(f"(?:{'|'.join(map(re.escape, suffixed))})(?:{_PLACE_SUFFIX})的?")
+        # Hebei's names are matched too, so that "河北省" is never read as a place elsewhere and "石家庄" stays.
+        home = sorted({n.lower() for n in pl.home}, key=len, reverse=True)
+        self._home = set(home)
+        if home:
+            alts.insert(0, f"(?:{'|'.join(map(re.escape, home))})(?:{_PLACE_SUFFIX})?")
+        self._place_re = re.compile("|".join(alts)) if alts else None
+        self._elsewhere_re = (re.compile("|".join(map(re.escape, sorted(pl.elsewhere, key=len, reverse=True))))
+                              if pl.elsewhere else None)
         self._syn_re = (
             re.compile("|".join(map(re.escape, sorted(pairs, key=len, reverse=True)))) if pairs else None
         )
@@ -152,6 +170,10 @@ class Normalizer:
         else:
             simplified, traditional = cleaned, False
         lowered = simplified.lower()
+        places: list[str] = []
+        if self._place_re is not None:
+            lowered = self._place_re.sub(lambda m: self._place(m, places), lowered)
+        elsewhere = bool(places) or (self._elsewhere_re is not None and self._elsewhere_re.search(lowered) is not None)
         # (key, asks, ends a sentence) per segment; the parts between the marks alternate with the marks.
         pieces = _SEGMENT_RE.split(lowered)
         segments: list[tuple[str, bool, bool]] = []
@@ -170,7 +192,20 @@ class Normalizer:
                 segments[-1] = (k0, a0 or "?" in mark, True)
         joined = "".join(k for k, _, _ in segments)
         return Normalized(text=joined, traditional=traditional, cleaned=cleaned.strip(),
-                          asks=self._asking_parts(segments, joined))
+                          asks=self._asking_parts(segments, joined), places=tuple(places), elsewhere=elsewhere)
+
+    def _place(self, m: re.Match, found: list[str]) -> str:
+        """A Hebei name stays in the text; another place is recorded (without 市/省) and removed."""
+        name = m.group(0).removesuffix("的")
+        for suffix in _PLACE_SUFFIX.split("|"):
+            if name.endswith(suffix) and len(name) > len(suffix) + 1:
+                name = name[: -len(suffix)]
+                break
+        if name in self._home or name.removesuffix("的") in self._home:
+            return m.group(0)
+        if name not in found:
+            found.append(name)
+        return " "
 
     @staticmethod
     def _asking_parts(segments: list[tuple[str, bool, bool]], whole: str) -> tuple[str, ...]:

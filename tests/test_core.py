@@ -11,6 +11,7 @@ from bot import texts
 from bot.core import Answerer
 from bot.replies import Conversation, Draft, Reply, Route, new_turn_id
 from knowledge.loader import KnowledgeError
+from knowledge.normalize import to_traditional
 
 CLOSE_CALL = "电子社保卡信息跟实体卡不一样怎么办"  # clarify with 3 choices (see test_match)
 
@@ -305,3 +306,76 @@ def test_background_does_not_drown_the_question(answerer):
 
 def kb_answer_in(reply, answerer, faq_id: str) -> bool:
     return answerer.kb.get(faq_id).answer in reply.text
+
+
+# -- places outside Hebei ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("question, place, faq_id", [
+    ("我在长沙，电子社保卡怎么激活？", "长沙", "apply"),
+    ("昆山的社保卡丢了怎么补办", "昆山", "lost_reissue"),
+    ("广东省的电子社保卡登录密码忘了怎么办", "广东", "reset_password"),
+    ("我在大同市，社保卡上的名字怎么改", "大同", "change_name"),
+])
+def test_another_place_is_answered_with_a_note(answerer, question, place, faq_id):
+    reply = answerer.match(question)
+    assert (reply.route, reply.faq_id) == (Route.FAQ, faq_id), (reply.reason, reply.candidates[:3])
+    entry = answerer.kb.get(faq_id)
+    assert reply.text.startswith(texts.faq_text(entry.question, entry.answer))
+    assert reply.text.endswith(texts.place_note((place,)))
+    assert f"您提到了{place}" in reply.text and "河北省" in reply.text
+    assert reply.reason == "confident;place"
+
+
+def test_place_note_in_traditional_and_for_unnamed_elsewhere(answerer):
+    reply = answerer.match("我們省的電子社保卡登錄密碼忘記了怎麼辦")
+    assert reply.route is Route.FAQ and reply.traditional
+    assert reply.text.endswith(to_traditional(texts.ELSEWHERE_NOTE))
+    assert reply.reason == "confident;elsewhere"
+
+
+@pytest.mark.parametrize("question", ["社保卡丢了怎么办", "石家庄的社保卡丢了怎么办", "河北省电子社保卡怎么申领",
+                                      "电子社保卡和实体卡大同小异吗"])
+def test_no_place_note_for_hebei_or_ordinary_words(answerer, question):
+    reply = answerer.match(question)
+    assert "您提到了" not in reply.text and texts.ELSEWHERE_NOTE not in reply.text, reply.text
+
+
+# -- half-covered questions (knowledge/partial.toml) -----------------------------------------------------------
+def test_half_covered_question_gets_the_entry_and_what_the_faq_does_not_say(answerer):
+    reply = answerer.match("社保卡挂失以后又找到了，怎么解除挂失？")
+    entry = answerer.kb.get("lost_reissue")
+    aspect = next(a for a in answerer.kb.aspects if a.id == "lift_loss")
+    assert (reply.route, reply.faq_id) == (Route.FAQ, "lost_reissue")
+    assert reply.text == texts.partial_answer_text(entry.question, entry.answer, aspect.says)
+    assert "没有说明如何解除挂失" in reply.text and "社会保障卡服务网点" in reply.text
+    assert reply.reason == "confident;partial:lift_loss"
+
+
+@pytest.mark.parametrize("question, aspect_id, faq_id", [
+    ("补办一张社保卡要交多少钱", "fee", "lost_reissue"),
+    ("社保卡丢了补办下来要等几天", "duration", "lost_reissue"),
+    ("人在外地，社保卡丢了能不能异地补办", "other_place", "lost_reissue"),
+    ("电子社保卡绑的银行卡想解绑换一张", "unbind", "bind_bank"),
+    ("实体社保卡的医保密码忘了怎么改", "card_password", "reset_password"),
+])
+async def test_question_about_a_detail_the_faq_lacks_gets_the_line_and_choices(answerer, question, aspect_id, faq_id):
+    from bot.replies import Conversation
+
+    conv = Conversation("console", "c1")
+    reply = await answerer.answer(question, conv)
+    aspect = next(a for a in answerer.kb.aspects if a.id == aspect_id)
+    assert reply.route is Route.CLARIFY and reply.faq_id is None, (reply.reason, reply.candidates[:3])
+    assert reply.reason == f"partial:{aspect_id}"
+    assert reply.text == texts.partial_offer_text(aspect.says, reply.choices)
+    assert faq_id in [c.faq_id for c in reply.choices] and len(reply.choices) <= 3
+    # The choices work like any other: the number gives the entry.
+    pick = [c.faq_id for c in reply.choices].index(faq_id) + 1
+    chosen = await answerer.answer(str(pick), conv)
+    assert (chosen.route, chosen.faq_id, chosen.reason) == (Route.FAQ, faq_id, "chosen")
+
+
+def test_a_detail_of_no_entry_is_said_plainly(answerer):
+    reply = answerer.match("实体社保卡拿到手以后怎么激活？")  # scores low: the line is shown all the same
+    assert reply.route is Route.NONE and reply.reason == "partial:activate_card"
+    assert reply.text.startswith("常见问题没有说明实体社保卡")
+    # Activating the *electronic* card is applying for it: answered.
+    assert answerer.match("电子社保卡怎么激活？").faq_id == "apply"

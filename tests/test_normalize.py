@@ -237,3 +237,40 @@ def test_paraphrase_file_problems_are_reported(knowledge_copy):
     assert "paraphrases.toml [rule 2]: 'canonical' must be a non-empty string" in msg
     assert "paraphrases.toml [rule 3]: unknown keys: from" in msg
     assert "paraphrases.toml [rule 3]: 'variants' must list at least one phrase" in msg
+
+
+def test_partial_and_places_file_problems_are_reported(knowledge_copy):
+    from knowledge.loader import KnowledgeError, load_knowledge
+
+    (knowledge_copy / "partial.toml").write_text(
+        '[[aspect]]\nid = "fee"\nwords = ["多少钱"]\nentries = ["no_such_entry"]\nsays = "x"\nmode = "answer"\n\n'
+        '[[aspect]]\nid = "fee"\nwords = ["费用"]\nsays = "y"\n\n'
+        '[[aspect]]\nid = "bad"\nwords = []\nsays = ""\nmode = "maybe"\n', encoding="utf-8")
+    (knowledge_copy / "places.toml").write_text('[home]\nnames = ["河北", "长沙"]\n[other]\ncities = ["长沙"]\n',
+                                                encoding="utf-8")
+    with pytest.raises(KnowledgeError) as err:
+        load_knowledge(knowledge_copy)
+    msg = str(err.value)
+    assert "partial.toml [fee]: unknown entry 'no_such_entry'" in msg
+    assert "partial.toml [fee]: duplicate aspect id" in msg
+    assert "partial.toml [bad]: 'words' must list at least one phrase" in msg
+    assert "partial.toml [bad]: 'says' must be a non-empty string" in msg
+    assert "partial.toml [bad]: 'mode' must be one of answer, offer" in msg
+    assert "places.toml: listed both as Hebei and elsewhere: 长沙" in msg
+
+
+@pytest.mark.parametrize("text, places, elsewhere", [
+    ("长沙的电子社保卡怎么领", ("长沙",), True),
+    ("内蒙古自治区的社保卡丢了", ("内蒙古",), True),
+    ("浙江西部的社保卡", ("浙江",), True),  # longest name at the leftmost position: not 江西
+    ("大同市社保卡", ("大同",), True),
+    ("两张卡大同小异", (), False),  # a name that is also a word counts only with 市/省/地区
+    ("河北省石家庄市的社保卡", (), False),
+    ("我们省能参照吗", (), True),
+])
+def test_places_are_found_and_left_out_of_the_key(norm, text, places, elsewhere):
+    n = norm.normalize(text)
+    assert (n.places, n.elsewhere) == (places, elsewhere)
+    for p in places:
+        assert p not in n.text
+    assert "河北" in norm.normalize("河北省的社保卡").text
