@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--dir", help="knowledge directory (default: FAQBOT_KNOWLEDGE_DIR or the built-in one)")
     kc.add_argument("--json", action="store_true")
     kc.set_defaults(func=cmd_knowledge_check)
+    from bot.cli_knowledge import add_knowledge_verbs  # suggest, approve (reviews become knowledge)
+
+    add_knowledge_verbs(ksub)
 
     try:
         from bot.cli_logs import add_logs_parser

@@ -545,6 +545,10 @@ def cmd_replay(args) -> int:
 def cmd_export(args) -> int:
     from storage.export import iter_turns, write_export
 
+    if args.reviewed or args.format == "eval":
+        from bot.cli_review import cmd_export_reviewed  # curators' verdicts as a regression set
+
+        return cmd_export_reviewed(args)
     conn = _open_ro(args)
     try:
         rows = iter_turns(conn, limit=args.limit, **_filters(args))
@@ -817,7 +821,10 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=_run(cmd_replay))
 
     p = verbs.add_parser("export", parents=[common, filters], help="all turns with feedback counts, as CSV or JSONL")
-    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
+    p.add_argument("--format", choices=("csv", "jsonl", "eval"), default="csv",
+                   help="csv (default), jsonl, or eval (with --reviewed: q/sections/kind for `faqbot eval`)")
+    p.add_argument("--reviewed", action="store_true",
+                   help="the reviewed turns as a regression set (needs --format eval); --since = reviewed since")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
     p.add_argument("-n", "--limit", type=int, default=0, help="only the N most recent turns (0 = all)")
     p.set_defaults(func=_run(cmd_export))

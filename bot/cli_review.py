@@ -11,12 +11,13 @@ come (``printf '14q' | faqbot logs review`` labels two turns and quits), which i
 from __future__ import annotations
 
 import argparse
+import json
 import getpass
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from bot.cli_logs import _clip, _console, _db_path, _err, _Exit, _FEEDBACK_MARK, _load_kb, _print_json, _run
+from bot.cli_logs import _clip, _console, _db_path, _err, _Exit, _FEEDBACK_MARK, _load_kb, _open_ro, _print_json, _run
 from bot.cli_logs import _settings, _short_ts
 
 # Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
@@ -298,3 +299,39 @@ def add_review_verbs(verbs, common: argparse.ArgumentParser, filters: argparse.A
     p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for entry ids")
     p.set_defaults(func=_run(cmd_review))
 
+
+
+def cmd_export_reviewed(args) -> int:
+    """`logs export --reviewed --format eval`: reviewed turns as eval rows, one per distinct question."""
+    from pathlib import Path
+
+    from bot.curation import eval_jsonl, eval_rows
+    from storage.db import utc_iso
+
+    if not (args.reviewed and args.format == "eval"):
+        raise _Exit(2, "the eval format holds reviewed turns: use --reviewed --format eval")
+    settings = _settings()
+    kb = _load_kb(settings.knowledge_dir)
+    conn = _open_ro(args)
+    try:
+        rows, skipped = eval_rows(conn, kb, since=None if args.since is None else utc_iso(args.since))
+    finally:
+        conn.close()
+    text = eval_jsonl(rows)
+    summary = {"rows": len(rows), "format": "eval", "skipped": dict(skipped),
+               "file": None if not args.output or args.output == "-" else args.output}
+    if summary["file"]:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    note = (f"exported {len(rows)} reviewed question(s) in the eval format"
+            + (f" to {args.output}" if summary["file"] else "")
+            + ("; left out: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else ""))
+    if args.json:
+        (_print_json if summary["file"] else lambda s: _err(json.dumps(s, ensure_ascii=False)))(summary)
+    elif summary["file"]:
+        print(note)
+    else:
+        _err(note)
+    return 0
