@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from storage import queries
 from storage.db import open_db_sync
 from bot.cli_review import KEYS, VERDICT_HELP
 from storage.reviews import VERDICTS, ReviewError, add_review, history
@@ -173,10 +174,13 @@ def test_review_queue_with_piped_keys_is_resumable(fx, db):
     assert "你好" not in out  # a greeting is no question to review
     with sqlite3.connect(db) as c:
         stored = c.execute("SELECT turn_id, label, faq_id, reviewer FROM reviews ORDER BY id").fetchall()
-        cands = json.loads(c.execute("SELECT candidates FROM turns WHERE id = ?", (third,)).fetchone()[0])
     assert [(t, lab, rv) for t, lab, _, rv in stored] == [(first, "new-entry", "cara"), (third, "entry", "cara"),
                                                            (fourth, "out-of-scope", "cara")]
-    assert got[third][1] == cands[0]["faq_id"]
+    ro = open_db_sync(db)
+    try:
+        assert got[third][1] == queries.get_turn(ro, third)["candidates"][0]["faq_id"]
+    finally:
+        ro.close()
 
     # Resume: the labelled turns are gone from the queue; the skipped one is offered again, first.
     out2, summary2 = review("q")
