@@ -778,7 +778,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
                          help="latest feedback: up (👍), down (👎), none (none of these / 都不是); any = some feedback")
 
     logs = subparsers.add_parser(
-        "logs", help="review the conversation log (list, show, search, stats, gaps, replay, export, purge, serve)",
+        "logs", help="review the conversation log (list, show, search, stats, gaps, replay, export, purge, compact, serve)",
         description="Review the conversation log. Every verb takes --db and --json.",
     )
     verbs = logs.add_subparsers(dest="logs_command", required=True, metavar="VERB")
