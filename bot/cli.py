@@ -30,7 +30,10 @@ def _knowledge_or_exit(settings):
 # -- ask --------------------------------------------------------------------------------------------
 def cmd_ask(args) -> int:
     settings = _settings()
-    questions = [args.question] if args.question is not None else [line.rstrip("\n") for line in sys.stdin]
+    if args.question is not None:
+        questions = [args.question]
+    else:  # bytes, decoded here: invalid UTF-8 becomes U+FFFD instead of failing the whole batch
+        questions = [line.decode("utf-8", "replace").rstrip("\r\n") for line in sys.stdin.buffer]
     return asyncio.run(_ask(settings, questions, args))
 
 
@@ -43,6 +46,13 @@ async def _ask(settings, questions, args) -> int:
         services = await build_services(settings, with_log=args.log)
     except KnowledgeError as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    if services.turn_log is not None and not services.turn_log.healthy:
+        # --log asks for the exchange to be kept: say at once that it cannot be, rather than answer and then wait
+        # for the writer's retries to give up.
+        error = services.turn_log.last_error or "unavailable"
+        await services.turn_log.close(timeout=0)
+        print(f"faqbot: cannot write the conversation log {settings.db}: {error}", file=sys.stderr)
         return 1
     try:
         for q in questions:
@@ -207,17 +217,47 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = RedactingStream(sys.stdout, redact), RedactingStream(sys.stderr, redact)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk under stdout shows here, not as an error at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        _silence_stdout(saved[0])
         return 0
+    except Exception as exc:  # every error a user can cause ends as one line, never a traceback
+        import os
+
+        from bot.cli_errors import describe
+
+        code, message = describe(exc)
+        if os.environ.get("FAQBOT_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(exc, OSError) and exc.filename is None:  # no file named: writing standard output failed
+            _silence_stdout(saved[0])
+            message = message.replace("faqbot: ", "faqbot: cannot write the output: ", 1)
+        print(message, file=sys.stderr)
+        return code
     finally:
         try:
             sys.stdout.flush()
         except (BrokenPipeError, ValueError, OSError):
             pass
         sys.stdout, sys.stderr = saved
+
+
+def _silence_stdout(stream) -> None:
+    """Point standard output at /dev/null so the interpreter's final flush cannot fail a second time."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import argparse
 import datetime as _dt
 import ipaddress
 import json
+import os
 import re
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,44 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.
 _UNITS = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+MAX_DAYS = 36_525  # 100 years: any longer duration or age is a typo (and would overflow the date arithmetic)
+MAX_COUNT = 1_000_000_000
+
+
 def parse_duration(text: str, default_unit: str = "d") -> _dt.timedelta:
-    """'90d', '24h', '30m', '2w', '45s'; a bare number is in ``default_unit``."""
+    """'90d', '24h', '30m', '2w', '45s'; a bare number is in ``default_unit``. At most 100 years."""
     m = _DURATION_RE.match(text or "")
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90d, 24h, 30m, 2w)")
     unit = _UNITS[(m.group(2) or default_unit).lower()]
-    return _dt.timedelta(**{unit: float(m.group(1))})
+    try:
+        td = _dt.timedelta(**{unit: float(m.group(1))})
+    except OverflowError:
+        td = None
+    if td is None or td > _dt.timedelta(days=MAX_DAYS):
+        raise argparse.ArgumentTypeError(f"too long: {text!r} (at most {MAX_DAYS} days, 100 years)")
+    return td
+
+
+def parse_count(text: str) -> int:
+    """A row or cluster count for -n / --top: 0 (all) up to MAX_COUNT."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= n <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"out of range: {text} (use 0 for all, or up to {MAX_COUNT:,})")
+    return n
+
+
+def parse_port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number: {text} (1-65535)")
+    return n
 
 
 def parse_since(text: str) -> _dt.datetime:
@@ -54,7 +87,10 @@ def parse_since(text: str) -> _dt.datetime:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)
-    return when.astimezone(_dt.timezone.utc)
+    try:
+        return when.astimezone(_dt.timezone.utc)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"not a usable time: {text!r}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -82,7 +118,19 @@ def _console():
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+    from storage.safe_text import json_for_terminal
+
+    sys.stdout.write(json_for_terminal(json.dumps(obj, ensure_ascii=False, indent=2, default=str)) + "\n")
+
+
+def _t(value: Any):
+    """A table cell or line from logged data: a rich ``Text`` (never parsed as markup, so "[link=…]" in a question
+    stays text) without terminal escapes or control characters."""
+    from rich.text import Text
+
+    from storage.safe_text import for_terminal
+
+    return Text(for_terminal(value))
 
 
 def _err(msg: str) -> None:
@@ -118,11 +166,14 @@ class _Progress:
 
 def _print_json_rows(rows) -> int:
     """A JSON array written row by row as the rows come (bounded memory on any log size); returns the count."""
+    from storage.safe_text import json_for_terminal
+
     out = sys.stdout
     n = 0
     out.write("[")
     for row in rows:
-        out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(row, ensure_ascii=False, default=str))
+        out.write(("\n  " if n == 0 else ",\n  ")
+                  + json_for_terminal(json.dumps(row, ensure_ascii=False, default=str)))
         n += 1
     out.write("\n]\n" if n else "]\n")
     return n
@@ -148,6 +199,10 @@ def _open_ro(args):
         return open_db_sync(path, readonly=True)
     except FileNotFoundError:
         raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)") from None
+    except sqlite3.DatabaseError as exc:
+        from bot.cli_errors import describe
+
+        raise _Exit(*describe(exc, db=path)) from None
 
 
 def _short_ts(ts: str | None) -> str:
@@ -155,7 +210,9 @@ def _short_ts(ts: str | None) -> str:
 
 
 def _clip(text: str | None, n: int) -> str:
-    t = " ".join((text or "").split())
+    from storage.safe_text import for_terminal
+
+    t = " ".join(for_terminal(text).split())
     return t if len(t) <= n else t[: n - 1] + "…"
 
 
@@ -166,11 +223,23 @@ def _run(fn):
     """Wrap a verb: map _Exit to its exit code and message."""
 
     def wrapper(args) -> int:
+        from storage.db import LogSchemaError
+        from storage.safety import UnsafeFileError
+
         try:
             return int(fn(args) or 0)
         except _Exit as exc:
             _err(str(exc))
             return exc.code
+        except (LogSchemaError, UnsafeFileError) as exc:
+            _err(f"faqbot: {exc}")
+            return 1
+        except sqlite3.Error as exc:  # other errors go up to bot.cli.main, which prints them in one line too
+            from bot.cli_errors import describe
+
+            code, message = describe(exc, db=_db_path(args))
+            _err(message)
+            return code
 
     wrapper.__name__ = fn.__name__
     return wrapper
@@ -207,9 +276,9 @@ def _turns_table(rows: list[dict[str, Any]], title: str, *, header: bool = True,
     for r in rows:
         q = Text(_clip(r.get("question"), 80) or ("(error)" if r.get("error") else ""))
         if r.get("faq_id"):
-            q.append(f" → {r['faq_id']}", style="dim")
+            q.append(f" → {_clip(r['faq_id'], 40)}", style="dim")
         t.add_row(
-            r["turn_id"], _short_ts(r["ts"])[5:16], r["channel"], r["route"],
+            _t(r["turn_id"]), _t(_short_ts(r["ts"])[5:16]), _t(r["channel"]), _t(r["route"]),
             "" if r.get("score") is None else f"{r['score']:.0f}",
             _FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or ""), q,
         )
@@ -250,11 +319,11 @@ def _print_table_stream(rows, title: str) -> int:
     for r in rows:
         q = _clip(r.get("question"), 80) or ("(error)" if r.get("error") else "")
         if r.get("faq_id"):
-            q += f" → {r['faq_id']}"
+            q += f" → {_clip(r['faq_id'], 40)}"
         score = "" if r.get("score") is None else f"{r['score']:.0f}"
-        mark = _FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or "")
-        out.write(f"{r['turn_id']:<20}  {_short_ts(r['ts'])[5:16]:<11}  {_cells(str(r['channel']), 8)}  "
-                  f"{str(r['route']):<7}  {score:>5}  {_cells(mark, 2)}  {q}\n")
+        mark = _clip(_FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or ""), 2)
+        out.write(f"{_clip(r['turn_id'], 32):<20}  {_clip(_short_ts(r['ts'])[5:16], 11):<11}  "
+                  f"{_cells(_clip(r['channel'], 8), 8)}  {_clip(r['route'], 7):<7}  {score:>5}  {_cells(mark, 2)}  {q}\n")
         n += 1
     out.write(f"{n} turn(s)\n")
     return n
@@ -289,7 +358,7 @@ def cmd_show(args) -> int:
 
     con = _console()
     conv = turn.get("conversation") or {}
-    t = Table(title=f"turn {turn['turn_id']}", title_justify="left", show_header=False, show_lines=True)
+    t = Table(title=_t(f"turn {turn['turn_id']}"), title_justify="left", show_header=False, show_lines=True)
     t.add_column("field", style="bold", no_wrap=True)
     t.add_column("value", overflow="fold")
     masked = ", ".join(f"{k} {turn.get('masked_' + k)}" for k in ("id", "phone", "bank") if turn.get("masked_" + k))
@@ -315,7 +384,7 @@ def cmd_show(args) -> int:
                                for f in turn.get("feedback_events") or []) or "-"),
     ]
     for name, value in fields:
-        t.add_row(name, "" if value is None else str(value))
+        t.add_row(name, _t(value))
     con.print(t)
     if turn.get("candidates"):
         _fill_candidate_questions(turn["candidates"])
@@ -323,8 +392,8 @@ def cmd_show(args) -> int:
         for col in ("entry", "section", "score", "question"):
             c.add_column(col, justify="right" if col == "score" else "left")
         for cand in turn["candidates"]:
-            c.add_row(str(cand.get("faq_id")), str(cand.get("section")), f"{float(cand.get('score') or 0):.1f}",
-                      str(cand.get("question") or ""))
+            c.add_row(_t(cand.get("faq_id")), _t(cand.get("section")), f"{float(cand.get('score') or 0):.1f}",
+                      _t(cand.get("question")))
         con.print(c)
     if turn.get("reviews"):
         rv = Table(title="reviews", title_justify="left")
@@ -332,7 +401,7 @@ def cmd_show(args) -> int:
             rv.add_column(col)
         for r in turn["reviews"]:
             label = (r["label"] or "") + (f" {r['faq_id']}" if r.get("faq_id") else "")
-            rv.add_row(r["status"] or "", label, r["note"] or "", r["reviewer"] or "", _short_ts(r["ts"]))
+            rv.add_row(_t(r["status"]), _t(label), _t(r["note"]), _t(r["reviewer"]), _t(_short_ts(r["ts"])))
         con.print(rv)
     return 0
 
@@ -361,7 +430,7 @@ def cmd_search(args) -> int:
         rows = queries.search_turns(conn, args.text, limit=_limit(args))
     finally:
         conn.close()
-    return _print_turns(args, rows, f"{len(rows)} turn(s) containing {args.text!r}, newest first")
+    return _print_turns(args, rows, _t(f"{len(rows)} turn(s) containing {args.text!r}, newest first"))
 
 
 def cmd_stats(args) -> int:
@@ -408,14 +477,14 @@ def cmd_stats(args) -> int:
         tt.add_column(title.split()[-1])
         tt.add_column("turns", justify="right")
         for k, v in data.items():
-            tt.add_row(str(k), str(v))
+            tt.add_row(_t(k), str(v))
         con.print(tt)
     if s["top_entries"]:
         te = Table(title="most asked entries (answered directly)", title_justify="left")
         te.add_column("entry")
         te.add_column("turns", justify="right")
         for e in s["top_entries"]:
-            te.add_row(e["faq_id"], str(e["count"]))
+            te.add_row(_t(e["faq_id"]), str(e["count"]))
         con.print(te)
     return 0
 
@@ -462,7 +531,12 @@ def cmd_gaps(args) -> int:
     if not clusters:
         con.print("The gap inbox is empty: no clarify/none turns, guard failures, thumbs-down or none-of-these.")
         return 0
-    from rich.markup import escape
+    from rich.markup import escape as _escape
+
+    from storage.safe_text import for_terminal
+
+    def escape(text):
+        return _escape(for_terminal(text))
 
     for i, c in enumerate(clusters, 1):
         n = c["nearest"]
@@ -471,14 +545,14 @@ def cmd_gaps(args) -> int:
         con.print(f"[bold]{c['count']}×[/bold] {escape(c['representative'])} — {escape(near)}")
         routes = ", ".join(f"{k} {v}" for k, v in c["routes"].items())
         reasons = ", ".join(f"{k} {v}" for k, v in c["reasons"].items())
-        con.print(f"   routes: {escape(routes)} · why: {escape(reasons)} · last {_short_ts(c['last_seen'])} UTC")
+        con.print(f"   routes: {escape(routes)} · why: {escape(reasons)} · last {escape(_short_ts(c['last_seen']))} UTC")
         others = [q for q in c["examples"] if q != c["representative"]]
         if others:
             con.print("   also asked: " + escape(" · ".join(others)))
         if not args.no_snippets:
-            con.print(f"   suggestion: {c['suggestion']}", style="dim")
+            con.print(_t(f"   suggestion: {c['suggestion']}"), style="dim")
             for line in c["snippet"].splitlines():
-                con.print("   " + line, markup=False)
+                con.print(_t("   " + line))
         if i < len(clusters):
             con.print()
     return 0
@@ -537,13 +611,13 @@ def cmd_replay(args) -> int:
         t.add_column(col, overflow="fold", justify="right" if col == "×" else "left")
     style = {"regressed": "red", "improved": "green", "changed": "yellow"}
     for (kind, q, old, new), n in sorted(grouped.items(), key=lambda kv: (order[kv[0][0]], -kv[1])):
-        t.add_row(f"[{style[kind]}]{kind}[/]", str(n), _clip(q, 50), old, new)
+        t.add_row(f"[{style[kind]}]{kind}[/]", str(n), _t(_clip(q, 50)), _t(old), _t(new))
     con.print(t)
     return 0
 
 
 def cmd_export(args) -> int:
-    from storage.export import iter_turns, write_export
+    from storage.export import ExportError, export_to_file, iter_turns, write_export
 
     if args.reviewed or args.format == "eval":
         from bot.cli_review import cmd_export_reviewed  # curators' verdicts as a regression set
@@ -554,15 +628,15 @@ def cmd_export(args) -> int:
         rows = iter_turns(conn, limit=args.limit, **_filters(args))
         if args.output and args.output != "-":
             out_path = Path(args.output)
-            # CSV files get a byte order mark so spreadsheet programs read the Chinese text as UTF-8.
-            encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
-            with out_path.open("w", encoding=encoding, newline="") as fh:
-                n = write_export(rows, fh, args.format)
+            try:
+                n = export_to_file(rows, out_path, args.format, db=_db_path(args))
+            except ExportError as exc:
+                raise _Exit(1, str(exc)) from None
             summary = {"rows": n, "format": args.format, "file": str(out_path)}
             if args.json:
                 _print_json(summary)
             else:
-                print(f"exported {n} turn(s) as {args.format} to {out_path}")
+                print(f"exported {n} turn(s) as {args.format} to {_clip(str(out_path), 200)}")
         else:
             n = write_export(rows, sys.stdout, args.format)
             sys.stdout.flush()
@@ -579,7 +653,7 @@ def cmd_purge(args) -> int:
     settings = _settings()
     path = _db_path(args, settings)
     older = args.older_than if args.older_than is not None else _dt.timedelta(days=settings.retention_days)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
     cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older)
 
@@ -603,7 +677,8 @@ def cmd_purge(args) -> int:
         return 0
     from storage import queries
 
-    conn = open_db_sync(path, readonly=False)
+    # create=False: an empty or foreign file is refused (LogSchemaError), never turned into a log.
+    conn = open_db_sync(path, readonly=False, create=False)
     try:
         total = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
         with _Progress("purging", total) as bar:
@@ -784,7 +859,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     verbs = logs.add_subparsers(dest="logs_command", required=True, metavar="VERB")
 
     p = verbs.add_parser("list", parents=[common, filters], help="recent turns, newest first")
-    p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20; 0 = all)")
+    p.add_argument("-n", "--limit", type=parse_count, default=20, help="how many (default 20; 0 = all)")
     p.set_defaults(func=_run(cmd_list))
 
     p = verbs.add_parser("show", parents=[common], help="the whole decision trace of one turn")
@@ -793,12 +868,12 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
 
     p = verbs.add_parser("search", parents=[common], help="turns whose question or answer contains TEXT")
     p.add_argument("text", help="any substring, Chinese included (3+ characters use the full-text index)")
-    p.add_argument("-n", "--limit", type=int, default=50, help="how many (default 50; 0 = all)")
+    p.add_argument("-n", "--limit", type=parse_count, default=50, help="how many (default 50; 0 = all)")
     p.set_defaults(func=_run(cmd_search))
 
     p = verbs.add_parser("stats", parents=[common], help="turns by route and channel, feedback, latency, top entries")
     p.add_argument("--since", type=parse_since, metavar="WHEN", help="only turns since WHEN (7d, 24h, ISO date)")
-    p.add_argument("--top", type=int, default=10, help="how many most-asked entries (default 10)")
+    p.add_argument("--top", type=parse_count, default=10, help="how many most-asked entries (default 10)")
     p.set_defaults(func=_run(cmd_stats))
 
     p = verbs.add_parser("gaps", parents=[common],
@@ -806,7 +881,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--since", type=parse_since, metavar="WHEN", default=None,
                    help="only turns since WHEN (7d, 24h, ISO date; default 30d: a year of traffic would be slow)")
     p.add_argument("--all", action="store_true", help="the whole log instead of the last 30 days")
-    p.add_argument("-n", "--limit", type=int, default=20, help="how many clusters (default 20; 0 = all)")
+    p.add_argument("-n", "--limit", type=parse_count, default=20, help="how many clusters (default 20; 0 = all)")
     p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for the nearest entry (default: current)")
     p.add_argument("--similarity", type=float, default=0.35, help="cluster join threshold 0-1 (default 0.35)")
     p.add_argument("--alternate-threshold", type=float, default=None,
@@ -816,7 +891,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
 
     p = verbs.add_parser("replay", parents=[common, filters],
                          help="re-run logged questions against the current (or an edited) knowledge base")
-    p.add_argument("-n", "--limit", type=int, default=0, help="replay the N most recent selected turns (0 = all)")
+    p.add_argument("-n", "--limit", type=parse_count, default=0, help="replay the N most recent selected turns (0 = all)")
     p.add_argument("--knowledge", metavar="DIR", help="knowledge directory to try (default: the configured one)")
     p.set_defaults(func=_run(cmd_replay))
 
@@ -826,7 +901,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reviewed", action="store_true",
                    help="the reviewed turns as a regression set (needs --format eval); --since = reviewed since")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
-    p.add_argument("-n", "--limit", type=int, default=0, help="only the N most recent turns (0 = all)")
+    p.add_argument("-n", "--limit", type=parse_count, default=0, help="only the N most recent turns (0 = all)")
     p.set_defaults(func=_run(cmd_export))
 
     p = verbs.add_parser("purge", parents=[common], help="delete turns older than the retention period")
@@ -846,7 +921,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     p = verbs.add_parser("serve", parents=[common], help="browse the log read-only in Datasette")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1); any non-loopback address requires a password")
-    p.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    p.add_argument("--port", type=parse_port, default=8001, help="port (default 8001)")
     p.add_argument("--require-password", action="store_true",
                    help="require the password (FAQBOT_REVIEW_PASSWORD) even on a loopback address")
     p.add_argument("--user", default=REVIEW_USER, help=f"login name when a password is required (default {REVIEW_USER})")

@@ -18,6 +18,7 @@ from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
 from storage.migrations import FEEDBACK_KINDS
+from storage.safe_text import clean_text
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -83,7 +84,9 @@ class Answerer:
         from bot.privacy import mask_pii
 
         started = time.perf_counter()
-        raw = question if isinstance(question, str) else ""
+        # Terminal escapes, control characters (NUL breaks search) and undecodable bytes never go further: not to
+        # the matcher, the LLM, the log or a curator's terminal.
+        raw = clean_text(question) if isinstance(question, str) else ""
         masked = mask_pii(raw[: self.settings.max_question_chars * 2])
         q_text = masked.text[: self.settings.max_question_chars]
         # Placeholders of masked numbers say nothing about the question ("身份证号" would even look off-topic).

@@ -47,6 +47,8 @@ import secrets as _secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.safety import ensure_private_folder, read_private_file
+
 __all__ = [
     "Masked",
     "mask_pii",
@@ -262,7 +264,7 @@ def load_or_create_secret(configured: str | None, path: Path) -> bytes:
     if existing:
         return existing
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_folder(path.parent, "pseudonymization key")
     value = _secrets.token_hex(32).encode("ascii")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -289,16 +291,6 @@ def load_or_create_secret(configured: str | None, path: Path) -> bytes:
 
 
 def _read_secret(path: Path) -> bytes | None:
-    try:
-        data = path.read_bytes().strip()
-    except FileNotFoundError:
-        return None
-    if data:
-        try:
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                os.chmod(path, 0o600)
-                log.warning("tightened permissions of %s from %o to 600", path, mode)
-        except OSError:
-            pass
-    return data or None
+    # storage.safety refuses a key that is a symbolic link, a FIFO, another user's or writable by others.
+    data = read_private_file(path, "pseudonymization key")
+    return (data or b"").strip() or None

@@ -61,7 +61,11 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
         from storage.writer import TurnLog
 
         configured = settings.secret.get_secret_value() if settings.secret else None
-        secret = load_or_create_secret(configured, settings.secret_file)
+        try:
+            secret = load_or_create_secret(configured, settings.secret_file)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot create the pseudonymization key ({exc.strerror or exc}); set "
+                          "FAQBOT_SECRET or make the folder writable", str(settings.secret_file)) from None
         turn_log = TurnLog(settings.db, secret=secret, logger=logging.getLogger("faqbot.log"),
                            redact=secret_redactor(settings.secret_values()))
         await turn_log.start()

@@ -1,15 +1,23 @@
 """Export logged turns with their feedback counts as CSV or JSON Lines, oldest first, streaming (no full load).
 
 Pseudonymous user ids and chat ids are not exported (``conversation_id`` links turns of one conversation).
+Every CSV cell goes through ``safe_text.csv_cell`` (no formulas, no control characters); JSON Lines have C1
+controls escaped. ``export_to_file`` never writes over the database it reads (or its -wal/-shm/-journal) and
+writes through a temporary file renamed into place only when the whole export succeeded.
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
 import json
+import os
 import sqlite3
-from typing import IO, Any, Iterator
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
 
+from storage.safe_text import csv_cell, json_for_terminal
 from storage.queries import _LATEST_FEEDBACK, FEEDBACK_FILTERS, turn_filters
 from storage.trace import decode_candidates
 
@@ -83,10 +91,84 @@ def write_export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
             flat = dict(d)
             for col in _JSON_COLUMNS:
                 flat[col] = json.dumps(d[col], ensure_ascii=False)
-            writer.writerow(flat)
+            writer.writerow({k: csv_cell(v) for k, v in flat.items()})
             n += 1
     else:
         for d in rows:
-            out.write(json.dumps({k: d.get(k) for k in COLUMNS}, ensure_ascii=False) + "\n")
+            out.write(json_for_terminal(json.dumps({k: d.get(k) for k in COLUMNS}, ensure_ascii=False)) + "\n")
             n += 1
+    return n
+
+
+class ExportError(Exception):
+    """The export was refused or failed; the message is one line for the user."""
+
+
+DB_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def _is_protected(target: Path, db: Path) -> bool:
+    for suffix in DB_COMPANIONS:
+        p = Path(f"{db}{suffix}")
+        if target.resolve() == p.resolve():
+            return True
+        try:
+            if os.path.samefile(target, p):  # a hard link, or another name for the same file
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def export_to_file(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str, *, db: str | Path) -> int:
+    """Write the export to ``path``; return the row count. Refuses ``db`` and its companion files.
+
+    A regular file (new or existing) is written as a temporary file (mode 0600) in the same folder, flushed to
+    disk and renamed over ``path`` only on success, so a failed export (disk full, interrupted) leaves any old
+    file intact and no partial one. An existing non-regular file (a FIFO, /dev/stdout) is written directly.
+    CSV gets a byte order mark so spreadsheet programs read the Chinese text as UTF-8.
+    """
+    path = Path(path)
+    if _is_protected(path, Path(db)):
+        raise ExportError(f"refusing to export onto the conversation log itself ({path}); choose another file")
+    encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise ExportError(f"cannot write {path}: it is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            with open(path, "w", encoding=encoding, newline="") as fh:
+                return write_export(rows, fh, fmt)
+        except OSError as exc:
+            raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except FileNotFoundError:
+        raise ExportError(f"cannot write {path}: the folder {folder} does not exist") from None
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
+            n = write_export(rows, fh, fmt)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return n
