@@ -77,9 +77,15 @@ def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):
 # Root may write anywhere (and CI runs as root): the CLI then runs as user 65534. The interpreter lives where only
 # root may read (e.g. /root/.pyenv), so the child imports what the command needs first, then drops to nobody.
 _AS_NOBODY = """
-import os, sys
-import bot.cli, bot.cli_logs, bot.cli_errors, bot.config, storage.db, storage.queries, storage.export, storage.gaps
-import rich.console, rich.table, rich.text, rich.box, rich.markup, json, sqlite3
+import importlib, os, pkgutil, sys
+import bot, storage
+for pkg in (bot, storage):  # every top-level module of both packages (the verbs import theirs lazily)
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if not m.ispkg:
+            importlib.import_module(pkg.__name__ + "." + m.name)
+import bot.cli, bot.config
+import rich.console, rich.table, rich.text, rich.box, rich.markup, rich.cells, json, sqlite3
+bot.cli.build_parser()
 bot.config.Settings()
 if os.geteuid() == 0:
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
