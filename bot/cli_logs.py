@@ -800,7 +800,9 @@ def cmd_serve(args) -> int:
         # Plain read-only mode (mode=ro), not --immutable: the bot keeps writing the log while it is served.
         cmd = [sys.executable, "-m", "datasette", "serve", str(path), "--host", args.host, "--port", str(args.port),
                "--metadata", str(meta_path), "--setting", "sql_time_limit_ms", "5000",
-               "--setting", "default_page_size", "100"]
+               "--setting", "default_page_size", "100",
+               # Facet suggestions run a query per column of every table page: seconds on a large log.
+               "--setting", "suggest_facets", "off"]
         if args.json:
             sys.stdout.write(json.dumps(info, ensure_ascii=False) + "\n")  # one line: easy to read from a pipe
         else:

@@ -32,7 +32,7 @@ MATCHED = [
     ("apply_mx", "matrix", "电子社保卡怎么申领", "faq", [], 14.0),
     ("apply_console", "console", "电子社保卡怎么申领", "faq", [], 9.0),
     ("lost_pii", "telegram", "我的手机号13812345678，社保卡丢了怎么办", "faq", ["down"], 11.0),
-    ("reissue", "cli", "补办社保卡要多久", "faq", [], 10.0),
+    ("reissue", "cli", "补办社保卡", "faq", [], 10.0),
     # An unknown question, five times in four wordings: one gap cluster of 5.
     ("bus1", "telegram", "社保卡能坐公交吗", "none", [], 8.0),
     ("bus2", "matrix", "社保卡能坐公交吗", "none", ["down"], 8.0),

@@ -266,6 +266,11 @@ def test_replay_with_edited_copy_reports_improvements(fx, capsys, tmp_path):
     pw = next(c for c in clusters if c["representative"] == "社保卡密码锁了")
     knowledge = _knowledge_copy(tmp_path)
     _paste_alternates(knowledge, pw["snippet"])
+    # The curator decides the entry answers it: the half-covered note on card passwords (partial.toml) goes too.
+    partial = knowledge / "partial.toml"
+    if partial.exists():
+        partial.write_text(re.sub(r'\[\[aspect\]\]\nid = "card_password"\n.*?\n\n', "",
+                                  partial.read_text(encoding="utf-8"), flags=re.S), encoding="utf-8")
     load_knowledge(knowledge)  # the pasted snippet is valid: no conflict with another entry
 
     r = run_json(capsys, "replay", "--db", fx.path, "--knowledge", knowledge)
@@ -295,6 +300,10 @@ def test_replay_reports_edited_answers_and_regressions(fx, capsys, tmp_path):
 
     # Remove the lost_reissue entry altogether: its direct answers regress.
     (knowledge / "faq" / "09_lost_reissue.toml").unlink()
+    partial = knowledge / "partial.toml"  # half-covered details name the entry: drop the references too
+    if partial.exists():
+        partial.write_text(partial.read_text(encoding="utf-8").replace('"lost_reissue", ', "")
+                           .replace('["lost_reissue"]', "[]"), encoding="utf-8")
     r1 = run_json(capsys, "replay", "--db", fx.path, "--knowledge", knowledge)
     regressed = {c["turn_id"] for c in r1["changes"] if c["kind"] == "regressed"}
     assert ids_of(fx, "lost_pii", "reissue") <= regressed
