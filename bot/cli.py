@@ -116,6 +116,34 @@ def cmd_eval(args) -> int:
     return 3 if problems else 0
 
 
+# -- eval-guard --------------------------------------------------------------------------------------------
+def cmd_eval_guard(args) -> int:
+    from bot.llm.guard_eval import EvalFileError, evaluate, load, render_report
+    from prompts.loader import PromptError, load_prompts
+
+    settings = _settings()
+    kb = _knowledge_or_exit(settings)
+    try:
+        report = evaluate(load(args.file, kb), kb, load_prompts(settings.prompts_dir))
+    except (OSError, EvalFileError, PromptError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_report(report))
+    shown = max(report["generate"]["fabrications_shown"], report["quote"]["fabrications_shown"])
+    if args.max_shown is not None and shown > args.max_shown:
+        print(f"{shown} fabrications shown exceed --max-shown {args.max_shown}", file=sys.stderr)
+        return 3
+    rate = report["generate"]["faithful_withheld_rate"] * 100
+    if args.max_withheld is not None and rate > args.max_withheld:
+        print(f"generate mode withholds {rate:.1f}% of faithful answers, above --max-withheld {args.max_withheld}%",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
 # -- knowledge check -----------------------------------------------------------------------------------
 def cmd_knowledge_check(args) -> int:
     from bot.evaluate import knowledge_conflicts
@@ -176,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--min-useful", type=float,
                    help="fail (exit 3) if useful first replies (correct direct, or the right entry shown) %% is below this")
     e.set_defaults(func=cmd_eval)
+
+    g = sub.add_parser("eval-guard", help="LLM modes on labelled model answers: fabrications shown, faithful withheld")
+    g.add_argument("file", help="JSONL of labelled model answers (e.g. tests/data/guard_answers.jsonl)")
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--max-shown", type=int, help="fail (exit 3) if more fabrications are shown in either mode")
+    g.add_argument("--max-withheld", type=float, help="fail (exit 3) if generate mode withholds more %% of faithful answers")
+    g.set_defaults(func=cmd_eval_guard)
 
     k = sub.add_parser("knowledge", help="knowledge base tools")
     ksub = k.add_subparsers(dest="knowledge_command", required=True)

@@ -7,7 +7,9 @@ An answer passes only if
   * it cites at least one entry as ``[来源: id]`` and every cited id was in the context;
   * every number (digits; Chinese numerals before a unit of time, money or age), URL, and app / mini-program /
     public-account name, and every name in 〈〉《》「」『』, occurs in the cited entries;
-  * each sentence of substance shares at least `threshold` of its character bigrams with the cited entries.
+  * each sentence of substance shares at least `threshold` of its character bigrams with the cited entries;
+  * no claim contradicts or goes beyond the cited entries (`bot.llm.claims`: numbers with units, cost words,
+    documents, who/where together, polarity, restriction, before/after, statements the source calls wrong).
 Traditional answers are converted to Simplified before checking (the knowledge is Simplified).
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from bot.llm import claims
+from bot.llm.numerals import chinese_numeral_value
 from knowledge.loader import Entry
 from knowledge.normalize import to_simplified
 
@@ -33,8 +37,6 @@ _LIST_MARKER_RE = re.compile(
 )
 _ORDINAL_RE = re.compile(r"第\d{1,2}(?=[步种个条点项次类])")
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 # Chinese numerals count as facts when they state a time, an amount of money, an age or a share.
 _CN_NUMBER_RE = re.compile(
     r"([零〇一二两三四五六七八九十百千万]+)(?=年|个月|月|日|天|周岁|岁|小时|分钟|工作日|个工作日|周|星期|元|块|角|分钱|万元|%|％|倍)"
@@ -56,8 +58,14 @@ _KIND_ALIASES = {"app": ("app", "客户端"), "客户端": ("app", "客户端"),
 _SENTENCE_SPLIT_RE = re.compile(r"[。！？!?；;\n]+")
 _CONTENT_RE = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9]+")
 
+# Pleasantries state nothing about the FAQ ("希望对您有帮助", "祝您办理顺利"): not held to the overlap rule (the
+# claim checks still read them).
+COURTESY_RE = re.compile(
+    r"^(?:(?:您好|你好)[呀啊]?[！!～~。]*$|(?:您好|你好)?[，,！!～~]?(?:很高兴为您(?:解答|服务)|感谢您?的?(?:咨询|提问|耐心|理解)|希望(?:以上)?(?:内容|回答|信息)?"
+    r"(?:对您|能)?有(?:所)?帮助|祝您?.{0,6}(?:顺利|愉快)|(?:如果|如)?(?:还有|有)其他问题.{0,12}(?:问我|咨询|提问|联系)"
+    r"|不客气|别着急|别担心|请放心)[。！!～~]*$)")
 MIN_SENTENCE_CHARS = 6  # shorter sentences ("具体如下：", "您好！") are connectives, not claims
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.35  # the claim checks catch contradictions, so paraphrase may drift further (tests/data/guard_answers.jsonl)
 LEAK_CHARS = 12
 
 
@@ -116,27 +124,6 @@ def preview_text(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- facts
-def chinese_numeral_value(s: str) -> int | None:
-    """Value of a Chinese numeral up to the ten-thousands ("二十四" -> 24, "两" -> 2, "十" -> 10, "2万"-style not)."""
-    if not s:
-        return None
-    if all(ch in _CN_DIGITS for ch in s) and len(s) > 1:  # digit by digit: "二〇一八" -> 2018
-        return int("".join(str(_CN_DIGITS[ch]) for ch in s))
-    total, section, number = 0, 0, None
-    for ch in s:
-        if ch in _CN_DIGITS:
-            number = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            section += (number if number is not None else 1) * _CN_UNITS[ch]
-            number = None
-        elif ch == "万":
-            total += (section + (number or 0)) * 10000
-            section, number = 0, None
-        else:
-            return None
-    return total + section + (number or 0)
-
-
 def numbers(text: str) -> set[str]:
     """Every number stated in `text` as a canonical string: digit runs as written, Chinese numerals as their value.
 
@@ -344,10 +331,16 @@ def check(
             continue
         if any(extra_set and overlap(s, extra_set) >= 0.8 for extra_set in extra):
             continue  # our own province note / referral, echoed
+        s = "，".join(c for c in re.split(r"[，,]", s) if not COURTESY_RE.match(c.strip()))
+        if not s.strip():
+            continue
         substantive += 1
         score = overlap(s, reference)
         if score < threshold:
             return Verdict(False, f"low-overlap:{score:.2f}:{s[:24]}", cited=tuple(cited))
     if not substantive:
         return Verdict(False, "no-content", cited=tuple(cited))
+    problem = claims.check(body, entries)
+    if problem:
+        return Verdict(False, f"claim:{problem}", cited=tuple(cited))
     return Verdict(True, "", shown, tuple(cited))
