@@ -84,8 +84,8 @@ def cmd_run(args) -> int:
     if not transports:
         if settings.telegram_bot_token:
             transports.append("telegram")
-        if settings.matrix_homeserver and settings.matrix_user_id:
-            transports.append("matrix")
+        if settings.matrix_homeserver and (settings.matrix_user_id or settings.matrix_access_token):
+            transports.append("matrix")  # the runner says which Matrix setting is still missing
     if not transports:
         print("TELEGRAM_BOT_TOKEN is not set: starting the console shell on the built-in FAQ.", file=sys.stderr)
         from bot.console import run_console

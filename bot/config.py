@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     matrix_access_token: SecretStr | None = Field(None, validation_alias=AliasChoices("MATRIX_ACCESS_TOKEN", "matrix_access_token"))
     matrix_password: SecretStr | None = Field(None, validation_alias=AliasChoices("MATRIX_PASSWORD", "matrix_password"))
     matrix_allowed: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("MATRIX_ALLOWED", "matrix_allowed"))
+    # End-to-end encryption: None = on when the crypto dependency (python-olm) is installed (bot.matrix.app).
+    matrix_e2ee: bool | None = Field(None, validation_alias=AliasChoices("MATRIX_E2EE", "matrix_e2ee"))
     transports: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("FAQBOT_TRANSPORTS", "transports"))
 
     @field_validator("admin_ids", "matrix_allowed", "transports", mode="before")

@@ -19,6 +19,7 @@ class Services:
     answerer: Answerer
     turn_log: TurnLog | None = None
     llm: object | None = None
+    secret: bytes | None = None  # the pseudonymizing key of the log (None without a log)
 
     async def aclose(self) -> None:
         if self.turn_log is not None:
@@ -55,6 +56,7 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
     kb = load_knowledge(settings.knowledge_dir)
     llm = build_llm(settings, kb) if with_llm else None
     turn_log = None
+    secret = None
     if with_log:
         from bot.privacy import load_or_create_secret
         from bot.secrets_filter import secret_redactor
@@ -70,4 +72,4 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
                            redact=secret_redactor(settings.secret_values()))
         await turn_log.start()
     answerer = Answerer(settings, kb, llm=llm, log_sink=turn_log)
-    return Services(settings=settings, answerer=answerer, turn_log=turn_log, llm=llm)
+    return Services(settings=settings, answerer=answerer, turn_log=turn_log, llm=llm, secret=secret)

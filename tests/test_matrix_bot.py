@@ -52,7 +52,9 @@ async def test_direct_room_question_gets_the_curated_answer(synapse, matrix_sett
         q = await a.send(room, "社保卡丢了怎么办")
         ans = await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q))
         c = ans["content"]
-        assert c["msgtype"] == "m.notice"
+        assert c["msgtype"] == "m.text"  # an answer to a person: notifies them (m.notice would be silenced)
+        assert c["m.mentions"] == {"user_ids": [alice.user_id]}
+        assert welcome["content"]["msgtype"] == "m.notice"  # unsolicited
         assert c["body"] == want.text
         assert c["format"] == "org.matrix.custom.html"
         title, answer_first = want.text.split("\n\n", 1)[0], want.text.split("\n\n", 1)[1].split("\n")[0]
@@ -176,12 +178,16 @@ async def test_invites_follow_the_allow_list(synapse, matrix_settings, alice, bo
             assert await a.membership_of(other_room, bot_user.user_id) == "leave"
             assert allowed_room in runner.bot.joined and other_room not in runner.bot.joined
 
-        # Allowed by server name; an encrypted room is joined only to say it cannot work there, then left.
-        settings = matrix_settings.model_copy(update={"matrix_allowed": ["elsewhere.example", "faqbot.test"]})
+        # Allowed by server name; with encryption switched off (MATRIX_E2EE=false) an encrypted room is joined only
+        # to say it cannot work there, then left.
+        settings = matrix_settings.model_copy(update={"matrix_allowed": ["elsewhere.example", "faqbot.test"],
+                                                      "matrix_e2ee": False})
         async with BotRunner(settings) as runner:
             await a.invite(encrypted_room, bot_user.user_id)
+            assert runner.bot.e2ee is None
             notice = await a.wait_for(from_bot(bot_user.user_id, encrypted_room), timeout=10)
             assert notice["content"]["body"] == texts.MATRIX_ENCRYPTED_ROOM
+            assert notice["type"] == "m.room.message"  # plaintext: the bot has no keys to encrypt with
             await a.wait_member(encrypted_room, bot_user.user_id, present=False)
             # Joined from another device, on an allowed server (room ids carry no server: the creator's counts).
             open_room = await a.create_room(name="open", public=True)

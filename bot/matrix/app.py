@@ -1,17 +1,27 @@
-"""The Matrix transport: one bot account answering in unencrypted rooms through the shared answering core.
+"""The Matrix transport: one bot account answering in its rooms (encrypted ones too) through the shared answering core.
 
 ``run_matrix(services, settings, stop)`` logs in, skips everything that happened before it started, then syncs until
 ``stop`` is set; it then stops syncing, lets the answers being worked on finish (bounded), and returns. Behaviour:
 
 * invites are accepted when the room is on the allow-list (``MATRIX_ALLOWED``: room ids and/or server names; empty =
-  every room) and refused (left) otherwise; rooms that are or become encrypted are left with a short notice;
+  every room) and refused (left) otherwise;
+* encrypted rooms work like the others when end-to-end encryption is on (``MATRIX_E2EE``; default: on when the
+  crypto dependency is installed; ``bot.matrix.e2ee``): questions are decrypted, everything the bot sends there is
+  encrypted. A message it cannot decrypt gets a request to send it again (every one in a direct room, once per
+  sender's key session in a group) and its keys are requested. With encryption off, rooms that are or become
+  encrypted are left with a short notice;
 * direct rooms (the bot and one person) get an answer to every text message; group rooms only to messages that
   mention the bot (``m.mentions``, a pill, its user id or display name in the text), reply to one of its messages,
   or answer its numbered offer with a bare number;
-* answers are ``m.notice`` replies (``m.in_reply_to``), kept in the thread when the question was in one, with a
-  plain ``body`` and an HTML ``formatted_body``; a "did you mean" offer is a numbered list answered by number
-  (0 = none of these, logged as feedback 'none' on the offer);
-* 👍/👎 reactions on an answer are logged as feedback on its turn; typing notifications run while answering;
+* answers are ``m.text`` replies (``m.in_reply_to``) with an intentional mention of the asker (``m.mentions``), so
+  the asker's client notifies them (the default push rule for ``m.notice`` silences notices before the mention rule
+  is reached); only unsolicited messages (the welcome, the encrypted-room notice) are ``m.notice``. Answers stay
+  in the thread when the question was in one, with a plain ``body`` and an HTML ``formatted_body``; a "did you
+  mean" offer is a numbered list answered by number (0 = none of these, logged as feedback 'none' on the offer);
+* 👍/👎 reactions on an answer are logged as feedback on its turn; removing the reaction (a redaction) withdraws it
+  (the person's other thumbs reaction on that answer, if any, counts again); typing notifications run while
+  answering;
+* the process log names group rooms by id and direct rooms by the same pseudonym the conversation log uses;
 * one ``Conversation`` per (room, user), channel "matrix", chat type "direct" or "group"; the turns go to the log
   through the core.
 """
@@ -31,7 +41,17 @@ from mautrix.api import Method, Path
 from mautrix.client import Client, InternalEventType, SyncStream
 from mautrix.client.state_store import MemorySyncStore
 from mautrix.errors import MatrixConnectionError, MatrixError, MatrixInvalidToken, MatrixRequestError, MLimitExceeded
-from mautrix.types import BaseMessageEventContentFuncs, EventType, MessageType, ReactionEvent, StateEvent
+from mautrix.errors import CryptoError, DecryptionError
+from mautrix.types import (
+    BaseMessageEventContentFuncs,
+    EncryptedEvent,
+    EventType,
+    MessageType,
+    ReactionEvent,
+    RedactionEvent,
+    RoomEncryptionStateEventContent,
+    StateEvent,
+)
 
 from bot import texts
 from bot.matrix.format import (
@@ -43,8 +63,17 @@ from bot.matrix.format import (
     strip_mention,
     text_content,
 )
-from bot.matrix.session import MatrixConfigError, authenticate
+from bot.matrix.session import MatrixConfigError, StoredSession, authenticate, has_password, remember_recovery_key
+from bot.privacy import pseudonymize
 from bot.replies import Conversation, Reply, Route
+
+try:  # python-olm (the `matrix` extra); without it encrypted rooms get the notice-and-leave behaviour
+    from bot.matrix.e2ee import E2EE, StoreLost, crypto_store_path
+except ImportError as _no_crypto:  # pragma: no cover - the test environment installs the extra
+    E2EE = None
+    _CRYPTO_MISSING = str(_no_crypto)
+else:
+    _CRYPTO_MISSING = ""
 
 if TYPE_CHECKING:
     from mautrix.types import MessageEvent
@@ -82,6 +111,16 @@ TYPING_MS = 30_000
 MAX_CONVERSATIONS = 10_000
 MAX_ANSWERS = 10_000  # answer event id -> turn id, for reactions
 SEND_ATTEMPTS = 4
+ANSWER_MSGTYPE = "m.text"  # answers to a person (see the module docstring); unsolicited messages stay m.notice
+# The sync fields that carry encryption keys and device changes (handled from the first sync too: keys sent
+# while the bot was down arrive there).
+_CRYPTO_SYNC_FIELDS = ("to_device", "device_lists", "device_one_time_keys_count",
+                       "device_unused_fallback_key_types")
+
+
+def e2ee_wanted(settings: Settings) -> bool:
+    """MATRIX_E2EE, defaulting to whether the crypto dependency is installed."""
+    return E2EE is not None if settings.matrix_e2ee is None else bool(settings.matrix_e2ee)
 
 
 @dataclass
@@ -113,6 +152,14 @@ class MatrixBot:
         self.settings = settings
         self.answerer = services.answerer
         self.client = client or Client(base_url=settings.matrix_homeserver, sync_store=MemorySyncStore())
+        self.e2ee_on = e2ee_wanted(settings)
+        if self.e2ee_on and E2EE is None:
+            raise MatrixConfigError(f"MATRIX_E2EE=true needs the crypto dependency (pip install 'faqbot[matrix]'): "
+                                    f"{_CRYPTO_MISSING}")
+        self.e2ee: E2EE | None = None
+        self.session: StoredSession | None = None
+        # Pseudonyms of direct rooms in the process log: the log's own key, else one for this process.
+        self._label_key = services.secret or secrets.token_bytes(32)
         self.display_name: str | None = None
         self.allowed: list[str] = list(settings.matrix_allowed)
         self.start_ms = 0
@@ -123,7 +170,9 @@ class MatrixBot:
         self._convs: _Bounded = _Bounded(MAX_CONVERSATIONS)
         self.answers: _Bounded = _Bounded(MAX_ANSWERS)  # bot answer event id -> turn id
         self._bot_events: _Bounded = _Bounded(MAX_ANSWERS)  # event id -> sent by the bot? (reply detection)
-        self._feedback_seen: _Bounded = _Bounded(MAX_ANSWERS)
+        self._reactions: _Bounded = _Bounded(MAX_ANSWERS)  # reaction event id -> (answer id, sender, kind)
+        self._thumbs: _Bounded = _Bounded(MAX_ANSWERS)  # (answer id, sender) -> kinds of their present reactions
+        self._undecryptable: _Bounded = _Bounded(MAX_ANSWERS)  # (room, sender, key session) already asked about
         self._members: dict[str, tuple[float, int]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sync_error: BaseException | None = None
@@ -140,13 +189,17 @@ class MatrixBot:
                 return
             self.client.add_event_handler(EventType.ROOM_MESSAGE, self._tracked(self._on_message))
             self.client.add_event_handler(EventType.REACTION, self._tracked(self._on_reaction))
+            self.client.add_event_handler(EventType.ROOM_REDACTION, self._tracked(self._on_redaction))
+            if self.e2ee is not None:
+                self.client.add_event_handler(EventType.ROOM_ENCRYPTED, self._tracked(self._on_encrypted))
             self.client.add_event_handler(EventType.ROOM_MEMBER, self._tracked(self._on_member))
             self.client.add_event_handler(EventType.ROOM_ENCRYPTION, self._tracked(self._on_encryption),
                                           sync_stream=SyncStream.JOINED_ROOM)
             self.client.add_event_handler(InternalEventType.SYNC_STOPPED, self._on_sync_stopped)
             sync_task = self.client.start(LOOP_FILTER)
             self.ready.set()
-            log.info("Matrix: %s is answering in %d room(s)", self.mxid, len(self.joined))
+            log.info("Matrix: %s is answering in %d room(s) (end-to-end encryption %s)", self.mxid, len(self.joined),
+                     "on" if self.e2ee is not None else "off")
             stop_task = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -181,13 +234,36 @@ class MatrixBot:
         return False
 
     async def _connect(self) -> None:
-        await authenticate(self.client, self.settings)
+        self.session = await authenticate(self.client, self.settings)
+        if self.e2ee_on and self.e2ee is None:
+            await self._start_e2ee()
         try:
             self.display_name = await self.client.get_displayname(self.mxid)
         except MatrixError:
             self.display_name = None
         await self._resolve_aliases()
         await self._first_sync()
+
+    async def _start_e2ee(self) -> None:
+        """Open the crypto store and publish this device's keys; a lost store with a password to log in with gets
+        a new device (its keys are new anyway), else new keys for the same device. Then cross-sign the device."""
+        e2ee = E2EE(self.client, crypto_store_path(self.settings))
+        await e2ee.open()
+        try:
+            try:
+                await e2ee.start(allow_lost=not has_password(self.settings))
+            except StoreLost:
+                log.warning("Matrix: the crypto store of device %s was lost; logging in as a new device",
+                            self.client.device_id)
+                self.session = await authenticate(self.client, self.settings, new_device=True)
+                await e2ee.start(allow_lost=True)
+            created = await e2ee.cross_sign(self.session.recovery_key or None)
+            if created:
+                self.session = remember_recovery_key(self.settings, self.session, created)
+        except BaseException:
+            await e2ee.close()
+            raise
+        self.e2ee = e2ee
 
     async def _resolve_aliases(self) -> None:
         resolved = []
@@ -210,19 +286,25 @@ class MatrixBot:
         for room_id, room in rooms.get("join", {}).items():
             state = room.get("state", {}).get("events", []) + room.get("timeline", {}).get("events", [])
             creator = next((e.get("sender") for e in state if e.get("type") == "m.room.create"), None)
-            encrypted = any(e.get("type") == "m.room.encryption" for e in state)
+            encryption = next((e for e in state if e.get("type") == "m.room.encryption"), None)
             if not room_allowed(room_id, self.allowed, creator=creator):
                 await self._leave(room_id, "not on the allow-list")
-            elif encrypted:
+            elif encryption is not None and self.e2ee is None:
                 await self._leave(room_id, "encrypted", notice=True)
             else:
                 self.known_rooms.add(room_id)
                 self.joined.add(room_id)
+                if encryption is not None:
+                    await self.client.state_store.set_encryption_info(
+                        room_id, RoomEncryptionStateEventContent.deserialize(encryption.get("content") or {}))
         for room_id, room in rooms.get("invite", {}).items():
             events = room.get("invite_state", {}).get("events", [])
             invite = next((e for e in events if e.get("type") == "m.room.member" and e.get("state_key") == self.mxid),
                           {})
             await self._on_invite(room_id, invite.get("sender"), events)
+        if self.e2ee is not None:
+            # Room keys and device changes since the last run are in this sync: hand them to the crypto machine.
+            self.client.handle_sync({k: data[k] for k in _CRYPTO_SYNC_FIELDS if k in data})
         await self.client.sync_store.put_next_batch(data.get("next_batch"))
 
     async def _start_time_ms(self) -> int:
@@ -257,6 +339,11 @@ class MatrixBot:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
                 break
             await asyncio.wait(list(self._tasks), timeout=remaining)
+        if self.e2ee is not None:
+            try:
+                await self.e2ee.close()
+            except Exception:  # pragma: no cover - the store commits as it goes; closing is tidying up
+                log.warning("Matrix: closing the crypto store failed", exc_info=True)
         try:
             await self.client.api.session.close()
         except Exception:  # pragma: no cover - closing never matters more than stopping
@@ -316,8 +403,9 @@ class MatrixBot:
         if room_id in self.joined or room_id in self._joining:
             return
         creator = next((e.get("sender") for e in stripped if e.get("type") == "m.room.create"), None)
+        direct = _invite_is_direct(stripped, self.mxid)
         if not room_allowed(room_id, self.allowed, creator=creator):
-            log.info("Matrix: refusing an invite to %s (not on the allow-list)", room_id)
+            log.info("Matrix: refusing an invite to %s (not on the allow-list)", self._label(room_id, direct))
             await self._leave(room_id, "not on the allow-list")
             return
         # The sync carrying our join (and messages sent before it) may be handled before this request returns.
@@ -325,13 +413,13 @@ class MatrixBot:
         try:
             await self.client.join_room_by_id(room_id)
         except MatrixRequestError as exc:
-            log.warning("Matrix: could not join %s: %s", room_id, exc)
+            log.warning("Matrix: could not join %s: %s", self._label(room_id, direct), exc)
             return
         finally:
             self._joining.discard(room_id)
         self.joined.add(room_id)
-        log.info("Matrix: joined %s", room_id)  # user ids stay out of the log
-        if any(e.get("type") == "m.room.encryption" for e in stripped):
+        log.info("Matrix: joined %s", self._label(room_id, direct))  # user ids stay out of the log
+        if self.e2ee is None and any(e.get("type") == "m.room.encryption" for e in stripped):
             await self._leave(room_id, "encrypted", notice=True)
             return
         await self._send(room_id, text_content(texts.MATRIX_WELCOME))
@@ -349,7 +437,7 @@ class MatrixBot:
 
     async def _on_encryption(self, evt: StateEvent) -> None:
         room_id = str(evt.room_id)
-        if room_id in self.joined:
+        if room_id in self.joined and self.e2ee is None:
             await self._leave(room_id, "encrypted", notice=True)
 
     async def _leave(self, room_id: str, why: str, *, notice: bool = False) -> None:
@@ -357,13 +445,26 @@ class MatrixBot:
             return
         self._leaving.add(room_id)
         self.joined.discard(room_id)
+        label = await self._room_label(room_id)
         if notice:
             await self._send(room_id, text_content(texts.MATRIX_ENCRYPTED_ROOM))
         try:
             await self.client.leave_room(room_id, reason=why)
-            log.info("Matrix: left %s (%s)", room_id, why)
+            log.info("Matrix: left %s (%s)", label, why)
         except MatrixRequestError as exc:
-            log.warning("Matrix: could not leave %s: %s", room_id, exc)
+            log.warning("Matrix: could not leave %s: %s", label, exc)
+
+    def _label(self, room_id: str, direct: bool) -> str:
+        """How the process log names a room: group rooms by id, direct rooms by the conversation log's pseudonym
+        (with the log's key) -- the room id of a direct chat identifies the person in it."""
+        return f"direct room {pseudonymize(room_id, self._label_key)}" if direct else room_id
+
+    async def _room_label(self, room_id: str) -> str:
+        try:
+            direct = await self._member_count(room_id) <= 2
+        except MatrixError:
+            direct = True  # unknown: name it as if private
+        return self._label(room_id, direct)
 
     async def _member_count(self, room_id: str) -> int:
         cached = self._members.get(room_id)
@@ -426,7 +527,8 @@ class MatrixBot:
             if msgtype not in TEXT_TYPES or not isinstance(getattr(content, "body", None), str):
                 if direct:
                     await self._send(room_id, text_content(texts.NON_TEXT, in_reply_to=str(evt.event_id),
-                                                           thread_root=thread_root))
+                                                           thread_root=thread_root, mention=sender,
+                                                           msgtype=ANSWER_MSGTYPE))
                 return
             body: str = content.body
             if not direct:
@@ -454,8 +556,8 @@ class MatrixBot:
         if final.reason == "none-of-these" and offer is not None:
             self.answerer.feedback(offer, "none")
         state.offer_turn_id = final.turn_id if final.route is Route.CLARIFY else None
-        content = reply_content(final, in_reply_to=event_id, thread_root=thread_root,
-                                mention=None if direct else sender)
+        content = reply_content(final, in_reply_to=event_id, thread_root=thread_root, mention=sender,
+                                msgtype=ANSWER_MSGTYPE)
         answer_id = await self._send(room_id, content)
         if answer_id is not None:
             self.answers[answer_id] = final.turn_id
@@ -467,15 +569,65 @@ class MatrixBot:
             return
         rel = evt.content.relates_to
         kind = reaction_kind(rel.key)
-        turn_id = self.answers.get(str(rel.event_id)) if rel.event_id else None
+        answer_id = str(rel.event_id) if rel.event_id else None
+        turn_id = self.answers.get(answer_id) if answer_id else None
         if kind is None or turn_id is None:
             return
-        seen = (str(rel.event_id), sender, kind)
-        if seen in self._feedback_seen:
-            return
-        self._feedback_seen[seen] = True
+        self._reactions[str(evt.event_id)] = (answer_id, sender, kind)
+        present = self._thumbs.get((answer_id, sender)) or []
+        if kind in present:
+            return  # the same thumb twice (another device): already counted
+        self._thumbs[(answer_id, sender)] = [*present, kind]
         self.answerer.feedback(turn_id, kind)
         log.debug("Matrix: feedback %s on turn %s", kind, turn_id)
+
+    async def _on_redaction(self, evt: RedactionEvent) -> None:
+        """A removed 👍/👎: the person's remaining thumbs reaction on that answer counts, else 'withdrawn'."""
+        if self._is_old(str(evt.room_id), evt.timestamp):
+            return
+        found = self._reactions.pop(str(evt.redacts), None) if evt.redacts else None
+        if found is None:
+            return
+        answer_id, sender, kind = found
+        present = [k for k in (self._thumbs.get((answer_id, sender)) or []) if k != kind]
+        self._thumbs[(answer_id, sender)] = present
+        turn_id = self.answers.get(answer_id)
+        if turn_id is None:
+            return
+        now = present[-1] if present else "withdrawn"
+        self.answerer.feedback(turn_id, now)
+        log.debug("Matrix: feedback %s withdrawn on turn %s (now %s)", kind, turn_id, now)
+
+    # ------------------------------------------------------------------ encrypted events
+    async def _on_encrypted(self, evt: EncryptedEvent) -> None:
+        """Decrypt and hand the event to the same handlers as a plaintext one; ask the person to send again when
+        it cannot be decrypted (and request its keys)."""
+        room_id, sender = str(evt.room_id), str(evt.sender)
+        if sender == self.mxid or self._is_old(room_id, evt.timestamp) or not self._room_ok(room_id):
+            return
+        try:
+            decrypted = await self.e2ee.decrypt(evt)
+        except DecryptionError as exc:
+            await self._undecryptable(evt, exc)
+            return
+        # The decrypted event runs through the normal handlers (as tasks the shutdown waits for).
+        self.client.dispatch_event(decrypted, evt.source)
+
+    async def _undecryptable(self, evt: EncryptedEvent, exc: DecryptionError) -> None:
+        room_id, sender = str(evt.room_id), str(evt.sender)
+        session_id = str(getattr(evt.content, "session_id", ""))
+        log.warning("Matrix: could not decrypt a message in %s: %s", await self._room_label(room_id),
+                    type(exc).__name__)
+        # Ask the sender's device for the keys; the answer (if any) lands in the store for later messages.
+        await self.e2ee.request_keys(evt, wait=0)
+        direct = await self._member_count(room_id) <= 2
+        key = (room_id, sender, session_id)
+        if not direct and key in self._undecryptable:
+            return  # in a group: once per key session (the message may not even have been for the bot)
+        self._undecryptable[key] = True
+        # Any thread it was in is inside the encrypted content: the request goes to the main timeline.
+        await self._send(room_id, text_content(texts.MATRIX_UNDECRYPTABLE, in_reply_to=str(evt.event_id),
+                                               mention=sender, msgtype=ANSWER_MSGTYPE))
 
     # ------------------------------------------------------------------ sending
     def _typing(self, room_id: str):
@@ -492,14 +644,28 @@ class MatrixBot:
                                                                 txn_id=txn_id))
             except (MLimitExceeded, MatrixConnectionError) as exc:
                 if attempt == SEND_ATTEMPTS:
-                    log.error("Matrix: giving up sending to %s: %s", room_id, exc)
+                    log.error("Matrix: giving up sending to %s: %s", await self._room_label(room_id), exc)
                     return None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 8.0)
             except MatrixRequestError as exc:
-                log.error("Matrix: could not send to %s: %s", room_id, exc)
+                log.error("Matrix: could not send to %s: %s", await self._room_label(room_id), exc)
+                return None
+            except CryptoError as exc:
+                log.error("Matrix: could not encrypt for %s: %s", await self._room_label(room_id), exc)
                 return None
         return None
+
+
+def _invite_is_direct(stripped: list[dict[str, Any]], mxid: str) -> bool:
+    """A direct chat, by the inviter's ``is_direct`` flag on the bot's invite (what Element sets), or a room of at
+    most the inviter and the bot."""
+    me = next((e for e in stripped if e.get("type") == "m.room.member" and e.get("state_key") == mxid), {})
+    if (me.get("content") or {}).get("is_direct"):
+        return True
+    joined = [e for e in stripped if e.get("type") == "m.room.member"
+              and (e.get("content") or {}).get("membership") == "join"]
+    return 0 < len(joined) <= 1
 
 
 class _Typing:

@@ -1,11 +1,15 @@
 """Matrix login: an access token from the settings, or a password login done once whose token is kept in
-``matrix-session.json`` next to the conversation database (mode 0600) and reused on the next start."""
+``matrix-session.json`` next to the conversation database (mode 0600) and reused on the next start.
+
+The session file also keeps the device id (a new login asks for the same device, so its encryption keys stay
+valid) and, once encryption set up cross-signing, the account's recovery key (``bot.matrix.e2ee``). With an access
+token from the settings the token itself is not written there."""
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +34,8 @@ class StoredSession:
     homeserver: str
     user_id: str
     device_id: str
-    access_token: str
+    access_token: str  # "" when the token comes from MATRIX_ACCESS_TOKEN
+    recovery_key: str = ""
 
 
 def session_path(settings: Settings) -> Path:
@@ -41,7 +46,7 @@ def load_session(path: Path) -> StoredSession | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return StoredSession(str(data["homeserver"]), str(data["user_id"]), str(data.get("device_id") or ""),
-                             str(data["access_token"]))
+                             str(data.get("access_token") or ""), str(data.get("recovery_key") or ""))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -66,34 +71,44 @@ def save_session(path: Path, session: StoredSession) -> None:
     os.replace(tmp, path)
 
 
-async def authenticate(client: Client, settings: Settings) -> None:
-    """Give ``client`` a working access token, user id and device id (checked with ``/whoami``).
+async def authenticate(client: Client, settings: Settings, *, new_device: bool = False) -> StoredSession:
+    """Give ``client`` a working access token, user id and device id (checked with ``/whoami``); return what the
+    session file now holds.
 
-    MATRIX_ACCESS_TOKEN wins; else the stored session is reused while its token works; else MATRIX_PASSWORD logs in
-    and the new token is stored. Raises MatrixConfigError when neither is configured or the ids do not match, and
+    MATRIX_ACCESS_TOKEN wins (MATRIX_USER_ID is then optional: the token names its user); else the stored session
+    is reused while its token works; else MATRIX_PASSWORD logs in (as the stored device, unless ``new_device``) and
+    the new token is stored. Raises MatrixConfigError when neither is configured or the ids do not match, and
     mautrix errors for a rejected token or password.
     """
     wanted_user = settings.matrix_user_id or None
     homeserver = str(settings.matrix_homeserver or "").rstrip("/")
+    path = session_path(settings)
+    stored = load_session(path)
 
-    if settings.matrix_access_token is not None and settings.matrix_access_token.get_secret_value():
+    if has_access_token(settings):
         client.api.token = settings.matrix_access_token.get_secret_value()
         await _whoami(client, wanted_user)
-        return
+        same_account = stored is not None and (stored.homeserver, stored.user_id) == (homeserver, client.mxid)
+        # The recovery key belongs to the account, not the device: it is kept for a new token of the same user.
+        session = StoredSession(homeserver, str(client.mxid), str(client.device_id or ""), "",
+                                stored.recovery_key if same_account else "")
+        if session != stored:
+            save_session(path, session)
+        return session
 
-    if settings.matrix_password is None or not settings.matrix_password.get_secret_value():
+    if not has_password(settings):
         raise MatrixConfigError("Matrix needs MATRIX_ACCESS_TOKEN, or MATRIX_USER_ID with MATRIX_PASSWORD")
     if not wanted_user:
         raise MatrixConfigError("MATRIX_PASSWORD login needs MATRIX_USER_ID")
 
-    path = session_path(settings)
-    stored = load_session(path)
-    if stored is not None and stored.homeserver == homeserver and stored.user_id == wanted_user:
-        client.api.token = stored.access_token
+    mine = stored if stored is not None and stored.homeserver == homeserver and stored.user_id == wanted_user \
+        else None
+    if mine is not None and mine.access_token and not new_device:
+        client.api.token = mine.access_token
         try:
             await _whoami(client, wanted_user)
             log.info("Matrix: reusing the stored session of %s (device %s)", client.mxid, client.device_id)
-            return
+            return mine
         except MatrixInvalidToken:
             log.warning("Matrix: the stored access token was rejected; logging in again")
             client.api.token = ""
@@ -103,10 +118,28 @@ async def authenticate(client: Client, settings: Settings) -> None:
         identifier=wanted_user,
         password=settings.matrix_password.get_secret_value(),
         device_name=DEVICE_NAME,
-        device_id=stored.device_id if stored is not None and stored.user_id == wanted_user else None,
+        device_id=mine.device_id if mine is not None and mine.device_id and not new_device else None,
     )
-    save_session(path, StoredSession(homeserver, str(resp.user_id), str(resp.device_id), resp.access_token))
+    session = StoredSession(homeserver, str(resp.user_id), str(resp.device_id), resp.access_token,
+                            mine.recovery_key if mine is not None else "")
+    save_session(path, session)
     log.info("Matrix: logged in as %s (device %s); session stored in %s", resp.user_id, resp.device_id, path)
+    return session
+
+
+def has_access_token(settings: Settings) -> bool:
+    return settings.matrix_access_token is not None and bool(settings.matrix_access_token.get_secret_value())
+
+
+def has_password(settings: Settings) -> bool:
+    return settings.matrix_password is not None and bool(settings.matrix_password.get_secret_value())
+
+
+def remember_recovery_key(settings: Settings, session: StoredSession, key: str) -> StoredSession:
+    """Keep the account's cross-signing recovery key in the session file (mode 0600)."""
+    updated = replace(session, recovery_key=key)
+    save_session(session_path(settings), updated)
+    return updated
 
 
 async def _whoami(client: Client, wanted_user: str | None) -> None:

@@ -1,13 +1,21 @@
 """A test user on the real Synapse: a mautrix ``Client`` plus a background /sync that collects room events, so tests
-can wait for what the bot sends (``wait_for``) or check it sent nothing (``quiet``)."""
+can wait for what the bot sends (``wait_for``) or check it sent nothing (``quiet``).
+
+``TestUser(..., crypto_dir=path)`` makes it an encrypting client, set up with mautrix's crypto like any mautrix
+client (an ``OlmMachine`` on an SQLite store in ``path``): it publishes device keys, sends encrypted messages in
+encrypted rooms, and decrypts what arrives there -- such events are collected decrypted, with ``"encrypted": True``.
+``send_undecryptable`` sends a message whose keys go to nobody but the sender."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-from mautrix.client import Client
-from mautrix.types import EventType, RoomCreatePreset
+from mautrix.client import Client, DecryptionDispatcher
+from mautrix.errors import SessionNotFound
+from mautrix.types import EncryptedEvent, EventType, RoomCreatePreset
 
 from tests.matrix.synapse import User
 
@@ -17,39 +25,93 @@ Predicate = Callable[[dict[str, Any]], bool]
 class TestUser:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, base_url: str, user: User):
+    def __init__(self, base_url: str, user: User, *, crypto_dir: Path | None = None):
         self.user = user
         self.user_id = user.user_id
         self.client = Client(mxid=user.user_id, device_id=user.device_id, base_url=base_url, token=user.access_token)
         self.events: list[dict[str, Any]] = []  # timeline events of joined rooms, each with "room_id"
+        self.undecryptable: list[dict[str, Any]] = []  # encrypted events this client could not decrypt
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self._since: str | None = None
+        self.crypto_dir = crypto_dir
+        self.crypto = None
+        self._dbs: list = []
 
     async def __aenter__(self) -> TestUser:
+        if self.crypto_dir is not None:
+            await self._start_crypto()
         first = await self.client.sync(timeout=0)
+        if self.crypto is not None:
+            await asyncio.gather(*self.client.handle_sync(first), return_exceptions=True)
         self._since = first.get("next_batch")
         self._task = asyncio.create_task(self._sync_loop())
         return self
+
+    async def _start_crypto(self) -> None:
+        from mautrix.crypto import OlmMachine, PgCryptoStateStore, PgCryptoStore
+        from mautrix.util.async_db import Database
+
+        path = Path(self.crypto_dir) / f"{self.user_id.strip('@').replace(':', '_')}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = Database.create(f"sqlite:{path}", upgrade_table=PgCryptoStore.upgrade_table)
+        state_db = Database.create(f"sqlite:{path}", upgrade_table=PgCryptoStateStore.upgrade_table)
+        state_db.override_pool(db)
+        await db.start()
+        await state_db.start()
+        self._dbs = [state_db, db]
+        store = PgCryptoStore(account_id=self.user_id, pickle_key="test", db=db)
+        await store.open()
+        self.client.state_store = PgCryptoStateStore(state_db)
+        self.crypto = OlmMachine(self.client, store, self.client.state_store,
+                                 log=logging.getLogger("tests.matrix.crypto"))
+        await self.crypto.load()
+        await store.put_device_id(self.user.device_id)
+        await self.crypto.share_keys()
+        self.client.crypto = self.crypto
+        self.client.remove_dispatcher(DecryptionDispatcher)  # decrypted below, into self.events
 
     async def __aexit__(self, *exc) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.client.api.session.close()
+        if self.crypto is not None:
+            await self.crypto.crypto_store.close()
+        for db in self._dbs:
+            await db.stop()
 
     async def _sync_loop(self) -> None:
         while True:
             data = await self.client.sync(since=self._since, timeout=5000)
             self._since = data.get("next_batch")
+            if self.crypto is not None:
+                await asyncio.gather(*self.client.handle_sync(data), return_exceptions=True)  # keys, device lists, room state
             new = []
             for room_id, room in data.get("rooms", {}).get("join", {}).items():
                 for e in room.get("timeline", {}).get("events", []):
-                    new.append({**e, "room_id": room_id})
+                    e = {**e, "room_id": room_id}
+                    if e.get("type") == "m.room.encrypted" and self.crypto is not None:
+                        e = await self._decrypt(e)
+                    new.append(e)
             if new:
                 async with self._changed:
                     self.events.extend(new)
                     self._changed.notify_all()
+
+    async def _decrypt(self, raw: dict[str, Any]) -> dict[str, Any]:
+        evt = EncryptedEvent.deserialize(raw)
+        try:
+            try:
+                decrypted = await self.crypto.decrypt_megolm_event(evt)
+            except SessionNotFound as exc:
+                if not await self.crypto.wait_for_session(evt.room_id, exc.session_id, timeout=5):
+                    raise
+                decrypted = await self.crypto.decrypt_megolm_event(evt)
+        except Exception as exc:  # kept as it came, so a test sees what could not be read
+            self.undecryptable.append(raw)
+            return {**raw, "decryption_error": repr(exc)}
+        return {**decrypted.serialize(), "room_id": raw["room_id"], "encrypted": True}
 
     # ------------------------------------------------------------------ waiting
     async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> dict[str, Any]:
@@ -99,6 +161,26 @@ class TestUser:
     async def send(self, room_id: str, body: str, **extra: Any) -> str:
         content = {"msgtype": "m.text", "body": body, **extra}
         return str(await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, content))
+
+    async def send_undecryptable(self, room_id: str, body: str) -> str:
+        """An encrypted message whose Megolm session is shared with this user's own devices only (a client that
+        failed to send its keys): nobody else can decrypt it. The next normal message starts a new session."""
+        await self.crypto.crypto_store.remove_outbound_group_session(room_id)
+        await self.crypto.share_group_session(room_id, [self.user_id])
+        content = await self.crypto.encrypt_megolm_event(room_id, EventType.ROOM_MESSAGE,
+                                                        {"msgtype": "m.text", "body": body})
+        event_id = await self.client.send_message_event(room_id, EventType.ROOM_ENCRYPTED, content,
+                                                        disable_encryption=True)
+        await self.crypto.crypto_store.remove_outbound_group_session(room_id)
+        return str(event_id)
+
+    async def redact(self, room_id: str, event_id: str) -> str:
+        return str(await self.client.redact(room_id, event_id))
+
+    def notifications(self, synapse) -> list[dict[str, Any]]:
+        """This user's notifications as the homeserver's push rules decided them (``/notifications``)."""
+        return synapse.request("GET", "/_matrix/client/v3/notifications?limit=100",
+                               token=self.user.access_token)["notifications"]
 
     async def react(self, room_id: str, event_id: str, key: str) -> str:
         return str(await self.client.react(room_id, event_id, key))
