@@ -74,3 +74,108 @@ async def test_encrypted_direct_room_answer_is_encrypted_and_decryptable(
     session = load_session(session_path(matrix_settings))
     assert session.device_id == bot_user.device_id and session.access_token == ""  # the env token is not copied
     assert (session_path(matrix_settings).stat().st_mode & 0o777) == 0o600
+
+
+async def test_encrypted_group_room_mention_thread_and_reactions(synapse, matrix_settings, alice, bob, bot_user,
+                                                                 answerer, tmp_path):
+    async with BotRunner(matrix_settings) as runner, \
+            TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a, \
+            TestUser(synapse.base_url, bob, crypto_dir=tmp_path / "bob") as b:
+        room = await a.create_room([bot_user.user_id, bob.user_id], name="社保卡交流群", encrypted=True)
+        await b.join(room)
+        await a.wait_member(room, bot_user.user_id)
+        chatter = await a.send(room, "社保卡丢了怎么办")  # not addressed to the bot
+        pill = f'<a href="https://matrix.to/#/{bot_user.user_id}">问答助手</a>: 社保卡丢了怎么办'
+        q = await a.send(room, "问答助手: 社保卡丢了怎么办", format="org.matrix.custom.html", formatted_body=pill,
+                         **{"m.mentions": {"user_ids": [bot_user.user_id]}})
+        ans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q))
+        assert ans["content"]["body"] == expected(answerer, "社保卡丢了怎么办").text
+        assert ans["content"]["msgtype"] == "m.text"
+        assert ans["content"]["m.mentions"] == {"user_ids": [alice.user_id]}
+        # The other member's client can read it too (the keys went to every member's device).
+        await b.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q))
+
+        # A question in a thread: answered in the thread, encrypted.
+        root = await b.send(room, "有人知道电子社保卡的事吗？")
+        tq = await a.send(room, "问答助手 电子社保卡怎么申领", **{"m.relates_to": {
+            "rel_type": "m.thread", "event_id": root, "is_falling_back": True, "m.in_reply_to": {"event_id": root}}})
+        tans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=tq))
+        assert tans["content"]["m.relates_to"]["rel_type"] == "m.thread"
+        assert tans["content"]["m.relates_to"]["event_id"] == root
+
+        # Encrypted reactions (as Element sends them): 👎, then removed (a redaction) -> withdrawn.
+        down = await a.react_encrypted(room, ans["event_id"], "👎")
+        up = await a.react_encrypted(room, tans["event_id"], "👍")
+        await a.redact(room, down)
+        done = await a.send(room, "问答助手 谢谢")  # answered in order: after this, the reactions are handled
+        await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=done))
+        assert not [e for e in a.events if from_bot(bot_user.user_id, room, reply_to=chatter)(e)]
+        assert not a.undecryptable and not b.undecryptable
+        assert up
+        await runner.flush()
+
+    turns = {r["id"]: r["question"] for r in db_rows(matrix_settings, "SELECT id, question FROM turns")}
+    fb = [(turns[r["turn_id"]], r["kind"]) for r in db_rows(matrix_settings, "SELECT turn_id, kind FROM feedback "
+                                                                            "ORDER BY id")]
+    assert fb == [("社保卡丢了怎么办", "down"), ("电子社保卡怎么申领", "up"), ("社保卡丢了怎么办", "withdrawn")]
+
+
+async def test_restart_keeps_working_in_the_same_encrypted_room(synapse, matrix_settings, alice, bot_user, answerer,
+                                                                tmp_path):
+    async with TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a:
+        async with BotRunner(matrix_settings):
+            room = await a.create_room([bot_user.user_id], direct=True, encrypted=True)
+            await a.wait_member(room, bot_user.user_id)
+            q1 = await a.send(room, "社保卡丢了怎么办")
+            await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q1))
+        keys_before = synapse.request("POST", "/_matrix/client/v3/keys/query",
+                                      {"device_keys": {bot_user.user_id: []}}, token=alice.access_token)
+        # While the bot is down the person asks again, in the same Megolm session: that one is history (not
+        # answered, as in plaintext rooms), but it must not break what comes after.
+        await a.send(room, "电子社保卡怎么申领")
+        async with BotRunner(matrix_settings) as runner:
+            q2 = await a.send(room, "人脸识别通不过怎么办")
+            ans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q2))
+            assert ans["content"]["body"] == expected(answerer, "人脸识别通不过怎么办").text
+            assert runner.bot.client.device_id == bot_user.device_id
+        keys_after = synapse.request("POST", "/_matrix/client/v3/keys/query",
+                                     {"device_keys": {bot_user.user_id: []}}, token=alice.access_token)
+        # Same device, same identity keys: nothing for the person to verify again, nothing they cannot decrypt.
+        assert keys_after["device_keys"] == keys_before["device_keys"]
+        assert list(keys_after["device_keys"][bot_user.user_id]) == [bot_user.device_id]
+        assert not a.undecryptable
+        replies = [e for e in a.events if from_bot(bot_user.user_id, room)(e)]
+        assert len(replies) == 3 and all(e.get("encrypted") for e in replies)  # welcome + two answers
+
+
+async def test_undecryptable_message_gets_a_polite_request_and_a_key_request(synapse, matrix_settings, alice,
+                                                                            bot_user, answerer, tmp_path):
+    async with BotRunner(matrix_settings) as runner, \
+            TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a:
+        room = await a.create_room([bot_user.user_id], direct=True, encrypted=True)
+        await a.wait_member(room, bot_user.user_id)
+        await a.wait_for(decrypted_from_bot(bot_user.user_id, room))  # the welcome
+        lost, session_id = await a.send_undecryptable(room, "社保卡丢了怎么办")
+        note = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=lost))
+        assert note["content"]["body"] == texts.MATRIX_UNDECRYPTABLE
+        assert note["content"]["msgtype"] == "m.text"
+        assert note["content"]["m.mentions"] == {"user_ids": [alice.user_id]}
+
+        def key_request(e):
+            c = e.get("content", {})
+            return (e.get("type") == "m.room_key_request" and e.get("sender") == bot_user.user_id
+                    and c.get("action") == "request" and c.get("body", {}).get("session_id") == session_id)
+
+        for _ in range(100):
+            if any(key_request(e) for e in a.to_device):
+                break
+            await asyncio.sleep(0.05)
+        assert any(key_request(e) for e in a.to_device), a.to_device
+
+        # The next message (keys shared normally) is answered: the bot is still fine.
+        q = await a.send(room, "社保卡丢了怎么办")
+        ans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q))
+        assert ans["content"]["body"] == expected(answerer, "社保卡丢了怎么办").text
+        assert runner.task is not None and not runner.task.done()
+        await runner.flush()
+    assert [r["question"] for r in db_rows(matrix_settings, "SELECT question FROM turns")] == ["社保卡丢了怎么办"]

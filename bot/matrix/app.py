@@ -172,7 +172,7 @@ class MatrixBot:
         self._bot_events: _Bounded = _Bounded(MAX_ANSWERS)  # event id -> sent by the bot? (reply detection)
         self._reactions: _Bounded = _Bounded(MAX_ANSWERS)  # reaction event id -> (answer id, sender, kind)
         self._thumbs: _Bounded = _Bounded(MAX_ANSWERS)  # (answer id, sender) -> kinds of their present reactions
-        self._undecryptable: _Bounded = _Bounded(MAX_ANSWERS)  # (room, sender, key session) already asked about
+        self._asked_resend: _Bounded = _Bounded(MAX_ANSWERS)  # (room, sender, key session) already asked about
         self._members: dict[str, tuple[float, int]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sync_error: BaseException | None = None
@@ -295,8 +295,7 @@ class MatrixBot:
                 self.known_rooms.add(room_id)
                 self.joined.add(room_id)
                 if encryption is not None:
-                    await self.client.state_store.set_encryption_info(
-                        room_id, RoomEncryptionStateEventContent.deserialize(encryption.get("content") or {}))
+                    await self._note_encrypted(room_id, encryption)
         for room_id, room in rooms.get("invite", {}).items():
             events = room.get("invite_state", {}).get("events", [])
             invite = next((e for e in events if e.get("type") == "m.room.member" and e.get("state_key") == self.mxid),
@@ -419,10 +418,25 @@ class MatrixBot:
             self._joining.discard(room_id)
         self.joined.add(room_id)
         log.info("Matrix: joined %s", self._label(room_id, direct))  # user ids stay out of the log
-        if self.e2ee is None and any(e.get("type") == "m.room.encryption" for e in stripped):
-            await self._leave(room_id, "encrypted", notice=True)
-            return
+        encryption = next((e for e in stripped if e.get("type") == "m.room.encryption"), None)
+        if encryption is not None:
+            if self.e2ee is None:
+                await self._leave(room_id, "encrypted", notice=True)
+                return
+            await self._note_encrypted(room_id, encryption)
         await self._send(room_id, text_content(texts.MATRIX_WELCOME))
+
+    async def _note_encrypted(self, room_id: str, event: dict[str, Any]) -> None:
+        """Prepare the crypto state store for an encrypted room the bot is in (on joining, and at start for what
+        changed while it was down). The crypto machine renews a room's keys on membership changes only in rooms it
+        knows are encrypted, and it does not renew them when an invited member joins: the keys must reach invited
+        members too, so the store gets the full member list (joined and invited), not only the joined members."""
+        await self.client.state_store.set_encryption_info(
+            room_id, RoomEncryptionStateEventContent.deserialize(event.get("content") or {}))
+        try:
+            await self.client.get_members(room_id)  # the store-updating client keeps them (membership kept in sync)
+        except MatrixError as exc:
+            log.warning("Matrix: could not load the members of %s: %s", await self._room_label(room_id), exc)
 
     async def _creator(self, room_id: str) -> str | None:
         """The creator of a joined room (its server decides the allow-list for room ids without a server name)."""
@@ -622,9 +636,9 @@ class MatrixBot:
         await self.e2ee.request_keys(evt, wait=0)
         direct = await self._member_count(room_id) <= 2
         key = (room_id, sender, session_id)
-        if not direct and key in self._undecryptable:
+        if not direct and key in self._asked_resend:
             return  # in a group: once per key session (the message may not even have been for the bot)
-        self._undecryptable[key] = True
+        self._asked_resend[key] = True
         # Any thread it was in is inside the encrypted content: the request goes to the main timeline.
         await self._send(room_id, text_content(texts.MATRIX_UNDECRYPTABLE, in_reply_to=str(evt.event_id),
                                                mention=sender, msgtype=ANSWER_MSGTYPE))

@@ -31,6 +31,7 @@ class TestUser:
         self.client = Client(mxid=user.user_id, device_id=user.device_id, base_url=base_url, token=user.access_token)
         self.events: list[dict[str, Any]] = []  # timeline events of joined rooms, each with "room_id"
         self.undecryptable: list[dict[str, Any]] = []  # encrypted events this client could not decrypt
+        self.to_device: list[dict[str, Any]] = []  # to-device events as they came (key requests are plaintext)
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self._since: str | None = None
@@ -85,6 +86,7 @@ class TestUser:
         while True:
             data = await self.client.sync(since=self._since, timeout=5000)
             self._since = data.get("next_batch")
+            self.to_device.extend(data.get("to_device", {}).get("events", []))
             if self.crypto is not None:
                 await asyncio.gather(*self.client.handle_sync(data), return_exceptions=True)  # keys, device lists, room state
             new = []
@@ -162,9 +164,10 @@ class TestUser:
         content = {"msgtype": "m.text", "body": body, **extra}
         return str(await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, content))
 
-    async def send_undecryptable(self, room_id: str, body: str) -> str:
+    async def send_undecryptable(self, room_id: str, body: str) -> tuple[str, str]:
         """An encrypted message whose Megolm session is shared with this user's own devices only (a client that
-        failed to send its keys): nobody else can decrypt it. The next normal message starts a new session."""
+        failed to send its keys): nobody else can decrypt it. The next normal message starts a new session.
+        Returns the event id and the Megolm session id."""
         await self.crypto.crypto_store.remove_outbound_group_session(room_id)
         await self.crypto.share_group_session(room_id, [self.user_id])
         content = await self.crypto.encrypt_megolm_event(room_id, EventType.ROOM_MESSAGE,
@@ -172,7 +175,14 @@ class TestUser:
         event_id = await self.client.send_message_event(room_id, EventType.ROOM_ENCRYPTED, content,
                                                         disable_encryption=True)
         await self.crypto.crypto_store.remove_outbound_group_session(room_id)
-        return str(event_id)
+        return str(event_id), str(content.session_id)
+
+    async def react_encrypted(self, room_id: str, event_id: str, key: str) -> str:
+        """A reaction sent encrypted, as Element does in encrypted rooms (mautrix itself sends reactions in clear)."""
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        encrypted = await self.client.encrypt(room_id, EventType.REACTION, content)
+        return str(await self.client.send_message_event(room_id, EventType.ROOM_ENCRYPTED, encrypted,
+                                                        disable_encryption=True))
 
     async def redact(self, room_id: str, event_id: str) -> str:
         return str(await self.client.redact(room_id, event_id))
