@@ -147,9 +147,13 @@ async def test_reactions_are_logged_as_feedback(synapse, matrix_settings, alice,
         q2 = await a.send(room, "电子社保卡怎么申领")
         ans2 = await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q2))
         await a.react(room, ans1["event_id"], "👍️")
-        await a.react(room, ans2["event_id"], "👎")
+        down2 = await a.react(room, ans2["event_id"], "👎")
         await a.react(room, ans2["event_id"], "❤️")  # not feedback
         await a.react(room, q1, "👍")  # on the user's own message: not feedback
+        # Changing one's mind: 👍 next to the 👎, then the 👎 removed (the 👍 counts), then the 👍 removed too.
+        up2 = await a.react(room, ans2["event_id"], "👍")
+        await a.redact(room, down2)
+        await a.redact(room, up2)
         done = await a.send(room, "谢谢")  # the bot answers in order: once this is answered, the reactions are handled
         await a.wait_for(from_bot(bot_user.user_id, room, reply_to=done))
         await asyncio.sleep(0.2)
@@ -157,8 +161,20 @@ async def test_reactions_are_logged_as_feedback(synapse, matrix_settings, alice,
         turns = {r["id"]: r["question"] for r in db_rows(matrix_settings, "SELECT id, question FROM turns")}
 
     fb = db_rows(matrix_settings, "SELECT turn_id, kind FROM feedback ORDER BY id")
-    assert sorted((turns[r["turn_id"]], r["kind"]) for r in fb) == [("电子社保卡怎么申领", "down"),
-                                                                   ("社保卡丢了怎么办", "up")]
+    assert [(turns[r["turn_id"]], r["kind"]) for r in fb] == [
+        ("社保卡丢了怎么办", "up"), ("电子社保卡怎么申领", "down"), ("电子社保卡怎么申领", "up"),
+        ("电子社保卡怎么申领", "up"), ("电子社保卡怎么申领", "withdrawn")]
+    # Latest state wins: the review side sees 👍 on the first answer and nothing on the second.
+    from storage import queries
+    from storage.db import open_db_sync
+
+    conn = open_db_sync(matrix_settings.db)
+    try:
+        s = queries.stats(conn)
+        assert (s["thumbs_up"], s["thumbs_down"]) == (1, 0)
+        assert not [g for g in queries.gap_rows(conn) if "thumbs-down" in g["reasons"]]
+    finally:
+        conn.close()
 
 
 async def test_invites_follow_the_allow_list(synapse, matrix_settings, alice, bot_user):
@@ -346,3 +362,34 @@ async def test_password_login_stores_and_reuses_the_session(synapse, matrix_sett
     third = await login()
     assert third.api.token != first.api.token and third.device_id == first.device_id
     assert load_session(path).access_token == third.api.token
+
+
+async def test_answers_notify_the_asker_through_push_rules(synapse, matrix_settings, alice, bob, bot_user):
+    """Synapse's default push rules, read back through /notifications: the welcome (m.notice) notifies nobody;
+    an answer (m.text) notifies the asker in a direct room and highlights them (intentional mention) in a group --
+    an m.notice answer would have been silenced by .m.rule.suppress_notices before the mention rule."""
+    async with BotRunner(matrix_settings), TestUser(synapse.base_url, alice) as a, \
+            TestUser(synapse.base_url, bob) as b:
+        dm = await dm_with_bot(a, bot_user.user_id)
+        welcome = await a.wait_for(from_bot(bot_user.user_id, dm))
+        q = await a.send(dm, "社保卡丢了怎么办")
+        dm_answer = await a.wait_for(from_bot(bot_user.user_id, dm, reply_to=q))
+        group = await group_with_bot(a, b, bot_user.user_id)
+        gq = await a.send(group, "问答助手 电子社保卡怎么申领")
+        group_answer = await a.wait_for(from_bot(bot_user.user_id, group, reply_to=gq))
+
+        def notified(user: TestUser) -> dict[str, list]:
+            return {n["event"]["event_id"]: n["actions"] for n in user.notifications(synapse)}
+
+        for _ in range(100):  # push actions are written as the events are persisted; normally already there
+            seen = notified(a)
+            if dm_answer["event_id"] in seen and group_answer["event_id"] in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert dm_answer["event_id"] in seen and "notify" in seen[dm_answer["event_id"]]
+        group_actions = seen[group_answer["event_id"]]
+        assert "notify" in group_actions and {"set_tweak": "highlight"} in group_actions  # mentioned
+        assert welcome["event_id"] not in seen  # unsolicited notices stay quiet
+        # Bob did not ask: the answer to Alice is not a mention of him.
+        bob_seen = notified(b)
+        assert {"set_tweak": "highlight"} not in bob_seen.get(group_answer["event_id"], [])
