@@ -413,10 +413,27 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
         _full_vacuum(conn)
         mode = "full"
     elif conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
+        pages = 1000
         while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-            conn.execute("PRAGMA incremental_vacuum(2000)")  # 2,000 pages (8 MB) per step: one short write
+            t0 = time.perf_counter()
+            # One page is freed per step of this statement, and Python's execute() steps once (fetchall() does not
+            # step it further: measured); executescript() runs it to the end, as one short transaction.
+            conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+            took = time.perf_counter() - t0
+            max_lock = max(max_lock, took)
+            if took > target:
+                pages = max(50, int(pages * target / took))
         mode = "incremental"
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # Hand the WAL's space back too. A TRUNCATE checkpoint holds the write lock while it waits for readers, so it
+    # may wait only briefly; if a long review query is reading, the WAL stays and is reused (the size limit makes it
+    # shrink when it is next reset).
+    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute(f"PRAGMA busy_timeout = {int(max_lock_s * 500)}")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
     return {"deleted": deleted, "batches": batches, "max_lock_ms": round(max_lock * 1000, 1),
             "seconds": round(time.perf_counter() - t_start, 3), "vacuum": mode}
 
