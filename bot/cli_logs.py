@@ -739,13 +739,20 @@ def _fmt_bytes(n: int) -> str:
 def datasette_metadata(db_name: str, *, password: bool, user: str = REVIEW_USER) -> dict[str, Any]:
     """The Datasette metadata for the log: storage/datasette/metadata.yml with the database key renamed to
     ``db_name`` and, when ``password``, an ``allow`` block for ``user`` plus the datasette-auth-passwords
-    configuration reading the hash from the FAQBOT_REVIEW_PASSWORD_HASH environment variable."""
+    configuration reading the hash from the FAQBOT_REVIEW_PASSWORD_HASH environment variable. Writable canned
+    queries (labelling) are allowed to ``user`` only behind the password and removed otherwise."""
     import yaml
 
     meta = yaml.safe_load(METADATA_FILE.read_text(encoding="utf-8"))
     dbs = meta.get("databases") or {}
     if "faqbot" in dbs and db_name != "faqbot":
         dbs[db_name] = dbs.pop("faqbot")
+    for name, query in list(((dbs.get(db_name) or {}).get("queries") or {}).items()):
+        if query.get("write"):  # labelling: only for the logged-in curator, and only behind the password
+            if password:
+                query["allow"] = {"id": user}
+            else:
+                del dbs[db_name]["queries"][name]
     if password:
         meta["allow"] = {"id": user}  # anonymous visitors get 403 everywhere; /-/login still works
         meta.setdefault("plugins", {})["datasette-auth-passwords"] = {
@@ -792,7 +799,8 @@ def cmd_serve(args) -> int:
             _err("note: the password is not ASCII: the login form works, HTTP Basic (curl -u) does not")
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/{db_name}"
     queries = list((meta.get("databases", {}).get(db_name) or {}).get("queries") or {})
-    info = {"url": url, "database": str(path), "read_only": True, "password_required": need_password,
+    # Behind the password the curator may label turns (the writable canned query); otherwise nothing writes.
+    info = {"url": url, "database": str(path), "read_only": not need_password, "password_required": need_password,
             "user": args.user if need_password else None, "queries": queries}
     with tempfile.TemporaryDirectory(prefix="faqbot-datasette-") as tmp:
         meta_path = Path(tmp) / "metadata.json"
@@ -806,8 +814,9 @@ def cmd_serve(args) -> int:
         if args.json:
             sys.stdout.write(json.dumps(info, ensure_ascii=False) + "\n")  # one line: easy to read from a pipe
         else:
-            print(f"Serving {path} read-only at {url}"
-                  + (f" (log in at /-/login as '{args.user}')" if need_password else "")
+            print(f"Serving {path} {'' if need_password else 'read-only '}at {url}"
+                  + (f" (log in at /-/login as '{args.user}'; labelling: the 'Label a turn' query)"
+                     if need_password else "")
                   + f"\ncanned queries: {', '.join(queries)}\nCtrl-C to stop.")
         sys.stdout.flush()
         proc = subprocess.Popen(cmd, env=env)
