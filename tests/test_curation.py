@@ -58,9 +58,10 @@ def label(capsys, fx, name, *verdict):
     assert code == 0, err
 
 
-def test_suggest_then_write_then_eval_on_the_exported_reviews_passes(capsys, fx, knowledge_copy, tmp_path):
-    label(capsys, fx, "pw1", "entry", "--entry", "reset_password")
-    label(capsys, fx, "pw2", "entry", "--entry", "reset_password")  # the same question twice: one alternate
+async def test_suggest_then_write_then_eval_on_the_exported_reviews_passes(capsys, fx, knowledge_copy, tmp_path):
+    elder_a, elder_b = await _log_questions(tmp_path / "faqbot.db", ["电子社保卡怎么给老人办"] * 2)  # clarify
+    for turn in (elder_a, elder_b):  # the same question twice: one alternate
+        assert cli(capsys, "logs", "label", turn, "entry", "--entry", "family_service")[0] == 0
     label(capsys, fx, "nodomain", "entry", "--entry", "reset_password")  # no domain word (see below)
     label(capsys, fx, "reissue", "entry", "--entry", "newborn")  # scores higher on lost_reissue: flagged
     label(capsys, fx, "lost_pii", "entry", "--entry", "lost_reissue")  # masked personal data: never an alternate
@@ -72,7 +73,7 @@ def test_suggest_then_write_then_eval_on_the_exported_reviews_passes(capsys, fx,
 
     code, out, err = cli(capsys, "knowledge", "suggest")
     assert code == 0, err
-    assert '+  "社保卡密码锁了",' in out and out.count('"社保卡密码锁了"') == 1  # diff, deduplicated
+    assert '+  "电子社保卡怎么给老人办",' in out and out.count('"电子社保卡怎么给老人办"') == 1  # diff, deduplicated
     assert "+++ b/faq/13_newborn.toml" in out and '+  "补办社保卡",' in out
     assert "+++ b/drafts/draft_" in out and '+question = "社保卡能坐公交吗"' in out
     assert "contains masked personal data" in out and "[手机号]" not in out.split("skipped:")[0]  # not in the diff
@@ -85,19 +86,20 @@ def test_suggest_then_write_then_eval_on_the_exported_reviews_passes(capsys, fx,
     code, out, err = cli(capsys, "knowledge", "suggest", "--write", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["alternates"]["reset_password"] == ["社保卡密码锁了", "忘记登录密码怎么办"]
+    assert result["alternates"]["family_service"] == ["电子社保卡怎么给老人办"]
+    assert result["alternates"]["reset_password"] == ["忘记登录密码怎么办"]
     [draft] = result["drafts"]
     assert draft["question"] == "社保卡能坐公交吗" and draft["alternates"] == ["社保卡可以坐公交车吗"]
     assert sorted(draft["turns"]) == sorted([fx.id("bus1"), fx.id("bus3")])
     kb = load_knowledge(knowledge_copy)  # still loads; drafts are not part of it
-    assert "社保卡密码锁了" in kb.get("reset_password").alternates
+    assert "电子社保卡怎么给老人办" in kb.get("family_service").alternates
     assert kb.get(draft["id"]) is None
     text = (knowledge_copy / "drafts" / f"{draft['id']}.toml").read_text(encoding="utf-8")
     assert tomllib.loads(text)["answer"].strip() == PLACEHOLDER_ANSWER
     # applied reviews leave the gap inbox; a second run has nothing new
     gaps_after = json.loads(cli(capsys, "logs", "gaps", "--json")[1])
     asked = {q["question"] for c in gaps_after for q in c["questions"]}
-    assert "社保卡密码锁了" not in asked and "社保卡可以坐公交车吗" not in asked  # pw1/pw2 and bus3 applied
+    assert "电子社保卡怎么给老人办" not in asked and "社保卡可以坐公交车吗" not in asked  # applied
     assert "社保卡能不能刷公交" in asked  # bus5: not reviewed
     total = {"社保卡能坐公交吗": 0}
     for c in gaps_before:
@@ -113,7 +115,8 @@ def test_suggest_then_write_then_eval_on_the_exported_reviews_passes(capsys, fx,
     assert code == 0, err
     rows = [json.loads(line) for line in export.read_text(encoding="utf-8").splitlines()]
     by_q = {r["q"]: r for r in rows}
-    assert by_q["社保卡密码锁了"] == {"q": "社保卡密码锁了", "sections": [2], "kind": "in"}
+    section = kb.get("family_service").section
+    assert by_q["电子社保卡怎么给老人办"] == {"q": "电子社保卡怎么给老人办", "sections": [section], "kind": "in"}
     assert by_q["今天天气怎么样"] == {"q": "今天天气怎么样", "sections": [], "kind": "oos"}
     assert by_q["电子社保卡怎么申领"]["sections"] == [1]
     assert by_q["我的手机号[手机号]，社保卡丢了怎么办"]["kind"] == "pii"
