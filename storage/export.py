@@ -65,7 +65,7 @@ def iter_turns(
         sql = f"SELECT * FROM ({sql} ORDER BY t.ts DESC, t.id DESC LIMIT ?) ORDER BY ts, turn_id"
         params.append(int(limit))
     else:
-        sql += " ORDER BY t.ts, t.id"
+        sql += " ORDER BY t.ts, t.rowid"
     cur = conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     for row in cur:

@@ -203,3 +203,75 @@ def test_purge_in_batches_keeps_summary_and_hands_space_back(tmp_path):
     assert conn.execute("SELECT count(*) FROM feedback").fetchone()[0] == 333
     conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
     conn.close()
+
+
+# Plans that read every row of turns on purpose, each with why.
+_FULL_READS_ALLOWED = {
+    "export": "an export of everything reads everything (streamed, in ts order by the index)",
+    "list_all": "`list -n 0` prints every turn (streamed, newest first by the index)",
+    "search_short": "1-2 characters cannot use the trigram index: a scan newest first that stops at the page",
+}
+
+
+def _plans(conn: sqlite3.Connection, statements: list[str]) -> list[tuple[str, list[str]]]:
+    out = []
+    for sql in statements:
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head not in ("SELECT", "WITH", "DELETE", "UPDATE"):
+            continue
+        plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        out.append((sql, plan))
+    return out
+
+
+def test_every_review_query_uses_an_index(tmp_path):
+    """EXPLAIN QUERY PLAN of every statement the review verbs run: no full scan of turns or feedback and no sort of
+    all turns, except the reads of everything listed in _FULL_READS_ALLOWED."""
+    from storage import export, gaps, replay
+
+    path = tmp_path / "log.db"
+    rw = open_db_sync(path, readonly=False)
+    rw.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+    rng = random.Random(2)
+    ids = [_add_turn(rw, rng, i) for i in range(300)]
+    for tid in ids[:50]:
+        rw.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'down', ?)", (tid, utc_iso()))
+    rw.execute("ANALYZE")
+    rw.close()
+    conn = open_db_sync(path)
+    since = NOW - dt.timedelta(days=2)
+
+    class Matches:
+        def match(self, question, conv=None):
+            from bot.replies import Reply, Route
+            return Reply(route=Route.NONE, text="")
+
+    verbs = {
+        "list": lambda: q.list_turns(conn, limit=20),
+        "list_filtered": lambda: [q.list_turns(conn, limit=20, route="llm", since=since),
+                                  q.list_turns(conn, limit=20, channel="matrix", feedback="down")],
+        "list_all": lambda: list(q.iter_turns(conn)),
+        "show": lambda: [q.get_turn(conn, ids[5]), q.get_turn(conn, ids[205][:6] + "5")],
+        "search": lambda: q.search_turns(conn, "问题12"),
+        "search_short": lambda: q.search_turns(conn, "问题"),
+        "stats": lambda: [q.stats(conn), q.stats(conn, since=since)],
+        "gaps": lambda: gaps.gap_clusters(conn, None, since=since),
+        "replay": lambda: replay.replay(conn, Matches(), since=since),
+        "export": lambda: list(export.iter_turns(conn)),
+    }
+    for verb, run in verbs.items():
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        run()
+        conn.set_trace_callback(None)
+        assert seen, verb
+        for sql, plan in _plans(conn, seen):
+            text = " | ".join(plan)
+            full_scan = any(p in ("SCAN t", "SCAN turns", "SCAN f", "SCAN feedback") for p in plan)
+            # Sorting is fine for a page fetched by rowid (search), not for every turn.
+            sorts_all = "USE TEMP B-TREE FOR ORDER BY" in plan and not any(
+                p.startswith("SEARCH t USING INTEGER PRIMARY KEY") for p in plan)
+            if verb in _FULL_READS_ALLOWED:
+                continue
+            assert not full_scan and not sorts_all, f"{verb}: {sql[:200]} -> {text}"
+    conn.close()
