@@ -393,3 +393,29 @@ async def test_answers_notify_the_asker_through_push_rules(synapse, matrix_setti
         # Bob did not ask: the answer to Alice is not a mention of him.
         bob_seen = notified(b)
         assert {"set_tweak": "highlight"} not in bob_seen.get(group_answer["event_id"], [])
+
+
+async def test_runner_with_only_an_access_token_and_private_room_ids_in_the_log(synapse, matrix_settings, alice,
+                                                                                 bot_user, caplog):
+    """`faqbot run` needs no MATRIX_USER_ID next to an access token (whoami names the user); the process log names
+    a direct room by the pseudonym the conversation log stores for it, never by its id."""
+    import logging
+
+    from bot.runner import run_transports
+
+    settings = matrix_settings.model_copy(update={"matrix_user_id": None})
+    caplog.set_level(logging.INFO, logger="faqbot")
+    async with TestUser(synapse.base_url, alice) as a:
+        task = asyncio.create_task(run_transports(settings, ["matrix"]))
+        room = await dm_with_bot(a, bot_user.user_id)
+        q = await a.send(room, "社保卡丢了怎么办")
+        await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q), timeout=20)
+        task.cancel()  # what SIGTERM does too: stop, finish answers, drain the log
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    stored = db_rows(settings, "SELECT chat_id FROM conversations WHERE chat_type = 'direct'")
+    assert len(stored) == 1 and stored[0]["chat_id"] != room
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("faqbot")]
+    assert any(f"joined direct room {stored[0]['chat_id']}" in line for line in lines), lines
+    assert not [line for line in lines if room in line]
+    assert not [line for line in lines if bot_user.access_token in line or alice.user_id in line]

@@ -179,3 +179,41 @@ async def test_undecryptable_message_gets_a_polite_request_and_a_key_request(syn
         assert runner.task is not None and not runner.task.done()
         await runner.flush()
     assert [r["question"] for r in db_rows(matrix_settings, "SELECT question FROM turns")] == ["社保卡丢了怎么办"]
+
+
+async def test_lost_crypto_store_gets_a_new_device_and_keeps_answering(synapse, matrix_settings, alice, bot_user,
+                                                                       answerer, tmp_path):
+    """The crypto store is deleted between two runs (password login): the bot notices at start that its device
+    has keys on the server it no longer holds, logs in as a new device, publishes new keys, and the person's
+    client -- told of the device change by the homeserver -- keeps talking to it in the same encrypted room."""
+    from pydantic import SecretStr
+
+    settings = matrix_settings.model_copy(update={"matrix_access_token": None})
+    settings.matrix_password = SecretStr(bot_user.password)
+    async with TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a:
+        async with BotRunner(settings) as runner:
+            first_device = runner.bot.client.device_id
+            room = await a.create_room([bot_user.user_id], direct=True, encrypted=True)
+            await a.wait_member(room, bot_user.user_id)
+            q1 = await a.send(room, "社保卡丢了怎么办")
+            await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q1))
+        assert load_session(session_path(settings)).recovery_key  # cross-signing was set up, its key kept
+        store = crypto_store_path(settings)
+        for p in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+            p.unlink(missing_ok=True)
+
+        async with BotRunner(settings) as runner:
+            second_device = runner.bot.client.device_id
+            assert second_device != first_device
+            assert load_session(session_path(settings)).device_id == second_device
+            q2 = await a.send(room, "电子社保卡怎么申领")
+            ans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q2), timeout=15)
+            assert ans["content"]["body"] == expected(answerer, "电子社保卡怎么申领").text
+        assert not a.undecryptable
+        # The new device is signed with the account's self-signing key (the stored recovery key), like the first.
+        keys = synapse.request("POST", "/_matrix/client/v3/keys/query", {"device_keys": {bot_user.user_id: []}},
+                               token=alice.access_token)
+        ssk = next(iter(keys["self_signing_keys"][bot_user.user_id]["keys"]))
+        assert ssk in keys["device_keys"][bot_user.user_id][second_device]["signatures"][bot_user.user_id]
+        assert first_device not in keys["device_keys"][bot_user.user_id]  # the keyless old device was deleted
+    assert os.path.exists(store) and (store.stat().st_mode & 0o777) == 0o600

@@ -63,7 +63,14 @@ from bot.matrix.format import (
     strip_mention,
     text_content,
 )
-from bot.matrix.session import MatrixConfigError, StoredSession, authenticate, has_password, remember_recovery_key
+from bot.matrix.session import (
+    MatrixConfigError,
+    StoredSession,
+    authenticate,
+    delete_device,
+    has_password,
+    remember_recovery_key,
+)
 from bot.privacy import pseudonymize
 from bot.replies import Conversation, Reply, Route
 
@@ -253,10 +260,13 @@ class MatrixBot:
             try:
                 await e2ee.start(allow_lost=not has_password(self.settings))
             except StoreLost:
-                log.warning("Matrix: the crypto store of device %s was lost; logging in as a new device",
-                            self.client.device_id)
+                old_device = str(self.client.device_id)
+                log.warning("Matrix: the crypto store of device %s was lost; logging in as a new device", old_device)
                 self.session = await authenticate(self.client, self.settings, new_device=True)
                 await e2ee.start(allow_lost=True)
+                # The old device's keys are gone for good: remove it, so nobody keeps encrypting for it.
+                if await delete_device(self.client, self.settings, old_device):
+                    log.info("Matrix: deleted the old device %s", old_device)
             created = await e2ee.cross_sign(self.session.recovery_key or None)
             if created:
                 self.session = remember_recovery_key(self.settings, self.session, created)

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mautrix.errors import MatrixInvalidToken
+from mautrix.api import Method
+from mautrix.api import Path as Path_
+from mautrix.errors import MatrixInvalidToken, MatrixRequestError
 
 if TYPE_CHECKING:
     from mautrix.client import Client
@@ -114,6 +116,7 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
             client.api.token = ""
 
     client.mxid = wanted_user
+    client.device_id = None  # mautrix logs in as the client's current device unless told another one
     resp = await client.login(
         identifier=wanted_user,
         password=settings.matrix_password.get_secret_value(),
@@ -125,6 +128,31 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
     save_session(path, session)
     log.info("Matrix: logged in as %s (device %s); session stored in %s", resp.user_id, resp.device_id, path)
     return session
+
+
+async def delete_device(client: Client, settings: Settings, device_id: str) -> bool:
+    """Delete one of the account's other devices (after its keys were lost), authenticating with the password
+    (user-interactive auth, m.login.password). False when the homeserver refused."""
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": str(client.mxid)},
+            "password": settings.matrix_password.get_secret_value()}
+    path = Path_.v3.devices[device_id]
+    try:
+        await client.api.request(Method.DELETE, path, {"auth": auth}, sensitive=True)
+        return True
+    except MatrixRequestError as exc:
+        try:  # the first answer of user-interactive auth: 401 with the session to continue
+            session = json.loads(getattr(exc, "text", "") or "{}").get("session")
+        except ValueError:
+            session = None
+        if exc.http_status != 401 or not session:
+            log.warning("Matrix: could not delete the old device %s: %s", device_id, exc)
+            return False
+    try:
+        await client.api.request(Method.DELETE, path, {"auth": {**auth, "session": session}}, sensitive=True)
+        return True
+    except MatrixRequestError as exc:
+        log.warning("Matrix: could not delete the old device %s: %s", device_id, exc)
+        return False
 
 
 def has_access_token(settings: Settings) -> bool:
