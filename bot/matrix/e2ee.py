@@ -41,6 +41,10 @@ STORE_NAME = "matrix-crypto.db"
 # Olm pickles are encrypted with this key; the file's protection is its 0600 mode (the key has to live next to it).
 PICKLE_KEY = "faqbot.matrix.e2ee"
 KEY_WAIT_S = 3.0  # a message's keys often arrive in the same or the next sync: wait this long before asking
+# mautrix's crypto logs routine things at warning level with user and device ids in the text ("Device @alice:… isn't
+# cross-signed" for every person without cross-signing). User ids stay out of the process log: only its errors pass.
+CRYPTO_LOG = logging.getLogger("faqbot.matrix.crypto")
+CRYPTO_LOG.setLevel(logging.ERROR)
 
 
 class StoreLost(Exception):
@@ -67,9 +71,9 @@ class E2EE:
         self.client = client
         self.path = path
         self.db = Database.create(f"sqlite:{path}", upgrade_table=PgCryptoStore.upgrade_table,
-                                  log=logging.getLogger("faqbot.matrix.crypto.db"))
+                                  log=CRYPTO_LOG.getChild("db"))
         self.state_db = Database.create(f"sqlite:{path}", upgrade_table=PgCryptoStateStore.upgrade_table,
-                                        log=logging.getLogger("faqbot.matrix.crypto.db"))
+                                        log=CRYPTO_LOG.getChild("db"))
         self.state_db.override_pool(self.db)
         self.store = PgCryptoStore(account_id="", pickle_key=PICKLE_KEY, db=self.db)
         self.state_store = PgCryptoStateStore(self.state_db)
@@ -96,7 +100,7 @@ class E2EE:
             await self.store.delete()
             stored = None
         self.client.state_store = self.state_store
-        machine = OlmMachine(self.client, self.store, self.state_store, log=logging.getLogger("faqbot.matrix.crypto"))
+        machine = OlmMachine(self.client, self.store, self.state_store, log=CRYPTO_LOG)
         # Keys go to every device of the room's members, verified or not (what Element does by default).
         machine.share_keys_min_trust = TrustState.UNVERIFIED
         machine.send_keys_min_trust = TrustState.UNVERIFIED
@@ -105,7 +109,9 @@ class E2EE:
             if await self._keys_on_server():
                 if not allow_lost:
                     raise StoreLost(device_id)
-                log.warning("Matrix: the crypto store of device %s was lost; publishing new keys for it", device_id)
+                log.warning("Matrix: the crypto store of device %s was lost; publishing new keys for the same device. "
+                            "Clients that knew its old keys will refuse them: set MATRIX_PASSWORD or use a new "
+                            "access token (a new device)", device_id)
                 await self._claim_stale_one_time_keys()
                 self.replaced_keys = True
             await self.store.put_device_id(device_id)
@@ -116,6 +122,8 @@ class E2EE:
         if not machine.account.shared:
             await machine.share_keys()
         self.client.crypto = machine
+        # Public: what a person compares when verifying the bot's device by hand (README, "Encrypted rooms").
+        log.info("Matrix: encryption on; device %s, ed25519 fingerprint %s", device_id, machine.account.fingerprint)
         # This module decrypts (and reports what it cannot): mautrix's dispatcher would drop those silently.
         self.client.remove_dispatcher(DecryptionDispatcher)
 
