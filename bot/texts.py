@@ -119,6 +119,27 @@ ADMIN_GAPS_HEAD = "待补充的问题（按出现次数）"
 ADMIN_GAPS_EMPTY = "目前没有待补充的问题。"
 ADMIN_RELOAD_OK = "知识库已重新加载：{entries} 条问答，版本 {version}。"
 ADMIN_RELOAD_FAILED = "知识库有错误，未重新加载，仍使用当前版本（{version}）：\n{error}"
+# Gap curation from the chat (admins): /gaps buttons, a cluster's questions, verdicts, a reply with an answer.
+CURATE_OPEN_HINT = "点击问题查看详情并标记："
+CURATE_CLUSTER_HEAD = "待补充的问题（共 {count} 次）"
+CURATE_NEAREST = "最接近的问答：{title}（{faq_id}，相似度 {score:.0f}）"
+CURATE_NO_NEAREST = "没有相近的问答。"
+CURATE_REPLY_HINT = "直接回复本条消息并输入答案，即可用这些问题创建一条问答草稿（草稿不会对外提供）。"
+CURATE_BTN_ENTRY = "归入：{title}"
+CURATE_BTN_PICK = "归入其他问答…"
+CURATE_BTN_NEW = "需要新问答"
+CURATE_BTN_OOS = "不在范围内"
+CURATE_BTN_BACK = "« 返回列表"
+CURATE_PICK_HEAD = "这些问题应由哪条问答回答？"
+CURATE_MARKED_ENTRY = "已标记 {n} 条提问：应由「{title}」（{faq_id}）回答。运行 faqbot knowledge suggest 生成备选问法。"
+CURATE_MARKED_NEW = "已标记 {n} 条提问：需要新问答。运行 faqbot knowledge suggest 生成草稿，或回复本条消息输入答案。"
+CURATE_MARKED_OOS = "已标记 {n} 条提问：不在范围内，已移出待补充列表。"
+CURATE_NOTHING_LEFT = "这组问题已经处理过了。"
+CURATE_STALE = "列表已过期，请重新发送 /gaps。"
+CURATE_DRAFT_OK = ("已创建问答草稿 {draft_id}（{path}），不会对外提供。\n"
+                   "请补全分类和至少 12 个问法后运行 faqbot knowledge approve {draft_id}，再发送 /reload。")
+CURATE_DRAFT_FAILED = "无法创建草稿：{error}"
+CURATE_ANSWER_EMPTY = "请回复答案的文字内容。"
 
 
 # --- Matrix adapter (bot/matrix) ------------------------------------------------------------------

@@ -215,3 +215,17 @@ def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.date
             "SELECT t.id FROM turns t WHERE " + " AND ".join(["1 = 1", *where]), params)}
         out = [q for q in out if q["turn_id"] in wanted]
     return out[:limit] if limit else out
+
+
+def open_gap_turns(conn: sqlite3.Connection, questions: Iterable[str]) -> list[str]:
+    """Ids of the gap turns still in the inbox (not settled by a review) that asked one of ``questions`` (as the
+    gap inbox shows them: the question, or the normalized text when the question is empty). Newest first."""
+    qs = sorted({q for q in questions if q})
+    out: list[str] = []
+    for i in range(0, len(qs), 500):
+        chunk = qs[i : i + 500]
+        out += [tid for (tid,) in conn.execute(
+            "SELECT t.id FROM turns t WHERE " + GAP_SQL + " AND NOT " + SETTLED_SQL
+            + " AND coalesce(nullif(trim(t.question), ''), t.normalized) IN (" + ", ".join("?" * len(chunk)) + ")"
+            " ORDER BY t.ts DESC, t.id DESC", chunk)]
+    return out

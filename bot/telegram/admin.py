@@ -1,7 +1,8 @@
 """Admin commands, for the Telegram user ids in ``FAQBOT_ADMIN_IDS`` and in private chats only.
 
-``/stats`` (the numbers of ``faqbot logs stats``), ``/gaps`` (top clusters of the gap inbox), ``/reload`` (reload
-the knowledge and prompts; validated first, the running version stays on error).
+``/stats`` (the numbers of ``faqbot logs stats``), ``/reload`` (reload the knowledge and prompts; validated first,
+the running version stays on error). ``/gaps`` (the gap inbox, with buttons to mark clusters) is in
+``bot/telegram/curation.py``.
 
 Everyone else sees no trace of them: the router only matches admins in private chats. From a non-admin in a
 private chat the command is just text and gets the ordinary answer (the same as any unknown command); in a group
@@ -34,7 +35,7 @@ log = logging.getLogger("faqbot.telegram")
 GAPS_LIMIT = 10
 
 
-async def _flush_log(services: Services) -> None:
+async def flush_log(services: Services) -> None:
     """Let the numbers include the turns of the last moments (best effort, short)."""
     if services.turn_log is not None:
         try:
@@ -43,7 +44,7 @@ async def _flush_log(services: Services) -> None:
             log.warning("could not flush the conversation log before an admin query: %s", type(exc).__name__)
 
 
-def _query(db: Path, fn):
+def query_log(db: Path, fn):
     from storage.db import open_db_sync
 
     try:
@@ -120,17 +121,9 @@ def gaps_text(clusters: list[dict[str, Any]]) -> Text:
 async def cmd_stats(message: Message, services: Services, settings: Settings) -> None:
     from storage.queries import stats
 
-    await _flush_log(services)
-    result = await asyncio.to_thread(_query, settings.db, stats)
+    await flush_log(services)
+    result = await asyncio.to_thread(query_log, settings.db, stats)
     await message.answer(**(Text(texts.ADMIN_NO_LOG) if result is None else stats_text(result)).as_kwargs())
-
-
-async def cmd_gaps(message: Message, services: Services, settings: Settings) -> None:
-    await _flush_log(services)
-    matcher = services.answerer.matcher
-    result = await asyncio.to_thread(_query, settings.db, lambda conn: gap_clusters_for(conn, matcher, GAPS_LIMIT))
-    body = Text(texts.ADMIN_NO_LOG) if result is None else gaps_text(result)
-    await message.answer(**body.as_kwargs())
 
 
 async def cmd_reload(message: Message, bot: Bot, services: Services) -> None:
@@ -155,6 +148,5 @@ def admin_router(settings: Settings) -> Router:
     admins = frozenset(int(a) for a in settings.admin_ids)
     r.message.filter(inline((F.chat.type == ChatType.PRIVATE) & F.from_user.id.in_(admins)))
     r.message.register(cmd_stats, Command("stats"))
-    r.message.register(cmd_gaps, Command("gaps"))
     r.message.register(cmd_reload, Command("reload"))
     return r

@@ -29,6 +29,7 @@ from bot.config import Settings
 from bot.services import Services
 from bot.telegram.admin import admin_router
 from bot.telegram.conversations import ConversationStore
+from bot.telegram.curation import curation_router
 from bot.telegram.handlers import callbacks_router, errors_router, group_router, private_router
 from bot.telegram.middlewares import (
     AnswerLockMiddleware,
@@ -90,7 +91,7 @@ def build_dispatcher(services: Services, settings: Settings, options: TelegramOp
 
     routers = [private_router(), group_router(settings), callbacks_router(), errors_router()]
     if settings.admin_ids:  # without admins the router would only add a failing check to every message
-        routers.insert(0, admin_router(settings))
+        routers[0:0] = [admin_router(settings), curation_router(settings)]
     dp.include_routers(*routers)
     return dp
 
