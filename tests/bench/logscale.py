@@ -22,15 +22,39 @@ from pathlib import Path
 from tests.bench.common import REPO, clean_env, faqbot_command, percentile
 
 
+def _hwm_mb(pid: int) -> float | None:
+    """Peak RSS of the process's current image (VmHWM; reset at exec, unlike the fork-inherited ru_maxrss)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def _run(cmd: list[str], env: dict, stdout=subprocess.DEVNULL) -> dict:
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(p.pid, 0)
+    peak = 0.0
+    err_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: err_chunks.append(p.stderr.read()), daemon=True)
+    reader.start()
+    out_chunks: list[bytes] = []
+    if stdout is subprocess.PIPE:
+        out_reader = threading.Thread(target=lambda: out_chunks.append(p.stdout.read()), daemon=True)
+        out_reader.start()
+    while p.poll() is None:
+        hwm = _hwm_mb(p.pid)
+        if hwm:
+            peak = max(peak, hwm)
+        time.sleep(0.02)
     seconds = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    p.stderr and p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "exit": p.returncode, "stderr": err[-300:]}
+    reader.join(10)
+    err = b"".join(err_chunks).decode(errors="replace")
+    return {"seconds": seconds, "rss_mb": peak, "exit": p.returncode, "stderr": err[-300:],
+            "stdout": b"".join(out_chunks).decode(errors="replace")[-2000:] if stdout is subprocess.PIPE else ""}
 
 
 def _baseline(db: Path, env: dict) -> dict:
