@@ -411,3 +411,11 @@ def m005_review_verdicts(conn: sqlite3.Connection) -> None:
             """,
         ],
     )
+
+
+@migration
+def m006_drop_route_index(conn: sqlite3.Connection) -> None:
+    # (route, ts) cost ~43 bytes a turn (a route and a 24-character timestamp per row) for `list --route X`, which
+    # the ts index serves as well: every route is common enough that a page is found within a few hundred newest
+    # turns (EXPLAIN QUERY PLAN: SCAN t USING INDEX turns_ts, stopping at the page).
+    _run(conn, ["DROP INDEX IF EXISTS turns_route_ts"])

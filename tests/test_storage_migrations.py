@@ -33,7 +33,7 @@ def test_migrate_empty_db_then_noop(tmp_path):
     names = _tables(conn)
     for name in ("conversations", "turns", "feedback", "reviews", "turns_fts", "_migrations"):
         assert name in names
-    for name in ("turns_ts", "turns_route_ts", "turns_fts_ai", "turns_fts_ad", "turns_fts_au", "stats_daily",
+    for name in ("turns_ts", "turns_fts_ai", "turns_fts_ad", "turns_fts_au", "stats_daily",
                  "stats_latency"):
         assert name in names
     rows = conn.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
