@@ -109,6 +109,7 @@ def _direct(n: int) -> dict:
         "retrieval_and_prompt": summary_ms(parts["prepare"]),
         "drafts_and_guard": summary_ms(parts["guard"]),
         "total": summary_ms(parts["total"]),
+        "total_cpu": summary_ms(total_cpu),
         "verdicts": dict(verdicts),
         "top_k": s.llm_top_k,
     }
@@ -198,9 +199,89 @@ async def _end_to_end(n: int) -> dict:
     }
 
 
+def _modes(n: int) -> dict:
+    """Both modes outside the model, in-process: quote (prompt with numbered sentences, strict parse, compose) and
+    generate's guard with the claim checks on the labelled model answers; and what each sends and receives."""
+    import json
+
+    from bot import texts
+    from bot.core import Answerer
+    from bot.llm import guard, quote
+    from bot.llm.fallback import LLMFallback
+    from bot.replies import Conversation
+    from knowledge.loader import load_knowledge
+    from tests.conftest import DATA_DIR
+
+    kb = load_knowledge()
+    sq = bench_settings(openai_base_url="http://127.0.0.1:9/v1", llm_mode="quote")
+    sg = bench_settings(openai_base_url="http://127.0.0.1:9/v1", llm_mode="generate")
+    answerer = Answerer(sq, kb)
+    lq, lg = LLMFallback(sq, kb), LLMFallback(sg, kb)
+    questions = _llm_questions(answerer, n)
+    bases = [answerer.match(q) for q in questions]
+    conv = Conversation("bench", "modes")
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    quote_ns: list[int] = []
+    quote_cpu: list[int] = []
+    prompt_chars = {"quote": [], "generate": []}
+    output_chars = {"quote": []}
+    for b in bases[:20]:
+        lq.prepare(b, conv)
+    gc.collect()
+    for base in bases:
+        c0 = cpu_clock()
+        t0 = clock()
+        prep = lq.prepare(base, conv)
+        if not prep.entries:
+            continue
+        context = {e.id: lq.units[e.id] for e in prep.entries}
+        allowed = quote.labels(context.values())
+        top = context[prep.entries[0].id]
+        raw = json.dumps({"answerable": True, "quotes": [u.label for u in top.units[:2]]})
+        body = quote.compose(quote.chosen_units(quote.parse(raw, allowed), context))
+        quote_ns.append(clock() - t0)
+        quote_cpu.append(cpu_clock() - c0)
+        assert body.startswith(texts.QUOTE_LEAD)
+        prompt_chars["quote"].append(sum(len(m["content"]) for m in prep.messages)
+                                     + len(json.dumps(quote.response_format(allowed), ensure_ascii=False)))
+        output_chars["quote"].append(len(raw))
+        prompt_chars["generate"].append(sum(len(m["content"]) for m in lg.prepare(base, conv).messages))
+    items = [json.loads(line) for line in (DATA_DIR / "guard_answers.jsonl").read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    guard_ns: list[int] = []
+    guard_cpu: list[int] = []
+    for item in items:  # warm-up: each entry's claim index is built once per process (cached by its text)
+        guard.check(item["answer"], context={i: kb.get(i) for i in item["context"]}, refusal=lg.prompts.refusal)
+    for _ in range(3):
+        for item in items:
+            ctx = {i: kb.get(i) for i in item["context"]}
+            c0 = cpu_clock()
+            t0 = clock()
+            guard.check(item["answer"], context=ctx, refusal=lg.prompts.refusal, leak=lg.leak,
+                        boilerplate=(texts.SOURCE_NOTE, texts.REFERRAL), threshold=lg.guard_threshold)
+            guard_ns.append(clock() - t0)
+            guard_cpu.append(cpu_clock() - c0)
+    verify_chars = [len(lg.prompts.verify_system) + len(lg.prompts.verify_user) + len(i["answer"])
+                    + sum(len(kb.get(c).answer) + len(kb.get(c).question) for c in i["context"][:1]) for i in items]
+    mean = lambda xs: round(sum(xs) / len(xs)) if xs else 0  # noqa: E731
+    return {
+        "questions": len(bases),
+        "quote": summary_ms(quote_ns),
+        "quote_cpu": summary_ms(quote_cpu),
+        "guard_on_labelled": summary_ms(guard_ns),
+        "guard_on_labelled_cpu": summary_ms(guard_cpu),
+        "labelled_answers": len(items),
+        "prompt_chars": {k: mean(v) for k, v in prompt_chars.items()},
+        "quote_output_chars": mean(output_chars["quote"]),
+        "generate_output_chars": mean([len(i["answer"]) for i in items]),
+        "verify_prompt_chars": mean(verify_chars),
+    }
+
+
 def llm_overhead(n: int = 300) -> dict:
     why = missing()
     if why:
         return {"skipped": why}
-    out = {"direct": _direct(n), "end_to_end": asyncio.run(_end_to_end(n)), "target_p99_ms": 5.0}
+    out = {"direct": _direct(n), "modes": _modes(n), "end_to_end": asyncio.run(_end_to_end(n)),
+           "target_p99_ms": 5.0}
     return out
