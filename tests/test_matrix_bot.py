@@ -410,7 +410,7 @@ async def test_runner_with_only_an_access_token_and_private_room_ids_in_the_log(
         room = await dm_with_bot(a, bot_user.user_id)
         q = await a.send(room, "社保卡丢了怎么办")
         await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q), timeout=20)
-        task.cancel()  # what SIGTERM does too: stop, finish answers, drain the log
+        task.cancel()  # the runner stops the transport and drains the log on its way out
         with pytest.raises(asyncio.CancelledError):
             await task
     stored = db_rows(settings, "SELECT chat_id FROM conversations WHERE chat_type = 'direct'")

@@ -217,3 +217,57 @@ async def test_lost_crypto_store_gets_a_new_device_and_keeps_answering(synapse, 
         assert ssk in keys["device_keys"][bot_user.user_id][second_device]["signatures"][bot_user.user_id]
         assert first_device not in keys["device_keys"][bot_user.user_id]  # the keyless old device was deleted
     assert os.path.exists(store) and (store.stat().st_mode & 0o777) == 0o600
+
+
+async def test_malformed_encrypted_events_get_the_polite_request(synapse, matrix_settings, alice, bot_user,
+                                                                 tmp_path):
+    """Hostile or broken clients: encrypted events that cannot be decrypted at all (unknown algorithm, junk
+    ciphertext, missing fields) get the request to send again; the bot keeps running and answering."""
+    from mautrix.types import EventType
+
+    async with BotRunner(matrix_settings) as runner, \
+            TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a:
+        room = await a.create_room([bot_user.user_id], direct=True, encrypted=True)
+        await a.wait_member(room, bot_user.user_id)
+        await a.wait_for(decrypted_from_bot(bot_user.user_id, room))  # the welcome
+        junk = [
+            {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnAC!!notbase64", "session_id": "x" * 43,
+             "sender_key": "y" * 43, "device_id": alice.device_id},
+            {"algorithm": "org.example.rot13", "ciphertext": "abc"},
+            {},
+        ]
+        sent = []
+        for content in junk:
+            sent.append(str(await a.client.send_message_event(room, EventType.ROOM_ENCRYPTED, content,
+                                                              disable_encryption=True)))
+        for event_id in sent:
+            note = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=event_id))
+            assert note["content"]["body"] == texts.MATRIX_UNDECRYPTABLE
+        q = await a.send(room, "电子社保卡怎么申领")
+        await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q))
+        assert not runner.task.done()
+
+
+async def test_lost_crypto_store_with_an_access_token_reuploads_keys(synapse, matrix_settings, bob, bot_user,
+                                                                    answerer, tmp_path):
+    """With only an access token the bot cannot make a new device: a lost store gets new keys published for the
+    same device (not a failed start), and people whose clients meet the bot now can talk to it encrypted."""
+    async with BotRunner(matrix_settings):
+        pass
+    store = crypto_store_path(matrix_settings)
+    old_keys = synapse.request("POST", "/_matrix/client/v3/keys/query",
+                               {"device_keys": {bot_user.user_id: [bot_user.device_id]}},
+                               token=bob.access_token)["device_keys"][bot_user.user_id][bot_user.device_id]["keys"]
+    store.unlink()
+    async with BotRunner(matrix_settings) as runner, \
+            TestUser(synapse.base_url, bob, crypto_dir=tmp_path / "bob") as b:
+        assert runner.bot.client.device_id == bot_user.device_id
+        room = await b.create_room([bot_user.user_id], direct=True, encrypted=True)
+        await b.wait_member(room, bot_user.user_id)
+        q = await b.send(room, "社保卡丢了怎么办")
+        ans = await b.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q))
+        assert ans["content"]["body"] == expected(answerer, "社保卡丢了怎么办").text
+    new_keys = synapse.request("POST", "/_matrix/client/v3/keys/query",
+                               {"device_keys": {bot_user.user_id: [bot_user.device_id]}},
+                               token=bob.access_token)["device_keys"][bot_user.user_id][bot_user.device_id]["keys"]
+    assert new_keys != old_keys  # new identity keys for the same device

@@ -41,7 +41,7 @@ from mautrix.api import Method, Path
 from mautrix.client import Client, InternalEventType, SyncStream
 from mautrix.client.state_store import MemorySyncStore
 from mautrix.errors import MatrixConnectionError, MatrixError, MatrixInvalidToken, MatrixRequestError, MLimitExceeded
-from mautrix.errors import CryptoError, DecryptionError
+from mautrix.errors import CryptoError, DecryptionError, SessionNotFound
 from mautrix.types import (
     BaseMessageEventContentFuncs,
     EncryptedEvent,
@@ -634,16 +634,20 @@ class MatrixBot:
         except DecryptionError as exc:
             await self._undecryptable(evt, exc)
             return
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # malformed content: cannot be read either
+            await self._undecryptable(evt, exc)
+            return
         # The decrypted event runs through the normal handlers (as tasks the shutdown waits for).
         self.client.dispatch_event(decrypted, evt.source)
 
-    async def _undecryptable(self, evt: EncryptedEvent, exc: DecryptionError) -> None:
+    async def _undecryptable(self, evt: EncryptedEvent, exc: Exception) -> None:
         room_id, sender = str(evt.room_id), str(evt.sender)
         session_id = str(getattr(evt.content, "session_id", ""))
         log.warning("Matrix: could not decrypt a message in %s: %s", await self._room_label(room_id),
                     type(exc).__name__)
         # Ask the sender's device for the keys; the answer (if any) lands in the store for later messages.
-        await self.e2ee.request_keys(evt, wait=0)
+        if isinstance(exc, SessionNotFound):
+            await self.e2ee.request_keys(evt, wait=0)
         direct = await self._member_count(room_id) <= 2
         key = (room_id, sender, session_id)
         if not direct and key in self._asked_resend:
