@@ -193,3 +193,26 @@ async def test_telegram_private_chat_gets_the_quote_without_previews(tmp_path):
             await env.flush()
             assert env.query("SELECT route, guard FROM turns") == [("llm", "pass")]
         await llm.aclose()
+
+
+@pytest.mark.parametrize("raw", ["[" * 100_000, '{"answerable": true, "quotes": ' + "[" * 50_000, "\x00", "null",
+                                 '{"answerable": true, "quotes": ["apply.1"]} 多余的话'])
+def test_parser_refuses_hostile_output_cleanly(raw):
+    with pytest.raises(quote.SelectionError) as exc:
+        quote.parse(raw, ["apply", "apply.1"])
+    assert exc.value.kind == "unparseable"
+
+
+def test_units_keep_every_character_of_the_answer(kb):
+    for e in kb.entries:
+        eu = quote.split_units(e)
+        assert "".join(u.text for u in eu.units) == "".join(line.strip() for line in e.answer.split("\n"))
+        assert all(h < u.index for u in eu.units for h in u.heads)
+
+
+async def test_json_object_setting_sends_json_mode(fake, make, kb):
+    h = await make(fake, llm_mode="quote", llm_response_format="json_object")
+    fake.script(json_reply({"answerable": True, "quotes": ["apply.2"]}))
+    _, final = await h.ask(Q_NONE)
+    assert fake.requests[0]["response_format"] == {"type": "json_object"}
+    assert final.reason == "llm-quote" and unit(kb, "apply.2") in final.text

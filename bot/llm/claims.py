@@ -14,9 +14,11 @@ an answer *claims* with the cited entries (Simplified text, citation markers rem
   added where the source has none, or dropped where the source negates the very word the answer keeps;
 * restriction and necessity — 只能 / 仅限 / 只有 need a restriction in the matching source sentence; 必须 / 一定要 need
   a necessity (必须 / 需 / 须 / 要);
+* requirements waived — "不用 / 无需 X" where the source says "需要……X";
 * before / after — "到期后" where the matching source clause says "到期之前" (or the reverse);
-* statements the source itself declares wrong ("关于X的说法是错误的"): a clause restating X without a refutation
-  (错误 / 无关 / 不需要 / 也可以 …) fails.
+* statements the source itself declares wrong ("关于X的说法是错误的"): a clause restating what only X says, in a
+  sentence without a refutation (错误 / 无关 / 不需要 / 也可以 …), fails;
+* splices — one clause built from two cited entries, each adding words the other lacks (a link no entry makes).
 
 Matching a clause to the source is by character-bigram coverage, so the rules hold for any FAQ, not only this one.
 Every function here is pure; per-entry preparation is cached by the entry's text.
@@ -95,6 +97,7 @@ _WRONG_RE = re.compile(r"(?:关于)?([^，。；\n]{4,80}?)的?(?:说法|观点|
 ALIGN = 0.5  # share of a clause's bigrams found in a source clause for the two to say the same thing
 MIN_CLAUSE_CHARS = 6
 SCOPE_ALIGN = 0.25  # share of what a clause is about that must match a source sentence to hold it to its scope
+MODAL_ALIGN = 0.34  # ... to hold it to that sentence's restriction / necessity
 
 
 def content(text: str) -> str:
@@ -254,15 +257,6 @@ def source_of(entries: Sequence[Entry]) -> Source:
 
 
 # --- the answer side -----------------------------------------------------------------------------------------------
-def _best(grams: frozenset[str], clauses: Sequence[Clause]) -> tuple[float, Clause | None]:
-    best, found = 0.0, None
-    for c in clauses:
-        score = _coverage(grams, c.grams)
-        if score > best:
-            best, found = score, c
-    return best, found
-
-
 def check(answer: str, entries: Sequence[Entry]) -> str:
     """"" when no claim contradicts or goes beyond the entries; else a short reason ("polarity:…")."""
     src = source_of(entries)
@@ -356,9 +350,6 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
     negs = negations(text)
     if feats and not negs:
         # Who, where, which platform and which document: each pair of different kinds must occur in one sentence.
-        kinds: dict[str, set[str]] = {}
-        for f in feats:
-            kinds.setdefault(f.split(":", 1)[0], set()).add(f)
         for f in feats:
             if not any(f in u.features for u in src.units):
                 return f"together:{f.split(':', 1)[1]}"
@@ -397,10 +388,11 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
         scored = [(_coverage(grams, c.grams), c) for c in src.clauses]
         best = max((x for x, _ in scored), default=0.0)
         for x, c in scored:
-            if c.negated and not c.wrong and x >= ALIGN and x >= 0.8 * best and any(w and w[0] in content(text) for w in c.negated_words):
+            if (c.negated and not c.wrong and x >= ALIGN and x >= 0.8 * best
+                    and any(w and w[0] in content(text) for w in c.negated_words)):
                 return f"polarity:{text[:20]}"
     share, aligned = _aligned_units(bigrams(without_features(text)), src)
-    if share < 0.34 or not aligned:
+    if share < MODAL_ALIGN or not aligned:
         return ""
     if _RESTRICT_RE.search(text) and not any(_RESTRICT_RE.search(u.text) for u in aligned):
         return f"restriction:{text[:20]}"

@@ -441,7 +441,7 @@ def verifier_problem(raw: str) -> str:
         text = m.group(1)
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "unparseable"
     if not isinstance(obj, dict) or not isinstance(obj.get("unsupported"), list):
         return "unparseable"

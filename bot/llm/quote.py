@@ -141,7 +141,9 @@ def parse(raw: str, allowed: Iterable[str]) -> Selection:
     try:
         obj = json.loads(text)
     except ValueError as exc:
-        raise SelectionError("unparseable", f"not one JSON object: {exc.msg}") from None
+        raise SelectionError("unparseable", f"not one JSON object: {exc}"[:160]) from None
+    except RecursionError:  # "[[[[…" nested beyond the parser's stack
+        raise SelectionError("unparseable", "JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise SelectionError("unparseable", "the JSON value is not an object")
     if set(obj) != set(KEYS):
