@@ -170,7 +170,7 @@ def gap_clusters(
     #    kept, so memory grows with the number of distinct questions, not with the number of turns.
     by_key: dict[str, _KeyStats] = {}
     normalized_cache: dict[str, str] = {}
-    for r in queries.iter_gap_rows(conn, since=since):
+    for r in queries.iter_gap_rows(conn, since=since, candidates=False):  # not needed here: skip the JSON
         key = (r.get("normalized") or "").strip()
         if not key and r.get("question") and normalizer is not None:
             q = r["question"]

@@ -305,7 +305,8 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
     return list(iter_gap_rows(conn, since=since))
 
 
-def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None, *,
+                  candidates: bool = True) -> Iterator[dict[str, Any]]:
     """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, or whose latest feedback is
     thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts), unless a curator's latest
     review settled it (``storage.reviews``: correct, out of scope, spam, or applied). Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
@@ -316,12 +317,13 @@ def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -
         where.append("t.ts >= ?")
         params.append(_since(since))
     sql = (
-        "SELECT t.id, t.ts, t.question, t.normalized, t.route, t.faq_id, t.candidates, t.guard, "
+        "SELECT t.id, t.ts, t.question, t.normalized, t.route, t.faq_id, "
+        + ("t.candidates" if candidates else "NULL") + ", t.guard, "
         f"{_LATEST_FEEDBACK} AS feedback "
         "FROM turns t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.rowid"
     )
     for r in conn.execute(sql, params):
-        tid, ts, question, normalized, route, faq_id, candidates, guard, feedback = tuple(r)
+        tid, ts, question, normalized, route, faq_id, cands, guard, feedback = tuple(r)
         reasons = []
         if route in GAP_ROUTES:
             reasons.append(f"route:{route}")
@@ -338,7 +340,7 @@ def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -
             "normalized": normalized,
             "route": route,
             "faq_id": faq_id,
-            "candidates": decode_candidates(candidates),
+            "candidates": decode_candidates(cands) if candidates else [],
             "guard": guard,
             "feedback": feedback,
             "reasons": reasons,

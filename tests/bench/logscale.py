@@ -34,8 +34,10 @@ def _hwm_mb(pid: int) -> float | None:
     return None
 
 
-def _run(cmd: list[str], env: dict, stdout=subprocess.DEVNULL) -> dict:
+def _run(cmd: list[str], env: dict, stdout=subprocess.DEVNULL, cap_s: float | None = None) -> dict:
+    """Run ``cmd``; with ``cap_s`` stop it after that long (its figures then cover the time it ran)."""
     t0 = time.perf_counter()
+    stopped = False
     p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO)
     peak = 0.0
     err_chunks: list[bytes] = []
@@ -49,11 +51,14 @@ def _run(cmd: list[str], env: dict, stdout=subprocess.DEVNULL) -> dict:
         hwm = _hwm_mb(p.pid)
         if hwm:
             peak = max(peak, hwm)
+        if cap_s is not None and time.perf_counter() - t0 > cap_s and not stopped:
+            stopped = True
+            p.terminate()
         time.sleep(0.02)
     seconds = time.perf_counter() - t0
     reader.join(10)
     err = b"".join(err_chunks).decode(errors="replace")
-    return {"seconds": seconds, "rss_mb": peak, "exit": p.returncode, "stderr": err[-300:],
+    return {"seconds": seconds, "rss_mb": peak, "exit": p.returncode, "stderr": err[-300:], "stopped": stopped,
             "stdout": b"".join(out_chunks).decode(errors="replace")[-2000:] if stdout is subprocess.PIPE else ""}
 
 
@@ -140,6 +145,12 @@ def _size(db: Path) -> int:
     return sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
 
 
+# Commands that print every turn: at a million turns they run for minutes (the CLI redacts secrets from every line
+# it prints); past this cap they are stopped and reported with the time and peak memory up to then.
+STREAM_CAP_S = 120.0
+_STREAMING = {"list -n 0 --json", "list -n 0 (table)", "export --format jsonl"}
+
+
 def measure(db: Path, *, with_writer: bool = True) -> dict:
     import sqlite3
 
@@ -169,14 +180,15 @@ def measure(db: Path, *, with_writer: bool = True) -> dict:
     res["commands"] = {}
     lag_during = {"gaps (default --since 30d)", "replay --since 30d", "export --format jsonl"}
     for label, args in commands.items():
+        cap = STREAM_CAP_S if label in _STREAMING and n > 200_000 else None
         if with_writer and label in lag_during:
             with _Writer(db) as w:
-                r = _run([*fb, "logs", *args], env)
+                r = _run([*fb, "logs", *args], env, cap_s=cap)
             r["writer_lag_p99_s"] = percentile(w.lags, 99) if w.lags else None
             r["writer_lag_max_s"] = max(w.lags) if w.lags else None
             r["writer_turns"] = len(w.lags)
         else:
-            r = _run([*fb, "logs", *args], env)
+            r = _run([*fb, "logs", *args], env, cap_s=cap)
         r["ratio"] = r["seconds"] / res["baseline"]["seconds"]
         res["commands"][label] = r
         print(f"[logscale] {n:,} turns: {label}: {r['seconds']:.2f} s, {r['rss_mb']:.0f} MB, exit {r['exit']}",

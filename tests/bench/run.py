@@ -328,7 +328,8 @@ def fmt_logscale(r: dict) -> tuple[str, list]:
             lag = c.get("writer_lag_p99_s")
             rows.append([f"`faqbot logs {label}`", f"{c['seconds']:.2f}", f"{c['ratio']:.1f}", f"{c['rss_mb']:.0f}",
                          "" if lag is None else f"{lag * 1000:.0f}",
-                         "killed (too slow)" if c["exit"] not in (0,) else ""])
+                         f"stopped after {c['seconds']:.0f} s (streaming; RSS up to then)" if c.get("stopped")
+                         else ("" if c["exit"] == 0 else f"exit {c['exit']}")])
         ds = run.get("datasette", {})
         for key, v in ds.items():
             if isinstance(v, dict):
@@ -345,8 +346,8 @@ def fmt_logscale(r: dict) -> tuple[str, list]:
                               verdict(c["seconds"] <= limit and c["exit"] == 0)])
         heads.append([f"{n:,} turns: bytes a turn", "≤ 1,024", f"{run['bytes_per_turn']:.0f}",
                       verdict(run["bytes_per_turn"] <= 1024)])
-    text += ("Each command is a fresh `faqbot logs …` process; RSS is its peak (`os.wait4`), which includes ~120 MB of "
-             "imports every `faqbot` process has. Writer lag: a `TurnLog` in the benchmark process logs a turn "
+    text += ("Each command is a fresh `faqbot logs …` process; RSS is its peak (VmHWM from /proc, polled every 20 ms). "
+             "Commands that print every turn are stopped after 120 s on logs over 200,000 turns. Writer lag: a `TurnLog` in the benchmark process logs a turn "
              "every 50 ms while the command runs; lag = `record_turn` → committed (`flush()`).")
     return text, heads
 
