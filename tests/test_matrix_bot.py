@@ -419,3 +419,25 @@ async def test_runner_with_only_an_access_token_and_private_room_ids_in_the_log(
     assert any(f"joined direct room {stored[0]['chat_id']}" in line for line in lines), lines
     assert not [line for line in lines if room in line]
     assert not [line for line in lines if bot_user.access_token in line or alice.user_id in line]
+
+
+async def test_encryption_setting_and_required_matrix_settings(matrix_settings, monkeypatch):
+    """MATRIX_E2EE defaults to 'on when the crypto dependency is installed'; asking for it without the dependency is
+    a clear configuration error; the runner wants a token, or a user id with a password."""
+    import bot.matrix.app as app
+    from bot.matrix.session import MatrixConfigError
+    from bot.runner import _config_error
+    from bot.services import build_services
+
+    services = await build_services(matrix_settings, with_log=False, with_llm=False)
+    assert app.MatrixBot(services, matrix_settings).e2ee_on is True
+    off = matrix_settings.model_copy(update={"matrix_e2ee": False})
+    assert app.MatrixBot(services, off).e2ee_on is False
+    monkeypatch.setattr(app, "E2EE", None)  # as on a machine without python-olm
+    assert app.MatrixBot(services, matrix_settings).e2ee_on is False
+    with pytest.raises(MatrixConfigError, match="MATRIX_E2EE=true needs the crypto dependency"):
+        app.MatrixBot(services, matrix_settings.model_copy(update={"matrix_e2ee": True}))
+
+    assert _config_error(matrix_settings.model_copy(update={"matrix_user_id": None}), ["matrix"]) is None
+    no_token = matrix_settings.model_copy(update={"matrix_access_token": None})
+    assert "MATRIX_ACCESS_TOKEN" in _config_error(no_token, ["matrix"])
