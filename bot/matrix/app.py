@@ -163,7 +163,8 @@ class MatrixBot:
         if self.e2ee_on and E2EE is None:
             raise MatrixConfigError(f"MATRIX_E2EE=true needs the crypto dependency (pip install 'faqbot[matrix]'): "
                                     f"{_CRYPTO_MISSING}")
-        self.e2ee: E2EE | None = None
+        self.e2ee: E2EE | None = None  # set once encryption is running
+        self._crypto: E2EE | None = None  # the store, opened by the first start attempt
         self.session: StoredSession | None = None
         # Pseudonyms of direct rooms in the process log: the log's own key, else one for this process.
         self._label_key = services.secret or secrets.token_bytes(32)
@@ -254,25 +255,23 @@ class MatrixBot:
     async def _start_e2ee(self) -> None:
         """Open the crypto store and publish this device's keys; a lost store with a password to log in with gets
         a new device (its keys are new anyway), else new keys for the same device. Then cross-sign the device."""
-        e2ee = E2EE(self.client, crypto_store_path(self.settings))
-        await e2ee.open()
+        if self._crypto is None:  # kept across retries of the start; closed at shutdown
+            self._crypto = E2EE(self.client, crypto_store_path(self.settings))
+            await self._crypto.open()
+        e2ee = self._crypto
         try:
-            try:
-                await e2ee.start(allow_lost=not has_password(self.settings))
-            except StoreLost:
-                old_device = str(self.client.device_id)
-                log.warning("Matrix: the crypto store of device %s was lost; logging in as a new device", old_device)
-                self.session = await authenticate(self.client, self.settings, new_device=True)
-                await e2ee.start(allow_lost=True)
-                # The old device's keys are gone for good: remove it, so nobody keeps encrypting for it.
-                if await delete_device(self.client, self.settings, old_device):
-                    log.info("Matrix: deleted the old device %s", old_device)
-            created = await e2ee.cross_sign(self.session.recovery_key or None)
-            if created:
-                self.session = remember_recovery_key(self.settings, self.session, created)
-        except BaseException:
-            await e2ee.close()
-            raise
+            await e2ee.start(allow_lost=not has_password(self.settings))
+        except StoreLost:
+            old_device = str(self.client.device_id)
+            log.warning("Matrix: the crypto store of device %s was lost; logging in as a new device", old_device)
+            self.session = await authenticate(self.client, self.settings, new_device=True)
+            await e2ee.start(allow_lost=True)
+            # The old device's keys are gone for good: remove it, so nobody keeps encrypting for it.
+            if await delete_device(self.client, self.settings, old_device):
+                log.info("Matrix: deleted the old device %s", old_device)
+        created = await e2ee.cross_sign(self.session.recovery_key or None)
+        if created:
+            self.session = remember_recovery_key(self.settings, self.session, created)
         self.e2ee = e2ee
 
     async def _resolve_aliases(self) -> None:
@@ -348,9 +347,9 @@ class MatrixBot:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
                 break
             await asyncio.wait(list(self._tasks), timeout=remaining)
-        if self.e2ee is not None:
+        if self._crypto is not None:
             try:
-                await self.e2ee.close()
+                await self._crypto.close()
             except Exception:  # pragma: no cover - the store commits as it goes; closing is tidying up
                 log.warning("Matrix: closing the crypto store failed", exc_info=True)
         try:

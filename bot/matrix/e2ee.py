@@ -99,26 +99,29 @@ class E2EE:
             log.warning("Matrix: the crypto store belongs to device %s, not %s; starting a new one", stored, device_id)
             await self.store.delete()
             stored = None
+        # Checked before an OlmMachine exists: a machine registers sync handlers on the client that would publish
+        # its (new) account's keys, and the caller may still move to another device.
+        if not stored and await self._keys_on_server():
+            if not allow_lost:
+                raise StoreLost(device_id)
+            log.warning("Matrix: the crypto store of device %s was lost; publishing new keys for the same device. "
+                        "Clients that knew its old keys will refuse them: set MATRIX_PASSWORD or use a new "
+                        "access token (a new device)", device_id)
+            await self._claim_stale_one_time_keys()
+            self.replaced_keys = True
         self.client.state_store = self.state_store
-        machine = OlmMachine(self.client, self.store, self.state_store, log=CRYPTO_LOG)
-        # Keys go to every device of the room's members, verified or not (what Element does by default).
-        machine.share_keys_min_trust = TrustState.UNVERIFIED
-        machine.send_keys_min_trust = TrustState.UNVERIFIED
+        if self.machine is None:  # one per client: a retried start (homeserver unreachable) reuses it
+            self.machine = OlmMachine(self.client, self.store, self.state_store, log=CRYPTO_LOG)
+            # Keys go to every device of the room's members, verified or not (what Element does by default).
+            self.machine.share_keys_min_trust = TrustState.UNVERIFIED
+            self.machine.send_keys_min_trust = TrustState.UNVERIFIED
+        machine = self.machine
         await machine.load()
         if not stored:
-            if await self._keys_on_server():
-                if not allow_lost:
-                    raise StoreLost(device_id)
-                log.warning("Matrix: the crypto store of device %s was lost; publishing new keys for the same device. "
-                            "Clients that knew its old keys will refuse them: set MATRIX_PASSWORD or use a new "
-                            "access token (a new device)", device_id)
-                await self._claim_stale_one_time_keys()
-                self.replaced_keys = True
             await self.store.put_device_id(device_id)
         elif machine.account.shared and not await self._keys_on_server():
             log.warning("Matrix: the homeserver has no keys for device %s; uploading them again", device_id)
             machine.account.shared = False
-        self.machine = machine
         if not machine.account.shared:
             await machine.share_keys()
         self.client.crypto = machine
@@ -136,7 +139,8 @@ class E2EE:
         """Claim the old account's unused one-time keys from the server: the new account numbers its keys from the
         start again, and the homeserver refuses a key id it still holds with a different key."""
         for _ in range(200):  # the library keeps at most 50 published
-            resp = await self.client.claim_keys({self.client.mxid: {self.client.device_id: EncryptionKeyAlgorithm.SIGNED_CURVE25519}})
+            wanted = {self.client.mxid: {self.client.device_id: EncryptionKeyAlgorithm.SIGNED_CURVE25519}}
+            resp = await self.client.claim_keys(wanted)
             keys = resp.one_time_keys.get(self.client.mxid, {}).get(self.client.device_id) or {}
             if not keys or any(getattr(v, "fallback", False) for v in keys.values()):
                 return  # none left (a fallback key is handed out only when the one-time keys are gone)
