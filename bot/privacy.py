@@ -52,6 +52,7 @@ from storage.safety import ensure_private_folder, read_private_file
 __all__ = [
     "Masked",
     "mask_pii",
+    "mask_log_text",
     "pseudonymize",
     "pseudonymize_opt",
     "load_or_create_secret",
@@ -232,6 +233,39 @@ def mask_pii(text: str) -> Masked:
         pos = end
     out.append(text[pos:])
     return Masked("".join(out), counts)
+
+
+# --- process log ------------------------------------------------------------------------------------------------
+# Fields that name a person in the objects libraries dump into their log records: Telegram's User/Chat (raw JSON
+# "first_name": "...", a dict repr 'first_name': '...', a pydantic repr first_name='...') and Matrix events
+# (sender, displayname). Their values are replaced whole; numbers elsewhere go through mask_pii.
+_NAME_KEYS = ("first_name", "last_name", "username", "full_name", "display_name", "displayname", "sender",
+              "state_key", "user_id", "phone_number", "email", "vcard")
+_NAMED_VALUE = re.compile(
+    r"""(?P<key>(?<![A-Za-z0-9_])["']?(?:""" + "|".join(_NAME_KEYS) + r""")["']?\s*[:=]\s*)"""
+    r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""",
+    re.DOTALL,
+)
+NAME_PLACEHOLDER = "[姓名]"
+
+
+def mask_log_text(text: str) -> str:
+    """Personal data out of one process-log message: names and usernames in dumped objects (also where the same
+    name appears elsewhere in the message, e.g. in the text the person typed), and every ID, phone and card number
+    (`mask_pii`)."""
+    if "_" in text or "name" in text or "sender" in text or "email" in text or "vcard" in text:
+        names: set[str] = set()
+
+        def blank(m: re.Match[str]) -> str:
+            value = m.group()[len(m["key"]) + 1:-1]
+            if len(value) >= 2:
+                names.add(value)
+            return f"{m['key']}{m['q']}{NAME_PLACEHOLDER}{m['q']}"
+
+        text = _NAMED_VALUE.sub(blank, text)
+        for name in sorted(names, key=len, reverse=True):
+            text = text.replace(name, NAME_PLACEHOLDER)
+    return mask_pii(text).text
 
 
 # --- pseudonymous ids -------------------------------------------------------------------------------------------

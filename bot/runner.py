@@ -25,6 +25,13 @@ log = logging.getLogger("faqbot")
 KNOWN_TRANSPORTS = ("telegram", "matrix")
 
 
+class TransportStartError(RuntimeError):
+    """A transport cannot start for a reason its message states in one line (wrong token, server unreachable).
+
+    Logged without a traceback: the reason is known, the stack would only bury it.
+    """
+
+
 def _transport_runner(name: str) -> Callable[..., Awaitable[None]]:
     # Imported lazily: a Telegram-only deployment never imports mautrix, and vice versa.
     if name == "telegram":
@@ -108,7 +115,10 @@ async def run_transports(settings: Settings, transports: list[str], *, freeze_gc
             for task in done:
                 name = tasks[task]
                 exc = task.exception()
-                if exc is not None:
+                if isinstance(exc, TransportStartError):
+                    failed = True
+                    log.error("transport %s cannot start: %s", name, exc)
+                elif exc is not None:
                     failed = True
                     log.error("transport %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
                 elif not stop.is_set():

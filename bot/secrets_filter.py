@@ -1,9 +1,10 @@
-"""Keep the bot token, API keys and passwords out of log output.
+"""Keep the bot token, API keys and passwords -- and personal data -- out of log output.
 
 aiogram and aiohttp log request URLs, and Telegram puts the bot token in the URL path
 (``https://api.telegram.org/bot<token>/getMe``); exceptions raised by HTTP clients often repeat the URL. The filter
 renders each record's message (``msg % args``), replaces every configured secret and anything shaped like a Telegram
-bot token with ``***``, and does the same for the formatted traceback and stack info.
+bot token with ``***``, masks personal data (`bot.privacy.mask_log_text`: ID, phone and card numbers, names and
+usernames in dumped objects), and does the same for the formatted traceback and stack info.
 
 Where it is attached (`install_redaction`), and why:
 
@@ -25,6 +26,8 @@ import re
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TextIO
+
+from bot.privacy import mask_log_text
 from urllib.parse import quote
 
 __all__ = ["RedactSecretsFilter", "RedactingStream", "install_redaction", "secret_redactor", "REDACTED",
@@ -39,14 +42,18 @@ LIBRARY_LOGGERS = ("aiogram", "aiohttp", "openai", "httpx", "mautrix", "mau")  #
 
 
 class RedactSecretsFilter(logging.Filter):
-    """A logging filter that rewrites records so that they contain no secret; it never drops a record.
+    """A logging filter that rewrites records so that they contain no secret and no personal data; it never drops
+    a record.
 
     `secrets`: bot token, API keys, passwords, ... Empty, None and values shorter than `min_length` are ignored (a
     three-letter "secret" would redact ordinary words). The URL-encoded form of each secret is redacted too.
+    `personal_data`: also mask ID / phone / card numbers and the names and usernames in dumped objects
+    (`bot.privacy.mask_log_text`) -- e.g. the raw update batch aiogram logs when it cannot parse one.
     """
 
-    def __init__(self, secrets: Iterable[str | None], min_length: int = 6) -> None:
+    def __init__(self, secrets: Iterable[str | None], min_length: int = 6, *, personal_data: bool = True) -> None:
         super().__init__()
+        self.personal_data = personal_data
         values: set[str] = set()
         for s in secrets:
             if not s:
@@ -65,23 +72,27 @@ class RedactSecretsFilter(logging.Filter):
     def redact(self, text: str) -> str:
         return self._pattern.sub(REDACTED, text)
 
+    def _clean(self, text: str) -> str:
+        text = self.redact(text)
+        return mask_log_text(text) if self.personal_data else text
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: keep the pieces, redacted, rather than leak them in the error
             message = f"{record.msg!s} {record.args!r}"
-        record.msg = self.redact(message)
+        record.msg = self._clean(message)
         record.args = None
 
         if record.exc_info and record.exc_info != (None, None, None) and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
         if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
+            record.exc_text = self._clean(record.exc_text)
             # Drop the live exception so no handler (e.g. a rich traceback renderer) formats it again unredacted;
             # logging.Formatter appends record.exc_text on its own.
             record.exc_info = None
         if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
+            record.stack_info = self._clean(record.stack_info)
         return True
 
 
@@ -91,7 +102,7 @@ def secret_redactor(secrets: Iterable[str | None]) -> Callable[[str], str]:
     Given to the conversation-log writer, so what an LLM server echoes ("Incorrect API key provided: sk-...") is
     not stored, and used by `RedactingStream` for everything a command prints.
     """
-    return RedactSecretsFilter(secrets).redact
+    return RedactSecretsFilter(secrets, personal_data=False).redact
 
 
 class RedactingStream(io.TextIOBase):

@@ -51,7 +51,7 @@ async def test_long_polling_end_to_end_and_graceful_stop(tmp_path):
                                                session=_session(fake)))
         await fake.wait_for("getUpdates", timeout=10)
         assert fake.calls_to("deleteWebhook") and fake.calls_to("getMe")
-        [commands] = fake.calls_to("setMyCommands")
+        [commands] = await fake.wait_for("setMyCommands", timeout=10)  # set beside polling, not before it
         assert [c["description"] for c in commands.params["commands"]] == list(texts.TG_COMMANDS.values())
 
         fake.push_message("/start")
@@ -203,4 +203,4 @@ async def test_run_transports_configuration_errors_and_a_rejected_token(tmp_path
         assert fake.calls_to("getMe")[0].status == 401
     out = capsys.readouterr()
     assert wrong not in out.out + out.err + caplog.text
-    assert "TelegramUnauthorizedError" in caplog.text
+    assert "Telegram refused the bot token" in caplog.text

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
 from aiogram.utils.formatting import Text
 
@@ -24,7 +24,7 @@ from bot.core import Answerer
 from bot.replies import Conversation, Draft, Reply
 from bot.telegram.conversations import ChatState
 from bot.telegram.keyboards import answer_keyboard
-from bot.telegram.middlewares import no_retries
+from bot.telegram.middlewares import BOT_API_ERRORS, no_retries
 from bot.telegram.options import TelegramOptions
 from bot.telegram.render import preview_text, reply_texts
 
@@ -160,7 +160,7 @@ class AnswerPresenter:
         except TelegramRetryAfter as exc:  # flood control: no previews for a while; the final answer is retried
             self.paused_until = now + exc.retry_after
             log.info("previews paused for %ss (flood control)", exc.retry_after)
-        except TelegramAPIError as exc:
+        except BOT_API_ERRORS as exc:
             log.warning("could not show a preview: %s", type(exc).__name__)
 
     async def _draft(self, text: str, now: float) -> None:
@@ -251,7 +251,7 @@ async def answer_question(
         log.info("the user blocked the bot or left the chat; answer not delivered")
     except TelegramBadRequest:
         log.exception("Telegram rejected the answer message")
-    except TelegramAPIError as exc:
+    except BOT_API_ERRORS as exc:
         # Retries are exhausted, or the failure was ambiguous (the message may have been posted): do not send
         # anything more, so the user never sees an answer twice or an error after an answer.
         log.warning("answer delivery failed (%s); the turn is logged, the message may be missing",

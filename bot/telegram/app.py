@@ -18,20 +18,21 @@ from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
+from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, User
 
 from bot import texts
 from bot.config import Settings
+from bot.runner import TransportStartError
 from bot.services import Services
 from bot.telegram.admin import admin_router
 from bot.telegram.conversations import ConversationStore
 from bot.telegram.curation import curation_router
 from bot.telegram.handlers import callbacks_router, errors_router, group_router, private_router
 from bot.telegram.middlewares import (
+    BOT_API_ERRORS,
     AnswerLockMiddleware,
     ConversationMiddleware,
     InFlightMiddleware,
@@ -40,6 +41,7 @@ from bot.telegram.middlewares import (
     ThrottlingMiddleware,
 )
 from bot.telegram.options import TelegramOptions
+from bot.telegram.session import BotSession
 
 log = logging.getLogger("faqbot.telegram")
 
@@ -49,16 +51,16 @@ def create_bot(settings: Settings, options: TelegramOptions | None = None, *,
     """A Bot for ``settings.telegram_bot_token`` talking to ``TELEGRAM_API_URL`` (default: Telegram's servers).
 
     Every request goes through `KeepResponseTypes` and `RetryRequestMiddleware`. ``session`` replaces the
-    default aiohttp session (tests).
+    default `BotSession` (tests); it should be a `BotSession` too, else an unreadable answer is never retried.
     """
     options = options or TelegramOptions()
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     if session is None:
         if settings.telegram_api_url:
-            session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url.rstrip("/")))
+            session = BotSession(api=TelegramAPIServer.from_base(settings.telegram_api_url.rstrip("/")))
         else:
-            session = AiohttpSession()
+            session = BotSession()
     session.middleware(KeepResponseTypes())
     session.middleware(RetryRequestMiddleware(attempts=options.retry_attempts,
                                               retry_after_cap=options.retry_after_cap,
@@ -104,15 +106,18 @@ def bot_commands(*, admin: bool = False) -> list[BotCommand]:
 
 
 async def set_commands(bot: Bot, settings: Settings) -> None:
-    """The command menu (Chinese): public commands for everyone, plus the admin commands in each admin's chat."""
+    """The command menu (Chinese): public commands for everyone, plus the admin commands in each admin's chat.
+
+    Cosmetic: a failure (after the request middleware's retries) is a warning and the bot goes on answering.
+    """
     try:
         await bot.set_my_commands(bot_commands(), scope=BotCommandScopeDefault())
-    except TelegramAPIError as exc:
-        log.warning("setMyCommands failed: %s", type(exc).__name__)
+    except BOT_API_ERRORS as exc:
+        log.warning("setMyCommands failed (%s); the command menu may be out of date", type(exc).__name__)
     for admin_id in settings.admin_ids:
         try:
             await bot.set_my_commands(bot_commands(admin=True), scope=BotCommandScopeChat(chat_id=int(admin_id)))
-        except TelegramAPIError as exc:  # e.g. the admin never opened a chat with the bot
+        except BOT_API_ERRORS as exc:  # e.g. the admin never opened a chat with the bot
             log.info("admin command menu not set for one admin: %s", type(exc).__name__)
 
 
@@ -128,7 +133,11 @@ async def _wait_stop(stop: asyncio.Event, task: asyncio.Task[Any]) -> bool:
 
 async def run_polling(bot: Bot, dp: Dispatcher, options: TelegramOptions, stop: asyncio.Event) -> None:
     """Long polling until ``stop`` is set (or polling fails)."""
-    await bot.delete_webhook(drop_pending_updates=False)  # polling gets 409 while a webhook is set
+    try:
+        await bot.delete_webhook(drop_pending_updates=False)  # polling gets 409 while a webhook is set
+    except BOT_API_ERRORS as exc:
+        # Usually no webhook is set and nothing is lost; if one is, polling reports the conflict and retries.
+        log.warning("deleteWebhook failed (%s); polling anyway", type(exc).__name__)
     task = asyncio.create_task(dp.start_polling(
         bot, polling_timeout=options.polling_timeout, handle_signals=False, close_bot_session=False,
         allowed_updates=dp.resolve_used_update_types()), name="telegram-polling")
@@ -185,6 +194,20 @@ async def confirm_updates(bot: Bot, last_update_id: int | None) -> None:
         log.info("could not confirm the last update: %s", type(exc).__name__)
 
 
+async def identify(bot: Bot) -> User:
+    """``getMe``: the one start-up call that must succeed. A failure ends the transport with a one-line reason."""
+    try:
+        return await bot.get_me()
+    except TelegramUnauthorizedError:
+        raise TransportStartError("Telegram refused the bot token (getMe: 401 Unauthorized); "
+                                  "check TELEGRAM_BOT_TOKEN") from None
+    except BOT_API_ERRORS as exc:
+        status = getattr(exc, "status_code", None)
+        why = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
+        raise TransportStartError(f"cannot reach the Telegram Bot API (getMe failed: {why}); "
+                                  "check TELEGRAM_API_URL and the network") from None
+
+
 async def run_telegram(services: Services, settings: Settings, stop: asyncio.Event, *,
                        options: TelegramOptions | None = None, session: BaseSession | None = None) -> None:
     """Run the bot until ``stop`` is set: polling by default, a webhook when TELEGRAM_WEBHOOK_URL is set."""
@@ -192,11 +215,13 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
     bot = create_bot(settings, options, session=session)
     dp = build_dispatcher(services, settings, options)
     inflight: InFlightMiddleware = dp["tg"]["inflight"]
+    commands: asyncio.Task[None] | None = None
     try:
-        me = await bot.get_me()  # a wrong token fails here (TelegramUnauthorizedError), before anything else
+        me = await identify(bot)
         webhook = bool(settings.telegram_webhook_url)
         log.info("Telegram: @%s (id %s), %s", me.username, me.id, "webhook" if webhook else "long polling")
-        await set_commands(bot, settings)
+        # Cosmetic, and retried with backoff when it fails: done beside answering, never before it.
+        commands = asyncio.create_task(set_commands(bot, settings), name="telegram-commands")
         extra: set[asyncio.Task[Any]] = set()
         if webhook:
             extra = await run_webhook(bot, dp, settings, stop)
@@ -208,4 +233,8 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
             await confirm_updates(bot, inflight.last_update_id)
         log.info("Telegram stopped (%d updates handled)", inflight.handled)
     finally:
+        if commands is not None and not commands.done():
+            commands.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await commands
         await bot.session.close()

@@ -20,7 +20,7 @@ import re
 
 from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import BaseFilter, Command, CommandStart
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 from aiogram.utils.formatting import Text
@@ -33,6 +33,7 @@ from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
 from bot.telegram.filters import inline, question_text
 from bot.telegram.keyboards import ChoiceCB, FeedbackCB, NoneCB, TopicCB, topics_keyboard, without_feedback_row
+from bot.telegram.middlewares import BOT_API_ERRORS, DeliveryRecord
 from bot.telegram.options import TelegramOptions
 
 log = logging.getLogger("faqbot.telegram")
@@ -233,9 +234,11 @@ async def on_unknown_callback(callback: CallbackQuery) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- errors
-async def on_error(event: ErrorEvent) -> None:
+async def on_error(event: ErrorEvent, delivery: DeliveryRecord | None = None) -> None:
     exc = event.exception
     log.error("handling update %s failed: %s", event.update.update_id, type(exc).__name__, exc_info=exc)
+    if delivery is not None and delivery.maybe_shown:
+        return  # the user has (or may have) seen an answer: an apology after it would only confuse
     try:
         if event.update.message is not None:
             await event.update.message.answer(texts.ERROR)
@@ -243,7 +246,7 @@ async def on_error(event: ErrorEvent) -> None:
             await event.update.edited_message.answer(texts.ERROR)
         elif event.update.callback_query is not None:
             await event.update.callback_query.answer(texts.ERROR)
-    except TelegramAPIError:
+    except BOT_API_ERRORS:
         pass
 
 

@@ -52,6 +52,9 @@ _NEVER_RETRIED = frozenset({"getUpdates", "sendMessageDraft"})
 # break the answer (TypingIndicator waits for its last action when the answer is done).
 _BEST_EFFORT = frozenset({"sendChatAction"})
 
+# What a Bot API call can raise: Telegram's errors, and an answer the client could not read (not a TelegramAPIError).
+BOT_API_ERRORS = (TelegramAPIError, ClientDecodeError)
+
 _retries = contextvars.ContextVar("faqbot_telegram_retries", default=True)
 
 
@@ -78,13 +81,27 @@ def surely_not_delivered(exc: BaseException) -> bool:
     if isinstance(exc, TelegramServerError):  # Telegram's own JSON error: the request was refused
         return True
     if isinstance(exc, ClientDecodeError):
-        # Not JSON: a proxy's error page. 502/503 mean the backend was not reached; 504 (timeout) is ambiguous.
-        body = str(getattr(exc, "data", ""))
-        return "504" not in body and "Time-out" not in body and "Timeout" not in body
+        # An answer the client could not read. Only its HTTP status tells what happened (`BotSession` records it):
+        # 502/503 pages come from a proxy that did not get an answer from the Bot API (the Bot API itself always
+        # answers JSON); 504 means it waited and gave up (maybe carried out); 200 means it WAS carried out. No
+        # status (another session class): nothing is proven.
+        return getattr(exc, "status_code", None) in (502, 503)
     if isinstance(exc, TelegramNetworkError):
         # Only a connection that was never established proves nothing was sent.
         return isinstance(exc.__cause__, aiohttp.ClientConnectorError)
     return False
+
+
+class DeliveryRecord:
+    """Whether handling one update has (or may have) shown the user a message; the error handler reads it."""
+
+    __slots__ = ("maybe_shown",)
+
+    def __init__(self) -> None:
+        self.maybe_shown = False
+
+
+_delivery: contextvars.ContextVar[DeliveryRecord | None] = contextvars.ContextVar("faqbot_delivery", default=None)
 
 
 class KeepResponseTypes(BaseRequestMiddleware):
@@ -117,7 +134,9 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
 
     A call that creates a message is repeated only when the failure proves the first try was not delivered
     (429, Telegram's 5xx answer, a 502/503 page from a proxy, a refused connection); after an ambiguous failure
-    (timeout, connection dropped mid-request, 504) it is not repeated, so no answer is ever shown twice.
+    (timeout, connection dropped mid-request, 504) or an unreadable answer to a request that was carried out
+    (HTTP 200) it is not repeated, so no answer is ever shown twice. Such calls also mark the update's
+    `DeliveryRecord`: the user may have seen something, so no apology follows.
     """
 
     def __init__(self, attempts: int = 3, retry_after_cap: float = 30.0, backoff: float = 0.5) -> None:
@@ -133,6 +152,26 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
         name = method.__api_method__
+        if not creates_message(name):
+            return await self._call(make_request, bot, method, name)
+        record = _delivery.get()
+        try:
+            response = await self._call(make_request, bot, method, name)
+        except Exception as exc:
+            if record is not None and not surely_not_delivered(exc):
+                record.maybe_shown = True
+            raise
+        if record is not None:
+            record.maybe_shown = True
+        return response
+
+    async def _call(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        name: str,
+    ) -> Response[TelegramType]:
         if name in _BEST_EFFORT:
             try:
                 return await make_request(bot, method)
@@ -155,7 +194,7 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
                     raise
                 if creates_message(name) and not surely_not_delivered(exc):
                     raise
-                delay = self.backoff * (2 ** attempt)
+                delay = min(self.backoff * (2 ** attempt), self.retry_after_cap)
                 why = type(exc).__name__
             attempt += 1
             self.retries += 1
@@ -165,7 +204,11 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
 
 
 class InFlightMiddleware(BaseMiddleware):
-    """Outer update middleware: knows which update handlers are running, and the last update id seen."""
+    """Outer update middleware: knows which update handlers are running, and the last update id seen.
+
+    It also gives each update a `DeliveryRecord` (``data["delivery"]``, filled in by `RetryRequestMiddleware`),
+    so the error handler can tell whether the user may already have seen an answer.
+    """
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -179,9 +222,12 @@ class InFlightMiddleware(BaseMiddleware):
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        record = data["delivery"] = DeliveryRecord()
+        token = _delivery.set(record)
         try:
             return await handler(event, data)
         finally:
+            _delivery.reset(token)
             self.handled += 1
             if task is not None:
                 self.tasks.discard(task)

@@ -21,6 +21,7 @@ Usage::
     fake.fail("sendMessage", status=429, retry_after=3)         # -> aiogram TelegramRetryAfter
     fake.fail("sendMessage", status=502)                         # HTML body, as nginx answers -> ClientDecodeError
     fake.fail("sendMessage", status=0)                           # connection dropped -> TelegramNetworkError
+    fake.undecodable("sendMessage")                              # carried out, but the 200 answer is unreadable
     fake.set_delay("sendMessage", 0.5)
 
 What it mimics (checked against aiogram 3.31's ``AiohttpSession`` / ``BaseSession``):
@@ -57,10 +58,11 @@ from http import HTTPStatus
 from typing import Any
 
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 import aiohttp
 from aiohttp import web
+
+from bot.telegram.session import BotSession
 
 __all__ = ["Call", "FakeBotAPI", "LoopbackSession", "utf16_len"]
 
@@ -145,8 +147,8 @@ class Call:
         return self.params.get("chat_id")
 
 
-class LoopbackSession(AiohttpSession):
-    """``AiohttpSession`` whose ``close()`` skips aiogram's 0.25 s wait for SSL shutdown (there is none on loopback)."""
+class LoopbackSession(BotSession):
+    """The bot's `BotSession` (an ``AiohttpSession``) whose ``close()`` skips aiogram's 0.25 s wait for SSL shutdown (there is none on loopback)."""
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -159,6 +161,7 @@ class _Fault:
     retry_after: int | None
     times: int
     description: str | None
+    garble: str | None = None  # status 200: "syntax" or "schema" (see FakeBotAPI.undecodable)
 
 
 class _TelegramError(Exception):
@@ -368,6 +371,22 @@ class FakeBotAPI:
             retry_after = 1
         key = "*" if method == "*" else method.lower()
         self._faults.setdefault(key, []).append(_Fault(status, retry_after, times, description))
+
+    def undecodable(self, method: str, *, kind: str = "syntax", times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` are CARRIED OUT (a sendMessage reaches the chat and is recorded
+        as a successful call), but answered with HTTP 200 and a body the client cannot read -- a proxy that
+        rewrites bodies, an emulator, a version skew. aiogram raises ``ClientDecodeError`` either way.
+
+        * ``kind="syntax"``: ``{"ok": true, "result": ...`` cut short (not JSON; the error's ``data`` is the text)
+        * ``kind="schema"``: valid JSON ``{"ok": true, "result": {"unreadable": <the real result>}}`` that does not
+          fit the method's result type (the error's ``data`` is the decoded dict)
+
+        Queued together with :meth:`fail` faults, in order.
+        """
+        if kind not in ("syntax", "schema"):
+            raise ValueError(f"kind must be 'syntax' or 'schema', not {kind!r}")
+        key = "*" if method == "*" else method.lower()
+        self._faults.setdefault(key, []).append(_Fault(200, None, times, None, garble=kind))
 
     def set_delay(self, method: str, seconds: float) -> None:
         """Delay every answer to ``method`` by ``seconds`` (0 removes the delay); ``"*"`` = every method."""
@@ -707,7 +726,7 @@ class FakeBotAPI:
         delay = self._delays.get(method.lower(), self._delays.get("*", 0.0))
         if delay:
             await self._sleep(delay)
-        if fault is not None:
+        if fault is not None and fault.garble is None:
             return self._answer_fault(call, request, fault)
         handler = getattr(self, f"_m_{method.lower()}", None) if method.lower() in _CANONICAL else None
         if handler is None:
@@ -719,6 +738,11 @@ class FakeBotAPI:
         except _TelegramError as e:
             return self._answer_error(call, e.status, e.description, e.parameters)
         call.status, call.result = 200, result
+        if fault is not None:  # carried out, answered unreadably
+            if fault.garble == "schema":
+                return web.json_response({"ok": True, "result": {"unreadable": result}})
+            body = json.dumps({"ok": True, "result": result}, ensure_ascii=False)  # Telegram sends UTF-8 as is
+            return web.Response(text=body[:-1], content_type="application/json")
         return web.json_response({"ok": True, "result": result})
 
     def _record(self, call: Call) -> None:
