@@ -707,7 +707,7 @@ def cmd_compact(args) -> int:
         raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
     if args.batch < 1:
         raise _Exit(2, "--batch must be at least 1")
-    conn = open_db_sync(path, readonly=False)  # applies pending migrations first
+    conn = open_db_sync(path, readonly=False, create=False)  # migrates a log; refuses an empty or foreign file
     try:
         with _Progress("compacting", pending_rows(conn)) as bar:
             result = compact_log(conn, batch=args.batch, progress=bar.advance)

@@ -48,7 +48,7 @@ def _open_rw(args, settings):
     path = _db_path(args, settings)
     if not path.exists():
         raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
-    return open_db_sync(path, readonly=False)
+    return open_db_sync(path, readonly=False, create=False)  # an empty or foreign file is refused, not migrated
 
 
 def _check_entry(kb, faq_id: str | None) -> None:

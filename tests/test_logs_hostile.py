@@ -266,7 +266,8 @@ def _foreign(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["foreign", "empty"])
-@pytest.mark.parametrize("verb", [["purge"], ["purge", "--dry-run"], ["list"], ["stats"], ["export"]])
+@pytest.mark.parametrize("verb", [["purge"], ["purge", "--dry-run"], ["list"], ["stats"], ["export"], ["compact"],
+                                  ["label", "0123456789abcdef", "out-of-scope", "--curator", "cara"]])
 def test_a_database_that_is_not_a_log_is_left_alone(tmp_path, capsys, kind, verb):
     path = _foreign(tmp_path) if kind == "foreign" else tmp_path / "empty.db"
     if kind == "empty":
