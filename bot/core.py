@@ -114,7 +114,7 @@ class Answerer:
                 reply.text, reply.reason = texts.EMPTY, "empty"
             return self._finish_sync(reply, started)
 
-        asks = tuple(a[: self.settings.match_prefix_chars] for a in norm.asks)
+        asks = tuple((a[: self.settings.match_prefix_chars], w) for a, w in norm.asks)
         result = self.matcher.route(key, self.thresholds, asks)
         self._apply(result, reply)
         if reply.route is Route.FAQ and norm.elsewhere:

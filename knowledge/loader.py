@@ -162,6 +162,23 @@ def load_terms(path: Path, problems: list[Problem]) -> Terms:
     )
 
 
+_CHOICES_RE = re.compile(r"\[([^\[\]]*)\]")
+
+
+def expand_choices(variant: str) -> list[str]:
+    """"[帮|给]家人开通" -> ["帮家人开通", "给家人开通"] (every combination of the bracketed choices)."""
+    m = _CHOICES_RE.search(variant)
+    if m is None:
+        if "[" in variant or "]" in variant:
+            raise ValueError(f"unbalanced brackets in '{variant}'")
+        return [variant]
+    choices = [c.strip() for c in m.group(1).split("|")]
+    if not all(choices):
+        raise ValueError(f"empty choice in '{variant}'")
+    head, tail = variant[: m.start()], variant[m.end():]
+    return [x for c in choices for x in expand_choices(head + c + tail)]
+
+
 def load_paraphrases(path: Path, problems: list[Problem]) -> tuple[Paraphrase, ...]:
     if not path.exists():
         return ()
@@ -192,6 +209,11 @@ def load_paraphrases(path: Path, problems: list[Problem]) -> tuple[Paraphrase, .
         if any(canon.strip() in v for v in variants):
             problems.append(Problem(path.name, label, f"a variant contains the canonical '{canon.strip()}' "
                                                       "(it would be rewritten again and again)"))
+            continue
+        try:
+            variants = tuple(x for v in variants for x in expand_choices(v))
+        except ValueError as exc:
+            problems.append(Problem(path.name, label, str(exc)))
             continue
         out.append(Paraphrase(canon.strip(), variants, _str_list(rule.get("when"), path.name, label, "when", problems),
                               _str_list(rule.get("unless"), path.name, label, "unless", problems)))

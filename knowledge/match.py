@@ -109,6 +109,8 @@ class Matcher:
             gs = frozenset(grams(t))
             self.phrases.append(Phrase(i, t, gs, sum(self.idf[g] for g in gs), canon))
         self._texts = [p.text for p in self.phrases]
+        self._order = {e.id: i for i, e in enumerate(self.entries)}
+
         # Phrase-level inverted index, only for small knowledge bases (scored whole); large ones preselect entries.
         self._phrase_postings: dict[str, list[int]] = {}
         if len(self.entries) <= PRESELECT:
@@ -118,6 +120,8 @@ class Matcher:
         self.by_entry: list[list[Phrase]] = [[] for _ in self.entries]
         for p in self.phrases:
             self.by_entry[p.entry].append(p)
+        self._entry_texts = [[p.text for p in ps] for ps in self.by_entry]
+        self._entry_weights = [[p.weight for p in ps] for ps in self.by_entry]
         # Vectorized scoring (see rank): an entry's phrases are contiguous in self.phrases, so an entry is a slice.
         import numpy as np  # here, not at import time: `faqbot --help` and friends do not pay for it
 
@@ -186,12 +190,13 @@ class Matcher:
                 acc[i] = acc.get(i, 0.0) + w
         return sorted(acc, key=acc.__getitem__, reverse=True)[:PRESELECT]
 
-    def rank(self, q: str, limit: int = 5) -> list[Scored]:
+    def rank(self, q: str, limit: int = 5, *, within: list[int] | None = None) -> list[Scored]:
         """Entries ranked by their best phrase for the normalized question `q`.
 
         The same arithmetic as `_combine`, on arrays: rapidfuzz scores the shapes of all phrases in one C call
         (`cdist`) and numpy combines them, instead of a Python loop over every phrase (~4x faster on the shipped
-        FAQ; identical scores, see tests/test_match.py).
+        FAQ; identical scores, see tests/test_match.py). `within`: entries to score instead of the preselection
+        (a large knowledge base scores the parts of a long question among the entries preselected for the whole).
         """
         if not q:
             return []
@@ -199,7 +204,7 @@ class Matcher:
         qgrams = grams(q)
         idf = self.idf
         qweight = sum(self._w(g) for g in qgrams) or 1.0
-        cand = self._candidate_entries(qgrams)
+        cand = self._candidate_entries(qgrams) if within is None or len(self.entries) <= PRESELECT else within
         if cand is None:
             ranges, texts, pweight = self._ranges, self._texts, self._pweight
             # Shared-bigram weight of every phrase at once, through the phrase-level inverted index (added gram by
@@ -229,6 +234,12 @@ class Matcher:
         if not texts:
             return []
         shape = process.cdist([q], texts, scorer=fuzz.ratio, dtype=np.float64, workers=1)[0]
+        entry_of = range(len(ranges)) if cand is None else cand_entries
+        return self._best_entries(q, qweight, common, shape, texts, pweight, ranges, entry_of, limit)
+
+    def _best_entries(self, q, qweight, common, shape, texts, pweight, ranges, entry_of, limit) -> list[Scored]:
+        """Scores of phrases (shared-bigram weight `common`, `shape` similarity) -> best entries, best first."""
+        np = self._np
         b2 = RECALL_BETA * RECALL_BETA
         precision = common / qweight
         recall = common / pweight  # a phrase's weight is > 0: every idf is
@@ -242,7 +253,6 @@ class Matcher:
         # Best score per entry in one call; the best phrase's text only for the entries returned.
         used = [(n, a, b) for n, (a, b) in enumerate(ranges) if a < b]
         tops = np.maximum.reduceat(score, [a for _, a, _ in used]).tolist()
-        entry_of = range(len(ranges)) if cand is None else cand_entries
         # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
         best = sorted(((min(100.0, sc), entry_of[n], a, b) for (n, a, b), sc in zip(used, tops) if sc > 0),
                       key=lambda x: (-x[0], x[1]))
@@ -251,6 +261,53 @@ class Matcher:
             k = a + int(score[a:b].argmax())  # the first best phrase, as a loop with `>` would keep
             out.append(Scored(self.entries[e], sc, texts[k]))
         return out
+
+    def rank_many(self, queries: list[str], limit: int = 5, *, within: list[int] | None = None) -> list[list[Scored]]:
+        """`rank` for several normalized queries at once (the asking parts of one question): one shape call for all,
+        and on a large knowledge base one pass over the entries `within` (or those preselected for the first
+        query) that finds which query bigrams each phrase has, instead of one pass per query."""
+        if not queries:
+            return []
+        np = self._np
+        idf = self.idf
+        qgrams = [grams(q) for q in queries]
+        qweights = [sum(self._w(g) for g in gs) or 1.0 for gs in qgrams]
+        if len(self.entries) <= PRESELECT:
+            texts, pweight, ranges, entry_of = self._texts, self._pweight, self._ranges, range(len(self._ranges))
+            commons = []
+            for gs in qgrams:
+                posts = [self._postings_np[g] for g in gs if g in self._postings_np]
+                if posts:
+                    w = np.repeat([idf[g] for g in gs if g in self._postings_np], [len(p) for p in posts])
+                    commons.append(np.bincount(np.concatenate(posts), weights=w, minlength=len(texts)))
+                else:
+                    commons.append(np.zeros(len(texts)))
+        else:
+            cand = within if within is not None else self._candidate_entries(qgrams[0])
+            union = set().union(*qgrams) & idf.keys()
+            col = {g: j for j, g in enumerate(union)}
+            texts, weights, ranges, cols = [], [], [], []
+            for i in cand:
+                ps = self.by_entry[i]
+                ranges.append((len(texts), len(texts) + len(ps)))
+                texts += self._entry_texts[i]
+                weights += self._entry_weights[i]
+                cols += [[col[g] for g in p.grams & union] for p in ps]  # set intersection in C, then lookups
+            if not texts:
+                return [[] for _ in queries]
+            # Which query bigrams each phrase has (phrases x bigrams), times each query's IDF weights.
+            present = np.zeros((len(texts), len(union)))
+            present[np.repeat(np.arange(len(texts)), [len(c) for c in cols]), [j for c in cols for j in c]] = 1.0
+            qmat = np.zeros((len(union), len(queries)))
+            for j, gs in enumerate(qgrams):
+                for g in gs & union:
+                    qmat[col[g], j] = idf[g]
+            common_all = present @ qmat
+            commons = [common_all[:, j] for j in range(len(queries))]
+            pweight, entry_of = np.array(weights), cand
+        shapes = process.cdist(queries, texts, scorer=fuzz.ratio, dtype=np.float64, workers=1)
+        return [self._best_entries(q, w, c, shapes[j], texts, pweight, ranges, entry_of, limit)
+                for j, (q, w, c) in enumerate(zip(queries, qweights, commons))]
 
     # -- routing ----------------------------------------------------------------------------------
     def partial_aspect(self, q: str, entry: Entry) -> Aspect | None:
@@ -262,20 +319,37 @@ class Matcher:
                 return aspect
         return None
 
-    def rank_parts(self, q: str, asks: tuple[str, ...] = (), limit: int = 5) -> list[Scored]:
-        """Entries ranked by their best score over the whole key `q` and its asking parts `asks`."""
-        best: dict[str, Scored] = {}
-        for part in (q, *asks):
-            for s in self.rank(part, limit):
-                s = Scored(s.entry, s.score, s.phrase, part)
+    def rank_parts(self, q: str, asks: tuple[tuple[str, float], ...] = (), limit: int = 5,
+                   trust_whole: float = 101.0, near: float = 8.0, whole: list[Scored] | None = None) -> list[Scored]:
+        """Entries ranked by their best score over the whole key `q` and its asking parts `asks` ((key, factor)).
+
+        A part cut loose from the segment before it (factor < 1) drops words the question may need ("可以不办实体卡，
+        只领电子社保卡吗"): when the whole already scores `trust_whole` or more, such a part may only raise entries
+        the whole scores within `near` of its best.
+        """
+        if whole is None:  # the whole and its parts in one pass
+            whole, *parts = self.rank_many([q, *(a for a, _ in asks)], limit)
+        else:  # the whole was scored already: its parts among the same entries
+            parts = self.rank_many([a for a, _ in asks], limit, within=self._candidate_entries(grams(q)))
+        best: dict[str, Scored] = {s.entry.id: Scored(s.entry, s.score, s.phrase, q) for s in whole}
+        confident = bool(whole) and whole[0].score >= trust_whole
+        allowed = {s.entry.id for s in whole if whole[0].score - s.score <= near}
+        for (part, factor), scored in zip(asks, parts):
+            for s in scored:
+                if factor < 1.0 and confident and s.entry.id not in allowed:
+                    continue
+                s = Scored(s.entry, s.score * factor, s.phrase, part)
                 old = best.get(s.entry.id)
                 if old is None or s.score > old.score:
                     best[s.entry.id] = s
-        order = {e.id: i for i, e in enumerate(self.entries)}
+        order = self._order
         return sorted(best.values(), key=lambda s: (-s.score, order[s.entry.id]))[:limit]
 
-    def route(self, q: str, th: Thresholds, asks: tuple[str, ...] = ()) -> MatchResult:
-        ranked = self.rank_parts(q, asks) if asks else self.rank(q)
+    def route(self, q: str, th: Thresholds, asks: tuple[tuple[str, float], ...] = ()) -> MatchResult:
+        if asks:
+            ranked = self.rank_parts(q, asks, trust_whole=th.clarify, near=th.margin)
+        else:
+            ranked = self.rank(q)
         if not ranked:
             return MatchResult("none", [], "no-match")
         top = ranked[0]

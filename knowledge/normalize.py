@@ -34,7 +34,8 @@ _ASK_RE = re.compile(
     r"|办法|流程|手续|步骤|原因|区别|\?"
 )
 _PLACE_SUFFIX = "特别行政区|自治区|地区|省|市"
-MAX_ASKS = 3  # asking parts scored besides the whole question (each one costs a ranking pass)
+PART_WEIGHT = 0.95  # score factor of an asking part cut loose from the segment before it
+MAX_ASKS = 5  # asking parts scored besides the whole question (each one costs a ranking pass)
 MIN_ASK_CHARS = 5  # a shorter asking part ("怎么办") says too little on its own
 
 
@@ -86,7 +87,7 @@ class Normalized:
     text: str  # the matching key: no spaces or punctuation
     traditional: bool = False
     cleaned: str = ""  # the question after clean(), for display / the LLM
-    asks: tuple[str, ...] = ()  # keys of the asking parts when the question has background around them
+    asks: tuple[tuple[str, float], ...] = ()  # (key, score factor) of the asking parts of a longer question
     places: tuple[str, ...] = ()  # places outside Hebei the question names, in order ("长沙")
     elsewhere: bool = False  # the question names a place outside Hebei or says "外地", "我们省"...
 
@@ -134,6 +135,8 @@ class Normalizer:
                 self._rules.append((re.compile("|".join(map(re.escape, variants))), rule.canonical,
                                     tuple(self._syn_sub(w.lower()) for w in rule.when),
                                     tuple(self._syn_sub(w.lower()) for w in rule.unless)))
+        everything = sorted({v for p, _, _, _ in self._rules for v in p.pattern.split("|")}, key=len, reverse=True)
+        self._any_rule_re = re.compile("|".join(everything)) if everything else None
 
     def _syn_sub(self, text: str) -> str:
         if self._syn_re is None:
@@ -142,6 +145,8 @@ class Normalizer:
 
     def _rewrite(self, seg: str) -> str:
         seg = self._syn_sub(seg)
+        if self._any_rule_re is None or self._any_rule_re.search(seg) is None:
+            return seg  # most segments of a long message name no paraphrase: one search instead of one per rule
         for pattern, canon, when, unless in self._rules:
             if when and not any(w in seg for w in when):
                 continue
@@ -208,8 +213,8 @@ class Normalizer:
         return " "
 
     @staticmethod
-    def _asking_parts(segments: list[tuple[str, bool, bool]], whole: str) -> tuple[str, ...]:
-        """Keys of the sentences that ask something and, inside them, the asking segment with the one before it."""
+    def _asking_parts(segments: list[tuple[str, bool, bool]], whole: str) -> tuple[tuple[str, float], ...]:
+        """(key, weight) of the parts of a longer question that ask something; see the module docstring."""
         if len(segments) < 2:
             return ()
         sentences: list[list[tuple[str, bool]]] = [[]]
@@ -218,18 +223,29 @@ class Normalizer:
             if ends:
                 sentences.append([])
         sentences = [s for s in sentences if s]
-        out: list[str] = []
+        out: dict[str, float] = {}
 
-        def add(key: str) -> None:
+        def add(key: str, weight: float = 1.0) -> None:
             if len(key) >= MIN_ASK_CHARS and key != whole and key not in out:
-                out.append(key)
+                out[key] = weight
 
         asking = [s for s in sentences if any(a for _, a in s)]
+        if not asking:
+            return ()
         # The first asking sentence usually states the question; a later one often restates it with detail.
-        for sent in asking[:1] + asking[-1:]:
-            if len(sentences) > 1:
-                add("".join(k for k, _ in sent))
-            if len(sent) > 1:
-                last = max(i for i, (_, a) in enumerate(sent) if a)
-                add("".join(k for k, _ in sent[max(0, last - 1): last + 1]))
-        return tuple(out[:MAX_ASKS])
+        if len(sentences) > 1:
+            add("".join(k for k, _ in asking[0]))
+            add("".join(k for k, _ in asking[-1]))
+        for sent in (asking[-1], asking[0]) if len(asking) > 1 else (asking[0],):
+            if len(sent) < 2:
+                continue
+            last = max(i for i, (_, a) in enumerate(sent) if a)
+            ask = sent[last][0]
+            if last > 0:
+                add(sent[last - 1][0] + ask)  # the segment before usually names the topic
+                # The asking segment alone ("……，两张社保卡到底用哪张？"), or with the sentence's first segment,
+                # drops words the question may need ("可以不办实体卡，只领电子社保卡吗"): weighed a little less.
+                add(ask, PART_WEIGHT)
+                if last > 1:
+                    add(sent[0][0] + ask, PART_WEIGHT)
+        return tuple(out.items())[:MAX_ASKS]

@@ -155,14 +155,14 @@ def test_eval_real_questions_meet_targets(tmp_path, subprocess_env):
 def test_eval_useful_counts_related_questions_and_skips_ambiguous(tmp_path, settings, kb, answerer):
     """`useful` = correct direct answers + replies that show a right entry (clarify choices or related questions);
     rows of kind "amb" are excluded from every count."""
-    related = answerer.match("钱包丢了，社保卡也在里面，怎么办")
+    related = answerer.match("绑银行卡之前要先干啥")
     assert related.route is Route.NONE and related.choices, related  # precondition: related questions shown
     hidden = [c.section for c in related.candidates[:3] if c not in related.choices]
     assert hidden, related.candidates  # precondition: a top-3 entry scored too low to be shown
     rows = [
         {"q": "社保卡丢了怎么办", "sections": [9], "kind": "in"},  # direct-correct: useful
-        {"q": "钱包丢了，社保卡也在里面，怎么办", "sections": [related.choices[0].section], "kind": "in"},  # related: useful
-        {"q": "钱包丢了，社保卡也在里面，怎么办", "sections": hidden[:1], "kind": "in"},  # ranked, not shown
+        {"q": "绑银行卡之前要先干啥", "sections": [related.choices[0].section], "kind": "in"},  # related: useful
+        {"q": "绑银行卡之前要先干啥", "sections": hidden[:1], "kind": "in"},  # ranked, not shown
         {"q": "社保卡丢了怎么办", "sections": [], "kind": "amb"},  # excluded, even though answered directly
     ]
     r = evaluate(settings, kb, write_jsonl(tmp_path / "u.jsonl", rows))

@@ -12,6 +12,7 @@ from knowledge.match import Matcher, Thresholds, grams
 from knowledge.normalize import to_traditional
 
 LABELLED = Path(__file__).parent / "data" / "labelled_questions.jsonl"
+REAL_STYLE = Path(__file__).parent / "data" / "real_style_questions.jsonl"
 
 
 def load_labelled() -> list[dict]:
@@ -29,6 +30,23 @@ def labelled_results(answerer):
 def _describe(row, reply) -> str:
     return f"{row['q']!r} want {row['sections']} got {reply.route.value} {reply.section} top3 " \
            f"{[c.section for c in reply.candidates[:3]]}"
+
+
+# -- the project's own real-style set (issue 10) -----------------------------------------------------------
+def test_real_style_questions_meet_the_targets(answerer):
+    """Our own phrasings of what real questions do (background first, lead-ins, other verbs, places, half-covered
+    asks, traps): the targets of issue 10 with a little room, since the knowledge was edited with these in view."""
+    rows = [json.loads(line) for line in REAL_STYLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 60
+    results = [(row, answerer.match(row["q"])) for row in rows]
+    in_scope = [(r, rep) for r, rep in results if r["sections"]]
+    direct = [1 for r, rep in in_scope if rep.route is Route.FAQ and rep.section in r["sections"]]
+    wrong = [_describe(r, rep) for r, rep in results if rep.route is Route.FAQ and rep.section not in r["sections"]]
+    useful = [1 for r, rep in in_scope if (rep.route is Route.FAQ and rep.section in r["sections"])
+              or set(r["sections"]) & {c.section for c in rep.choices}]
+    assert len(direct) / len(in_scope) >= 0.65, [_describe(r, rep) for r, rep in in_scope if rep.route is not Route.FAQ]
+    assert wrong == []
+    assert len(useful) / len(in_scope) >= 0.95
 
 
 # -- the labelled set -----------------------------------------------------------------------------------
@@ -305,3 +323,27 @@ def test_vectorized_rank_with_a_large_knowledge_base(tmp_path):
         got = [(s.entry.id, s.score, s.phrase) for s in m.rank(q, limit=len(cand))]
         _same(got, _reference_rank(m, q, cand), question)
         assert got[0][0] == m.rank(q, limit=1)[0].entry.id
+
+
+def test_rank_many_equals_rank_for_each_part(kb, tmp_path):
+    """The asking parts of a question are scored in one batch (`rank_many`); each part's ranking must be the one
+    `rank` gives it alone (among the same entries on a large knowledge base)."""
+    from knowledge.loader import load_knowledge
+    from tests.bench.synth import generate_knowledge
+
+    small = Matcher(kb)
+    directory, aimed = generate_knowledge(tmp_path / "kb", 300, seed=4)
+    large = Matcher(load_knowledge(directory))
+    questions = ["我以前在天津办过卡，现在回河北又办了一张，两张社保卡到底用哪张？",
+                 "上周钱包丢了，里面有银行卡和社保卡。请问社保卡丢了怎么补办？", *aimed[:20]]
+    for m in (small, large):
+        for question in questions:
+            n = m.normalizer.normalize(question)
+            parts = [n.text, *(a for a, _ in n.asks)]
+            within = m._candidate_entries(grams(n.text))
+            batch = m.rank_many(parts, limit=5, within=within)
+            for part, got in zip(parts, batch):
+                want = m.rank(part, limit=5, within=within)
+                assert [s.entry.id for s in got] == [s.entry.id for s in want], (question, part)
+                assert [s.score for s in got] == pytest.approx([s.score for s in want], abs=1e-9)
+                assert [s.phrase for s in got] == [s.phrase for s in want]

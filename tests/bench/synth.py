@@ -60,7 +60,9 @@ def _toml_str(s: str) -> str:
 def generate_knowledge(dest: Path, total_entries: int, *, seed: int = 11) -> tuple[Path, list[str]]:
     """Write a knowledge directory at `dest` with the shipped entries plus generated ones (`total_entries` in
     all). Returns (directory, probe questions aimed at generated entries, phrased unlike any stored phrase)."""
-    from knowledge.loader import Problem, load_terms
+    from dataclasses import replace
+
+    from knowledge.loader import Problem, load_paraphrases, load_places, load_terms
     from knowledge.normalize import Normalizer
 
     combos = _combos(seed)
@@ -71,12 +73,16 @@ def generate_knowledge(dest: Path, total_entries: int, *, seed: int = 11) -> tup
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "faq").mkdir(parents=True)
-    shutil.copy(KNOWLEDGE_DIR / "terms.toml", dest / "terms.toml")
+    for data_file in KNOWLEDGE_DIR.glob("*.toml"):  # terms, paraphrases, places, partial answers
+        shutil.copy(data_file, dest / data_file.name)
     for f in shipped:
         shutil.copy(f, dest / "faq" / f.name)
 
     problems: list[Problem] = []
-    norm = Normalizer(load_terms(dest / "terms.toml", problems))
+    terms = replace(load_terms(dest / "terms.toml", problems),
+                    paraphrases=load_paraphrases(dest / "paraphrases.toml", problems),
+                    places=load_places(dest / "places.toml", problems))
+    norm = Normalizer(terms)
     taken: set[str] = set()
     from knowledge.loader import _read_toml  # the shipped phrases must stay unique too
 
