@@ -119,6 +119,15 @@ ADMIN_GAPS_HEAD = "待补充的问题（按出现次数）"
 ADMIN_GAPS_EMPTY = "目前没有待补充的问题。"
 ADMIN_RELOAD_OK = "知识库已重新加载：{entries} 条问答，版本 {version}。"
 ADMIN_RELOAD_FAILED = "知识库有错误，未重新加载，仍使用当前版本（{version}）：\n{error}"
+# Tell the asker (opt-in): a button under out-of-scope answers, and the follow-up once an answer exists.
+NOTIFY_BUTTON = "有答案时通知我"
+NOTIFY_OK = "好的，这个问题有了答案会通知您（30 天内有效）。"
+NOTIFY_ALREADY = "已经登记过了，有了答案会通知您。"
+NOTIFY_UNAVAILABLE = "抱歉，暂时无法登记，请稍后再试。"
+NOTIFY_FOLLOW_UP = "您之前问过：“{question}”\n现在有答案了："
+MATRIX_NOTIFY_HINT = "如需在有答案时收到通知，请回复本条消息：通知我"
+MATRIX_NOTIFY_WORD = "通知我"
+
 # Gap curation from the chat (admins): /gaps buttons, a cluster's questions, verdicts, a reply with an answer.
 CURATE_OPEN_HINT = "点击问题查看详情并标记："
 CURATE_CLUSTER_HEAD = "待补充的问题（共 {count} 次）"

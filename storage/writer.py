@@ -259,6 +259,10 @@ class TurnLog:
         self._pending += 1
         self._queue.put_nowait(item._replace(seq=self._seq))
 
+    def pseudonym(self, value: str) -> str:
+        """The HMAC pseudonym the log stores for a user id or private chat id (to check who owns a turn)."""
+        return self._pseudonym(value)
+
     def _pseudonym(self, value: str) -> str:
         # The same few users ask many questions: cache their HMAC (bounded; the cache lives only in memory).
         cached = self._pseudonyms.get(value)

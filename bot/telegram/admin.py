@@ -27,6 +27,7 @@ from bot.config import Settings
 from bot.services import Services
 from bot.telegram.answering import Target, send_texts
 from bot.telegram.filters import inline
+from bot.telegram.notify import deliver_follow_ups
 from bot.telegram.render import split_text
 from knowledge.loader import KnowledgeError
 
@@ -141,6 +142,7 @@ async def cmd_reload(message: Message, bot: Bot, services: Services) -> None:
         return
     log.info("knowledge reloaded by an admin: %d entries, version %s", len(kb.entries), kb.version)
     await message.answer(texts.ADMIN_RELOAD_OK.format(entries=len(kb.entries), version=kb.version))
+    await deliver_follow_ups(bot, services)  # tell the askers whose questions now have an answer
 
 
 def admin_router(settings: Settings) -> Router:

@@ -200,7 +200,8 @@ class AnswerPresenter:
 
     async def final(self, reply: Reply) -> list[Message]:
         parts = reply_texts(reply)
-        markup = answer_keyboard(reply)
+        # 有答案时通知我 only in private chats: a follow-up weeks later belongs to the asker, not to a group.
+        markup = answer_keyboard(reply, notify=self.target.private and self.options.notify_offer)
         first: Message | None = None
         if self.placeholder is not None:
             try:

@@ -40,6 +40,7 @@ from bot.telegram.middlewares import (
     RetryRequestMiddleware,
     ThrottlingMiddleware,
 )
+from bot.telegram.notify import deliver_follow_ups, notify_router
 from bot.telegram.options import TelegramOptions
 from bot.telegram.session import BotSession
 
@@ -91,7 +92,7 @@ def build_dispatcher(services: Services, settings: Settings, options: TelegramOp
         observer.middleware(answer_lock)
         observer.middleware(ConversationMiddleware(conversations))
 
-    routers = [private_router(), group_router(settings), callbacks_router(), errors_router()]
+    routers = [private_router(), group_router(settings), notify_router(), callbacks_router(), errors_router()]
     if settings.admin_ids:  # without admins the router would only add a failing check to every message
         routers[0:0] = [admin_router(settings), curation_router(settings)]
     dp.include_routers(*routers)
@@ -208,6 +209,13 @@ async def identify(bot: Bot) -> User:
                                   "check TELEGRAM_API_URL and the network") from None
 
 
+async def _follow_ups_at_start(bot: Bot, services: Services) -> None:
+    try:
+        await deliver_follow_ups(bot, services)
+    except Exception:
+        log.exception("follow-up answers at start failed")
+
+
 async def run_telegram(services: Services, settings: Settings, stop: asyncio.Event, *,
                        options: TelegramOptions | None = None, session: BaseSession | None = None) -> None:
     """Run the bot until ``stop`` is set: polling by default, a webhook when TELEGRAM_WEBHOOK_URL is set."""
@@ -216,12 +224,15 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
     dp = build_dispatcher(services, settings, options)
     inflight: InFlightMiddleware = dp["tg"]["inflight"]
     commands: asyncio.Task[None] | None = None
+    follow_ups: asyncio.Task[None] | None = None
     try:
         me = await identify(bot)
         webhook = bool(settings.telegram_webhook_url)
         log.info("Telegram: @%s (id %s), %s", me.username, me.id, "webhook" if webhook else "long polling")
         # Cosmetic, and retried with backoff when it fails: done beside answering, never before it.
         commands = asyncio.create_task(set_commands(bot, settings), name="telegram-commands")
+        # A restart is a reload too: answers that now exist go to those who asked to be told (beside answering).
+        follow_ups = asyncio.create_task(_follow_ups_at_start(bot, services), name="telegram-follow-ups")
         extra: set[asyncio.Task[Any]] = set()
         if webhook:
             extra = await run_webhook(bot, dp, settings, stop)
@@ -233,6 +244,10 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
             await confirm_updates(bot, inflight.last_update_id)
         log.info("Telegram stopped (%d updates handled)", inflight.handled)
     finally:
+        if follow_ups is not None and not follow_ups.done():
+            follow_ups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow_ups
         if commands is not None and not commands.done():
             commands.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -22,7 +22,7 @@ from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import BaseFilter, Command, CommandStart
-from aiogram.types import CallbackQuery, ErrorEvent, Message
+from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardMarkup, Message
 from aiogram.utils.formatting import Text
 
 from bot import texts
@@ -32,7 +32,15 @@ from bot.services import Services
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
 from bot.telegram.filters import inline, question_text
-from bot.telegram.keyboards import ChoiceCB, FeedbackCB, NoneCB, TopicCB, topics_keyboard, without_feedback_row
+from bot.telegram.keyboards import (
+    ChoiceCB,
+    FeedbackCB,
+    NoneCB,
+    TopicCB,
+    notify_row,
+    topics_keyboard,
+    without_feedback_row,
+)
 from bot.telegram.middlewares import BOT_API_ERRORS, DeliveryRecord
 from bot.telegram.options import TelegramOptions
 
@@ -224,7 +232,9 @@ async def on_none_of_these(callback: CallbackQuery, callback_data: NoneCB, bot: 
     await callback.answer()
     target = _callback_target(callback, reply_to_question=True)
     if target is not None:
-        await send_texts(bot, target, [Text(_localized(texts.NONE_OF_THESE_ACK, chat_state.traditional))])
+        markup = (InlineKeyboardMarkup(inline_keyboard=[notify_row(callback_data.turn, chat_state.traditional)])
+                  if target.private else None)  # 有答案时通知我 (bot/telegram/notify.py)
+        await send_texts(bot, target, [Text(_localized(texts.NONE_OF_THESE_ACK, chat_state.traditional))], markup)
 
 
 async def on_unknown_callback(callback: CallbackQuery) -> None:

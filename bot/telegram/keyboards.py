@@ -50,6 +50,27 @@ class NoneCB(CallbackData, prefix="no"):
     turn: TurnId
 
 
+class NotifyCB(CallbackData, prefix="nt"):
+    """有答案时通知我 under an out-of-scope answer or the "none of these" acknowledgement (private chats)."""
+
+    turn: TurnId
+
+
+def offers_notify(reply: Reply) -> bool:
+    """An out-of-scope answer to a real question: the asker may ask to be told when it has an answer."""
+    return reply.route is Route.NONE and not reply.error and bool(reply.question) \
+        and reply.reason not in NO_FEEDBACK_REASONS
+
+
+def notify_row(turn_id: str, traditional: bool = False) -> list[InlineKeyboardButton]:
+    label = texts.NOTIFY_BUTTON
+    if traditional:
+        from knowledge.normalize import to_traditional
+
+        label = to_traditional(label)
+    return [InlineKeyboardButton(text=label, callback_data=_data(NotifyCB, turn_id))]
+
+
 def _label(c: Candidate, traditional: bool) -> str:
     if traditional:
         from knowledge.normalize import to_traditional
@@ -75,8 +96,9 @@ def wants_feedback(reply: Reply) -> bool:
     return not reply.error and reply.reason not in NO_FEEDBACK_REASONS
 
 
-def answer_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """Buttons under an answer: clarify choices + 都不是, or related topics; then 👍 / 👎."""
+def answer_keyboard(reply: Reply, *, notify: bool = False) -> InlineKeyboardMarkup | None:
+    """Buttons under an answer: clarify choices + 都不是, or related topics; 有答案时通知我 (``notify``, for an
+    out-of-scope answer); then 👍 / 👎."""
     # Rows are built directly: InlineKeyboardBuilder deep-copies its buttons, a cost paid on every answer.
     rows: list[list[InlineKeyboardButton]] = []
     turn = str(reply.turn_id)
@@ -88,6 +110,8 @@ def answer_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     elif reply.choices:
         for c in reply.choices:
             rows.append([_topic_button(c.faq_id, _label(c, reply.traditional))])
+    if notify and offers_notify(reply):
+        rows.append(notify_row(turn, reply.traditional))
     if wants_feedback(reply):
         rows.append([
             InlineKeyboardButton(text=texts.TG_THUMBS_UP, callback_data=_data(FeedbackCB, turn, "up")),

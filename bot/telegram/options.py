@@ -27,6 +27,9 @@ class TelegramOptions:
     # -- state ----------------------------------------------------------------------------------------
     max_conversations: int = 10_000  # (chat, user) conversations kept in memory (LRU)
 
+    # -- tell the asker ----------------------------------------------------------------------------------
+    notify_offer: bool = True  # 有答案时通知我 under out-of-scope answers in private chats
+
     # -- lifecycle ------------------------------------------------------------------------------------
     polling_timeout: int = 10  # getUpdates long-poll seconds
     drain_timeout: float = 30.0  # on shutdown, wait this long for answers in flight
