@@ -20,7 +20,6 @@ from tests.matrix.fixtures import (  # noqa: E402,F401
     bot_user,
     db_rows,
     matrix_settings,
-    synapse,
 )
 
 

@@ -1,7 +1,7 @@
 """pytest fixtures for the Matrix tests; import them into a test module (``from tests.matrix.fixtures import *``).
 
-* ``synapse``  -- a real Synapse on 127.0.0.1, started once per session (skipped with a reason when
-                  ``.venv-synapse`` is missing: ``make test`` creates it, ``scripts/synapse-venv.sh`` does too).
+* ``synapse``  -- a real Synapse on 127.0.0.1, started once per test session for every Matrix test module (defined
+                  in tests/conftest.py: a fixture imported into two modules would start two servers).
 * ``bot_user`` -- a fresh bot account for the test; ``alice``, ``bob`` -- fresh human accounts (``User``).
 * ``matrix_settings`` -- Settings for the bot (access token, tmp database, no LLM).
 * ``BotRunner`` -- runs the real ``MatrixBot`` with real services (SQLite log in tmp) as a task of the test loop.
@@ -16,24 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.matrix.client import TestUser
-from tests.matrix.synapse import SYNAPSE_VENV, Synapse, synapse_available
+from tests.matrix.synapse import Synapse
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "knowledge"
 _names = itertools.count(1)
 
-__all__ = ["synapse", "bot_user", "alice", "bob", "matrix_settings", "BotRunner", "TestUser", "db_rows"]
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory):
-    if not synapse_available():
-        pytest.skip(f"Synapse is not installed in {SYNAPSE_VENV} (run `make test` or scripts/synapse-venv.sh)")
-    server = Synapse(tmp_path_factory.mktemp("synapse"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+__all__ = ["bot_user", "alice", "bob", "matrix_settings", "BotRunner", "TestUser", "db_rows"]
 
 
 def _fresh(synapse: Synapse, prefix: str, displayname: str | None = None):
