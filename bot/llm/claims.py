@@ -15,7 +15,10 @@ an answer *claims* with the cited entries (Simplified text, citation markers rem
 * restriction and necessity — 只能 / 仅限 / 只有 need a restriction in the matching source sentence; 必须 / 一定要 need
   a necessity (必须 / 需 / 须 / 要);
 * requirements waived — "不用 / 无需 X" where the source says "需要……X";
-* before / after — "到期后" where the matching source clause says "到期之前" (or the reverse);
+* before / after — "到期后" where the matching source clause says "到期之前" (or the reverse); "先A……再B" where the
+  source sentence naming both does B first;
+* a negated statement restated — a clause holding most of a negated source clause (bigrams weighted by rarity)
+  without a negation contradicts it;
 * statements the source itself declares wrong ("关于X的说法是错误的"): a clause restating what only X says, in a
   sentence without a refutation (错误 / 无关 / 不需要 / 也可以 …), fails;
 * splices — one clause built from two cited entries, each adding words the other lacks (a link no entry makes).
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from bot.llm.numerals import chinese_numeral_value
@@ -53,7 +56,9 @@ _DOC_ALIASES = {
     "驾驶证": "驾驶证", "驾照": "驾驶证", "照片": "照片", "证件照": "照片", "委托书": "委托书", "授权书": "委托书",
     "介绍信": "介绍信", "存折": "存折", "通行证": "通行证", "学生证": "学生证", "残疾证": "残疾证", "军官证": "军官证",
     "社保卡": "社保卡", "社会保障卡": "社保卡", "银行卡": "银行卡", "医保卡": "医保卡", "复印件": "复印件",
-    "证明材料": "证明", "单位证明": "证明", "证明": "证明", "公证": "公证",
+    "证明材料": "证明", "单位证明": "证明", "证明": "证明", "公证": "公证", "回执": "回执", "凭条": "回执",
+    "存根": "回执", "收据": "收据", "发票": "收据", "申请表": "申请表", "登记表": "申请表", "表格": "申请表",
+    "协议": "协议", "合同": "协议", "执照": "执照",
 }
 _DOC_RE = re.compile("|".join(sorted(map(re.escape, _DOC_ALIASES), key=len, reverse=True)))
 _WHO = {
@@ -83,7 +88,8 @@ for _t, _f in _FEATURE_TERMS:
 
 # Negation. Words with a negation character that negate nothing are removed first; "X不X" asks a question.
 _NOT_NEGATION_RE = re.compile(
-    r"未成年|不同|不少|不久|不断|不仅|不论|不管|无论|非常|未来|查无此人|毫无疑问|无误|(.)不\1|(.)没\2")
+    r"未成年|不同|不少|不久|不断|不仅|不论|不管|无论|非常|未来|查无此人|毫无疑问|无误|"
+    r"识别|区别|特别|分别|告别|类别|级别|性别|个别|辨别|鉴别|无线|(.)不\1|(.)没\2")
 _NEGATOR_RE = re.compile(r"不需要|不用|无需|不必|不要|不能|无法|不可以|不可|不会|不了|没有|没法|没|未|无|不|非|别|勿")
 _REFUTE_RE = re.compile(r"错误|不对|不正确|误传|谣言|误解|无关|没有关系|没关系|不影响|不需要|无需|不用|不必|也可以|也能|"
                         r"照样|照常|并非|不是|同样可以|一样可以|可以直接")
@@ -97,6 +103,8 @@ _WRONG_RE = re.compile(r"(?:关于)?([^，。；\n]{4,80}?)的?(?:说法|观点|
 ALIGN = 0.5  # share of a clause's bigrams found in a source clause for the two to say the same thing
 MIN_CLAUSE_CHARS = 6
 SCOPE_ALIGN = 0.25  # share of what a clause is about that must match a source sentence to hold it to its scope
+RESTATE = 0.5  # an answer clause holding this much (weighted) of a negated source clause restates it; without a
+# negation it contradicts it ("医保功能密码会重置" against "医保功能密码不变")
 MODAL_ALIGN = 0.34  # ... to hold it to that sentence's restriction / necessity
 
 
@@ -134,8 +142,13 @@ def without_features(text: str) -> str:
     return _FEATURE_RE.sub(" ", _APP_NAME_RE.sub(" ", text))
 
 
+# Verbs ending in 成 make "成人" by accident ("完成人脸识别"): masked before groups are looked for.
+_CHENG_VERB_RE = re.compile(r"[完达促构组形变养生造办]成")
+
+
 def features(text: str) -> frozenset[str]:
     out: set[str] = set()
+    text = _CHENG_VERB_RE.sub("＿＿", text)
     for m in _FEATURE_RE.finditer(text):
         out |= _FEATURE_OF[m.group(0)]
     for m in _DOC_RE.finditer(text):
@@ -197,6 +210,7 @@ class Source:
     costs: frozenset[str]
     docs: frozenset[str]
     wrong: tuple[frozenset[str], ...]  # bigrams only the statements the source declares wrong have
+    df: dict[str, int] = field(default_factory=dict, compare=False, hash=False)  # clauses each bigram occurs in
 
 
 @dataclass(frozen=True)
@@ -236,7 +250,7 @@ def _entry_source(question: str, answer: str) -> Source:
     wrong = tuple(w for w in wrong if w)
     return Source(text, (bigrams(text),), tuple(units_text), tuple(clauses), frozenset(unit_pairs(text)),
                   frozenset(m.group(0) for m in _COST_RE.finditer(text)),
-                  frozenset(_DOC_ALIASES[m.group(0)] for m in _DOC_RE.finditer(text)), wrong)
+                  frozenset(_DOC_ALIASES[m.group(0)] for m in _DOC_RE.finditer(text)), wrong, _clause_df(clauses))
 
 
 def source_of(entries: Sequence[Entry]) -> Source:
@@ -253,10 +267,28 @@ def source_of(entries: Sequence[Entry]) -> Source:
     return Source("\n".join(p.text for p in parts), tuple(g for p in parts for g in p.entry_grams), tuple(units),
                   tuple(clauses),
                   frozenset().union(*(p.pairs for p in parts)), frozenset().union(*(p.costs for p in parts)),
-                  frozenset().union(*(p.docs for p in parts)), tuple(w for p in parts for w in p.wrong))
+                  frozenset().union(*(p.docs for p in parts)), tuple(w for p in parts for w in p.wrong),
+                  _clause_df(clauses))
 
 
 # --- the answer side -----------------------------------------------------------------------------------------------
+def _clause_df(clauses: Sequence[Clause]) -> dict[str, int]:
+    """In how many source clauses each bigram occurs."""
+    df: dict[str, int] = {}
+    for c in clauses:
+        for g in c.grams:
+            df[g] = df.get(g, 0) + 1
+    return df
+
+
+def _weighted_coverage(grams: frozenset[str], by: frozenset[str], src: Source) -> float:
+    """Share of `grams` found in `by`, each bigram weighted by 1 / the number of source clauses it occurs in: words
+    every sentence shares (社保, 保卡) say little about which statement is meant."""
+    df = src.df
+    total = sum(1 / df.get(g, 1) for g in grams)
+    return sum(1 / df.get(g, 1) for g in grams & by) / total if total else 0.0
+
+
 def check(answer: str, entries: Sequence[Entry]) -> str:
     """"" when no claim contradicts or goes beyond the entries; else a short reason ("polarity:…")."""
     src = source_of(entries)
@@ -269,11 +301,51 @@ def check(answer: str, entries: Sequence[Entry]) -> str:
         if _DOC_ALIASES[m.group(0)] not in src.docs:
             return f"document:{m.group(0)}"
     for sentence in _SENTENCE_RE.split(answer):
+        reversed_steps = _sequence_reversed(sentence, src)
+        if reversed_steps:
+            return reversed_steps
         refuted = bool(_REFUTE_RE.search(sentence))
         for clause in _CLAUSE_RE.split(sentence):
             reason = _check_clause(clause, src, refuted)
             if reason:
                 return reason
+    return ""
+
+
+_FIRST_RE = re.compile(r"首先|先")
+_THEN_RE = re.compile(r"然后|之后|以后|再|后")
+_CLAUSE_END_RE = re.compile(r"[，,；;：:]")
+
+
+def _common(a: str, b: str, n: int = 3) -> str:
+    """The longest substring of `a` (at least n characters) that occurs in `b`."""
+    a = content(a)
+    for size in range(len(a), n - 1, -1):
+        for i in range(len(a) - size + 1):
+            if a[i:i + size] in b:
+                return a[i:i + size]
+    return ""
+
+
+def _sequence_reversed(sentence: str, src: Source) -> str:
+    """"先A……再B" where the source sentence naming both does B first ("先绑定金融功能，……再进行实名认证")."""
+    first = _FIRST_RE.search(sentence)
+    if not first:
+        return ""
+    then = _THEN_RE.search(sentence, first.end() + 1)
+    if not then:
+        return ""
+    a_text = _CLAUSE_END_RE.split(sentence[first.end():then.start()])[0][:30]  # a step is short; bounded work
+    b_text = _CLAUSE_END_RE.split(sentence[then.end():])[0][:30]
+    for unit in src.units:
+        body = content(unit.text)
+        a = _common(a_text, body)
+        b = _common(b_text, body)
+        if not a or not b or a in b or b in a:
+            continue
+        pos_a = body.find(a)
+        if b in body[:pos_a] and b not in body[pos_a + len(a):]:
+            return f"sequence:{a}/{b}"
     return ""
 
 
@@ -388,8 +460,9 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
         scored = [(_coverage(grams, c.grams), c) for c in src.clauses]
         best = max((x for x, _ in scored), default=0.0)
         for x, c in scored:
-            if (c.negated and not c.wrong and x >= ALIGN and x >= 0.8 * best
-                    and any(w and w[0] in content(text) for w in c.negated_words)):
+            if c.negated and not c.wrong and (
+                    (x >= ALIGN and x >= 0.8 * best and any(w and w[0] in content(text) for w in c.negated_words))
+                    or (len(c.grams) >= 4 and _weighted_coverage(c.grams, grams, src) >= RESTATE)):
                 return f"polarity:{text[:20]}"
     share, aligned = _aligned_units(bigrams(without_features(text)), src)
     if share < MODAL_ALIGN or not aligned:
