@@ -780,6 +780,13 @@ def cmd_serve(args) -> int:
             "Set FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the default)."
         )
         return 2
+    from bot import review_server
+
+    if need_password and len(password) < review_server.MIN_PASSWORD_CHARS:
+        _err(f"refusing to start: FAQBOT_REVIEW_PASSWORD has {len(password)} characters; the review site needs at "
+             f"least {review_server.MIN_PASSWORD_CHARS} (failed logins are throttled, but a short password is "
+             "guessed offline from a leaked hash in minutes)")
+        return 2
     if not path.exists():
         raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
     missing = [m for m in ("datasette",) + (("datasette_auth_passwords",) if need_password else ())
@@ -789,12 +796,14 @@ def cmd_serve(args) -> int:
 
     db_name = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
     meta = datasette_metadata(db_name, password=need_password, user=args.user)
-    env = dict(os.environ)
-    env.pop("FAQBOT_REVIEW_PASSWORD", None)  # the child needs only the hash
+    # Host-header check (DNS rebinding) wherever the site is on a loopback address; login throttle; SQL limits.
+    meta.setdefault("plugins", {})[review_server.GUARD_PLUGIN] = review_server.guard_config(
+        port=args.port, check_host=loopback)
+    extra_env = {}
     if need_password:
         from datasette_auth_passwords.utils import hash_password
 
-        env[PASSWORD_HASH_ENV] = hash_password(password)
+        extra_env[PASSWORD_HASH_ENV] = hash_password(password)  # the child gets only the hash
         if not password.isascii():
             _err("note: the password is not ASCII: the login form works, HTTP Basic (curl -u) does not")
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/{db_name}"
@@ -805,12 +814,12 @@ def cmd_serve(args) -> int:
     with tempfile.TemporaryDirectory(prefix="faqbot-datasette-") as tmp:
         meta_path = Path(tmp) / "metadata.json"
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-        # Plain read-only mode (mode=ro), not --immutable: the bot keeps writing the log while it is served.
-        cmd = [sys.executable, "-m", "datasette", "serve", str(path), "--host", args.host, "--port", str(args.port),
-               "--metadata", str(meta_path), "--setting", "sql_time_limit_ms", "5000",
-               "--setting", "default_page_size", "100",
-               # Facet suggestions run a query per column of every table page: seconds on a large log.
-               "--setting", "suggest_facets", "off"]
+        cmd = review_server.datasette_args(path, args.host, args.port, meta_path) + [
+            # Facet suggestions run a query per column of every table page: seconds on a large log.
+            "--setting", "suggest_facets", "off"]
+        # Only PATH, locale and the like: no FAQBOT_SECRET, tokens or API keys in the server's environment.
+        proc, lifeline = review_server.start(cmd, review_server.child_env(extra_env))
+        info["server_pid"] = proc.pid
         if args.json:
             sys.stdout.write(json.dumps(info, ensure_ascii=False) + "\n")  # one line: easy to read from a pipe
         else:
@@ -819,7 +828,6 @@ def cmd_serve(args) -> int:
                      if need_password else "")
                   + f"\ncanned queries: {', '.join(queries)}\nCtrl-C to stop.")
         sys.stdout.flush()
-        proc = subprocess.Popen(cmd, env=env)
 
         def forward(signum, frame):  # stop the server with us; never leave it running alone
             if proc.poll() is None:
@@ -846,6 +854,7 @@ def cmd_serve(args) -> int:
                     proc.kill()
             for s, h in old.items():
                 signal.signal(s, h)
+            os.close(lifeline)
 
 
 # --------------------------------------------------------------------------------------------- parser
