@@ -4,34 +4,45 @@
 It masks three kinds of mainland-China personal numbers and nothing else:
 
 * resident ID numbers (居民身份证号): 18 characters (6-digit region, birth date YYYYMMDD with YYYY 18xx-20xx that is
-  a real calendar date, 3-digit sequence, check digit 0-9/X), contiguous or grouped with single spaces/dashes
-  (``110105 19491231 002X``, ``1101 0519 4912 3100 2X``); and 15-digit legacy IDs (6 region + YYMMDD + 3), contiguous.
-  The check digit is NOT required to be right: a mistyped ID is still personal data.
-* bank card / account numbers: 16-19 digits (contiguous, or in groups of 4 separated by single spaces/dashes, the
-  last group may have 1-3 digits) that pass the Luhn check; and any 12-19 digit number (contiguous or with single
-  spaces/dashes) right after 卡号 / 银行卡 / 账号 (also 银行卡号, 银行账号, ...号码) and optional ``:：是为`` or spaces,
-  whatever its checksum.
-* mainland mobile numbers: ``1[3-9]x xxxx xxxx`` with optional single spaces/dashes between the 3-4-4 groups and an
-  optional ``+86`` / ``0086`` / ``86`` prefix (the prefix is masked too).
+  a real calendar date, 3-digit sequence, check digit 0-9/X), in one piece or in any grouping
+  (``110105 19491231 002X``, ``1101.0519.4912.3100.2X``); and 15-digit legacy IDs (6 region + YYMMDD + 3), in one
+  piece. The check digit is NOT required to be right: a mistyped ID is still personal data.
+* bank card / account numbers: 16-19 digits that pass the Luhn check, written in one piece, in groups of 4 (the last
+  may have 1-3 digits), as 6 + the rest or digit by digit; and any 12-19 digit number in any grouping right after 卡号 / 银行卡 /
+  账号 (also 银行卡号, 银行账号, ...号码) and optional ``:：是为`` or spaces, whatever its checksum.
+* mainland mobile numbers: ``1[3-9]x xxxx xxxx`` in one piece, in groups of 3 or more digits (3-4-4, 4-3-4, 3-8...)
+  or digit by digit, with an optional ``+86`` / ``0086`` / ``86`` / ``(+86)`` prefix (masked too).
+
+What counts as "written" (the detection copy, `_detection_copy`): each character is NFKC-normalized and every digit
+made ASCII -- full-width ``１``, circled ``①``, dingbat ``❶``, mathematical ``𝟏``, keycap ``1️⃣``, other scripts'
+digits; invisible characters (zero-width space/joiners, word joiner, BOM, soft hyphen, variation selectors) are
+dropped, so a number they split is still one piece; and every run of visible separators -- spaces of any kind
+(double, ideographic, no-break), dashes, dots, slashes, underscores, middle dots, also full-width -- is one group
+boundary. Matching runs on that copy; the mask replaces the ORIGINAL characters of the span, so the text keeps the
+user's own characters everywhere else.
 
 How ambiguous digit runs are decided (documented policy):
 
-* Detection runs on a copy in which full-width digits/X/space/dash/plus (and other dash-like characters, NBSP) are
-  mapped to ASCII. The mapping is one character to one character, so positions line up and the returned text keeps
-  the user's original characters everywhere except inside the masked spans.
 * Stages run in this order: IDs, bank cards, phones. Once a span is masked it is blanked in the working copy, so a
   later stage can neither re-match nor extend it.
+* A match starts and ends at group boundaries: never inside a number written in one piece (a 20-digit order number,
+  hotlines 12333 / 95566, 400-xxx-xxxx, years, amounts, "24小时", "10年" are left alone), and a phone after a date
+  ("2024.01.15 13812345678") is found as itself. Groups of several numbers may still be read as one when they fit
+  a pattern (the last 16 digits of "1234 5678 9012 3456 7890" if they pass Luhn): we prefer masking too much over
+  storing a real card number.
 * An 18-character run whose characters 7-14 form a real date is an ID (even with a wrong check digit, and even if it
   also passes Luhn, which ~10 % of IDs do). Only exception: if its ID check digit is wrong AND it directly follows a
-  bank keyword (卡号/银行卡/账号), it is counted as a bank number. Either way it is masked.
+  bank keyword (卡号/银行卡/账号), it is counted as a bank number. Either way it is masked. When it is made of several
+  groups its first two digits must also be a province code (or 9): "563456 2024.01.15 1234" is not an ID.
 * An 18-digit run that is not date-shaped is masked as a bank card if it passes Luhn (or follows a bank keyword),
   otherwise it is left alone (order numbers, tracking numbers, ...).
 * A 15-digit run is a legacy ID only if it is date-shaped (19YYMMDD is a real date); otherwise it is left alone unless
   it follows a bank keyword.
-* Every match is anchored so that it is not part of a longer digit run (``(?<![0-9])`` / ``(?![0-9])``): a 20-digit
-  order number, hotlines (12333, 95566), 400-xxx-xxxx numbers, years, amounts, "24小时", "10年" are left alone. A
-  grouped number may still be matched inside a longer *grouped* run (e.g. the last 16 digits of "1234 5678 9012 3456
-  7890" if they pass Luhn): we prefer masking too much over storing a real card number.
+
+Known trade-offs: a serial or order number that happens to look like an ID (a province code, a real date at
+characters 7-14) or like a Luhn-valid 16-19 digit card number is masked; so is a list of numbers whose groups add up
+to a phone number written 3-4-4 ("150 2000 3000"). Commas are not separators (amounts such as "1,234,567" stay
+apart), so "138,1234,5678" is not masked; neither are numbers spelled in Chinese numerals (一三八...).
 
 Placeholders: ``[身份证号]``, ``[手机号]``, ``[银行卡号]``. They contain no digits, so masking is idempotent.
 """
@@ -44,6 +55,7 @@ import operator
 import os
 import re
 import secrets as _secrets
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,57 +75,69 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDERS: dict[str, str] = {"id": "[身份证号]", "phone": "[手机号]", "bank": "[银行卡号]"}
 
-# --- normalization (detection copy only; strictly one character -> one character) -------------------------------
-_FULLWIDTH = {0xFF10 + i: ord("0") + i for i in range(10)}  # ０-９
-_FULLWIDTH.update(
-    {
-        0xFF38: "X",  # Ｘ
-        0xFF58: "x",  # ｘ
-        0x3000: " ",  # ideographic space
-        0x00A0: " ",  # no-break space
-        0xFF0B: "+",  # ＋
-        0xFF0D: "-",  # －
-        0x2010: "-",  # ‐ hyphen
-        0x2011: "-",  # ‑ non-breaking hyphen
-        0x2012: "-",  # ‒ figure dash
-        0x2013: "-",  # – en dash
-        0x2014: "-",  # — em dash
-        0x2015: "-",  # ― horizontal bar
-        0x2212: "-",  # − minus sign
-    }
-)
+# --- the detection copy ------------------------------------------------------------------------------------------
+# Separators people put inside a number: whitespace, dashes (Unicode Pd), dots, slashes, underscores, middle dots.
+_SEPARATORS = frozenset(" \t\r\n\f\v.-/\\_·・‧")
+# Digit-like characters, for the cheap pre-check: decimal digits of any script (\d: ASCII, full-width, Arabic-Indic,
+# mathematical...), super/subscripts, circled/parenthesized/full-stop digits (①⑴⒈⓪⓵), dingbat digits (❶➀➊).
+_DIGITISH = re.compile("[\\d\u00b2\u00b3\u00b9\u2070\u2074-\u2079\u2080-\u2089\u2460-\u249b\u24ea-\u24ff"
+                       "\u2776-\u2793\u3251-\u325f\u32b1-\u32bf\U0001f100-\U0001f10a]")
+_SEP = " "  # a run of separators in the detection copy
 
-_NEEDS_MAP = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_FULLWIDTH)) + "]")
 
-# Cheap pre-check on the ORIGINAL text: every pattern below needs at least 11 digits joined by at most one separator
-# each (phone: 11, legacy ID: 15, keyword bank number: 12). Most questions have no such run and return at once.
-_SEP_CHARS = " \\-\u3000\u00a0\uff0d\u2010-\u2015\u2212"
-_PRECHECK = re.compile(rf"[0-9０-９](?:[{_SEP_CHARS}]?[0-9０-９]){{10}}")
+def _detection_copy(text: str) -> tuple[str, list[int]]:
+    """The text as matching sees it, and for each of its characters the index of the original character.
 
-# Patterns start with a lookahead on the first character: it lets the regex engine skip non-candidates quickly.
-_ID18 = re.compile(
-    r"(?=[1-9])(?<![0-9])"
-    r"[1-9](?:[ -]?[0-9]){16}[ -]?[0-9Xx]"  # 18 characters, optional single separators anywhere
-    r"(?![0-9])",
-    re.ASCII,
-)
+    NFKC per character with every digit made ASCII (full-width, circled ①, dingbat ❶, other scripts); invisible
+    characters (zero-width space/joiners, word joiner, BOM, soft hyphen, variation selectors, keycap marks) are
+    dropped, so "138\u2060" + "1234" reads as one group; every run of visible separators (see `_SEPARATORS`,
+    ideographic space and full-width dots/dashes/slashes after NFKC) becomes one space. All other characters stay
+    (one for one when their NFKC form is longer), so they keep numbers apart.
+    """
+    out: list[str] = []
+    origin: list[int] = []
+    last_sep = False
+    for i, ch in enumerate(text):
+        if ch.isascii():
+            forms = ch
+        else:
+            cat = unicodedata.category(ch)
+            if cat in ("Cf", "Mn", "Me"):  # invisible, or a mark on the digit before it
+                continue
+            if ch.isspace() or cat == "Pd":
+                forms = " "
+            else:
+                forms = unicodedata.normalize("NFKC", ch)
+                if not (forms.isascii() and forms.strip("0123456789.-/() ") == ""):
+                    digit = unicodedata.digit(ch, None)
+                    forms = str(digit) if digit is not None else (forms if len(forms) == 1 else ch)
+        for f in forms:
+            if f in _SEPARATORS:
+                if not last_sep:
+                    out.append(_SEP)
+                    origin.append(i)
+                last_sep = True
+            else:
+                out.append(f)
+                origin.append(i)
+                last_sep = False
+    return "".join(out), origin
+
+
+# Every pattern runs on the detection copy, where the only separator is one space, and is anchored to group edges:
+# not preceded by a digit, not followed by one. A number the user wrote as one group is never split, and a match
+# never glues a digit group to the part of another number (a 20-digit order number, "2024.01.15 13812345678").
+_ID18 = re.compile(r"(?=[1-9])(?<![0-9])[1-9](?: ?[0-9]){16} ?[0-9Xx](?![0-9Xx])", re.ASCII)
 _ID15 = re.compile(r"(?=[1-9])(?<![0-9])[1-9][0-9]{14}(?![0-9])", re.ASCII)
-_BANK_KEYWORD = r"(?:银行卡|卡号|账号)(?:号码|号|码)?[\s:：是为]*"
-_BANK_CONTEXT = re.compile(
-    rf"{_BANK_KEYWORD}(?P<num>[0-9](?:[ -]?[0-9]){{11,18}})(?![ -]?[0-9])",
-    re.ASCII,
-)
+_BANK_KEYWORD = r"(?:银行卡|卡号|账号)(?:号码|号|码)?[ :是为]*"
+_BANK_CONTEXT = re.compile(rf"{_BANK_KEYWORD}(?P<num>[0-9](?: ?[0-9]){{11,18}})(?![0-9])", re.ASCII)
 _BANK_KEYWORD_BEFORE = re.compile(rf"{_BANK_KEYWORD}\Z", re.ASCII)
-_BANK_LUHN = re.compile(
-    r"(?=[0-9])(?<![0-9])"
-    r"(?:[0-9]{16,19}|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{1,3})?)"
-    r"(?![0-9])",
-    re.ASCII,
-)
+# Up to 19 digits from a group start to a group end; the acceptor picks the card inside (see _accept_luhn).
+_DIGIT_RUN = re.compile(r"(?=[0-9])(?<![0-9])[0-9](?: ?[0-9]){15,18}(?![0-9])", re.ASCII)
 _PHONE = re.compile(
-    r"(?=[+081])(?<![0-9+])"
-    r"(?:(?:\+|00)?86[ -]?)?"
-    r"1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}"
+    r"(?=[+(081])(?<![0-9+])"
+    r"(?:\(?(?:\+|00)?86\)? ?)?"
+    r"(?P<num>1 ?[3-9](?: ?[0-9]){9})"
     r"(?![0-9])",
     re.ASCII,
 )
@@ -122,7 +146,6 @@ _NOT_DIGIT = re.compile(r"[^0-9Xx]", re.ASCII)
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _BLANK = "\x00"  # what a masked span becomes in the working copy: not a digit, separator or keyword character
-
 
 @dataclass(frozen=True)
 class Masked:
@@ -169,55 +192,99 @@ def _bank_keyword_before(work: str, start: int) -> bool:
     return _BANK_KEYWORD_BEFORE.search(work, max(0, start - 12), start) is not None
 
 
-def _accept_id18(work: str, m: re.Match[str]) -> str | None:
+Found = tuple[str, int, int]  # (kind, start, end) in the detection copy
+
+
+# First two digits of a resident ID: the province (GB/T 2260), or 9 for foreigners' permanent residence IDs.
+_PROVINCES = frozenset("11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 "
+                       "65 71 81 82 83".split())
+
+
+def _accept_id18(work: str, m: re.Match[str]) -> Found | None:
     digits = _NOT_DIGIT.sub("", m.group())
     if not _id18_date_shaped(digits):
         return None
+    if _SEP in m.group() and digits[:2] not in _PROVINCES and digits[0] != "9":
+        return None  # pieces of several numbers ("123456 2024.01.15 1234"), not an ID written in groups
     if _bank_keyword_before(work, m.start()) and id_check_digit(digits[:17]) != digits[17].upper():
-        return "bank"
-    return "id"
+        return "bank", m.start(), m.end()
+    return "id", m.start(), m.end()
 
 
-def _accept_id15(work: str, m: re.Match[str]) -> str | None:
+def _accept_id15(work: str, m: re.Match[str]) -> Found | None:
     d = m.group()
     if not _real_date(1900 + int(d[6:8]), int(d[8:10]), int(d[10:12])):
         return None
-    return "bank" if _bank_keyword_before(work, m.start()) else "id"
+    return ("bank" if _bank_keyword_before(work, m.start()) else "id"), m.start(), m.end()
 
 
-def _accept_luhn(work: str, m: re.Match[str]) -> str | None:
-    return "bank" if luhn_ok(_NOT_DIGIT.sub("", m.group())) else None
+def _card_grouping(sizes: list[int]) -> bool:
+    """How card numbers are written: one group, groups of four (the last may have 1-3 digits), 6 + the rest, or
+    digit by digit."""
+    if len(sizes) == 1 or max(sizes) == 1:
+        return True
+    if sizes[:4] == [4, 4, 4, 4]:
+        return len(sizes) == 4 or (len(sizes) == 5 and sizes[4] <= 3)
+    return len(sizes) == 2 and sizes[0] == 6
 
 
-# (pattern, acceptor -> kind or None, group to mask), in priority order: IDs, bank numbers, phones.
+def _accept_luhn(work: str, m: re.Match[str]) -> Found | None:
+    # The run holds up to 19 digits from a group start to a group end; try its group-aligned prefixes that are
+    # 16-19 digits long and written like a card, longest first.
+    groups = m.group().split(_SEP)
+    sizes = [len(g) for g in groups]
+    for n in range(len(groups), 0, -1):
+        total = sum(sizes[:n])
+        if 16 <= total <= 19 and _card_grouping(sizes[:n]) and luhn_ok("".join(groups[:n])):
+            return "bank", m.start(), m.start() + total + n - 1
+    return None
+
+
+def _accept_bank_context(work: str, m: re.Match[str]) -> Found | None:
+    return "bank", m.start("num"), m.end("num")
+
+
+def _accept_phone(work: str, m: re.Match[str]) -> Found | None:
+    # 3-4-4, 4-3-4, 3-8, 7-4 ...: groups of 3 digits or more; or every digit on its own. Not 2-digit groups, which
+    # is how lists of small numbers look.
+    sizes = {len(g) for g in m.group("num").split(_SEP)}
+    if min(sizes) >= 3 or sizes == {1}:
+        return "phone", m.start(), m.end()
+    return None
+
+
+# (pattern, acceptor), in priority order: IDs, bank numbers, phones.
 _STAGES = (
-    (_ID18, _accept_id18, 0),
-    (_ID15, _accept_id15, 0),
-    (_BANK_CONTEXT, lambda work, m: "bank", "num"),
-    (_BANK_LUHN, _accept_luhn, 0),
-    (_PHONE, lambda work, m: "phone", 0),
+    (_ID18, _accept_id18),
+    (_ID15, _accept_id15),
+    (_BANK_CONTEXT, _accept_bank_context),
+    (_DIGIT_RUN, _accept_luhn),
+    (_PHONE, _accept_phone),
 )
 
 
 def mask_pii(text: str) -> Masked:
     """Mask resident IDs, bank card numbers and mobile numbers in `text` (see the module docstring for the rules)."""
     counts = {"id": 0, "phone": 0, "bank": 0}
-    if not text or _PRECHECK.search(text) is None:
+    if not text or len(_DIGITISH.findall(text)) < 11:  # every pattern needs 11 digits or more
         return Masked(text, counts)
 
-    work = text.translate(_FULLWIDTH) if _NEEDS_MAP.search(text) else text  # same length as `text`
+    work, origin = _detection_copy(text)
     spans: list[tuple[int, int, str]] = []
-    for pattern, accept, group in _STAGES:
+    for pattern, accept in _STAGES:
         # Like finditer, but a rejected candidate does not hide candidates that start inside it
         # ("1 110105194912310021" must still find the ID that starts at the third character).
         pos = 0
         while (m := pattern.search(work, pos)) is not None:
-            kind = accept(work, m)
-            if kind is None:
+            found = accept(work, m)
+            if found is None:
                 pos = m.start() + 1
                 continue
-            start, end = m.span(group)
-            spans.append((start, end, kind))
+            kind, start, end = found
+            stop = origin[end - 1] + 1
+            while stop < len(text) and unicodedata.category(text[stop]) in ("Mn", "Me", "Cf"):
+                stop += 1  # keycap / variation marks and invisible characters after the last digit go with it
+            spans.append((origin[start], stop, kind))
             counts[kind] += 1
             work = work[:start] + _BLANK * (end - start) + work[end:]
             pos = end

@@ -240,6 +240,139 @@ def test_long_digit_soup_is_not_slow():
     assert time.perf_counter() - start < 1.0
 
 
+# --- numbers typed in other ways (issue 12.4) ---------------------------------------------------------------
+# A generator of valid numbers (independent of the module) and of the ways people and tools write them.
+
+PROVINCE_REGIONS = ["110105", "130102", "310104", "440305", "510107", "650102", "130602"]
+
+
+def gen_id(rng) -> str:
+    year = rng.randint(1930, 2020)
+    month = rng.randint(1, 12)
+    day = rng.randint(1, 28)
+    return make_id(rng.choice(PROVINCE_REGIONS), f"{year:04d}{month:02d}{day:02d}", f"{rng.randint(0, 999):03d}")
+
+
+def gen_phone(rng) -> str:
+    return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
+
+
+def gen_card(rng) -> str:
+    length = rng.choice([16, 19])
+    prefix = rng.choice(["622202", "621700", "622848", "436742", "625965"])
+    body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
+    return make_card(body, length)
+
+
+def groups(number: str, sizes: list[int]) -> list[str]:
+    out, pos = [], 0
+    for n in sizes:
+        out.append(number[pos:pos + n])
+        pos += n
+    if pos < len(number):
+        out.append(number[pos:])
+    return out
+
+
+CIRCLED = dict(zip("0123456789", "⓪①②③④⑤⑥⑦⑧⑨"))
+DINGBAT = dict(zip("0123456789", "⓿❶❷❸❹❺❻❼❽❾"))
+MATH = {d: chr(0x1D7CE + int(d)) for d in "0123456789"}  # mathematical bold digits
+SEPARATORS = [".", "/", "-", " ", "  ", "\u3000", "\u00a0", "．", "／", "－", "—", "_", "·", " - ", "\u2060",
+              "\u200b", "\u200b \u200b"]
+
+
+def spellings(number: str, sizes: list[int], rng) -> list[str]:
+    """Ways to write ``number`` in the groups ``sizes``."""
+    parts = groups(number, sizes)
+    ways = [sep.join(parts) for sep in SEPARATORS]
+    ways.append("".join(fullwidth(p) if i % 2 else p for i, p in enumerate(parts)))  # full-width mixed, glued
+    ways.append(" ".join(fullwidth(p) if i % 2 == 0 else p for i, p in enumerate(parts)))
+    ways.append(".".join(fullwidth(p) for p in parts))
+    ways.append("\u200b".join(number))  # a zero-width space between every character
+    ways.append("".join(c + "\u2060" for c in number))  # word joiners
+    if number[-1] not in "Xx":
+        ways.append("".join(CIRCLED[c] for c in number))
+        ways.append("".join(DINGBAT[c] for c in number))
+        ways.append("".join(MATH[c] for c in number))
+        ways.append("".join(c + "\ufe0f\u20e3" for c in number))  # keycaps
+        ways.append(" ".join(CIRCLED[c] if rng.random() < 0.5 else c for c in number))
+    return ways
+
+
+def _mask_expect(text: str, raw: str, placeholder: str) -> None:
+    m = mask_pii(f"我的号码是{text}，电子社保卡怎么办？")
+    assert m.text == f"我的号码是{placeholder}，电子社保卡怎么办？", (text, m.text)
+    digits_left = "".join(ch for ch in m.text if ch.isdigit())
+    assert raw[:7] not in digits_left
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ids_in_any_format_are_masked(seed):
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(5):
+        number = gen_id(rng)
+        for sizes in ([18], [6, 8, 4], [4, 4, 4, 4, 2], [3, 3, 4, 4, 4], [6, 4, 4, 4]):
+            for way in spellings(number, sizes, rng):
+                _mask_expect(way, number, ID)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_phones_in_any_format_are_masked(seed):
+    import random
+
+    rng = random.Random(100 + seed)
+    for _ in range(5):
+        number = gen_phone(rng)
+        for sizes in ([11], [3, 4, 4], [4, 3, 4], [3, 8], [7, 4]):
+            for way in spellings(number, sizes, rng):
+                _mask_expect(way, number, PHONE)
+                _mask_expect("+86 " + way, number, PHONE)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cards_in_any_format_are_masked(seed):
+    import random
+
+    rng = random.Random(200 + seed)
+    for _ in range(5):
+        number = gen_card(rng)
+        for sizes in ([len(number)], [4, 4, 4, 4], [6]):
+            for way in spellings(number, sizes, rng):
+                _mask_expect(way, number, BANK)
+
+
+def test_a_phone_after_a_date_is_found_and_the_date_kept():
+    assert mask_pii("2024.01.15 13812345678").text == f"2024.01.15 {PHONE}"
+    assert mask_pii("2024/01/15，138.1234.5678").text == f"2024/01/15，{PHONE}"
+
+
+NOT_PERSONAL_OTHER_FORMATS = [
+    "2024.01.15",
+    "2024/01/15 12:30",
+    "2024.01.15-2024.02.15",  # two dates: 16 digits, not written like a card
+    "2024-01-15 至 2024-12-31 期间 12333",
+    "有效期 2020.01.01-2030.01.01",
+    "金额 1,234,567.89 元",
+    "12,345,678,901 元",
+    "服务器 192.168.100.100",
+    "版本 13.8.1234.5678",  # 1-digit group inside: not a phone grouping
+    "13 81 23 45 678",  # two-digit groups: a list of numbers
+    "订单 563456 2024.01.15 1234",  # 18 digits with a date inside, but no province code
+    "订单号 2024 0115 1234 5678 9012",  # 20 digits in groups of 4
+    "第１２３３３号",
+    "①②③ 三个步骤",
+    "热线 12333，95566",
+]
+
+
+@pytest.mark.parametrize("text", NOT_PERSONAL_OTHER_FORMATS)
+def test_non_personal_numbers_in_other_formats_are_left_alone(text):
+    m = mask_pii(text)
+    assert m.text == text and m.total == 0
+
+
 # --- pseudonymous ids --------------------------------------------------------------------------------------------
 
 
@@ -311,3 +444,70 @@ def test_empty_secret_file_is_replaced(tmp_path):
     assert len(value) == 64
     assert path.read_bytes().strip() == value
     assert _mode(path) == 0o600
+
+
+# --- every place a question goes (issue 12.4) ------------------------------------------------------------------
+async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(subprocess_env, tmp_path):
+    """`faqbot ask --json --log` with the LLM on the loopback fake: the printed question and normalized key, the
+    stored question and normalized columns, the request the LLM server received, and `logs export` (CSV and
+    JSONL) hold no raw number, whichever way it was typed."""
+    import asyncio
+    import json
+    import sqlite3
+    import sys
+
+    from tests.conftest import REPO
+    from tests.fakes.openai_server import FakeOpenAI, reply
+
+    phone, card, ident = "13812345678", CARD16, VALID_ID
+    questions = [
+        "我的手机 138.1234.5678 收不到验证码怎么办",
+        "手机号 1381 234 5678，换了手机号电子社保卡怎么办",
+        f"卡号 {'/'.join(group4(card).split())} 绑定不了怎么办",
+        f"身份证 {ident[:6]}\u200b{ident[6:14]}\u2060{ident[14:]} 查无此人怎么回事",
+        "电话 ①③⑧①②③④⑤⑥⑦⑧ 办这个东西要不要收钱",
+        f"我的身份证是{fullwidth(ident[:9])}.{ident[9:]}，电话１３８ 1234　5678，这东西收费吗",
+    ]
+    raws = [phone, card, ident, ident[:6] + ident[6:14], "1234 5678", "1234.5678", "1234　5678", "234 5678"]
+
+    async def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else b""), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    def assert_clean(text: str, where: str) -> None:
+        flat = "".join(ch for ch in text if ch.isdigit())
+        for raw in raws:
+            assert raw not in text, (where, raw)
+        for raw in (phone, card, ident[:17]):
+            assert raw not in flat, (where, raw)
+
+    async with FakeOpenAI() as fake:
+        fake.script(*[reply("可以在河北人社APP申领。[来源: apply]") for _ in questions])
+        env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_MODEL="m", FAQBOT_LLM_MAX_RETRIES="0",
+                   FAQBOT_SECRET="pseudonym-secret-for-tests")
+        code, out, err = await run("ask", "--json", "--log", stdin="\n".join(questions) + "\n")
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert len(rows) == len(questions)
+        for row in rows:
+            assert_clean(row["question"] + row["normalized"], "ask --json")
+            assert any(p in row["question"] for p in (ID, PHONE, BANK)), row["question"]
+        assert fake.requests, "no question reached the LLM"
+        for request in fake.requests:
+            assert_clean(json.dumps(request, ensure_ascii=False), "LLM request")
+
+    db = subprocess_env["FAQBOT_DB"]
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT question, normalized FROM turns").fetchall()
+    conn.close()
+    assert len(stored) == len(questions)
+    for question, normalized in stored:
+        assert_clean(question + normalized, "database")
+    for fmt in ("csv", "jsonl"):
+        code, out, err = await run("logs", "export", "--db", db, "--format", fmt)
+        assert code == 0, err
+        assert "手机" in out
+        assert_clean(out, f"export {fmt}")
