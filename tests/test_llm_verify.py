@@ -25,6 +25,7 @@ async def test_supported_answer_is_shown_after_the_second_call(fake, make):
     assert final.guard == "pass" and final.text.startswith(GOOD_BODY)
     first, second = fake.requests
     assert first["stream"] is True and second["stream"] is False
+    assert first["max_tokens"] == 400 and second["max_tokens"] == 200  # the verifier's call is short
     fmt = second["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "unsupported_claims"
     user = second["messages"][1]["content"]

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("faqbot.llm")
 
 HISTORY_ANSWER_CHARS = 300  # earlier answers are cut to this length in the prompt
+VERIFY_MAX_TOKENS = 200  # the verifier lists claims; it needs no more (reasoning models get their own limit)
 # Entries whose rules are specific to Hebei (channels, provincial platform): the answer gets the province note.
 PROVINCE_RE = re.compile(r"河北|衡水|省")
 # A short question, or one that opens/ends like a follow-up, is read together with the previous question.
@@ -427,7 +428,8 @@ class LLMFallback:
         elif self.settings.llm_response_format == "json_object":
             fmt = {"type": "json_object"}
         try:
-            completion = await self.client.complete(messages, deadline=deadline, response_format=fmt)
+            completion = await self.client.complete(messages, deadline=deadline, response_format=fmt,
+                                                    max_tokens=VERIFY_MAX_TOKENS)
         except LLMError as err:
             return f"error:{err.kind}"
         return verifier_problem(completion.text)
