@@ -10,25 +10,44 @@ PROMPT = "您的问题> "
 HISTORY = Path(os.environ.get("FAQBOT_HISTORY", Path.home() / ".faqbot_history"))
 
 
-def _setup_readline() -> None:
+def _setup_readline():
+    """Line editing and a history file that never holds a raw ID, phone or card number; returns the module."""
     try:
         import readline
     except ImportError:  # not available on every platform; input() still works
-        return
+        return None
+    from bot.privacy import mask_pii
+
+    readline.set_auto_history(False)  # lines are added masked, by _remember
     try:
         readline.read_history_file(HISTORY)
     except OSError:
         pass
+    # A history written before masking existed may hold raw numbers: mask what was loaded (saved back on exit).
+    for i in range(readline.get_current_history_length()):
+        item = readline.get_history_item(i + 1)  # 1-based, unlike replace_history_item
+        if item and (masked := mask_pii(item).text) != item:
+            readline.replace_history_item(i, masked)
     readline.set_history_length(500)
     import atexit
 
     def _save() -> None:
         try:
             readline.write_history_file(HISTORY)
+            os.chmod(HISTORY, 0o600)
         except OSError:
             pass
 
     atexit.register(_save)
+    return readline
+
+
+def _remember(readline, line: str) -> None:
+    """Add ``line`` to the shell history with personal numbers masked (the answer says they are not kept)."""
+    from bot.privacy import mask_pii
+
+    if readline is not None and line.strip():
+        readline.add_history(mask_pii(line).text)
 
 
 async def run_console(settings, *, stdin=None, stdout=None) -> int:
@@ -53,14 +72,16 @@ async def run_console(settings, *, stdin=None, stdout=None) -> int:
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     conv = Conversation(channel="console", chat_id="console", chat_type="console", user_id=os.environ.get("USER", "console"))
     loop = asyncio.get_running_loop()
+    readline = None
     try:
         if interactive:
-            _setup_readline()
+            readline = _setup_readline()
             stdout.write(texts.WELCOME.replace("点击下方的话题", "输入 /faq 查看全部问题") + "\n（输入 /quit 或按 Ctrl-D 退出）\n")
         while True:
             try:
                 if interactive:
                     line = await loop.run_in_executor(None, input, PROMPT)
+                    _remember(readline, line)
                 else:
                     line = await loop.run_in_executor(None, stdin.readline)
                     if line == "":
