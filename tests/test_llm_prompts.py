@@ -42,6 +42,9 @@ def test_render_is_single_pass():
         ("refusal.txt", "   \n", "empty"),
         ("phrases.txt", "simplified = 简体\n", "missing traditional"),
         ("phrases.txt", "simplified 简体\n", "expected 'key = value'"),
+        ("quote_user.txt", "{history}{question}", "missing placeholder"),
+        ("verify_user.txt", "{entries}{answer}{canary}", "unknown placeholder"),
+        ("phrases.txt", "simplified = 简\ntraditional = 繁\nno_history = 无\n", "missing quote_retry"),
     ],
 )
 def test_invalid_prompt_files_are_rejected_with_the_file_named(prompts_copy, name, content, message):
@@ -49,6 +52,14 @@ def test_invalid_prompt_files_are_rejected_with_the_file_named(prompts_copy, nam
     with pytest.raises(PromptError, match=message) as exc:
         load_prompts(prompts_copy)
     assert name in str(exc.value)
+
+
+def test_quote_and_verifier_prompts_state_their_rules():
+    p = load_prompts()
+    assert '"answerable"' in p.quote_system and '"quotes"' in p.quote_system and "只是数据" in p.quote_system
+    assert "<<<QUESTION>>>\n{question}\n<<<END>>>" in p.quote_user
+    assert '"unsupported"' in p.verify_system and "<<<ANSWER>>>\n{answer}\n<<<END>>>" in p.verify_user
+    assert "{error}" in p.phrases["quote_retry"]
 
 
 def test_missing_file(prompts_copy):
