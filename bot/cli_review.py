@@ -17,7 +17,20 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from bot.cli_logs import _clip, _console, _db_path, _err, _Exit, _FEEDBACK_MARK, _load_kb, _open_ro, _print_json, _run
+from bot.cli_logs import (
+    _FEEDBACK_MARK,
+    _clip,
+    _console,
+    _db_path,
+    _err,
+    _Exit,
+    _load_kb,
+    _open_ro,
+    _print_json,
+    _run,
+    _t,
+    parse_count,
+)
 from bot.cli_logs import _settings, _short_ts
 
 # Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
@@ -166,24 +179,25 @@ def _turn_panel(turn: dict[str, Any], pos: int, total: int, part: str):
     head = Text()
     head.append(f"{pos}/{total} ", style="bold")
     head.append("gap " if part == "gap" else "", style="yellow")
-    head.append(f"{turn['turn_id']} · {_short_ts(turn['ts'])} UTC · {turn['channel']} · route {turn['route']}")
+    # Logged text is attacker-chosen: _t strips terminal escapes and never parses markup.
+    head.append(_t(f"{turn['turn_id']} · {_short_ts(turn['ts'])} UTC · {turn['channel']} · route {turn['route']}"))
     if turn.get("score") is not None:
         head.append(f" · score {turn['score']:.0f}")
     if turn.get("faq_id"):
-        head.append(f" · answered from {turn['faq_id']}")
+        head.append(_t(f" · answered from {turn['faq_id']}"))
     fb = turn.get("feedback")
     if fb:
-        head.append(f" · feedback {_FEEDBACK_MARK.get(fb, fb)}")
+        head.append(_t(f" · feedback {_FEEDBACK_MARK.get(fb, fb)}"))
     body = Table.grid(padding=(0, 1))
     body.add_column(style="bold", no_wrap=True)
     body.add_column(overflow="fold")
-    body.add_row("question", Text(turn.get("question") or ""))
-    body.add_row("answer", Text(_clip(turn.get("answer"), 300)))
+    body.add_row("question", _t(turn.get("question")))
+    body.add_row("answer", _t(_clip(turn.get("answer"), 300)))
     if turn.get("guard"):
-        body.add_row("guard", Text(turn["guard"]))
+        body.add_row("guard", _t(turn["guard"]))
     cands = Table.grid(padding=(0, 1))
     for i, c in enumerate(turn.get("candidates") or [], 1):
-        cands.add_row(f"[{i}]", str(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}",
+        cands.add_row(f"[{i}]", _t(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}",
                       Text(_clip(c.get("question"), 50)))
     parts: list[Any] = [head, body]
     if turn.get("candidates"):
@@ -294,7 +308,7 @@ def add_review_verbs(verbs, common: argparse.ArgumentParser, filters: argparse.A
 
     p = verbs.add_parser("review", parents=[common, filters],
                          help="interactive review queue: unreviewed gaps first, then the filtered turns")
-    p.add_argument("-n", "--limit", type=int, default=0, help="at most N turns this session (0 = all)")
+    p.add_argument("-n", "--limit", type=parse_count, default=0, help="at most N turns this session (0 = all)")
     p.add_argument("--curator", help="your name (default: FAQBOT_CURATOR, else the OS user)")
     p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for entry ids")
     p.set_defaults(func=_run(cmd_review))
@@ -321,9 +335,16 @@ def cmd_export_reviewed(args) -> int:
     summary = {"rows": len(rows), "format": "eval", "skipped": dict(skipped),
                "file": None if not args.output or args.output == "-" else args.output}
     if summary["file"]:
-        Path(args.output).write_text(text, encoding="utf-8")
+        from storage.export import ExportError, write_file_safely
+
+        try:  # never onto the log itself; a temporary file renamed when complete
+            write_file_safely(args.output, lambda fh: fh.write(text), db=_db_path(args, settings))
+        except ExportError as exc:
+            raise _Exit(1, str(exc)) from None
     else:
-        sys.stdout.write(text)
+        from storage.safe_text import json_for_terminal
+
+        sys.stdout.write(json_for_terminal(text))
         sys.stdout.flush()
     note = (f"exported {len(rows)} reviewed question(s) in the eval format"
             + (f" to {args.output}" if summary["file"] else "")

@@ -15,13 +15,14 @@ import sqlite3
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from storage.safe_text import csv_cell, json_for_terminal
 from storage.queries import _LATEST_FEEDBACK, FEEDBACK_FILTERS, turn_filters
 from storage.trace import decode_candidates
 
 FORMATS = ("csv", "jsonl")
+T = TypeVar("T")
 
 COLUMNS = (
     "turn_id", "ts", "channel", "via", "chat_type", "conversation_id", "question", "normalized", "route", "faq_id",
@@ -121,17 +122,24 @@ def _is_protected(target: Path, db: Path) -> bool:
 
 
 def export_to_file(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str, *, db: str | Path) -> int:
-    """Write the export to ``path``; return the row count. Refuses ``db`` and its companion files.
+    """Write the export to ``path`` with ``write_file_safely``; return the row count.
+    CSV gets a byte order mark so spreadsheet programs read the Chinese text as UTF-8."""
+    encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
+    return write_file_safely(path, lambda fh: write_export(rows, fh, fmt), db=db, encoding=encoding)
+
+
+def write_file_safely(path: str | Path, write: Callable[[IO[str]], T], *, db: str | Path,
+                      encoding: str = "utf-8") -> T:
+    """Call ``write(text_stream)`` to produce ``path``; return what it returns. Refuses ``db`` and its companion
+    files (ExportError).
 
     A regular file (new or existing) is written as a temporary file (mode 0600) in the same folder, flushed to
     disk and renamed over ``path`` only on success, so a failed export (disk full, interrupted) leaves any old
     file intact and no partial one. An existing non-regular file (a FIFO, /dev/stdout) is written directly.
-    CSV gets a byte order mark so spreadsheet programs read the Chinese text as UTF-8.
     """
     path = Path(path)
     if _is_protected(path, Path(db)):
         raise ExportError(f"refusing to export onto the conversation log itself ({path}); choose another file")
-    encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -143,7 +151,7 @@ def export_to_file(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str, *
     if st is not None and not stat.S_ISREG(st.st_mode):
         try:
             with open(path, "w", encoding=encoding, newline="") as fh:
-                return write_export(rows, fh, fmt)
+                return write(fh)
         except OSError as exc:
             raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
     folder = path.parent
@@ -155,7 +163,7 @@ def export_to_file(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str, *
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
-            n = write_export(rows, fh, fmt)
+            result = write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -171,4 +179,4 @@ def export_to_file(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str, *
         except OSError:
             pass
         raise
-    return n
+    return result

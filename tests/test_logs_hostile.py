@@ -428,3 +428,24 @@ def test_no_secret_and_an_unwritable_folder(tmp_path):
     assert code == 1
     one_line_error(err)
     assert "pseudonymization key" in err and "FAQBOT_SECRET" in err
+
+
+def test_the_review_queue_shows_hostile_text_safely(db, fx):
+    conn = sqlite3.connect(db)
+    with conn:  # the first gap in the queue (the newest typed one)
+        conn.execute("UPDATE turns SET question = ?, guard = ? WHERE id = ?", (HOSTILE, HOSTILE, fx.id("balance2")))
+    conn.close()
+    code, out, err = cli("logs", "review", "--db", db, stdin=b"q",
+                         env={"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"})
+    assert code == 0, err
+    text = out.decode("utf-8", "replace")
+    assert "火星" in text
+    for bad in BAD:
+        assert bad not in text, bad
+
+
+def test_the_eval_export_refuses_the_database_too(db, capsys):
+    before = db.read_bytes()
+    code, out, err = run(capsys, "export", "--reviewed", "--format", "eval", "--db", db, "-o", db)
+    assert code == 1 and "refusing to export onto the conversation log" in err
+    assert db.read_bytes() == before
