@@ -432,8 +432,8 @@ def test_no_secret_and_an_unwritable_folder(tmp_path):
 
 def test_the_review_queue_shows_hostile_text_safely(db, fx):
     conn = sqlite3.connect(db)
-    with conn:  # the first gap in the queue (the newest typed one)
-        conn.execute("UPDATE turns SET question = ?, guard = ? WHERE id = ?", (HOSTILE, HOSTILE, fx.id("balance2")))
+    with conn:  # every turn, so whichever the queue shows first is hostile
+        conn.execute("UPDATE turns SET question = ? || question, guard = ?", (HOSTILE, HOSTILE))
     conn.close()
     code, out, err = cli("logs", "review", "--db", db, stdin=b"q",
                          env={"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"})
