@@ -310,10 +310,10 @@ class Matcher:
                 for j, (q, w, c) in enumerate(zip(queries, qweights, commons))]
 
     # -- routing ----------------------------------------------------------------------------------
-    def partial_aspect(self, q: str, entry: Entry) -> Aspect | None:
+    def partial_aspect(self, q: str, entry: Entry, mode: str | None = None) -> Aspect | None:
         """The first half-covered detail (partial.toml) the normalized question `q` asks about next to `entry`."""
         for aspect, words, unless in self.aspects:
-            if aspect.entries and entry.id not in aspect.entries:
+            if (mode and aspect.mode != mode) or (aspect.entries and entry.id not in aspect.entries):
                 continue
             if any(w in q for w in words) and not any(u in q for u in unless):
                 return aspect
@@ -362,9 +362,12 @@ class Matcher:
         anchored = not self.anchors or any(a in q for a in self.anchors)
         second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)
         gap = top.score - (second.score if second else 0.0)
-        # Details the FAQ does not cover (partial.toml), looked for in the part of the question that was matched
-        # (background such as "我把银行卡冻结了" is not what is asked).
+        # Details the FAQ does not cover (partial.toml). Those that withhold a direct answer are looked for in the part
+        # of the question that was matched (background such as "我把银行卡冻结了" is not what is asked); those that
+        # only add a line under the answer, anywhere ("……后来找到了，但是已经挂失了，现在该怎么办").
         partial = self.partial_aspect(asked, top.entry)
+        if partial is None or partial.mode != "offer":
+            partial = self.partial_aspect(q, top.entry, mode="answer") or partial
         if partial is not None and partial.mode == "offer" and (top.score >= th.related or
                                                                 (not partial.entries and anchored)):
             # Tied to named entries: offer them. A detail of no entry (activating the physical card): say so only.

@@ -152,24 +152,32 @@ def test_eval_real_questions_meet_targets(tmp_path, subprocess_env):
             assert set(f["want"]) & set(f["shown"]), f
 
 
-def test_eval_useful_counts_related_questions_and_skips_ambiguous(tmp_path, settings, kb, answerer):
+def test_eval_useful_counts_related_questions_and_skips_ambiguous(tmp_path, settings, kb):
     """`useful` = correct direct answers + replies that show a right entry (clarify choices or related questions);
-    rows of kind "amb" are excluded from every count."""
-    related = answerer.match("绑银行卡之前要先干啥")
-    assert related.route is Route.NONE and related.choices, related  # precondition: related questions shown
-    hidden = [c.section for c in related.candidates[:3] if c not in related.choices]
-    assert hidden, related.candidates  # precondition: a top-3 entry scored too low to be shown
+    rows of kind "amb" are excluded from every count. With no direct answers and no choices allowed, every reply is
+    "out of scope" with related questions, so what they show decides."""
+    from bot.core import Answerer
+
+    strict = settings.model_copy(update={"direct_threshold": 101.0, "clarify_threshold": 101.0})
+    answerer = Answerer(strict, kb)
+    # A question whose reply shows related questions but leaves a top-3 entry out (scored below the related level).
+    q, reply, hidden = next((q, r, h) for q in ("人脸识别不通过", "社保卡有效期多久", "社保卡丢了怎么办", "新生儿社保卡怎么办")
+                            for r in [answerer.match(q)]
+                            for h in [[c.section for c in r.candidates[:3] if c not in r.choices]]
+                            if r.route is Route.NONE and r.choices and h)
     rows = [
-        {"q": "社保卡丢了怎么办", "sections": [9], "kind": "in"},  # direct-correct: useful
-        {"q": "绑银行卡之前要先干啥", "sections": [related.choices[0].section], "kind": "in"},  # related: useful
-        {"q": "绑银行卡之前要先干啥", "sections": hidden[:1], "kind": "in"},  # ranked, not shown
-        {"q": "社保卡丢了怎么办", "sections": [], "kind": "amb"},  # excluded, even though answered directly
+        {"q": q, "sections": [reply.choices[0].section], "kind": "in"},  # related: useful
+        {"q": q, "sections": hidden[:1], "kind": "in"},  # ranked, not shown
+        {"q": q, "sections": [], "kind": "amb"},  # excluded
+        {"q": q, "sections": [], "kind": "oos"},
     ]
-    r = evaluate(settings, kb, write_jsonl(tmp_path / "u.jsonl", rows))
-    assert (r["questions"], r["excluded"], r["in_scope"], r["out_of_scope"]) == (4, 1, 3, 0)
-    assert (r["direct_correct"], r["useful"], r["oos_direct"]) == (1, 2, 0)
-    assert r["useful_rate"] == pytest.approx(2 / 3)
+    r = evaluate(strict, kb, write_jsonl(tmp_path / "u.jsonl", rows))
+    assert (r["questions"], r["excluded"], r["in_scope"], r["out_of_scope"]) == (4, 1, 2, 1)
+    assert (r["direct_correct"], r["useful"], r["oos_direct"]) == (0, 1, 0)
+    assert r["useful_rate"] == pytest.approx(1 / 2)
     assert [f["problem"] for f in r["failures"]] == ["related", "not-direct"]
+    direct = {"q": "社保卡丢了怎么办", "sections": [9], "kind": "in"}
+    assert evaluate(settings, kb, write_jsonl(tmp_path / "d.jsonl", [direct, *rows[2:]]))["useful"] == 1
 
 
 def test_eval_cli_several_files_and_min_useful(tmp_path, subprocess_env):
