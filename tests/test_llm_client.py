@@ -84,3 +84,35 @@ def test_env_example_documents_every_setting():
     for name, field in Settings.model_fields.items():
         aliases = [a for a in field.validation_alias.choices if isinstance(a, str) and a.isupper()]
         assert aliases and aliases[0] in documented, name
+
+
+async def test_fake_server_applies_openai_request_rules():
+    """The fake refuses what OpenAI refuses, so the tests above can fail for the right reason."""
+    import openai
+
+    async with FakeOpenAI() as fake:
+        client = openai.AsyncOpenAI(base_url=fake.base_url + "/v1", api_key="k", max_retries=0)
+        msgs = [{"role": "user", "content": "问"}]
+        loose = {"type": "json_schema", "json_schema": {"name": "s", "strict": True, "schema": {
+            "type": "object", "properties": {"a": {"type": "string"}}, "required": []}}}
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.chat.completions.create(model="gpt-4o-mini", messages=msgs, response_format=loose)
+        assert exc.value.body["param"] == "response_format" and "additionalProperties" in exc.value.message
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.chat.completions.create(model="o4-mini", messages=msgs, max_tokens=10)
+        assert exc.value.body["param"] == "max_tokens" and "max_completion_tokens" in exc.value.message
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.chat.completions.create(model="gpt-5", messages=msgs, max_completion_tokens=10,
+                                                 temperature=0.1)
+        assert exc.value.body["param"] == "temperature"
+        fake.script(reply("好"))
+        ok = await client.chat.completions.create(model="o4-mini", messages=msgs, max_completion_tokens=10)
+        assert ok.choices[0].message.content == "好"
+        assert len(fake.calls) == 4 and fake.pending == 0  # refused requests consume no scripted answer
+        await client.close()
+    async with FakeOpenAI(response_formats=()) as fake:
+        client = openai.AsyncOpenAI(base_url=fake.base_url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.chat.completions.create(model="m", messages=msgs, response_format={"type": "json_object"})
+        assert exc.value.body["param"] == "response_format"
+        await client.close()
