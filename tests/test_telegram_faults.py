@@ -161,29 +161,44 @@ async def test_fault_storm_each_user_gets_exactly_one_answer(tmp_path, logs):
     assert "6222 0212" not in logs.text and "用户30" not in logs.text
 
 
-def test_getme_failures_are_one_line_and_fatal(tmp_path):
-    asyncio.run(_getme_failures(tmp_path))
+async def test_getme_through_a_failing_proxy_is_fatal_with_a_one_line_reason(tmp_path):
+    from bot.runner import TransportStartError
+
+    async with FakeBotAPI() as fake:
+        fake.fail("getMe", status=502, times=100)
+        settings = make_settings(tmp_path, fake)
+        services = await make_services(settings)
+        try:
+            with pytest.raises(TransportStartError) as info:
+                await run_telegram(services, settings, asyncio.Event(), options=TEST_OPTIONS, session=_session(fake))
+        finally:
+            await services.aclose()
+    message = str(info.value)
+    assert message == ("cannot reach the Telegram Bot API (getMe failed: UnreadableResponse, HTTP 502); "
+                       "check TELEGRAM_API_URL and the network")
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # nothing chained to print
+    assert len(fake.calls_to("getMe")) == 1 + TEST_OPTIONS.retry_attempts and not fake.calls_to("getUpdates")
 
 
-async def _getme_failures(tmp_path: Path) -> None:
+def test_a_refused_token_ends_faqbot_run_with_one_line_and_no_traceback(tmp_path):
+    asyncio.run(_refused_token(tmp_path))
+
+
+async def _refused_token(tmp_path: Path) -> None:
     async with FakeBotAPI() as fake:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
-        env.update(TELEGRAM_API_URL=fake.base_url, FAQBOT_DB=str(tmp_path / "run.db"), FAQBOT_SECRET="x" * 32,
-                   PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-        for token, fault, expected in (
-            ("42:AAWrongTokenWrongTokenWrongToken12345", None, "Telegram refused the bot token"),
-            (fake.token, 502, "cannot reach the Telegram Bot API (getMe failed: UnreadableResponse, HTTP 502)"),
-        ):
-            if fault:
-                fake.fail("getMe", status=fault, times=100)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", cwd=tmp_path, env=dict(env, TELEGRAM_BOT_TOKEN=token),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            stderr = err.decode()
-            assert proc.returncode == 1, stderr
-            assert "Traceback" not in stderr and "Caused" not in stderr, stderr
-            [line] = [ln for ln in stderr.splitlines() if "ERROR" in ln]
-            assert expected in line and "transport telegram cannot start" in line
-            assert token not in stderr and token.split(":", 1)[1] not in stderr
+        token = "42:AAWrongTokenWrongTokenWrongToken12345"
+        env.update(TELEGRAM_API_URL=fake.base_url, TELEGRAM_BOT_TOKEN=token, FAQBOT_DB=str(tmp_path / "run.db"),
+                   FAQBOT_SECRET="x" * 32, PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    stderr = err.decode()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    [line] = [ln for ln in stderr.splitlines() if "ERROR" in ln]
+    assert line.endswith("transport telegram cannot start: Telegram refused the bot token "
+                         "(getMe: 401 Unauthorized); check TELEGRAM_BOT_TOKEN")
+    assert token not in stderr and token.split(":", 1)[1] not in stderr
