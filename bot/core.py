@@ -185,6 +185,10 @@ class Answerer:
     def wants_llm(self, reply: Reply) -> bool:
         if self.llm is None or reply.reason in ("empty", "greeting", "thanks", "none-of-these", "chosen", "stale-choice"):
             return False
+        if reply.reason.startswith("partial:"):
+            # The question is about a detail the FAQ lacks (partial.toml): the honest line and the related entries
+            # are the answer; a model limited to the FAQ's text has nothing more to say and would only drop the line.
+            return False
         if reply.route is Route.NONE:
             return True
         return reply.route is Route.CLARIFY and self.settings.llm_for_clarify

@@ -379,3 +379,29 @@ def test_a_detail_of_no_entry_is_said_plainly(answerer):
     assert reply.text.startswith("常见问题没有说明实体社保卡")
     # Activating the *electronic* card is applying for it: answered.
     assert answerer.match("电子社保卡怎么激活？").faq_id == "apply"
+
+
+async def test_half_covered_reply_is_kept_from_the_llm(tmp_path, kb):
+    """With an LLM configured, a question about a detail the FAQ lacks still gets the honest line and the entries:
+    the model (limited to the FAQ's text) is not asked; an ordinary close call still goes to it."""
+    from bot.config import Settings
+    from bot.llm.fallback import LLMFallback
+    from tests.conftest import KNOWLEDGE_DIR
+    from tests.fakes.openai_server import FakeOpenAI, reply as llm_reply
+
+    async with FakeOpenAI() as server:
+        server.script(llm_reply("可以在河北人社APP申领电子社保卡。[来源: apply]"))
+        s = Settings(db=tmp_path / "faqbot.db", knowledge_dir=KNOWLEDGE_DIR, openai_base_url=server.base_url + "/v1",
+                     openai_api_key=None, openai_model="test-model", llm_timeout=2.0, llm_budget=5.0,
+                     llm_max_retries=0, telegram_bot_token=None, matrix_homeserver=None, transports=[])
+        llm = LLMFallback(s, kb)
+        try:
+            answerer = Answerer(s, kb, llm=llm)
+            final = await answerer.answer("补办一张社保卡要交多少钱", Conversation("test", "c1"))
+            assert final.route is Route.CLARIFY and final.reason == "partial:fee"
+            assert final.text.startswith("常见问题没有说明办理的费用")
+            assert server.requests == []
+            other = await answerer.answer("俺不会用手机弄电子社保卡，咋整", Conversation("test", "c2"))
+            assert other.route is Route.LLM and len(server.requests) >= 1  # the model was asked
+        finally:
+            await llm.aclose()

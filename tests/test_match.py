@@ -125,6 +125,14 @@ LOOK_ALIKES = [
     "银行卡怎么换绑手机号",
     "新生儿上户口要什么材料",
     "公交卡丢了怎么办",
+    # real-question kinds (issue 10): another card's family accounts, activation or passwords, places
+    "医保电子凭证怎么添加家人",
+    "电子医保凭证怎么激活",
+    "实体社保卡的金融功能密码忘了怎么办",
+    "新领的社保卡要去银行激活吗",
+    "身份证丢了在长沙怎么补办",
+    "银行卡被冻结了怎么解冻",
+    "公积金账户怎么绑定家人",
 ]
 
 
