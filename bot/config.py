@@ -78,12 +78,13 @@ class Settings(BaseSettings):
     matrix_user_id: str | None = Field(None, validation_alias=AliasChoices("MATRIX_USER_ID", "matrix_user_id"))
     matrix_access_token: SecretStr | None = Field(None, validation_alias=AliasChoices("MATRIX_ACCESS_TOKEN", "matrix_access_token"))
     matrix_password: SecretStr | None = Field(None, validation_alias=AliasChoices("MATRIX_PASSWORD", "matrix_password"))
+    matrix_admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("MATRIX_ADMIN_IDS", "matrix_admin_ids"))
     matrix_allowed: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("MATRIX_ALLOWED", "matrix_allowed"))
     # End-to-end encryption: None = on when the crypto dependency (python-olm) is installed (bot.matrix.app).
     matrix_e2ee: bool | None = Field(None, validation_alias=AliasChoices("MATRIX_E2EE", "matrix_e2ee"))
     transports: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("FAQBOT_TRANSPORTS", "transports"))
 
-    @field_validator("admin_ids", "matrix_allowed", "transports", mode="before")
+    @field_validator("admin_ids", "matrix_admin_ids", "matrix_allowed", "transports", mode="before")
     @classmethod
     def _split_csv(cls, v):
         # Accept "1,2,3" as well as JSON lists from the environment.

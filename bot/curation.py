@@ -6,6 +6,8 @@
   against the changed knowledge. ``write_plan`` writes it and marks the reviews applied.
 * ``draft_from_answer`` -- a curator's answer text for a gap cluster (Telegram / Matrix) becomes a draft.
 * ``eval_rows`` -- reviewed turns in the eval file format (``q``, ``sections``, ``kind``) for ``faqbot eval``.
+* Chat curation helpers shared by Telegram and Matrix: ``gap_listing``, ``label_cluster``, ``draft_for_cluster``,
+  ``turn_owner_and_question`` (blocking: run them in a thread).
 """
 from __future__ import annotations
 
@@ -272,3 +274,77 @@ def eval_rows(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str | None 
 def eval_jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps({"q": r["q"], "sections": r["sections"], "kind": r["kind"]}, ensure_ascii=False) + "\n"
                    for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ chat curation
+def gap_listing(db: Path, matcher: Matcher, limit: int) -> list[dict[str, Any]] | None:
+    """The top ``limit`` clusters of the gap inbox; None when there is no log yet."""
+    from storage.db import open_db_sync
+    from storage.gaps import gap_clusters
+
+    try:
+        conn = open_db_sync(db, readonly=True)
+    except FileNotFoundError:
+        return None
+    try:
+        return gap_clusters(conn, matcher, limit=limit)
+    finally:
+        conn.close()
+
+
+def cluster_questions(cluster: dict[str, Any]) -> list[str]:
+    return [q["question"] for q in cluster.get("questions") or []]
+
+
+def label_cluster(db: Path, cluster: dict[str, Any], verdict: str, faq_id: str | None, *, curator: str) -> int:
+    """Label every gap turn of a cluster still in the inbox; returns how many."""
+    from storage.db import open_db_sync
+
+    conn = open_db_sync(db, readonly=False)
+    try:
+        turns = reviews.open_gap_turns(conn, cluster_questions(cluster))
+        if turns:
+            reviews.add_reviews(conn, turns, verdict, curator=curator, faq_id=faq_id)
+        return len(turns)
+    finally:
+        conn.close()
+
+
+def draft_for_cluster(db: Path, kb: KnowledgeBase, cluster: dict[str, Any], answer: str, *,
+                      curator: str) -> tuple[str, str]:
+    """A curator's answer for a cluster becomes a draft entry; its open turns are reviewed as that new entry
+    (applied: the draft exists). Returns the draft id and its path relative to the knowledge folder."""
+    from storage.db import open_db_sync
+
+    conn = open_db_sync(db, readonly=False)
+    try:
+        turns = reviews.open_gap_turns(conn, cluster_questions(cluster))
+        draft, path = draft_from_answer(kb, cluster_questions(cluster), answer, turn_ids=turns, curator=curator)
+        if turns:
+            rows = reviews.add_reviews(conn, turns, "new-entry", curator=curator, faq_id=draft.id,
+                                       note="draft from chat")
+            reviews.mark_applied(conn, [r["id"] for r in rows])
+    finally:
+        conn.close()
+    try:
+        shown = str(path.relative_to(kb.directory))
+    except ValueError:
+        shown = path.name
+    return draft.id, shown
+
+
+def turn_owner_and_question(db: Path, turn_id: str) -> tuple[str | None, str | None] | None:
+    """(user pseudonym, masked question) of a logged turn, to check who may ask to be told about it."""
+    from storage.db import open_db_sync
+
+    try:
+        conn = open_db_sync(db, readonly=True)
+    except FileNotFoundError:
+        return None
+    try:
+        row = conn.execute(
+            "SELECT c.user_hash, t.question FROM turns t JOIN conversations c ON c.id = t.conversation_id "
+            "WHERE t.id = ?", (turn_id,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else (row[0], row[1])

@@ -20,6 +20,14 @@ from storage import subscriptions
 log = logging.getLogger("faqbot.notify")
 
 Send = Callable[[str, str], Awaitable[Any]]
+# Replies that answer nothing one could be told about later: small talk, empty input, acknowledgements, errors.
+_NOT_QUESTIONS = frozenset({"empty", "greeting", "thanks", "none-of-these", "error", "stale-choice"})
+
+
+def offers_notify(reply) -> bool:
+    """An out-of-scope answer to a real question: the asker may ask to be told when it has an answer."""
+    return reply.route is Route.NONE and not reply.error and bool(reply.question) \
+        and reply.reason not in _NOT_QUESTIONS
 
 
 def follow_up_text(question: str, answer: str, traditional: bool = False) -> str:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -19,6 +20,16 @@ class Services:
     answerer: Answerer
     turn_log: TurnLog | None = None
     llm: object | None = None
+    # Run after a knowledge reload, by channel name: each transport registers how it tells the askers whose
+    # questions now have an answer (bot/notify.py), so a reload from any channel reaches all of them.
+    followers: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
+
+    async def after_reload(self) -> None:
+        for name, follow in list(self.followers.items()):
+            try:
+                await follow()
+            except Exception:  # one channel failing must not keep the others from their follow-ups
+                log.exception("follow-ups after the reload failed on %s", name)
     secret: bytes | None = None  # the pseudonymizing key of the log (None without a log)
 
     async def aclose(self) -> None:

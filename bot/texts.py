@@ -149,6 +149,9 @@ CURATE_DRAFT_OK = ("已创建问答草稿 {draft_id}（{path}），不会对外�
                    "请补全分类和至少 12 个问法后运行 faqbot knowledge approve {draft_id}，再发送 /reload。")
 CURATE_DRAFT_FAILED = "无法创建草稿：{error}"
 CURATE_ANSWER_EMPTY = "请回复答案的文字内容。"
+MATRIX_CURATE_HELP = ("命令：!gap 序号（查看问题）；!mark 序号 entry 问答ID / new / oos（标记）；"
+                      "!answer 序号 答案文字（创建草稿）；!gaps（刷新列表）；!reload（重新加载知识库）")
+MATRIX_CURATE_PICK = "请先发送 !gaps，再用列表中的序号，例如 !gap 1。"
 
 
 # --- Matrix adapter (bot/matrix) ------------------------------------------------------------------

@@ -54,6 +54,8 @@ from mautrix.types import (
 )
 
 from bot import texts
+from bot.matrix.curation import MatrixCuration
+from bot.notify import follow_up, offers_notify
 from bot.matrix.format import (
     looks_like_pick,
     mentions_user,
@@ -177,6 +179,7 @@ class MatrixBot:
         self._joining: set[str] = set()
         self._convs: _Bounded = _Bounded(MAX_CONVERSATIONS)
         self.answers: _Bounded = _Bounded(MAX_ANSWERS)  # bot answer event id -> turn id
+        self.curation = MatrixCuration(services, settings)  # admin commands, 通知我 (bot/matrix/curation.py)
         self._bot_events: _Bounded = _Bounded(MAX_ANSWERS)  # event id -> sent by the bot? (reply detection)
         self._reactions: _Bounded = _Bounded(MAX_ANSWERS)  # reaction event id -> (answer id, sender, kind)
         self._thumbs: _Bounded = _Bounded(MAX_ANSWERS)  # (answer id, sender) -> kinds of their present reactions
@@ -206,6 +209,8 @@ class MatrixBot:
             self.client.add_event_handler(InternalEventType.SYNC_STOPPED, self._on_sync_stopped)
             sync_task = self.client.start(LOOP_FILTER)
             self.ready.set()
+            self.services.followers[CHANNEL] = self._follow_ups  # after any reload (bot/notify.py)
+            await self._follow_ups()  # a restart is a reload too
             log.info("Matrix: %s is answering in %d room(s) (end-to-end encryption %s)", self.mxid, len(self.joined),
                      "on" if self.e2ee is not None else "off")
             stop_task = asyncio.ensure_future(stop.wait())
@@ -214,9 +219,20 @@ class MatrixBot:
             finally:
                 stop_task.cancel()
         finally:
+            self.services.followers.pop(CHANNEL, None)
             await self._shutdown()
         if self._sync_error is not None and not stop.is_set():
             raise RuntimeError(f"Matrix sync stopped: {self._sync_error!r}") from self._sync_error
+
+    async def _follow_ups(self) -> None:
+        async def send(room_id: str, text: str) -> None:
+            if await self._send(room_id, text_content(text, msgtype=ANSWER_MSGTYPE)) is None:
+                raise RuntimeError("not sent")
+
+        try:
+            await follow_up(self.answerer, self.settings.db, CHANNEL, send)
+        except Exception:
+            log.exception("Matrix follow-up answers failed")
 
     async def _until_stopped(self, step, stop: asyncio.Event) -> bool:
         """Run ``step`` until it succeeds, retrying unreachable-homeserver errors with backoff; False if ``stop`` was
@@ -554,6 +570,13 @@ class MatrixBot:
                                                            msgtype=ANSWER_MSGTYPE))
                 return
             body: str = content.body
+            handled = await self.curation.handle(
+                room_id=room_id, sender=sender, body=body, direct=direct,
+                replied_turn=self.answers.get(str(reply_to)) if reply_to is not None else None)
+            if handled is not None:
+                await self._send(room_id, text_content(handled, in_reply_to=str(evt.event_id), thread_root=thread_root,
+                                                       mention=sender, msgtype=ANSWER_MSGTYPE))
+                return
             if not direct:
                 addressed = (
                     mentions_user(content, self.mxid, self.display_name)
@@ -584,6 +607,10 @@ class MatrixBot:
         answer_id = await self._send(room_id, content)
         if answer_id is not None:
             self.answers[answer_id] = final.turn_id
+            if direct and offers_notify(final):  # "reply 通知我" (bot/matrix/curation.py), to this hint or the answer
+                hint_id = await self._send(room_id, text_content(texts.MATRIX_NOTIFY_HINT, in_reply_to=answer_id))
+                if hint_id is not None:
+                    self.answers[hint_id] = final.turn_id
 
     # ------------------------------------------------------------------ reactions
     async def _on_reaction(self, evt: ReactionEvent) -> None:

@@ -142,7 +142,11 @@ async def cmd_reload(message: Message, bot: Bot, services: Services) -> None:
         return
     log.info("knowledge reloaded by an admin: %d entries, version %s", len(kb.entries), kb.version)
     await message.answer(texts.ADMIN_RELOAD_OK.format(entries=len(kb.entries), version=kb.version))
-    await deliver_follow_ups(bot, services)  # tell the askers whose questions now have an answer
+    # Tell the askers whose questions now have an answer: every running channel (Services.followers), and this
+    # bot's own Telegram requests when its transport did not register (a Dispatcher fed directly).
+    if "telegram" not in services.followers:
+        await deliver_follow_ups(bot, services)
+    await services.after_reload()
 
 
 def admin_router(settings: Settings) -> Router:

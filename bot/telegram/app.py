@@ -231,6 +231,7 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
         log.info("Telegram: @%s (id %s), %s", me.username, me.id, "webhook" if webhook else "long polling")
         # Cosmetic, and retried with backoff when it fails: done beside answering, never before it.
         commands = asyncio.create_task(set_commands(bot, settings), name="telegram-commands")
+        services.followers["telegram"] = lambda: deliver_follow_ups(bot, services)  # after any reload
         # A restart is a reload too: answers that now exist go to those who asked to be told (beside answering).
         follow_ups = asyncio.create_task(_follow_ups_at_start(bot, services), name="telegram-follow-ups")
         extra: set[asyncio.Task[Any]] = set()
@@ -244,6 +245,7 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
             await confirm_updates(bot, inflight.last_update_id)
         log.info("Telegram stopped (%d updates handled)", inflight.handled)
     finally:
+        services.followers.pop("telegram", None)
         if follow_ups is not None and not follow_ups.done():
             follow_ups.cancel()
             with contextlib.suppress(asyncio.CancelledError):

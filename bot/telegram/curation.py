@@ -31,7 +31,8 @@ from pydantic import Field
 from bot import texts
 from bot.config import Settings
 from bot.services import Services
-from bot.telegram.admin import flush_log, gap_clusters_for, gaps_text, query_log
+from bot.curation import draft_for_cluster, gap_listing, label_cluster
+from bot.telegram.admin import flush_log, gaps_text
 from bot.telegram.filters import inline
 
 log = logging.getLogger("faqbot.telegram")
@@ -127,8 +128,7 @@ class GapCuration:
     async def cmd_gaps(self, message: Message, services: Services, settings: Settings) -> None:
         await flush_log(services)
         matcher = services.answerer.matcher
-        clusters = await asyncio.to_thread(query_log, settings.db,
-                                           lambda conn: gap_clusters_for(conn, matcher, GAPS_LIMIT))
+        clusters = await asyncio.to_thread(gap_listing, settings.db, matcher, GAPS_LIMIT)
         if clusters is None:
             await message.answer(texts.ADMIN_NO_LOG)
             return
@@ -169,7 +169,7 @@ class GapCuration:
             if cb.action == "entry" and entry is None:
                 await callback.answer(texts.STALE_BUTTON)
                 return
-            n = await asyncio.to_thread(_label_cluster, settings, cluster, verdict, entry.id if entry else None,
+            n = await asyncio.to_thread(label_cluster, settings.db, cluster, verdict, entry.id if entry else None,
                                         curator=f"telegram:{callback.from_user.id}")
             await callback.answer()
             if n == 0:
@@ -191,7 +191,7 @@ class GapCuration:
             return
         try:
             draft_id, path = await asyncio.to_thread(
-                _draft_for_cluster, settings, services.answerer.kb, cluster, answer,
+                draft_for_cluster, settings.db, services.answerer.kb, cluster, answer,
                 curator=f"telegram:{message.from_user.id}")
         except (ValueError, OSError) as exc:
             log.warning("draft from a chat answer failed: %s", type(exc).__name__)
@@ -207,50 +207,6 @@ class GapCuration:
 def _clip(text: str, n: int) -> str:
     t = " ".join((text or "").split())
     return t if len(t) <= n else t[: n - 1] + "…"
-
-
-def _all_questions(cluster: dict[str, Any]) -> list[str]:
-    return [q["question"] for q in cluster.get("questions") or []]
-
-
-def _label_cluster(settings: Settings, cluster: dict[str, Any], verdict: str, faq_id: str | None, *,
-                   curator: str) -> int:
-    """Label every gap turn of the cluster still in the inbox; returns how many."""
-    from storage.db import open_db_sync
-    from storage.reviews import add_reviews, open_gap_turns
-
-    conn = open_db_sync(settings.db, readonly=False)
-    try:
-        turns = open_gap_turns(conn, _all_questions(cluster))
-        # A turn already labelled the same way keeps its row; only new verdicts are added.
-        if not turns:
-            return 0
-        add_reviews(conn, turns, verdict, curator=curator, faq_id=faq_id)
-        return len(turns)
-    finally:
-        conn.close()
-
-
-def _draft_for_cluster(settings: Settings, kb, cluster: dict[str, Any], answer: str, *,
-                       curator: str) -> tuple[str, str]:
-    from bot.curation import draft_from_answer
-    from storage.db import open_db_sync
-    from storage.reviews import add_reviews, mark_applied, open_gap_turns
-
-    conn = open_db_sync(settings.db, readonly=False)
-    try:
-        turns = open_gap_turns(conn, _all_questions(cluster))
-        draft, path = draft_from_answer(kb, _all_questions(cluster), answer, turn_ids=turns, curator=curator)
-        if turns:  # the turns now have their new entry (as a draft): reviewed, and applied
-            rows = add_reviews(conn, turns, "new-entry", curator=curator, faq_id=draft.id, note="draft from chat")
-            mark_applied(conn, [r["id"] for r in rows])
-    finally:
-        conn.close()
-    try:
-        shown = str(path.relative_to(kb.directory))
-    except ValueError:
-        shown = path.name
-    return draft.id, shown
 
 
 def curation_router(settings: Settings) -> Router:

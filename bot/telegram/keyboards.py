@@ -14,6 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from pydantic import Field
 
 from bot import texts
+from bot.notify import offers_notify
 from bot.replies import Candidate, Reply, Route
 from knowledge.loader import KnowledgeBase
 
@@ -54,12 +55,6 @@ class NotifyCB(CallbackData, prefix="nt"):
     """有答案时通知我 under an out-of-scope answer or the "none of these" acknowledgement (private chats)."""
 
     turn: TurnId
-
-
-def offers_notify(reply: Reply) -> bool:
-    """An out-of-scope answer to a real question: the asker may ask to be told when it has an answer."""
-    return reply.route is Route.NONE and not reply.error and bool(reply.question) \
-        and reply.reason not in NO_FEEDBACK_REASONS
 
 
 def notify_row(turn_id: str, traditional: bool = False) -> list[InlineKeyboardButton]:

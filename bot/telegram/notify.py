@@ -16,6 +16,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot import texts
+from bot.curation import turn_owner_and_question
 from bot.notify import follow_up
 from bot.services import Services
 from bot.telegram.conversations import ChatState
@@ -26,22 +27,6 @@ from storage import subscriptions
 log = logging.getLogger("faqbot.telegram")
 
 CHANNEL = "telegram"
-
-
-def _turn_owner_and_question(db, turn_id: str) -> tuple[str | None, str | None] | None:
-    from storage.db import open_db_sync
-
-    try:
-        conn = open_db_sync(db, readonly=True)
-    except FileNotFoundError:
-        return None
-    try:
-        row = conn.execute(
-            "SELECT c.user_hash, t.question FROM turns t JOIN conversations c ON c.id = t.conversation_id "
-            "WHERE t.id = ?", (turn_id,)).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else (row[0], row[1])
 
 
 async def on_notify(callback: CallbackQuery, callback_data: NotifyCB, services: Services,
@@ -55,7 +40,7 @@ async def on_notify(callback: CallbackQuery, callback_data: NotifyCB, services: 
         await log_.flush(timeout=2.0)  # the answer may have been logged a moment ago
     except Exception as exc:
         log.info("log flush before a notify request failed: %s", type(exc).__name__)
-    found = await asyncio.to_thread(_turn_owner_and_question, services.settings.db, callback_data.turn)
+    found = await asyncio.to_thread(turn_owner_and_question, services.settings.db, callback_data.turn)
     if found is None or found[0] != log_.pseudonym(str(callback.from_user.id)) or not (found[1] or "").strip():
         await callback.answer(texts.STALE_BUTTON)  # someone else's turn, or unknown: as for any forged button
         return
