@@ -8,8 +8,8 @@ It masks three kinds of mainland-China personal numbers and nothing else:
   (``110105 19491231 002X``, ``1101.0519.4912.3100.2X``); and 15-digit legacy IDs (6 region + YYMMDD + 3), in one
   piece. The check digit is NOT required to be right: a mistyped ID is still personal data.
 * bank card / account numbers: 16-19 digits that pass the Luhn check, written in one piece, in groups of 4 (the last
-  may have 1-3 digits), as 6 + the rest or digit by digit; and any 12-19 digit number in any grouping right after 卡号 / 银行卡 /
-  账号 (also 银行卡号, 银行账号, ...号码) and optional ``:：是为`` or spaces, whatever its checksum.
+  may have 1-3 digits), as 6 + the rest or digit by digit; and any 12-19 digit number in any grouping right after
+  卡号 / 银行卡 / 账号 (also 银行卡号, 银行账号, ...号码) and optional ``:：是为`` or spaces, whatever its checksum.
 * mainland mobile numbers: ``1[3-9]x xxxx xxxx`` in one piece, in groups of 3 or more digits (3-4-4, 4-3-4, 3-8...)
   or digit by digit, with an optional ``+86`` / ``0086`` / ``86`` / ``(+86)`` prefix (masked too).
 
@@ -48,6 +48,7 @@ Placeholders: ``[身份证号]``, ``[手机号]``, ``[银行卡号]``. They cont
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -90,7 +91,7 @@ def _detection_copy(text: str) -> tuple[str, list[int]]:
 
     NFKC per character with every digit made ASCII (full-width, circled ①, dingbat ❶, other scripts); invisible
     characters (zero-width space/joiners, word joiner, BOM, soft hyphen, variation selectors, keycap marks) are
-    dropped, so "138\u2060" + "1234" reads as one group; every run of visible separators (see `_SEPARATORS`,
+    dropped, so digits split by a word joiner read as one group; every run of visible separators (see `_SEPARATORS`,
     ideographic space and full-width dots/dashes/slashes after NFKC) becomes one space. All other characters stay
     (one for one when their NFKC form is longer), so they keep numbers apart.
     """
@@ -98,19 +99,7 @@ def _detection_copy(text: str) -> tuple[str, list[int]]:
     origin: list[int] = []
     last_sep = False
     for i, ch in enumerate(text):
-        if ch.isascii():
-            forms = ch
-        else:
-            cat = unicodedata.category(ch)
-            if cat in ("Cf", "Mn", "Me"):  # invisible, or a mark on the digit before it
-                continue
-            if ch.isspace() or cat == "Pd":
-                forms = " "
-            else:
-                forms = unicodedata.normalize("NFKC", ch)
-                if not (forms.isascii() and forms.strip("0123456789.-/() ") == ""):
-                    digit = unicodedata.digit(ch, None)
-                    forms = str(digit) if digit is not None else (forms if len(forms) == 1 else ch)
+        forms = ch if ch.isascii() else _forms(ch)
         for f in forms:
             if f in _SEPARATORS:
                 if not last_sep:
@@ -122,6 +111,21 @@ def _detection_copy(text: str) -> tuple[str, list[int]]:
                 origin.append(i)
                 last_sep = False
     return "".join(out), origin
+
+
+@functools.lru_cache(maxsize=4096)
+def _forms(ch: str) -> str:
+    """What one non-ASCII character becomes in the detection copy ("" = dropped). Cached: Chinese text repeats."""
+    cat = unicodedata.category(ch)
+    if cat in ("Cf", "Mn", "Me"):  # invisible, or a mark on the digit before it
+        return ""
+    if ch.isspace() or cat == "Pd":
+        return " "
+    forms = unicodedata.normalize("NFKC", ch)
+    if forms.isascii() and forms.strip("0123456789.-/() ") == "":
+        return forms
+    digit = unicodedata.digit(ch, None)
+    return str(digit) if digit is not None else (forms if len(forms) == 1 else ch)
 
 
 # Every pattern runs on the detection copy, where the only separator is one space, and is anchored to group edges:
@@ -266,7 +270,7 @@ _STAGES = (
 def mask_pii(text: str) -> Masked:
     """Mask resident IDs, bank card numbers and mobile numbers in `text` (see the module docstring for the rules)."""
     counts = {"id": 0, "phone": 0, "bank": 0}
-    if not text or len(_DIGITISH.findall(text)) < 11:  # every pattern needs 11 digits or more
+    if not text or _DIGITISH.search(text) is None or len(_DIGITISH.findall(text)) < 11:  # patterns need 11+ digits
         return Masked(text, counts)
 
     work, origin = _detection_copy(text)

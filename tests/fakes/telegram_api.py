@@ -148,7 +148,8 @@ class Call:
 
 
 class LoopbackSession(BotSession):
-    """The bot's `BotSession` (an ``AiohttpSession``) whose ``close()`` skips aiogram's 0.25 s wait for SSL shutdown (there is none on loopback)."""
+    """The bot's `BotSession` (an ``AiohttpSession``) whose ``close()`` skips aiogram's 0.25 s wait for SSL shutdown
+    (there is none on loopback)."""
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
