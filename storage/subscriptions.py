@@ -56,6 +56,8 @@ def subscribe(path: Path, *, channel: str, chat_id: str, turn_id: str, question:
     now = now or _dt.datetime.now(_dt.timezone.utc)
     conn = _connect(path)
     try:
+        # Expired requests go whenever the file is written, not only when the knowledge is reloaded.
+        conn.execute("DELETE FROM subscriptions WHERE expires < ?", (utc_iso(now),))
         cur = conn.execute(
             "INSERT OR IGNORE INTO subscriptions (channel, chat_id, turn_id, question, traditional, created, expires) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
