@@ -38,6 +38,7 @@ BOT_TOKEN_RE = r"\d{6,12}:[A-Za-z0-9_-]{30,}"
 # Shapes of credentials that were not configured here but are still secrets when echoed back: OpenAI-style keys
 # ("sk-...", "sk-proj-...", also used by DeepSeek, Anthropic, vLLM deployments) and bearer tokens in headers.
 API_KEY_RE = r"\bsk-[A-Za-z0-9][A-Za-z0-9_-]{15,}|(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{12,}=*"
+_PART_BREAK = "\n\x00\x00\n"  # joins message, traceback and stack for cleaning; no pattern matches across it
 LIBRARY_LOGGERS = ("aiogram", "aiohttp", "openai", "httpx", "mautrix", "mau")  # mautrix logs under "mau.*"
 
 
@@ -81,18 +82,23 @@ class RedactSecretsFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string: keep the pieces, redacted, rather than leak them in the error
             message = f"{record.msg!s} {record.args!r}"
-        record.msg = self._clean(message)
-        record.args = None
-
         if record.exc_info and record.exc_info != (None, None, None) and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        # Cleaned as one text: a name found in the traceback's dump is masked in the message too, and vice versa.
+        parts = [message, record.exc_text or "", record.stack_info or ""]
+        if any(_PART_BREAK in part for part in parts):  # cannot be joined safely: clean each on its own
+            message, exc_text, stack_info = map(self._clean, parts)
+        else:
+            message, exc_text, stack_info = self._clean(_PART_BREAK.join(parts)).split(_PART_BREAK)
+        record.msg = message
+        record.args = None
         if record.exc_text:
-            record.exc_text = self._clean(record.exc_text)
+            record.exc_text = exc_text
             # Drop the live exception so no handler (e.g. a rich traceback renderer) formats it again unredacted;
             # logging.Formatter appends record.exc_text on its own.
             record.exc_info = None
         if record.stack_info:
-            record.stack_info = self._clean(record.stack_info)
+            record.stack_info = stack_info
         return True
 
 

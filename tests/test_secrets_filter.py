@@ -274,3 +274,30 @@ def test_secret_redactor_and_redacting_stream():
     stream = RedactingStream(sink, redact)
     print("token", TOKEN, "and", API_KEY, file=stream)
     assert sink.getvalue() == "token *** and ***\n"
+
+
+def test_personal_data_is_masked_in_messages_and_tracebacks(capture):
+    logger, stream = _with_filter(capture)
+    ident = "11010519491231002X"
+    try:
+        raise ValueError(f"Content: {{'from': {{'first_name': '王小明', 'username': 'wxm_88'}}, 'text': '证件{ident}'}}")
+    except ValueError:
+        logger.exception("could not parse an update from %s", "王小明")
+    out = stream.getvalue()
+    for raw in (ident, "王小明", "wxm_88"):
+        assert raw not in out, raw
+    assert "ValueError: Content:" in out and "[身份证号]" in out and "'first_name': '[姓名]'" in out
+
+
+def test_secret_redactor_leaves_personal_data_to_the_masking_of_stored_text():
+    from bot.secrets_filter import secret_redactor
+
+    # the CLI prints stored (already masked) text: its redactor only removes secrets, it does not rewrite numbers
+    assert secret_redactor([API_KEY])("热线12333 回答 13812345678") == "热线12333 回答 13812345678"
+
+
+def test_a_message_holding_the_internal_part_break_is_still_cleaned(capture):
+    logger, stream = _with_filter(capture)
+    logger.warning("odd\n\x00\x00\ntext %s first_name='王小明'", TOKEN)
+    out = stream.getvalue()
+    assert TOKEN not in out and "王小明" not in out and "odd" in out
