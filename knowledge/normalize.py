@@ -82,6 +82,16 @@ def looks_traditional(original: str, simplified: str) -> bool:
     return changed >= 2 or (changed == 1 and han <= 8)
 
 
+def _literals_re(words) -> re.Pattern | None:
+    """One regex for many literal words, longest first. The lookahead on their first characters lets the engine
+    skip most positions of a long message at once instead of trying every word there."""
+    words = sorted(set(words), key=len, reverse=True)
+    if not words:
+        return None
+    first = "".join(sorted({w[0] for w in words}))
+    return re.compile(f"(?=[{re.escape(first)}])(?:{'|'.join(map(re.escape, words))})")
+
+
 @dataclass(frozen=True)
 class Normalized:
     text: str  # the matching key: no spaces or punctuation
@@ -101,6 +111,9 @@ class Normalizer:
             if greetings
             else None
         )
+        self._greet_first = {g[0] for g in greetings}
+        self._greet_last = {g[-1] for g in greetings}
+        self._particles = {p for p in terms.particles if len(p) == 1}
         particles = "".join(re.escape(p) for p in terms.particles if len(p) == 1)
         self._particle_re = re.compile(f"[{particles}]+$") if particles else None
         pairs: dict[str, str] = {}
@@ -120,12 +133,13 @@ class Normalizer:
         self._home = set(home)
         if home:
             alts.insert(0, f"(?:{'|'.join(map(re.escape, home))})(?:{_PLACE_SUFFIX})?")
-        self._place_re = re.compile("|".join(alts)) if alts else None
+        # The lookahead on the names' first characters lets the regex skip most positions at once (an alternation of
+        # ~400 names tried at every character of a long message costs ~0.4 ms; with it, ~0.03 ms).
+        first = "".join(sorted({n[0] for n in (*names, *suffixed, *home)}))
+        self._place_re = re.compile(f"(?=[{re.escape(first)}])(?:{'|'.join(alts)})") if alts else None
         self._elsewhere_re = (re.compile("|".join(map(re.escape, sorted(pl.elsewhere, key=len, reverse=True))))
                               if pl.elsewhere else None)
-        self._syn_re = (
-            re.compile("|".join(map(re.escape, sorted(pairs, key=len, reverse=True)))) if pairs else None
-        )
+        self._syn_re = _literals_re(pairs)
         # Paraphrase rules, in file order: (pattern, replacement, words one of which the segment must name,
         # words none of which it may name). Conditions are checked on the segment after the earlier rewrites.
         self._rules: list[tuple[re.Pattern, str, tuple[str, ...], tuple[str, ...]]] = []
@@ -135,8 +149,8 @@ class Normalizer:
                 self._rules.append((re.compile("|".join(map(re.escape, variants))), rule.canonical,
                                     tuple(self._syn_sub(w.lower()) for w in rule.when),
                                     tuple(self._syn_sub(w.lower()) for w in rule.unless)))
-        everything = sorted({v for p, _, _, _ in self._rules for v in p.pattern.split("|")}, key=len, reverse=True)
-        self._any_rule_re = re.compile("|".join(everything)) if everything else None
+        self._any_rule_re = _literals_re(v for rule in terms.paraphrases
+                                         for v in {self._syn_sub(x.lower()) for x in rule.variants} - {""})
 
     def _syn_sub(self, text: str) -> str:
         if self._syn_re is None:
@@ -159,9 +173,11 @@ class Normalizer:
         prev = None
         while clause and clause != prev:
             prev = clause
-            if self._greet_re is not None:
+            # The regexes only when a greeting or particle could be at an edge (most clauses of a long message
+            # have none: a set lookup instead of two regex passes each).
+            if self._greet_re is not None and (clause[0] in self._greet_first or clause[-1] in self._greet_last):
                 clause = self._greet_re.sub("", clause)
-            if self._particle_re is not None:
+            if clause and self._particle_re is not None and clause[-1] in self._particles:
                 clause = self._particle_re.sub("", clause)
         return clause
 
