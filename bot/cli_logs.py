@@ -387,13 +387,15 @@ def cmd_show(args) -> int:
         t.add_row(name, _t(value))
     con.print(t)
     if turn.get("candidates"):
-        _fill_candidate_questions(turn["candidates"])
         c = Table(title="candidates", title_justify="left")
-        for col in ("entry", "section", "score", "question"):
+        # Compact rows (storage.trace) keep no entry question: the column is shown only for older rows.
+        cols = ("entry", "section", "score") + (("question",) if any(x.get("question") for x in turn["candidates"])
+                                               else ())
+        for col in cols:
             c.add_column(col, justify="right" if col == "score" else "left")
         for cand in turn["candidates"]:
             c.add_row(_t(cand.get("faq_id")), _t(cand.get("section")), f"{float(cand.get('score') or 0):.1f}",
-                      _t(cand.get("question")))
+                      *([_t(cand.get("question"))] if len(cols) == 4 else []))
         con.print(c)
     if turn.get("reviews"):
         rv = Table(title="reviews", title_justify="left")
@@ -404,22 +406,6 @@ def cmd_show(args) -> int:
             rv.add_row(_t(r["status"]), _t(label), _t(r["note"]), _t(r["reviewer"]), _t(_short_ts(r["ts"])))
         con.print(rv)
     return 0
-
-
-def _fill_candidate_questions(candidates: list[dict]) -> None:
-    """Compact rows store no entry question (storage.trace): show the configured knowledge base's, when it loads."""
-    if all(c.get("question") for c in candidates):
-        return
-    try:
-        from knowledge.loader import load_knowledge
-
-        kb = load_knowledge(_settings().knowledge_dir)
-    except Exception:  # showing the turn matters more than the entry's wording
-        return
-    for c in candidates:
-        entry = None if c.get("question") else kb.get(str(c.get("faq_id")))
-        if entry is not None:
-            c["question"] = entry.question
 
 
 def cmd_search(args) -> int:
