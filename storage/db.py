@@ -13,13 +13,7 @@ from pathlib import Path
 import aiosqlite
 
 from storage.migrations import MIGRATIONS, applied_migrations, migrate
-from storage.safety import (
-    COMPANION_SUFFIXES,
-    check_private_file,
-    check_readable_file,
-    create_private_file,
-    ensure_private_folder,
-)
+from storage.safety import check_readable_file, prepare_private_db
 
 __all__ = [
     "open_db",
@@ -90,14 +84,8 @@ def _check_files(path: Path, readonly: bool, create: bool) -> None:
         if not check_readable_file(path, _WHAT):
             raise FileNotFoundError(f"no conversation log at {path}")
         return
-    ensure_private_folder(path.parent, _WHAT)
-    for suffix in COMPANION_SUFFIXES:
-        check_private_file(f"{path}{suffix}", f"{_WHAT} companion file")
-    if not check_private_file(path, _WHAT):
-        if not create:
-            raise FileNotFoundError(f"no conversation log at {path}")
-        create_private_file(path)  # 0600; SQLite gives its -wal and -shm the same mode
-        check_private_file(path, _WHAT)
+    if not prepare_private_db(path, _WHAT, create=create):
+        raise FileNotFoundError(f"no conversation log at {path}")
 
 
 def check_schema(conn: sqlite3.Connection, path: Path, *, writing: bool, allow_empty: bool) -> None:

@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["UnsafeFileError", "check_private_file", "check_readable_file", "check_folder", "ensure_private_folder",
-           "COMPANION_SUFFIXES"]
+           "prepare_private_db", "read_private_file", "COMPANION_SUFFIXES"]
 
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 
@@ -112,6 +112,23 @@ def ensure_private_folder(folder: str | Path, what: str) -> None:
         finally:
             os.umask(old)
     check_folder(folder, what)
+
+
+def prepare_private_db(path: str | Path, what: str, *, create: bool = True) -> bool:
+    """Before SQLite opens ``path`` for writing: the folder (created 0700), the file and its -wal/-shm/-journal
+    checked; a missing file created empty with mode 0600 if ``create`` (SQLite gives -wal and -shm the same mode).
+    Returns False when the file is missing and ``create`` is False."""
+    path = Path(path)
+    ensure_private_folder(path.parent, what)
+    for suffix in COMPANION_SUFFIXES:
+        check_private_file(f"{path}{suffix}", f"{what} companion file")
+    if check_private_file(path, what):
+        return True
+    if not create:
+        return False
+    create_private_file(path)
+    check_private_file(path, what)  # lost a race to another creator: check theirs
+    return True
 
 
 def create_private_file(path: str | Path) -> None:

@@ -9,12 +9,12 @@ is sent (claimed first, so it is sent at most once) and purged when it expires (
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from storage.db import utc_iso
+from storage.safety import prepare_private_db
 
 DAYS = 30
 _SCHEMA = """
@@ -39,10 +39,8 @@ def path_for(log_db: str | Path) -> Path:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    if new:  # created private: it holds chat ids
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    # It holds raw chat ids: the same checks as the log (storage.safety), created 0600 in a 0700 folder.
+    prepare_private_db(path, "notify-request file")
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA synchronous = FULL")

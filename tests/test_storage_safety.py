@@ -224,3 +224,33 @@ def test_a_log_folder_anyone_can_write_is_refused(tmp_path):
     os.chmod(folder, 0o777)  # no sticky bit: anyone could swap the files after the checks
     with pytest.raises(UnsafeFileError, match="anyone can write"):
         open_db_sync(folder / "faqbot.db", readonly=False)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "world-writable", pytest.param("other-owner", marks=as_root)])
+def test_the_notify_request_file_gets_the_same_checks(tmp_path, kind):
+    from storage import subscriptions
+
+    path = subscriptions.path_for(tmp_path / "faqbot.db")
+    if kind == "symlink":
+        (tmp_path / "attacker.db").write_bytes(b"")
+        path.symlink_to(tmp_path / "attacker.db")
+    elif kind == "fifo":
+        os.mkfifo(path, 0o600)
+    else:
+        path.write_bytes(b"")
+        os.chmod(path, 0o666 if kind == "world-writable" else 0o600)
+        if kind == "other-owner":
+            os.chown(path, OTHER_UID, -1)
+    got = _in_thread(lambda: subscriptions.subscribe(path, channel="telegram", chat_id="42", turn_id="t1",
+                                                     question="社保卡能坐公交吗"))
+    assert isinstance(got.get("error"), UnsafeFileError), got
+    if kind == "symlink":
+        assert (tmp_path / "attacker.db").read_bytes() == b""  # no chat id went to the attacker's file
+
+
+def test_a_new_notify_request_file_is_private(tmp_path):
+    from storage import subscriptions
+
+    path = subscriptions.path_for(tmp_path / "data" / "faqbot.db")
+    assert subscriptions.subscribe(path, channel="telegram", chat_id="42", turn_id="t1", question="问题")
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
