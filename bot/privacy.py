@@ -318,12 +318,14 @@ _NAMED_VALUE = re.compile(
     re.DOTALL,
 )
 NAME_PLACEHOLDER = "[姓名]"
+# A Matrix user id anywhere in a log message (@localpart:server): the localpart names the person; the server stays.
+_MATRIX_USER = re.compile(r"(?<![\w@])@[A-Za-z0-9._=/+-]+(?=:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?)")
 
 
 def mask_log_text(text: str) -> str:
     """Personal data out of one process-log message: names and usernames in dumped objects (also where the same
-    name appears elsewhere in the message, e.g. in the text the person typed), and every ID, phone and card number
-    (`mask_pii`)."""
+    name appears elsewhere in the message, e.g. in the text the person typed), the localpart of Matrix user ids,
+    and every ID, phone and card number (`mask_pii`)."""
     if "_" in text or "name" in text or "sender" in text or "email" in text or "vcard" in text:
         names: set[str] = set()
 
@@ -336,6 +338,8 @@ def mask_log_text(text: str) -> str:
         text = _NAMED_VALUE.sub(blank, text)
         for name in sorted(names, key=len, reverse=True):
             text = text.replace(name, NAME_PLACEHOLDER)
+    if "@" in text:
+        text = _MATRIX_USER.sub("@" + NAME_PLACEHOLDER, text)
     return mask_pii(text).text
 
 

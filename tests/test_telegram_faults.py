@@ -129,8 +129,10 @@ def test_library_and_own_loggers_mask_personal_data(logs):
     logging.getLogger("mau.client.sync").warning("could not handle event %s", event)
     logging.getLogger("aiogram.event").info("User(id=5, first_name='李四', last_name=\"O'Neil\", username='lisi')")
     logging.getLogger("faqbot.core").warning("question: 身份证 %s", ID_NUMBER)
-    for raw in (PHONE, "alice", "Alice Zhang", "李四", "O'Neil", "lisi", ID_NUMBER):
+    logging.getLogger("mau.crypto").warning("no session for a message from @bob.smith:matrix.example in !r:hs")
+    for raw in (PHONE, "alice", "Alice Zhang", "李四", "O'Neil", "lisi", ID_NUMBER, "bob.smith"):
         assert raw not in logs.text, raw
+    assert "@[姓名]:matrix.example" in logs.text
     assert "[手机号]" in logs.text and "[身份证号]" in logs.text and "first_name=" in logs.text
 
 
