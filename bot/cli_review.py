@@ -225,7 +225,7 @@ def _pick_entry(keys: KeyInput, con, kb, turn: dict[str, Any]) -> str | None:
 
 def cmd_review(args) -> int:
     from storage import queries
-    from storage.reviews import ReviewError, add_review, queue
+    from storage.reviews import ReviewError, add_review, queue, queue_size
 
     settings = _settings()
     kb = _load_kb(args.knowledge or settings.knowledge_dir)
@@ -236,13 +236,16 @@ def cmd_review(args) -> int:
     done: list[dict[str, Any]] = []
     skipped = 0
     try:
-        items = queue(conn, route=args.route, since=args.since, channel=args.channel, feedback=args.feedback,
-                      limit=args.limit if args.limit and args.limit > 0 else None)
+        selected = dict(route=args.route, since=args.since, channel=args.channel, feedback=args.feedback)
+        # One page of the queue per session (QUEUE_PAGE, or -n): a year of traffic is a million unreviewed turns.
+        items = queue(conn, **selected, limit=args.limit if args.limit and args.limit > 0 else None)
         if not items:
             con.print("Nothing to review: every selected turn has a verdict.")
             return 0
-        con.print(f"{len(items)} turn(s) to review as [bold]{curator}[/] — unreviewed gaps first. "
-                  "Labels are saved at once; q quits, start again to resume.")
+        total = queue_size(conn, **selected)
+        con.print(f"{total} turn(s) to review as [bold]{curator}[/] — unreviewed gaps first"
+                  + (f", {len(items)} in this session" if len(items) < total else "")
+                  + ". Labels are saved at once; q quits, start again to resume.")
         with keys.active():
             quit_ = False
             for pos, item in enumerate(items, 1):
@@ -283,7 +286,7 @@ def cmd_review(args) -> int:
                     break
                 if quit_:
                     break
-        left = len(queue(conn, route=args.route, since=args.since, channel=args.channel, feedback=args.feedback))
+        left = queue_size(conn, **selected)
     finally:
         conn.close()
     summary = {"labelled": len(done), "skipped": skipped, "left": left, "curator": curator}

@@ -190,31 +190,39 @@ def review_stats(conn: sqlite3.Connection, since: str | None = None) -> dict[str
     }
 
 
+QUEUE_PAGE = 500  # turns a review session loads at once (a year of traffic has a million unreviewed turns)
+
+
+def _queue_parts(route, since, channel, feedback) -> tuple[list[tuple[str, list[str]]], list[Any]]:
+    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
+    # Greetings and empty input normalize to nothing: no question to judge. Button taps are no questions either.
+    base = ["NOT " + REVIEWED_SQL, "coalesce(t.normalized, '') <> ''", "coalesce(t.via, 'text') = 'text'", *where]
+    return [("gap", [GAP_SQL, *base]), ("filter", ["NOT " + GAP_SQL, *base])], params
+
+
 def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.datetime | str | None = None,
           channel: str | None = None, feedback: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Turns waiting for a review: unreviewed gaps first, then unreviewed turns matching the ``logs list``
-    filters (when any filter is given; all unreviewed typed questions otherwise). Newest first within each part.
-    Returns [{turn_id, part: 'gap' | 'filter'}]; only turns with a typed question are listed."""
-    # Greetings and empty input normalize to nothing: no question to judge.
-    base = ["NOT " + REVIEWED_SQL, "coalesce(t.normalized, '') <> ''", "coalesce(t.via, 'text') = 'text'"]
+    """Turns waiting for a review, selected like ``logs list`` (route, since, channel, feedback): unreviewed gaps
+    first, then the other unreviewed turns; newest first within each part; at most ``limit`` (default
+    QUEUE_PAGE). Returns [{turn_id, part: 'gap' | 'filter'}]."""
+    limit = limit if limit and limit > 0 else QUEUE_PAGE
+    parts, params = _queue_parts(route, since, channel, feedback)
     out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    window, wparams = turn_filters(since=since, channel=channel)
-    sql = "SELECT t.id FROM turns t WHERE " + " AND ".join([GAP_SQL, *base, *window]) + " ORDER BY t.ts DESC, t.id DESC"
-    for (tid,) in conn.execute(sql, wparams):
-        out.append({"turn_id": tid, "part": "gap"})
-        seen.add(tid)
-    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
-    sql = "SELECT t.id FROM turns t WHERE " + " AND ".join([*base, *where]) + " ORDER BY t.ts DESC, t.id DESC"
-    for (tid,) in conn.execute(sql, params):
-        if tid not in seen:
-            out.append({"turn_id": tid, "part": "filter"})
-    if route is not None or feedback is not None:
-        # A filter narrows the whole queue, gaps included.
-        wanted = {tid for (tid,) in conn.execute(
-            "SELECT t.id FROM turns t WHERE " + " AND ".join(["1 = 1", *where]), params)}
-        out = [q for q in out if q["turn_id"] in wanted]
-    return out[:limit] if limit else out
+    for part, conds in parts:
+        rest = limit - len(out)
+        if rest <= 0:
+            break
+        sql = "SELECT t.id FROM turns t WHERE " + " AND ".join(conds) + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
+        out += [{"turn_id": tid, "part": part} for (tid,) in conn.execute(sql, [*params, rest])]
+    return out
+
+
+def queue_size(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.datetime | str | None = None,
+               channel: str | None = None, feedback: str | None = None) -> int:
+    """How many turns ``queue`` would offer without a limit."""
+    parts, params = _queue_parts(route, since, channel, feedback)
+    return sum(conn.execute("SELECT count(*) FROM turns t WHERE " + " AND ".join(conds), params).fetchone()[0]
+               for _, conds in parts)
 
 
 def open_gap_turns(conn: sqlite3.Connection, questions: Iterable[str]) -> list[str]:

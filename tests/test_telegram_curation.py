@@ -67,6 +67,11 @@ async def test_admin_marks_clusters_and_writes_a_draft_by_reply(tmp_path):
             n=1, title=entry.title, faq_id="lost_reissue")
         assert _reviews(env)[-1][:3] == ("entry", "lost_reissue", "open")
 
+        # /stats counts the verdicts
+        await env.ask("/stats", user_id=ADMIN)
+        assert texts.ADMIN_STATS_REVIEWS_LINE.format(reviewed=4, confirmed=0, direct=0, open=1) \
+            in env.sent(ADMIN)[-1].params["text"]
+
         # /gaps again: the weather cluster has left the inbox
         await env.ask("/gaps", user_id=ADMIN)
         assert "天气" not in env.sent(ADMIN)[-1].params["text"]

@@ -78,6 +78,10 @@ def stats_text(s: dict[str, Any]) -> Text:
         as_key_value(texts.ADMIN_STATS_LATENCY,
                      f"{_ms(s.get('latency_p50_ms'))} / {_ms(s.get('latency_p95_ms'))}"),
     ]
+    r = s.get("reviews")
+    if r:  # curators' verdicts (storage/reviews.py)
+        items.append(as_key_value(texts.ADMIN_STATS_REVIEWS, texts.ADMIN_STATS_REVIEWS_LINE.format(
+            reviewed=r["reviewed"], confirmed=r["direct_confirmed"], direct=r["direct_reviewed"], open=r["open"])))
     if top:
         items.append(as_marked_section(Bold(texts.ADMIN_STATS_TOP), *top, marker="• "))
     return as_list(Bold(texts.ADMIN_STATS_HEAD), *items)
@@ -121,9 +125,11 @@ def gaps_text(clusters: list[dict[str, Any]]) -> Text:
 
 async def cmd_stats(message: Message, services: Services, settings: Settings) -> None:
     from storage.queries import stats
+    from storage.reviews import review_stats
 
     await flush_log(services)
-    result = await asyncio.to_thread(query_log, settings.db, stats)
+    result = await asyncio.to_thread(query_log, settings.db,
+                                     lambda conn: {**stats(conn), "reviews": review_stats(conn)})
     await message.answer(**(Text(texts.ADMIN_NO_LOG) if result is None else stats_text(result)).as_kwargs())
 
 
