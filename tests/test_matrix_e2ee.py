@@ -266,3 +266,24 @@ async def test_lost_crypto_store_with_an_access_token_reuploads_keys(synapse, ma
                                {"device_keys": {bot_user.user_id: [bot_user.device_id]}},
                                token=bob.access_token)["device_keys"][bot_user.user_id][bot_user.device_id]["keys"]
     assert new_keys != old_keys  # new identity keys for the same device
+
+
+async def test_direct_room_that_switches_encryption_on_keeps_working(synapse, matrix_settings, alice, bot_user,
+                                                                    answerer, tmp_path):
+    """The person turns encryption on in an existing direct chat (Element offers it in the room settings): the bot
+    stays, and the next question and answer are encrypted."""
+    from mautrix.types import EventType
+
+    async with BotRunner(matrix_settings), TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a:
+        room = await a.create_room([bot_user.user_id], direct=True)
+        await a.wait_member(room, bot_user.user_id)
+        q1 = await a.send(room, "社保卡丢了怎么办")
+        plain = await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q1))
+        assert not plain.get("encrypted")
+        await a.client.send_state_event(room, EventType.ROOM_ENCRYPTION, {"algorithm": "m.megolm.v1.aes-sha2"})
+        await a.wait_for(lambda e: e.get("type") == "m.room.encryption" and e.get("room_id") == room)
+        q2 = await a.send(room, "电子社保卡怎么申领")
+        ans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=q2))
+        assert ans["content"]["body"] == expected(answerer, "电子社保卡怎么申领").text
+        assert bot_user.user_id in await a.members(room)
+        assert not a.undecryptable

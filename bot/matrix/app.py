@@ -475,9 +475,15 @@ class MatrixBot:
         return raw.get("sender") if isinstance(raw, dict) else None
 
     async def _on_encryption(self, evt: StateEvent) -> None:
+        """A room the bot is in switched encryption on: from now on it is an encrypted room (or, with encryption
+        off, one the bot leaves with a notice)."""
         room_id = str(evt.room_id)
-        if room_id in self.joined and self.e2ee is None:
+        if room_id not in self.joined:
+            return
+        if self.e2ee is None:
             await self._leave(room_id, "encrypted", notice=True)
+        else:
+            await self._note_encrypted(room_id, {"content": evt.content.serialize()})
 
     async def _leave(self, room_id: str, why: str, *, notice: bool = False) -> None:
         if room_id in self._leaving:
