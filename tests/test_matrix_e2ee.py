@@ -245,15 +245,16 @@ async def test_malformed_encrypted_events_get_the_polite_request(synapse, matrix
 
 async def test_lost_crypto_store_with_an_access_token_reuploads_keys(synapse, matrix_settings, bob, bot_user,
                                                                     answerer, tmp_path):
-    """With only an access token the bot cannot make a new device: a lost store gets new keys published for the
-    same device (not a failed start), and people whose clients meet the bot now can talk to it encrypted."""
+    """With only an access token the bot cannot make a new device: a lost (here: damaged) store gets new keys
+    published for the same device (not a failed start), and people whose clients meet the bot now can talk to it
+    encrypted."""
     async with BotRunner(matrix_settings):
         pass
     store = crypto_store_path(matrix_settings)
     old_keys = synapse.request("POST", "/_matrix/client/v3/keys/query",
                                {"device_keys": {bot_user.user_id: [bot_user.device_id]}},
                                token=bob.access_token)["device_keys"][bot_user.user_id][bot_user.device_id]["keys"]
-    store.unlink()
+    store.write_bytes(b"not a database" * 100)  # a damaged store: moved aside, then the same as a lost one
     async with BotRunner(matrix_settings) as runner, \
             TestUser(synapse.base_url, bob, crypto_dir=tmp_path / "bob") as b:
         assert runner.bot.client.device_id == bot_user.device_id
@@ -266,6 +267,8 @@ async def test_lost_crypto_store_with_an_access_token_reuploads_keys(synapse, ma
                                {"device_keys": {bot_user.user_id: [bot_user.device_id]}},
                                token=bob.access_token)["device_keys"][bot_user.user_id][bot_user.device_id]["keys"]
     assert new_keys != old_keys  # new identity keys for the same device
+    aside = store.with_name(store.name + ".unreadable")
+    assert aside.read_bytes().startswith(b"not a database") and (aside.stat().st_mode & 0o777) == 0o600
 
 
 async def test_direct_room_that_switches_encryption_on_keeps_working(synapse, matrix_settings, alice, bot_user,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,29 +65,55 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` is not a usable SQLite database (checked with the standard library before the store's own
+    connection opens it), or None."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None
+
+
 class E2EE:
     """The crypto state of one bot device: store, OlmMachine, and the client's automatic encryption of sends."""
 
     def __init__(self, client: Client, path: Path):
         self.client = client
         self.path = path
-        self.db = Database.create(f"sqlite:{path}", upgrade_table=PgCryptoStore.upgrade_table,
-                                  log=CRYPTO_LOG.getChild("db"))
-        self.state_db = Database.create(f"sqlite:{path}", upgrade_table=PgCryptoStateStore.upgrade_table,
-                                        log=CRYPTO_LOG.getChild("db"))
-        self.state_db.override_pool(self.db)
-        self.store = PgCryptoStore(account_id="", pickle_key=PICKLE_KEY, db=self.db)
-        self.state_store = PgCryptoStateStore(self.state_db)
+        # One file, one connection: the crypto store's tables and the state store's share the pool (as maubot does).
+        self.db, self.state_db, self.store, self.state_store = self._stores()
         self.machine: OlmMachine | None = None
         self.replaced_keys = False  # new keys were published for a device whose store was lost
         self._open = False
 
     async def open(self) -> None:
+        """Open (creating, mode 0600) the store. A file that is not a usable SQLite database is moved aside to
+        ``matrix-crypto.db.unreadable`` and a new store started: for the homeserver that is a lost store."""
         _create_private(self.path)
+        problem = _unreadable(self.path)
+        if problem:
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            log.error("Matrix: the crypto store %s is unreadable (%s); moved to %s, starting a new one",
+                      self.path, problem, aside.name)
+            os.replace(self.path, aside)
+            _create_private(self.path)
         await self.db.start()
         await self.state_db.start()
         await self.store.open()
         self._open = True
+
+    def _stores(self) -> tuple[Database, Database, PgCryptoStore, PgCryptoStateStore]:
+        db = Database.create(f"sqlite:{self.path}", upgrade_table=PgCryptoStore.upgrade_table,
+                             log=CRYPTO_LOG.getChild("db"))
+        state_db = Database.create(f"sqlite:{self.path}", upgrade_table=PgCryptoStateStore.upgrade_table,
+                                   log=CRYPTO_LOG.getChild("db"))
+        state_db.override_pool(db)
+        return db, state_db, PgCryptoStore(account_id="", pickle_key=PICKLE_KEY, db=db), PgCryptoStateStore(state_db)
 
     async def start(self, *, allow_lost: bool) -> None:
         """Load (or create) the device's Olm account, publish its keys, and attach crypto to the client.
