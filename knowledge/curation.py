@@ -96,13 +96,20 @@ class DraftEntry:
             f"title = {toml_str(self.title or self.question[:12])}",
             f"question = {toml_str(self.question)}",
             'answer = """',
-            self.answer.strip().replace('"""', '"\\""'),
+            _multiline_body(self.answer.strip()),
             '"""',
             "alternates = [",
             *[f"  {toml_str(q)}," for q in self.alternates],
             "]",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _multiline_body(text: str) -> str:
+    """``text`` as the inside of a TOML multi-line basic string: backslashes and quote runs escaped, control
+    characters other than newline and tab dropped (a curator's chat message may hold anything)."""
+    text = "".join(ch for ch in text if ch in "\n\t" or ord(ch) >= 32 and ch != "\x7f")
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def draft_id(base: str, taken: set[str]) -> str:

@@ -273,3 +273,12 @@ async def test_suggest_flags_conflicts_and_writes_none_of_them(capsys, fx, knowl
     kb = load_knowledge(knowledge_copy)
     assert "社保卡丢了怎么办" not in kb.get("change_phone").alternates
     assert "社保卡密码被锁定了咋办" not in kb.get("face_failed").alternates
+
+
+def test_a_draft_keeps_any_answer_text_exactly():
+    from knowledge.curation import DraftEntry
+
+    answer = 'C:\\path\\n 不是换行 """三个引号""" 和 "引号"\n第二行\t制表'
+    d = DraftEntry(id="odd_text", section=1, question="测试？", alternates=["测一下"], answer=answer + "\x00\x1b[31m")
+    data = tomllib.loads(d.render())
+    assert data["answer"].strip("\n") == answer + "[31m"  # control characters dropped, everything else kept
