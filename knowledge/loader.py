@@ -29,6 +29,7 @@ class Entry:
     answer: str
     alternates: tuple[str, ...]
     source_file: str = ""
+    requires: tuple[str, ...] = ()  # a direct answer needs one of these words in the question (empty: no condition)
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,8 @@ def _parse_entry(path: Path, data: dict, problems: list[Problem]) -> Entry | Non
     if len(alternates) < MIN_ALTERNATES:
         problems.append(Problem(name, label, f"only {len(alternates)} alternates (at least {MIN_ALTERNATES} needed)"))
         ok = False
-    unknown = set(data) - {"id", "section", "title", "question", "answer", "alternates"}
+    requires = _str_list(data.get("requires"), name, label, "requires", problems)
+    unknown = set(data) - {"id", "section", "title", "question", "answer", "alternates", "requires"}
     if unknown:
         problems.append(Problem(name, label, f"unknown keys: {', '.join(sorted(unknown))}"))
         ok = False
@@ -329,6 +331,7 @@ def _parse_entry(path: Path, data: dict, problems: list[Problem]) -> Entry | Non
         answer=data["answer"].strip("\n").strip(),
         alternates=alternates,
         source_file=name,
+        requires=requires,
     )
 
 

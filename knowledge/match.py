@@ -138,6 +138,9 @@ class Matcher:
         for i, gs in enumerate(entry_grams):
             for g in gs:
                 self.postings.setdefault(g, []).append(i)
+        # Words an entry needs in the question for a direct answer (`requires` in its file), normalized.
+        self.requires = {e.id: tuple({self.normalizer.normalize(w).text for w in e.requires} - {""})
+                         for e in self.entries if e.requires}
         # Half-covered details, with their words normalized like the questions.
         self.aspects = [(a, tuple({self.normalizer.normalize(w).text for w in a.words} - {""}),
                          tuple({self.normalizer.normalize(w).text for w in a.unless} - {""})) for a in kb.aspects]
@@ -358,8 +361,11 @@ class Matcher:
         # Checked on the part of the question that scored the entry (background may name an ID card in passing).
         asked = top.query or q
         foreign = tuple(f for f in self.foreign if f in asked and f not in top.phrase)
-        # Without a word of the domain ("微信密码忘了") the same wording may be about another account or card.
+        # Without a word of the domain ("微信密码忘了") the same wording may be about another account or card; an entry
+        # with `requires` needs one of its own words too ("第一次办社保卡" is not about a newborn's card).
         anchored = not self.anchors or any(a in q for a in self.anchors)
+        needs = self.requires.get(top.entry.id)
+        lacks_entry_word = bool(needs) and not any(w in q for w in needs)
         second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)
         gap = top.score - (second.score if second else 0.0)
         # Details the FAQ does not cover (partial.toml). Those that withhold a direct answer are looked for in the part
@@ -375,13 +381,15 @@ class Matcher:
             return MatchResult(route, ranked, f"partial:{partial.id}", foreign, anchored, partial)
         # A curated detail word of the entry ("解除挂失" for 挂失补办) is evidence enough at the clarify level.
         direct = th.clarify if partial is not None and partial.entries else th.direct
-        if top.score >= direct and gap >= th.margin and not foreign and anchored:
+        if top.score >= direct and gap >= th.margin and not foreign and anchored and not lacks_entry_word:
             return MatchResult("faq", ranked, "confident", foreign, anchored, partial)
         if top.score >= th.clarify:
             if foreign:
                 reason = "foreign-term:" + ",".join(foreign)
             elif not anchored and top.score >= th.direct:
                 reason = "no-domain-word"
+            elif lacks_entry_word and top.score >= th.direct:
+                reason = "no-entry-word"
             else:
                 reason = "close-call" if top.score >= th.direct else "middling"
             return MatchResult("clarify", ranked, reason, foreign, anchored)

@@ -355,3 +355,14 @@ def test_rank_many_equals_rank_for_each_part(kb, tmp_path):
                 assert [s.entry.id for s in got] == [s.entry.id for s in want], (question, part)
                 assert [s.score for s in got] == pytest.approx([s.score for s in want], abs=1e-9)
                 assert [s.phrase for s in got] == [s.phrase for s in want]
+
+
+def test_an_entry_can_require_one_of_its_words(answerer, kb):
+    """`requires` in an entry file: without one of those words the entry is offered, not answered. The newborn entry
+    needs a child word, so a first card for an adult is not answered with the newborn's procedure."""
+    assert "新生儿" in kb.get("newborn").requires
+    adult = answerer.match("第一次办社保卡去哪里办")
+    assert adult.route is Route.CLARIFY and adult.reason == "no-entry-word", (adult.reason, adult.candidates[:2])
+    assert adult.choices[0].faq_id == "newborn"
+    baby = answerer.match("宝宝第一次办社保卡去哪办")
+    assert (baby.route, baby.faq_id) == (Route.FAQ, "newborn")
