@@ -361,11 +361,13 @@ class Matcher:
         # Checked on the part of the question that scored the entry (background may name an ID card in passing).
         asked = top.query or q
         foreign = tuple(f for f in self.foreign if f in asked and f not in top.phrase)
-        # Without a word of the domain ("微信密码忘了") the same wording may be about another account or card; an entry
-        # with `requires` needs one of its own words too ("第一次办社保卡" is not about a newborn's card).
+        # Without a word of the domain ("微信密码忘了") the same wording may be about another account or card. An entry
+        # with `requires` needs one of its own words too when the matched phrasing has one ("第一次办社保卡" matched
+        # "宝宝第一次办社保卡" but is not about a newborn's card); a phrasing without them was put there on purpose.
         anchored = not self.anchors or any(a in q for a in self.anchors)
         needs = self.requires.get(top.entry.id)
-        lacks_entry_word = bool(needs) and not any(w in q for w in needs)
+        lacks_entry_word = (bool(needs) and any(w in top.phrase for w in needs)
+                            and not any(w in q for w in needs))
         second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)
         gap = top.score - (second.score if second else 0.0)
         # Details the FAQ does not cover (partial.toml). Those that withhold a direct answer are looked for in the part
