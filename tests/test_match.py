@@ -54,7 +54,8 @@ def test_labelled_direct_correct_rate(labelled_results):
     in_scope = [(r, rep) for r, rep in labelled_results if r["sections"]]
     correct = [1 for r, rep in in_scope if rep.route is Route.FAQ and rep.section in r["sections"]]
     rate = len(correct) / len(in_scope)
-    assert rate >= 0.60, f"direct-correct {rate:.1%} of {len(in_scope)} in-scope questions"
+    # Issue 10 raised it from 116/160 to 125/160 with no wrong direct answer; it must not drop below that.
+    assert len(correct) >= 125, f"direct-correct {rate:.1%} of {len(in_scope)} in-scope questions"
 
 
 def test_labelled_no_direct_wrong(labelled_results):
