@@ -6,7 +6,12 @@ Two signals per (question, phrase) pair, both on the normalized text (Chinese ne
     explains" and "how much of the phrase the question contains". Rare bigrams (亲情, 姓名, 新生) weigh more than
     ones every entry shares (社保, 保卡).
 An entry scores as its best phrase. With many entries an inverted bigram index preselects candidates so the cost
-stays near-flat as the knowledge base grows.
+stays near-flat as the knowledge base grows. Bigrams of question words (terms.toml [question_words]) weigh little.
+
+Routing (`route`): a long question is scored as a whole and by its asking parts (`Normalized.asks`, one batch:
+`rank_many`); then the safety rules (foreign terms, domain words, an entry's `requires`), the half-covered details
+of partial.toml (`partial_aspect`: a line under the answer, or choices instead of a direct answer), and the
+thresholds decide between faq, clarify and none.
 """
 from __future__ import annotations
 
