@@ -183,6 +183,7 @@ class MatrixBot:
         self._bot_events: _Bounded = _Bounded(MAX_ANSWERS)  # event id -> sent by the bot? (reply detection)
         self._reactions: _Bounded = _Bounded(MAX_ANSWERS)  # reaction event id -> (answer id, sender, kind)
         self._thumbs: _Bounded = _Bounded(MAX_ANSWERS)  # (answer id, sender) -> kinds of their present reactions
+        self._redacted: _Bounded = _Bounded(MAX_ANSWERS)  # redacted event ids not seen (yet) as reactions
         self._asked_resend: _Bounded = _Bounded(MAX_ANSWERS)  # (room, sender, key session) already asked about
         self._members: dict[str, tuple[float, int]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -629,6 +630,8 @@ class MatrixBot:
         turn_id = self.answers.get(answer_id) if answer_id else None
         if kind is None or turn_id is None:
             return
+        if self._redacted.pop(str(evt.event_id), None):
+            return  # already removed: its redaction was handled first (an encrypted reaction is decrypted later)
         self._reactions[str(evt.event_id)] = (answer_id, sender, kind)
         present = self._thumbs.get((answer_id, sender)) or []
         if kind in present:
@@ -641,8 +644,13 @@ class MatrixBot:
         """A removed 👍/👎: the person's remaining thumbs reaction on that answer counts, else 'withdrawn'."""
         if self._is_old(str(evt.room_id), evt.timestamp):
             return
-        found = self._reactions.pop(str(evt.redacts), None) if evt.redacts else None
+        if not evt.redacts:
+            return
+        found = self._reactions.pop(str(evt.redacts), None)
         if found is None:
+            # Maybe a reaction not handled yet: an encrypted one is still being decrypted when the (plaintext)
+            # redaction that removes it arrives in the same sync. Remember it, so that reaction is not counted.
+            self._redacted[str(evt.redacts)] = True
             return
         answer_id, sender, kind = found
         present = [k for k in (self._thumbs.get((answer_id, sender)) or []) if k != kind]
