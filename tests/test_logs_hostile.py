@@ -418,7 +418,7 @@ def test_ask_log_with_an_unwritable_log_says_so_at_once(tmp_path):
     assert "Traceback" not in err
     assert "cannot write the conversation log" in err
     assert out == b""  # no answer that would not be logged
-    assert took < 20, took  # it used to answer, then wait 30 s for the writer to give up
+    assert took < 25, took  # it used to answer, then wait 30 s for the writer to give up (so >= 30 s)
 
 
 def test_no_secret_and_an_unwritable_folder(tmp_path):
