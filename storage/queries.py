@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterator
 
 from storage.db import utc_iso
-from storage.migrations import LATENCY_BUCKET_SQL
+from storage.migrations import BULK_DELETE_TABLE, LATENCY_BUCKET_SQL
 from storage.trace import decode_candidates
 
 FEEDBACK_FILTERS = ("up", "down", "none", "any")
@@ -374,15 +374,22 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
     cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older_than)
     batch, deleted, batches, max_lock = 200, 0, 0, 0.0
     target = max_lock_s / 2
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _purge_batch (rid INTEGER PRIMARY KEY)")
     while True:
         t0 = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
             # The oldest `batch` turns (ts index); explicit deletes are correct even without foreign_keys=ON.
-            chosen = "SELECT id FROM turns WHERE ts < ?1 ORDER BY ts LIMIT ?2"
-            conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({chosen})", (cutoff, batch))
-            conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({chosen})", (cutoff, batch))
-            n = conn.execute(f"DELETE FROM turns WHERE id IN ({chosen})", (cutoff, batch)).rowcount
+            conn.execute("DELETE FROM temp._purge_batch")
+            conn.execute("INSERT INTO temp._purge_batch (rid) SELECT rowid FROM turns WHERE ts < ? ORDER BY ts LIMIT ?",
+                         (cutoff, batch))
+            chosen = "SELECT t.id FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch)"
+            conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({chosen})")  # its trigger moves the feedback counts
+            conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({chosen})")
+            _subtract_batch_from_summary(conn)
+            conn.execute(f"INSERT INTO {BULK_DELETE_TABLE} (id) VALUES (1)")
+            n = conn.execute("DELETE FROM turns WHERE rowid IN (SELECT rid FROM temp._purge_batch)").rowcount
+            conn.execute(f"DELETE FROM {BULK_DELETE_TABLE}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -400,6 +407,7 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
             batch = max(20, int(batch * target / took))
         elif took < target / 2:
             batch = min(20_000, batch * 2)
+    t_deleted = time.perf_counter()
     # Conversations left without turns, by id ranges (each range one short transaction).
     top = conn.execute("SELECT max(id) FROM conversations").fetchone()[0] or 0
     for lo in range(0, top + 1, 5000):
@@ -413,6 +421,7 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+    t_vacuum = time.perf_counter()
     mode = "none"
     if vacuum:
         _full_vacuum(conn)
@@ -440,7 +449,25 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
     return {"deleted": deleted, "batches": batches, "max_lock_ms": round(max_lock * 1000, 1),
-            "seconds": round(time.perf_counter() - t_start, 3), "vacuum": mode}
+            "seconds": round(time.perf_counter() - t_start, 3), "vacuum": mode,
+            "delete_seconds": round(t_deleted - t_start, 3), "vacuum_seconds": round(time.perf_counter() - t_vacuum, 3)}
+
+
+def _subtract_batch_from_summary(conn: sqlite3.Connection) -> None:
+    """Take the turns in temp._purge_batch (their feedback already deleted) out of the daily summary, grouped."""
+    conn.execute(
+        "UPDATE stats_daily SET turns = turns - b.n, guard_failures = guard_failures - b.g, errors = errors - b.e "
+        "FROM (SELECT substr(t.ts, 1, 10) AS day, t.channel, t.route, coalesce(t.faq_id, '') AS faq_id, count(*) AS n, "
+        "      sum(coalesce(t.guard LIKE 'fail%', 0)) AS g, sum(t.error IS NOT NULL) AS e "
+        "      FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch) GROUP BY 1, 2, 3, 4) AS b "
+        "WHERE (stats_daily.day, stats_daily.channel, stats_daily.route, stats_daily.faq_id) "
+        "    = (b.day, b.channel, b.route, b.faq_id)")
+    conn.execute(
+        "UPDATE stats_latency SET n = stats_latency.n - b.cnt "
+        f"FROM (SELECT substr(t.ts, 1, 10) AS day, {LATENCY_BUCKET_SQL.format(x='t.latency_ms')} AS bucket, "
+        "      count(*) AS cnt FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch) "
+        "      AND t.latency_ms IS NOT NULL GROUP BY 1, 2) AS b "
+        "WHERE (stats_latency.day, stats_latency.bucket) = (b.day, b.bucket)")
 
 
 def _full_vacuum(conn: sqlite3.Connection) -> None:
