@@ -104,8 +104,8 @@ async def build_log_async(path: Path, settings: Settings | None = None) -> Fixtu
                 llm_raw="养老金按照缴费年限和基数计算，每月可领3000元。", guard="fail: ungrounded number 3000",
                 latency_ms=900.0, knowledge_version=kb.version), ["down"]),
             ("llm_ok", "telegram", Reply(
-                route=Route.LLM, text="可以，在支付宝搜索“电子社保卡”即可申领和使用。", question="支付宝里能用电子社保卡吗",
-                normalized="支付宝里能用电子社保卡吗", score=45.0, candidates=cands, context_ids=["apply"],
+                route=Route.LLM, text="可以，在支付宝搜索“电子社保卡”即可申领和使用。", question="电子社保卡能在支付宝里查缴费记录吗",
+                normalized="电子社保卡能在支付宝里查缴费记录吗", score=45.0, candidates=cands, context_ids=["apply"],
                 model="gpt-4o-mini", llm_raw="可以，在支付宝搜索“电子社保卡”即可申领和使用。", guard="pass",
                 latency_ms=1200.0, knowledge_version=kb.version), ["up"]),
             ("error", "telegram", Reply(
