@@ -223,6 +223,24 @@ async def test_server_errors_html_502_and_dropped_connection(tg: FakeBotAPI, bot
     assert [c.status for c in tg.calls] == [502, 502, 0, 500, 200]
 
 
+async def test_undecodable_answers_to_calls_that_were_carried_out(tg: FakeBotAPI, bot: Bot):
+    from bot.telegram.session import UnreadableResponse
+
+    tg.undecodable("sendMessage")  # truncated JSON
+    tg.undecodable("sendMessage", kind="schema")  # JSON of the wrong shape
+    with pytest.raises(UnreadableResponse) as syntax:
+        await bot.send_message(1001, "一")
+    with pytest.raises(UnreadableResponse) as schema:
+        await bot.send_message(1001, "二")
+    await bot.send_message(1001, "三")
+    assert isinstance(syntax.value, ClientDecodeError) and syntax.value.status_code == 200
+    assert isinstance(syntax.value.data, str) and syntax.value.data.startswith('{"ok": true')
+    assert schema.value.status_code == 200 and schema.value.data["result"]["unreadable"]["text"] == "二"
+    assert tg.sent_texts(1001) == ["一", "二", "三"]  # all three were delivered
+    with pytest.raises(ValueError):
+        tg.undecodable("sendMessage", kind="html")
+
+
 async def test_set_delay_slows_one_method(tg: FakeBotAPI, bot: Bot):
     tg.set_delay("sendChatAction", 0.3)
     t0 = time.monotonic()
