@@ -7,6 +7,10 @@
 Nothing is created at import time. ``run_telegram`` returns after ``stop`` is set: it stops taking updates, waits
 for the answers in flight (up to ``options.drain_timeout``), confirms the last update to Telegram and closes the
 HTTP session. Draining the conversation log is the caller's job (`Services.aclose`).
+
+Start-up: only ``getMe`` must succeed (a refused token or an unreachable API ends the transport with a one-line
+`TransportStartError`); the command menu is set beside polling and ``deleteWebhook`` may fail -- both are cosmetic
+here and only log a warning.
 """
 from __future__ import annotations
 
