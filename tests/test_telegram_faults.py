@@ -18,7 +18,15 @@ from bot import texts
 from bot.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
-from tests.telegram_helpers import FAQ_Q, TEST_OPTIONS, knowledge, make_services, make_settings
+from tests.telegram_helpers import (
+    FAQ_Q,
+    NONE_Q,
+    TEST_OPTIONS,
+    ScriptedFallback,
+    knowledge,
+    make_services,
+    make_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ID_NUMBER = "110105194912310021"
@@ -41,16 +49,17 @@ def logs(caplog, monkeypatch):
 class Bot:
     """run_telegram on the fake, started and stopped by the test (stop waits for every handler to finish)."""
 
-    def __init__(self, fake: FakeBotAPI, tmp_path: Path, options=TEST_OPTIONS, **settings) -> None:
+    def __init__(self, fake: FakeBotAPI, tmp_path: Path, options=TEST_OPTIONS, llm=None, **settings) -> None:
         self.fake = fake
         self.options = options
+        self.llm = llm
         self.settings = make_settings(tmp_path, fake, **settings)
         self.stop = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Bot:
         setup_logging(self.settings)
-        self.services = await make_services(self.settings)
+        self.services = await make_services(self.settings, llm=self.llm)
         self.task = asyncio.create_task(run_telegram(self.services, self.settings, self.stop, options=self.options,
                                                      session=_session(self.fake)))
         return self
@@ -204,3 +213,16 @@ async def _refused_token(tmp_path: Path) -> None:
     assert line.endswith("transport telegram cannot start: Telegram refused the bot token "
                          "(getMe: 401 Unauthorized); check TELEGRAM_BOT_TOKEN")
     assert token not in stderr and token.split(":", 1)[1] not in stderr
+
+
+async def test_an_unreadable_answer_to_the_typing_indicator_does_not_break_the_answer(tmp_path, logs):
+    async with FakeBotAPI() as fake:
+        fake.undecodable("sendChatAction", times=100)
+        llm = ScriptedFallback([], "慢慢地回答完了。", delay=0.8)  # slow enough for the typing indicator to fire
+        async with Bot(fake, tmp_path, llm=llm):
+            await fake.wait_for("getUpdates", timeout=15)
+            fake.push_message(NONE_Q)
+            await fake.wait_for("sendChatAction", timeout=15)
+            await fake.wait_for(lambda c: c.method == "sendMessage" and not c.failed, timeout=15)
+        assert fake.sent_texts(1001) == ["慢慢地回答完了。"]
+    assert "handling update" not in logs.text  # nothing reached the error handler

@@ -175,7 +175,7 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
         if name in _BEST_EFFORT:
             try:
                 return await make_request(bot, method)
-            except TelegramAPIError as exc:
+            except BOT_API_ERRORS as exc:
                 log.debug("Bot API %s failed (%s); ignored", name, type(exc).__name__)
                 return cast(Response[TelegramType], True)
         if name in _NEVER_RETRIED or not _retries.get():
