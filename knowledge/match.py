@@ -126,6 +126,9 @@ class Matcher:
         for p in self.phrases:
             self.by_entry[p.entry].append(p)
         self._entry_texts = [[p.text for p in ps] for ps in self.by_entry]
+        # Bigram ids for the batch scoring of a large knowledge base (see rank_many); per-entry arrays made lazily.
+        self._gram_ids = {g: k for k, g in enumerate(self.idf)}
+        self._gram_arrays: list = [None] * len(self.entries)
         self._entry_weights = [[p.weight for p in ps] for ps in self.by_entry]
         # Vectorized scoring (see rank): an entry's phrases are contiguous in self.phrases, so an entry is a slice.
         import numpy as np  # here, not at import time: `faqbot --help` and friends do not pay for it
@@ -270,6 +273,19 @@ class Matcher:
             out.append(Scored(self.entries[e], sc, texts[k]))
         return out
 
+    def _entry_gram_arrays(self, i: int):
+        """(phrase index within the entry, bigram id) pairs of entry `i`'s phrases, made on first use and kept."""
+        cached = self._gram_arrays[i]
+        if cached is None:
+            np = self._np
+            ps = self.by_entry[i]
+            ids = [[self._gram_ids[g] for g in p.grams] for p in ps]
+            # int32: at 10,000 entries all of them together take ~17 MB, built only as entries come up.
+            cached = (np.repeat(np.arange(len(ps), dtype=np.int32), [len(x) for x in ids]),
+                      np.array([g for x in ids for g in x], dtype=np.int32))
+            self._gram_arrays[i] = cached
+        return cached
+
     def rank_many(self, queries: list[str], limit: int = 5, *, within: list[int] | None = None) -> list[list[Scored]]:
         """`rank` for several normalized queries at once (the asking parts of one question): one shape call for all,
         and on a large knowledge base one pass over the entries `within` (or those preselected for the first
@@ -292,24 +308,32 @@ class Matcher:
                     commons.append(np.zeros(len(texts)))
         else:
             cand = within if within is not None else self._candidate_entries(qgrams[0])
-            union = set().union(*qgrams) & idf.keys()
-            col = {g: j for j, g in enumerate(union)}
-            texts, weights, ranges, cols = [], [], [], []
+            union = sorted(set().union(*qgrams) & idf.keys())
+            texts, weights, ranges, rows, gids = [], [], [], [], []
             for i in cand:
                 ps = self.by_entry[i]
                 ranges.append((len(texts), len(texts) + len(ps)))
+                local_rows, local_gids = self._entry_gram_arrays(i)
+                rows.append(local_rows + len(texts))
+                gids.append(local_gids)
                 texts += self._entry_texts[i]
                 weights += self._entry_weights[i]
-                cols += [[col[g] for g in p.grams & union] for p in ps]  # set intersection in C, then lookups
             if not texts:
                 return [[] for _ in queries]
-            # Which query bigrams each phrase has (phrases x bigrams), times each query's IDF weights.
+            # Which query bigrams each phrase has (phrases x bigrams), from the entries' (phrase, bigram id) pairs,
+            # times each query's IDF weights: arrays only, no Python loop over the phrases.
+            colmap = np.full(len(self._gram_ids), -1, dtype=np.int64)
+            colmap[[self._gram_ids[g] for g in union]] = np.arange(len(union))
+            rows_a, cols_a = np.concatenate(rows), colmap[np.concatenate(gids)]
+            hit = cols_a >= 0
             present = np.zeros((len(texts), len(union)))
-            present[np.repeat(np.arange(len(texts)), [len(c) for c in cols]), [j for c in cols for j in c]] = 1.0
+            present[rows_a[hit], cols_a[hit]] = 1.0
+            col = {g: j for j, g in enumerate(union)}
             qmat = np.zeros((len(union), len(queries)))
             for j, gs in enumerate(qgrams):
-                for g in gs & union:
-                    qmat[col[g], j] = idf[g]
+                for g in gs:
+                    if g in col:
+                        qmat[col[g], j] = idf[g]
             common_all = present @ qmat
             commons = [common_all[:, j] for j in range(len(queries))]
             pweight, entry_of = np.array(weights), cand
@@ -357,7 +381,7 @@ class Matcher:
         if asks:
             ranked = self.rank_parts(q, asks, trust_whole=th.clarify, near=th.margin)
         else:
-            ranked = self.rank(q)
+            ranked = self.rank_many([q])[0]  # = rank(q) (tested), with the array path on large knowledge bases
         if not ranked:
             return MatchResult("none", [], "no-match")
         top = ranked[0]
