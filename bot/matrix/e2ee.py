@@ -7,7 +7,8 @@ Set up the way maubot and the mautrix bridges do it, through the library's publi
   (``PgCryptoStore``) and the room state encryption needs -- members, encryption settings (``PgCryptoStateStore``,
   sharing the store's connection through ``Database.override_pool``). Keys survive restarts;
 * the store records the device it belongs to. A store of another device (a new access token) is wiped and started
-  again; an empty store for a device that already has keys on the server means the store was lost: the caller
+  again; a file SQLite cannot read is moved aside (``.unreadable``) and a new store started; an empty store for a
+  device that already has keys on the server means the store was lost: the caller
   (``bot.matrix.app``) then gets a new device when it can log in with a password (``StoreLost``), else the new keys
   are uploaded for the same device after the stale one-time keys are claimed away;
 * after the device keys are on the server the bot cross-signs its own device: the first start creates the
