@@ -60,6 +60,14 @@ async def test_encrypted_direct_room_answer_is_encrypted_and_decryptable(
                 and e.get("type") != "m.room.member"]
         assert mine and all(e.get("encrypted") for e in mine), a.summary()
         assert not a.undecryptable
+        # The homeserver cannot read an encrypted answer; its push rule for encrypted direct messages notifies the
+        # asker (their client then applies the rules to the decrypted m.text with its mention).
+        for _ in range(100):
+            pushed = {n["event"]["event_id"]: n["actions"] for n in a.notifications(synapse)}
+            if ans["event_id"] in pushed:
+                break
+            await asyncio.sleep(0.05)
+        assert "notify" in pushed[ans["event_id"]]
         await runner.flush()
 
     rows = db_rows(matrix_settings, "SELECT t.question, t.route, c.chat_type FROM turns t "
