@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     matrix_allowed: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("MATRIX_ALLOWED", "matrix_allowed"))
     # End-to-end encryption: None = on when the crypto dependency (python-olm) is installed (bot.matrix.app).
     matrix_e2ee: bool | None = Field(None, validation_alias=AliasChoices("MATRIX_E2EE", "matrix_e2ee"))
+    # The account's cross-signing recovery key, when its cross-signing was set up elsewhere (bot.matrix.e2ee).
+    matrix_recovery_key: SecretStr | None = Field(None, validation_alias=AliasChoices("MATRIX_RECOVERY_KEY", "matrix_recovery_key"))
     transports: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("FAQBOT_TRANSPORTS", "transports"))
 
     @field_validator("admin_ids", "matrix_admin_ids", "matrix_allowed", "transports", mode="before")
@@ -111,7 +113,8 @@ class Settings(BaseSettings):
         """Every configured secret, for log redaction."""
         out = []
         for s in (self.telegram_bot_token, self.openai_api_key, self.telegram_webhook_secret,
-                  self.matrix_access_token, self.matrix_password, self.review_password, self.secret):
+                  self.matrix_access_token, self.matrix_password, self.matrix_recovery_key, self.review_password,
+                  self.secret):
             if s is not None and s.get_secret_value():
                 out.append(s.get_secret_value())
         return out

@@ -305,3 +305,35 @@ async def test_direct_room_that_switches_encryption_on_keeps_working(synapse, ma
         assert ans["content"]["body"] == expected(answerer, "电子社保卡怎么申领").text
         assert bot_user.user_id in await a.members(room)
         assert not a.undecryptable
+
+
+async def test_account_cross_signed_elsewhere_signs_the_bot_with_the_recovery_key(synapse, matrix_settings,
+                                                                                   bot_user, tmp_path):
+    """The operator set up cross-signing for the bot account in another client: without its recovery key the bot
+    cannot sign its device (it says so and keeps working); with MATRIX_RECOVERY_KEY it signs it at start."""
+    from pydantic import SecretStr
+
+    from tests.matrix.synapse import User
+
+    login = synapse.request("POST", "/_matrix/client/v3/login", {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": bot_user.user_id},
+        "password": bot_user.password})
+    other = User(bot_user.user_id, login["access_token"], login["device_id"], bot_user.password)
+    async with TestUser(synapse.base_url, other, crypto_dir=tmp_path / "operator") as op:
+        recovery_key = await op.crypto.generate_recovery_key()
+
+    def bot_device_signed() -> bool:
+        keys = synapse.request("POST", "/_matrix/client/v3/keys/query", {"device_keys": {bot_user.user_id: []}},
+                               token=bot_user.access_token)
+        ssk = next(iter(keys["self_signing_keys"][bot_user.user_id]["keys"]))
+        return ssk in keys["device_keys"][bot_user.user_id][bot_user.device_id].get("signatures", {}).get(
+            bot_user.user_id, {})
+
+    async with BotRunner(matrix_settings):
+        pass
+    assert not bot_device_signed()
+    with_key = matrix_settings.model_copy(update={"matrix_recovery_key": SecretStr(recovery_key)})
+    async with BotRunner(with_key):
+        pass
+    assert bot_device_signed()
+    assert recovery_key not in (session_path(matrix_settings).read_text())  # the operator's key stays in .env

@@ -286,7 +286,9 @@ class MatrixBot:
             # The old device's keys are gone for good: remove it, so nobody keeps encrypting for it.
             if await delete_device(self.client, self.settings, old_device):
                 log.info("Matrix: deleted the old device %s", old_device)
-        created = await e2ee.cross_sign(self.session.recovery_key or None)
+        configured = self.settings.matrix_recovery_key
+        created = await e2ee.cross_sign(self.session.recovery_key
+                                        or (configured.get_secret_value() if configured is not None else None))
         if created:
             self.session = remember_recovery_key(self.settings, self.session, created)
         self.e2ee = e2ee

@@ -197,7 +197,7 @@ class E2EE:
                 log.info("Matrix: signed device %s with the stored recovery key", device_id)
             else:
                 log.warning("Matrix: the account has cross-signing keys but no recovery key is stored; device %s "
-                            "stays unverified (verify it from another session, see README)", device_id)
+                            "stays unverified (set MATRIX_RECOVERY_KEY, or verify it from another session)", device_id)
         except (MatrixError, ValueError, KeyError) as exc:
             log.warning("Matrix: could not cross-sign device %s: %s", device_id, exc)
         return None
