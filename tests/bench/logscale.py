@@ -126,6 +126,7 @@ def _datasette(db: Path, env: dict) -> dict:
                 time.sleep(0.1)
         pages = {"table": "/turns", "facets": "/turns?_facet=route&_facet=channel",
                  "search": "/turns?_search=%E7%A4%BE%E4%BF%9D%E5%8D%A1",  # 社保卡
+                 "saved search query": "/search_questions?q=%E7%A4%BE%E4%BF%9D%E5%8D%A1",
                  "summary": "/stats_daily?_facet=route"}
         for key, path in pages.items():
             t0 = time.perf_counter()
