@@ -19,6 +19,7 @@ import pytest
 from bot.cli import main
 from bot.config import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
+from storage.db import utc_iso
 from tests.fixtures_logs import MATCHED, build_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,6 +103,18 @@ def test_list_human_table(fx, capsys):
     assert "2 turn(s)" in out
     assert fx.id("llm_fail") in out and fx.id("llm_ok") in out
     assert "养老金怎么算" in out
+
+
+def test_list_all_as_a_table_prints_one_line_per_turn_newest_first(fx, capsys):
+    code, out, _ = run(capsys, "list", "--db", fx.path, "-n", 0)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[-1] == f"{len(fx.ids)} turn(s)"
+    body = [line for line in lines if re.match(r"^[0-9a-f]{16}", line)]
+    assert len(body) == len(fx.ids)  # streamed as fixed-width lines, not one table held in memory
+    order = [line.split()[0] for line in body]
+    assert order.index(fx.id("weather")) < order.index(fx.id("reissue"))  # 10 days old before 200 days old
+    assert any("养老金怎么算" in line and "llm" in line for line in body)
 
 
 def test_bad_arguments_and_missing_db(tmp_path, capsys):
@@ -252,6 +265,23 @@ def _paste_alternates(knowledge: Path, snippet: str) -> None:
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("alternates = [\n", "alternates = [\n" + "\n".join(lines) + "\n", 1),
                     encoding="utf-8")
+
+
+def test_gaps_default_window_is_30_days_and_all_widens_it(db_copy, fx, capsys):
+    def cluster_turns(*extra):
+        return {t for c in run_json(capsys, "gaps", "--db", db_copy, "-n", 0, *extra) for t in c["turn_ids"]}
+
+    assert fx.id("balance1") in cluster_turns()
+    conn = sqlite3.connect(db_copy)
+    with conn:  # the balance questions were asked 40 days ago
+        conn.execute("UPDATE turns SET ts = ? WHERE id IN (?, ?)",
+                     (utc_iso(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)), fx.id("balance1"),
+                      fx.id("balance2")))
+    conn.close()
+    default = cluster_turns()
+    assert fx.id("balance1") not in default and fx.id("balance2") not in default and fx.id("bus1") in default
+    assert {fx.id("balance1"), fx.id("balance2")} <= cluster_turns("--all")
+    assert fx.id("balance1") in cluster_turns("--since", "60d")
 
 
 def test_replay_with_current_knowledge_changes_nothing(fx, capsys):
