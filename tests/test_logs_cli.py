@@ -401,6 +401,22 @@ def test_purge_dry_run_then_delete(db_copy, fx, capsys):
     assert labels(fx, run_json(capsys, "search", "社保卡能坐", "--db", db_copy)) == {"bus1", "bus2"}
 
 
+def test_compact_converts_rows_written_before_the_compact_format(db_copy, fx, capsys):
+    conn = sqlite3.connect(db_copy)
+    with conn:  # as the writer stored candidates before storage.trace: objects with keys and the entry's question
+        conn.execute("UPDATE turns SET candidates = ? WHERE id = ?", (json.dumps(
+            [{"faq_id": "apply", "section": 1, "score": 88.5, "question": "电子社保卡怎么申领？"}], ensure_ascii=False),
+            fx.id("apply_tg")))
+    conn.close()
+    before = run_json(capsys, "show", fx.id("apply_tg"), "--db", db_copy)["candidates"]
+    assert before[0]["question"] == "电子社保卡怎么申领？"
+    result = run_json(capsys, "compact", "--db", db_copy)
+    assert result["converted"] == 1 and result["bytes_after"] < result["bytes_before"]
+    after = run_json(capsys, "show", fx.id("apply_tg"), "--db", db_copy)["candidates"]
+    assert after == [{"faq_id": "apply", "section": 1, "score": 88.5}]
+    assert run_json(capsys, "compact", "--db", db_copy)["converted"] == 0  # nothing left: a rerun is a no-op
+
+
 def test_purge_respects_retention_setting(db_copy, capsys, monkeypatch):
     monkeypatch.setenv("FAQBOT_RETENTION_DAYS", "7")
     dry = run_json(capsys, "purge", "--dry-run", "--db", db_copy)
