@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     direct_threshold: float = Field(50.0, validation_alias=AliasChoices("FAQBOT_DIRECT_THRESHOLD", "direct_threshold"))
     clarify_threshold: float = Field(40.0, validation_alias=AliasChoices("FAQBOT_CLARIFY_THRESHOLD", "clarify_threshold"))
     direct_margin: float = Field(8.0, validation_alias=AliasChoices("FAQBOT_DIRECT_MARGIN", "direct_margin"))
+    direct_lead: float = Field(15.0, validation_alias=AliasChoices("FAQBOT_DIRECT_LEAD", "direct_lead"))
     related_threshold: float = Field(33.0, validation_alias=AliasChoices("FAQBOT_RELATED_THRESHOLD", "related_threshold"))
     max_question_chars: int = Field(2000, validation_alias=AliasChoices("FAQBOT_MAX_QUESTION_CHARS", "max_question_chars"))
     match_prefix_chars: int = Field(120, validation_alias=AliasChoices("FAQBOT_MATCH_PREFIX_CHARS", "match_prefix_chars"))

@@ -61,7 +61,7 @@ class Answerer:
     def thresholds(self) -> Thresholds:
         s = self.settings
         return Thresholds(direct=s.direct_threshold, clarify=s.clarify_threshold, margin=s.direct_margin,
-                          related=s.related_threshold)
+                          related=s.related_threshold, lead=s.direct_lead)
 
     def reload(self, directory=None) -> KnowledgeBase:
         """Load and validate the knowledge again; on error raise and keep serving the running version."""

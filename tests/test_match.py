@@ -245,8 +245,11 @@ def test_none_offers_related_questions_when_any(answerer):
 def test_thresholds_from_settings(settings, kb):
     from bot.core import Answerer
 
-    strict = Answerer(settings.model_copy(update={"direct_threshold": 101.0}), kb)
+    strict = Answerer(settings.model_copy(update={"direct_threshold": 101.0, "direct_lead": 101.0}), kb)
     assert strict.match("社保卡丢了怎么办").route is not Route.FAQ
+    # A clear leader is still answered below the direct threshold, unless the lead asked for is out of reach.
+    leader = Answerer(settings.model_copy(update={"direct_threshold": 101.0}), kb)
+    assert leader.match("社保卡丢了怎么办").route is Route.FAQ
     lax = Answerer(settings.model_copy(update={"clarify_threshold": 101.0, "direct_threshold": 101.0}), kb)
     assert lax.match("社保卡丢了怎么办").route is Route.NONE
 
@@ -283,7 +286,25 @@ def test_route_margin_blocks_ties(kb):
     q = m.normalizer.normalize("社保卡丢了怎么办").text
     assert m.route(q, Thresholds()).route == "faq"
     # A margin no gap can meet turns the confident answer into a clarify.
-    assert m.route(q, Thresholds(margin=101.0)).route == "clarify"
+    assert m.route(q, Thresholds(margin=101.0, lead=101.0)).route == "clarify"
+
+
+def test_route_clear_leader_below_direct_threshold(kb):
+    """Between the clarify and direct thresholds, an entry far ahead of every other section is answered directly
+    (`Thresholds.lead`); a close second keeps the choices."""
+    m = Matcher(kb)
+
+    def route(q, **th):
+        n = m.normalizer.normalize(q)
+        return m.route(n.text, Thresholds(**th), n.asks)
+
+    lead = "社保卡到期了去医院还能刷吗"  # validity entry, far ahead
+    assert route(lead).route == "faq"
+    # With a direct threshold nothing reaches, only the lead rule can answer; a lead no gap meets cannot.
+    assert route(lead, direct=101.0).route == "faq"
+    assert route(lead, direct=101.0, lead=101.0).route == "clarify"
+    close = route("我是外地来的，在这边上班，电子社保卡用微信能不能领", direct=101.0)
+    assert close.route == "clarify" and close.ranked[0].score - close.ranked[1].score < Thresholds().lead
 
 
 def _reference_rank(m: Matcher, q: str, entries: list[int] | None = None) -> list[tuple[str, float, str]]:
