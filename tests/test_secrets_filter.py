@@ -301,3 +301,33 @@ def test_a_message_holding_the_internal_part_break_is_still_cleaned(capture):
     logger.warning("odd\n\x00\x00\ntext %s first_name='王小明'", TOKEN)
     out = stream.getvalue()
     assert TOKEN not in out and "王小明" not in out and "odd" in out
+
+
+def test_prefilter_skips_no_secret_in_printed_lines():
+    """`redact` skips its regex for text that cannot hold a secret; every shape of secret is still caught, inside a
+    line of `logs list --json` too, and the result equals the full pattern applied to every text."""
+    import json
+    import re
+    from urllib.parse import quote
+
+    from bot.secrets_filter import API_KEY_RE, BOT_TOKEN_RE, secret_redactor
+
+    secrets = [API_KEY, PASSWORD, "中文口令abcdef"]
+    redact = secret_redactor(secrets)
+    values = {s for s in secrets} | {quote(s, safe="") for s in secrets}
+    full = re.compile("|".join([re.escape(s) for s in sorted(values, key=len, reverse=True)]
+                               + [BOT_TOKEN_RE, API_KEY_RE]))
+    row = {"id": "0192f3a4b5c6", "ts": "2026-11-29T21:58:57.123Z", "question": "电子社保卡怎么申领？",
+           "answer": "登录国家社会保险公共服务平台……", "candidates": [["3", 3, 0.91]]}
+    plain = json.dumps(row, ensure_ascii=False)
+    assert redact(plain) == plain
+    hidden = [TOKEN, API_KEY, PASSWORD, quote(PASSWORD, safe=""), "中文口令abcdef", "sk-otherkey0123456789abc",
+              "987654321:" + "Z" * 35, "BeArEr abcdefghijklmnop.qrs", "BEARER  XYZabcdefghijkl=="]
+    texts = [plain, "", "::::", "sk-", "bearer", "12:34:56 " + "a" * 29, "12:" + "a" * 30]
+    for secret in hidden:
+        line = json.dumps({**row, "llm_raw": f"Incorrect API key provided: {secret}"}, ensure_ascii=False)
+        texts += [line, f"前缀{secret}后缀", secret]
+        assert secret not in redact(line), secret
+        assert "***" in redact(line)
+    for text in texts:
+        assert redact(text) == full.sub("***", text), text
