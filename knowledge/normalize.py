@@ -102,6 +102,18 @@ class Normalized:
     elsewhere: bool = False  # the question names a place outside Hebei or says "外地", "我们省"...
 
 
+def _keep_inside(m: re.Match, canon: str, text: str) -> str:
+    """The replacement for variant match `m`, unless the match lies within an occurrence of `canon` already in `text`
+    ("申领一个" holds the variant "领一个" of 申领: rewriting it would give "申申领")."""
+    start, end = m.span()
+    k = text.find(canon, max(0, start - len(canon) + 1))
+    while k != -1 and k < end:
+        if k < end and k + len(canon) > start:
+            return m.group(0)
+        k = text.find(canon, k + 1)
+    return canon
+
+
 class Normalizer:
     def __init__(self, terms: Terms):
         self.terms = terms
@@ -157,16 +169,23 @@ class Normalizer:
             return text
         return self._syn_re.sub(lambda m: self._syn[m.group(0)], text)
 
-    def _rewrite(self, seg: str) -> str:
+    def _rewrite(self, seg: str, message: str = "") -> str:
+        """Synonyms, then the paraphrase rules on one segment. `when` may be met anywhere in the `message` (the
+        context words are often in another clause: "……刷脸老是不成功，是不是我老了长得不像了"); `unless` only in
+        the segment itself."""
         seg = self._syn_sub(seg)
         if self._any_rule_re is None or self._any_rule_re.search(seg) is None:
             return seg  # most segments of a long message name no paraphrase: one search instead of one per rule
+        context = None
         for pattern, canon, when, unless in self._rules:
             if when and not any(w in seg for w in when):
-                continue
+                if context is None:
+                    context = self._syn_sub(message)
+                if not any(w in context for w in when):
+                    continue
             if unless and any(w in seg for w in unless):
                 continue
-            seg = pattern.sub(canon, seg)
+            seg = pattern.sub(lambda m, c=canon, t=seg: _keep_inside(m, c, t), seg)
         return seg
 
     def _clause(self, clause: str) -> str:
@@ -203,7 +222,7 @@ class Normalizer:
             mark = pieces[k + 1] if k + 1 < len(pieces) else "。"
             key = "".join(c for c in (self._clause(c) for c in _SPLIT_RE.split(raw) if c) if c)
             if key:
-                key = self._rewrite(key)
+                key = self._rewrite(key, lowered)
             asks = bool(_ASK_RE.search(raw)) or "?" in mark
             ends = any(ch in _SENTENCE_END for ch in mark)
             if key:

@@ -227,6 +227,25 @@ def test_conditional_paraphrases_need_their_context(norm):
     assert "电子社保卡" not in key(norm, "医保电子凭证怎么用")
 
 
+def test_paraphrase_context_may_be_in_another_clause(norm):
+    # `when` words count anywhere in the message: the photo is named a clause before the "doesn't look like me".
+    assert "相貌变化较大" in key(norm, "刷脸老是通不过，跟照片对不上，是不是我长得不像了")
+    assert "相貌变化较大" not in key(norm, "我长得不像我爸")
+    # `unless` still only in the segment itself.
+    assert "账户要激活" in key(norm, "申领电子社保卡，实体卡的社保账户要激活吗")
+
+
+def test_paraphrase_not_rewritten_inside_its_canonical(norm):
+    # 开通 is already 申领 after the synonyms; its tail "领一个" is a variant of 申领 but must not give "申申领".
+    k = key(norm, "电子社保卡怎么给我开通一个")
+    assert "申申领" not in k and "申领一个" in k
+
+
+def test_another_card_is_not_a_reissue(norm):
+    # "再办一张" asks for another card (the electronic one next to the physical), not for a reissue.
+    assert "补办" not in key(norm, "有了实体卡还要再办一张电子的吗")
+
+
 def test_paraphrase_file_problems_are_reported(knowledge_copy):
     from knowledge.loader import KnowledgeError, load_knowledge
 
