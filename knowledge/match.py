@@ -156,6 +156,7 @@ class Matcher:
         # Half-covered details, with their words normalized like the questions.
         self.aspects = [(a, tuple({self.normalizer.normalize(w).text for w in a.words} - {""}),
                          tuple({self.normalizer.normalize(w).text for w in a.unless} - {""})) for a in kb.aspects]
+        self._answers: dict[str, str] = {}
         self.anchors = tuple({self.normalizer.normalize(a).text for a in kb.terms.anchors} - {""})
         self.foreign = tuple(sorted({self.normalizer.normalize(f).text for f in kb.terms.foreign} - {""}, key=len, reverse=True))
 
@@ -351,9 +352,21 @@ class Matcher:
         for aspect, words, unless in self.aspects:
             if (mode and aspect.mode != mode) or (aspect.entries and entry.id not in aspect.entries):
                 continue
-            if any(w in q for w in words) and not any(u in q for u in unless):
-                return aspect
+            said = [w for w in words if w in q]
+            if not said or any(u in q for u in unless):
+                continue
+            # The entry's own answer speaks of it ("申领电子社保卡跟激活银行金融账户无关"): not a gap of the FAQ here.
+            if all(w in self._answer_text(entry) for w in said):
+                continue
+            return aspect
         return None
+
+    def _answer_text(self, entry: Entry) -> str:
+        """An entry's answer, normalized like the questions (made on first use and kept)."""
+        text = self._answers.get(entry.id)
+        if text is None:
+            text = self._answers[entry.id] = self.normalizer.normalize(entry.answer).text
+        return text
 
     def rank_parts(self, q: str, asks: tuple[tuple[str, float], ...] = (), limit: int = 5,
                    trust_whole: float = 101.0, near: float = 8.0, whole: list[Scored] | None = None) -> list[Scored]:

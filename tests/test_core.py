@@ -388,6 +388,20 @@ def test_a_detail_of_no_entry_is_said_plainly(answerer):
     assert answerer.match("电子社保卡怎么激活？").faq_id == "apply"
 
 
+def test_a_detail_the_matched_entry_answers_is_not_a_gap(answerer):
+    # The face-recognition entry says applying has nothing to do with activating the bank account: no "not covered".
+    reply = answerer.match("孩子领电子社保卡一直刷脸不成功，是不是得先去激活")
+    assert (reply.route, reply.faq_id) == (Route.FAQ, "face_failed"), reply.reason
+    assert "partial" not in reply.reason
+
+
+def test_card_password_inside_an_app_is_the_login_password(answerer):
+    # In WeChat or Alipay the "社保卡密码" is the electronic card's password, which the FAQ covers.
+    reply = answerer.match("微信里的社保卡密码忘了怎么找回")
+    assert (reply.route, reply.faq_id) == (Route.FAQ, "reset_password"), reply.reason
+    assert answerer.match("实体社保卡的医保密码忘了怎么改").reason == "partial:card_password"
+
+
 async def test_half_covered_reply_is_kept_from_the_llm(tmp_path, kb):
     """With an LLM configured, a question about a detail the FAQ lacks still gets the honest line and the entries:
     the model (limited to the FAQ's text) is not asked; an ordinary close call still goes to it."""

@@ -211,6 +211,7 @@ def test_lead_ins_are_not_asking_parts(norm):
     ("电子社保卡怎么添加家人", "电子社保卡怎么亲情服务"),
     ("手里有两张社保卡", "手里有两个账号"),
     ("电子社保卡看病能用吗", "电子社保卡就医能用吗"),
+    ("户口上名字改了，社保卡呢", "户口上变更姓名，社保卡呢"),
 ])
 def test_paraphrases_share_a_key(norm, variant, same_as):
     assert key(norm, variant) == key(norm, same_as)
