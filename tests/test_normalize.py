@@ -242,6 +242,13 @@ def test_paraphrase_not_rewritten_inside_its_canonical(norm):
     assert "申申领" not in k and "申领一个" in k
 
 
+def test_newborn_said_by_what_just_happened(norm):
+    assert "新生儿" in key(norm, "家里娃刚满月，社保卡怎么给他办")
+    assert "新生儿" in key(norm, "孩子刚上完户口，能办社保卡了吗")
+    # Without the card in the question it is about the household register, not about us.
+    assert "新生儿" not in key(norm, "孩子刚上完户口，还要办什么")
+
+
 def test_another_card_is_not_a_reissue(norm):
     # "再办一张" asks for another card (the electronic one next to the physical), not for a reissue.
     assert "补办" not in key(norm, "有了实体卡还要再办一张电子的吗")
