@@ -29,7 +29,7 @@ test: $(STAMP) synapse-venv
 	$(BIN)/python -m pytest -q
 
 eval: $(STAMP)
-	$(BIN)/faqbot eval $(wildcard ../shared/eval/*.jsonl) tests/data/labelled_questions.jsonl tests/data/real_style_questions.jsonl
+	$(BIN)/faqbot eval $(wildcard ../shared/eval/*.jsonl) tests/data/labelled_questions.jsonl tests/data/real_style_questions.jsonl tests/data/heldout_real_style.jsonl
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
