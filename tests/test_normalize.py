@@ -249,6 +249,12 @@ def test_newborn_said_by_what_just_happened(norm):
     assert "新生儿" not in key(norm, "孩子刚上完户口，还要办什么")
 
 
+def test_card_lost_with_what_held_it(norm):
+    assert key(norm, "老伴的社保卡不见了") == key(norm, "老伴的社保卡丢了")
+    assert "社保卡挂失" in key(norm, "钱包丢了，社保卡在里面")
+    assert "社保卡挂失" not in key(norm, "钱包丢了，身份证在里面")
+
+
 def test_another_card_is_not_a_reissue(norm):
     # "再办一张" asks for another card (the electronic one next to the physical), not for a reissue.
     assert "补办" not in key(norm, "有了实体卡还要再办一张电子的吗")
