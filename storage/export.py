@@ -19,7 +19,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from storage.safe_text import csv_cell, json_for_terminal
 from storage.queries import _LATEST_FEEDBACK, FEEDBACK_FILTERS, turn_filters
-from storage.trace import decode_candidates
+from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
 
 FORMATS = ("csv", "jsonl")
 T = TypeVar("T")
@@ -41,8 +41,8 @@ def _count(kind: str) -> str:
 
 _SELECT = f"""
 SELECT t.id AS turn_id, t.ts, t.channel, t.via, c.chat_type, t.conversation_id, t.question, t.normalized, t.route,
-       t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, t.llm_raw, t.guard, t.answer,
-       t.latency_ms, t.knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
+       t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, {LLM_RAW_SQL} AS llm_raw, t.guard, t.answer,
+       t.latency_ms, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
        {_LATEST} AS feedback, {_count('up')} AS thumbs_up, {_count('down')} AS thumbs_down,
        {_count('none')} AS none_of_these
 FROM turns t LEFT JOIN conversations c ON c.id = t.conversation_id

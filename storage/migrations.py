@@ -435,3 +435,24 @@ def m007_purge_summary_in_bulk(conn: sqlite3.Connection) -> None:
         f"CREATE TRIGGER stats_turns_bd BEFORE DELETE ON turns WHEN NOT EXISTS (SELECT 1 FROM {BULK_DELETE_TABLE}) "
         "BEGIN " + "".join(_stats_add("old", "-")) + " END",
     ])
+
+
+@migration
+def m008_knowledge_versions_and_llm_raw(conn: sqlite3.Connection) -> None:
+    """Two facts stored once instead of per turn (storage/trace.py): the knowledge version (~12 bytes a turn, one
+    value per release) moves to `knowledge_versions`, referenced by `turns.knowledge_id`; an LLM's raw output equal
+    to the answer (~90% of LLM turns, ~75 bytes a turn on average) is stored as ''. Existing rows are converted here,
+    in this migration's transaction (one pass over the table)."""
+    _run(conn, [
+        "CREATE TABLE knowledge_versions (id INTEGER PRIMARY KEY, version TEXT UNIQUE NOT NULL)",
+        "ALTER TABLE turns ADD COLUMN knowledge_id INTEGER REFERENCES knowledge_versions(id)",
+        "INSERT INTO knowledge_versions (version) SELECT knowledge_version FROM turns "
+        "WHERE knowledge_version IS NOT NULL GROUP BY knowledge_version ORDER BY min(ts)",
+        """
+        UPDATE turns SET
+            knowledge_id = (SELECT kv.id FROM knowledge_versions kv WHERE kv.version = turns.knowledge_version),
+            llm_raw = CASE WHEN llm_raw = '' THEN NULL WHEN llm_raw = answer THEN '' ELSE llm_raw END
+        WHERE knowledge_version IS NOT NULL OR llm_raw = '' OR llm_raw = answer
+        """,
+        "ALTER TABLE turns DROP COLUMN knowledge_version",
+    ])

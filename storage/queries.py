@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from storage.db import utc_iso
 from storage.migrations import BULK_DELETE_TABLE, LATENCY_BUCKET_SQL
-from storage.trace import decode_candidates
+from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
 
 FEEDBACK_FILTERS = ("up", "down", "none", "any")
 GAP_ROUTES = ("clarify", "none")
@@ -26,8 +26,8 @@ _LATEST_FEEDBACK = (
 )
 _TURN_SELECT = f"""
     SELECT t.rowid AS _rowid, t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route,
-           t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, t.llm_raw, t.guard, t.answer,
-           t.latency_ms, t.knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
+           t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, {LLM_RAW_SQL} AS llm_raw, t.guard, t.answer,
+           t.latency_ms, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
            {_LATEST_FEEDBACK} AS feedback
     FROM turns t
 """

@@ -1,4 +1,4 @@
-"""Compact storage of a turn's ranked candidates (the largest part of the decision trace).
+"""Compact storage of a turn's decision trace: ranked candidates, the LLM's raw output, the knowledge version.
 
 Stored as JSON arrays without keys and without the entry's question: ``[["lost_reissue",9,87.5],...]``
 (faq_id, section, score). The question is the knowledge base's own text, so storing it with every turn was most
@@ -49,3 +49,21 @@ def compact_candidates(value: str | None) -> str | None:
     if not value or not value.startswith(OLD_FORMAT_PREFIX):
         return value
     return encode_candidates(decode_candidates(value))
+
+
+# The knowledge version a turn was answered with is stored once per version in `knowledge_versions` and referenced
+# by `turns.knowledge_id` (migration m008); readers select it with this expression (alias ``t`` for turns).
+KNOWLEDGE_VERSION_SQL = "(SELECT kv.version FROM knowledge_versions kv WHERE kv.id = t.knowledge_id)"
+
+# An LLM's raw output is the answer itself in most LLM turns (the guard passed it unchanged); such a row stores ''
+# in `llm_raw` instead of a second copy of the answer, and a turn without raw output stores NULL (m008). Readers
+# select the raw output with this expression.
+LLM_RAW_SAME_AS_ANSWER = ""
+LLM_RAW_SQL = "(CASE WHEN t.llm_raw = '' THEN t.answer ELSE t.llm_raw END)"
+
+
+def stored_llm_raw(llm_raw: str | None, answer: str | None) -> str | None:
+    """What the writer stores in `llm_raw`: NULL for no output, '' when it equals the answer, else the text."""
+    if not llm_raw:
+        return None
+    return LLM_RAW_SAME_AS_ANSWER if llm_raw == answer else llm_raw

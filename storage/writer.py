@@ -25,7 +25,7 @@ import aiosqlite
 
 from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
 from storage.migrations import FEEDBACK_KINDS
-from storage.trace import encode_candidates
+from storage.trace import encode_candidates, stored_llm_raw
 
 if TYPE_CHECKING:  # imported lazily at run time: bot.replies is the only bot module this needs
     from bot.replies import Conversation, Reply
@@ -38,10 +38,13 @@ _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataErro
 
 _TURN_COLUMNS = (
     "id, conversation_id, ts, channel, via, question, normalized, route, faq_id, section, score, candidates, "
-    "context_ids, model, llm_raw, guard, answer, latency_ms, knowledge_version, error, masked_id, masked_phone, "
+    "context_ids, model, llm_raw, guard, answer, latency_ms, knowledge_id, error, masked_id, masked_phone, "
     "masked_bank"
 )
 _FEEDBACK_SQL = "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)"
+# A knowledge version is stored once (storage/trace.py); a turn row refers to it.
+_VERSION_SQL = "INSERT OR IGNORE INTO knowledge_versions (version) VALUES (?)"
+_VERSION_AT = 18  # index of the knowledge version in a _Turn.row
 
 
 # Rows go in as multi-row INSERTs, up to _CHUNK rows per statement. Why: executemany steps the statement once per
@@ -54,7 +57,8 @@ _INSERTS = {
     "conversations": ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
                       "VALUES ", "(?, ?, ?, ?, ?, ?)", ""),
     "turns": (f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ",
-              "(?, (SELECT id FROM conversations WHERE key = ?), " + ", ".join("?" * 21) + ")",
+              "(?, (SELECT id FROM conversations WHERE key = ?), " + ", ".join("?" * 16)
+              + ", (SELECT id FROM knowledge_versions WHERE version = ?), " + ", ".join("?" * 4) + ")",
               " ON CONFLICT(id) DO NOTHING"),
 }
 
@@ -84,6 +88,10 @@ class _Turn(NamedTuple):
     turn_id: str
     conv: tuple  # values for _CONV_SQL
     row: tuple  # values for _TURN_SQL (second value is the conversation key)
+
+
+def _versions(turns: list[_Turn]) -> list[tuple[str]]:
+    return [(v,) for v in sorted({t.row[_VERSION_AT] for t in turns} - {None})]
 
 
 class _RawTurn(NamedTuple):
@@ -327,10 +335,11 @@ class TurnLog:
             candidates,
             context_ids,
             reply.model,
-            llm_raw,
+            stored_llm_raw(llm_raw, answer),
             guard,
             answer,
-            float(reply.latency_ms) if reply.latency_ms is not None else None,
+            # whole milliseconds: a REAL without a fraction is stored as a 1-3 byte integer instead of 8 bytes
+            float(round(reply.latency_ms)) if reply.latency_ms is not None else None,
             reply.knowledge_version or None,
             error,
             masked["id"],
@@ -676,6 +685,7 @@ class TurnLog:
         try:
             if turns:
                 await conn.executemany(_CONV_SQL, [t.conv for t in turns])
+                await conn.executemany(_VERSION_SQL, _versions(turns))
                 cur = await conn.executemany(_TURN_SQL, [t.row for t in turns])
                 if cur.rowcount is not None and 0 <= cur.rowcount < len(turns):
                     duplicates = len(turns) - cur.rowcount
@@ -710,6 +720,7 @@ def _transaction_in_thread(
     try:
         if turns:
             _insert_chunks(conn, "conversations", [t.conv for t in turns])
+            conn.executemany(_VERSION_SQL, _versions(turns))
             inserted = _insert_chunks(conn, "turns", [t.row for t in turns])
             if 0 <= inserted < len(turns):
                 duplicates = len(turns) - inserted

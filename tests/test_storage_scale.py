@@ -329,3 +329,54 @@ async def test_long_review_commands_do_not_stall_the_bots_writer(tmp_path):
     assert log.dropped == 0 and len(lags) >= 20
     p99 = sorted(lags)[min(len(lags) - 1, int(0.99 * len(lags)))]
     assert p99 < 1.0, sorted(lags)[-5:]  # answer -> committed lag p99 (the issue's bound)
+
+
+def test_knowledge_version_and_llm_raw_stored_once_and_read_back_unchanged(tmp_path):
+    """m008 converts rows written before it: the knowledge version moves to one row per version, an LLM raw output
+    equal to the answer is stored as ''; every reader (show/list, search, export, Datasette's turn_detail query)
+    returns the same values as before."""
+    from pathlib import Path
+
+    import yaml
+
+    from storage import export
+
+    path = tmp_path / "log.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, upto="m007_purge_summary_in_bulk")
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+    rows = [  # id, llm_raw, answer, knowledge_version
+        ("turn1", "模型原文与答案相同", "模型原文与答案相同", "kv-a"),
+        ("turn2", "模型原文：未通过检查", "抱歉，请拨打12333", "kv-a"),
+        ("turn3", None, "请拨打12333", "kv-b"),
+        ("turn4", "", "空的模型输出", None),
+    ]
+    for i, (tid, raw, answer, kv) in enumerate(rows):
+        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, question, llm_raw, answer, "
+                     "knowledge_version) VALUES (?, 1, ?, 'cli', 'llm', '社保卡问题', ?, ?, ?)",
+                     (tid, utc_iso(NOW - dt.timedelta(minutes=10 - i)), raw, answer, kv))
+    conn.close()
+
+    conn = open_db_sync(path, readonly=False)  # the normal open path upgrades it
+    stored = {r[0]: r[1:] for r in conn.execute("SELECT id, llm_raw, knowledge_id FROM turns")}
+    kv = dict(conn.execute("SELECT version, id FROM knowledge_versions"))
+    assert set(kv) == {"kv-a", "kv-b"}
+    assert stored == {"turn1": ("", kv["kv-a"]), "turn2": ("模型原文：未通过检查", kv["kv-a"]), "turn3": (None, kv["kv-b"]),
+                      "turn4": (None, None)}
+    assert "knowledge_version" not in [r[1] for r in conn.execute("PRAGMA table_info(turns)")]
+    expected = {tid: (raw or None, kv_) for tid, raw, _, kv_ in rows}
+
+    def pairs(turns):
+        return {t["turn_id"]: (t["llm_raw"], t["knowledge_version"]) for t in turns}
+
+    assert pairs(q.list_turns(conn, limit=10)) == expected
+    assert pairs([q.get_turn(conn, tid) for tid in expected]) == expected
+    assert pairs(q.search_turns(conn, "社保卡")) == expected
+    assert pairs(export.iter_turns(conn)) == expected
+    meta = yaml.safe_load((Path(q.__file__).parent / "datasette" / "metadata.yml").read_text(encoding="utf-8"))
+    (queries,) = [d["queries"] for d in meta["databases"].values()]
+    for tid in expected:  # the canned query the Datasette "Turn detail" page runs
+        cur = conn.execute(queries["turn_detail"]["sql"], {"id": tid})
+        got = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        assert (got["llm_raw"], got["knowledge_version"]) == expected[tid]
+    conn.close()

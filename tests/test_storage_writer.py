@@ -18,7 +18,7 @@ import pytest
 
 from bot.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
 from bot.replies import Candidate, Conversation, Reply, Route
-from storage.trace import decode_candidates
+from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
 from storage.writer import TurnLog, conversation_key
 
 SECRET = b"test-secret-for-hmac"
@@ -99,7 +99,8 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
                 route=Route.LLM,
                 context_ids=["q03", "q04"],
                 model="test-model",
-                llm_raw=f"用户手机{RAW_PHONE}：请拨打12333",
+                # every other LLM turn: the raw output is the answer (stored once, storage.trace)
+                llm_raw=f"答案{i}：请在掌上12333申领电子社保卡。" if i % 8 == 6 else f"用户手机{RAW_PHONE}：请拨打12333",
                 guard="fail: ungrounded" if i % 8 == 2 else "pass",
             )
         else:
@@ -121,7 +122,8 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
     assert log.remasked == 125  # every unmasked question was caught (and reported once, counted always)
 
     conn = _db(path)
-    rows = {r["id"]: r for r in conn.execute("SELECT * FROM turns")}
+    rows = {r["id"]: r for r in conn.execute(
+        f"SELECT t.*, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, {LLM_RAW_SQL} AS llm_raw_read FROM turns t")}
     assert set(rows) == set(sent)
     for tid, (conv, reply, masked_q) in sent.items():
         r = rows[tid]
@@ -137,10 +139,13 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
             {"faq_id": c.faq_id, "section": c.section, "score": round(c.score, 1)} for c in reply.candidates]
         assert json.loads(r["context_ids"]) == reply.context_ids
         assert r["model"] == reply.model and r["guard"] == reply.guard and r["error"] == reply.error
-        assert r["llm_raw"] == (None if reply.llm_raw is None else mask_pii(reply.llm_raw).text)
-        assert r["latency_ms"] == pytest.approx(reply.latency_ms)
+        assert r["llm_raw_read"] == (None if reply.llm_raw is None else mask_pii(reply.llm_raw).text)
+        assert r["llm_raw"] == ("" if reply.llm_raw == reply.text else r["llm_raw_read"])
+        assert r["latency_ms"] == round(reply.latency_ms)
         assert r["knowledge_version"] == "kv1" and r["via"] == reply.via and r["channel"] == conv.channel
         assert r["ts"].endswith("Z") and len(r["ts"]) == 24
+    assert [v for (v,) in conn.execute("SELECT version FROM knowledge_versions")] == ["kv1"]
+    assert sum(r["llm_raw"] == "" for r in rows.values()) == 500 // 8
     # masked counts: upstream counts for pre-masked questions, found-again counts for the raw ones
     assert (rows["t00000"]["masked_id"], rows["t00000"]["masked_phone"], rows["t00000"]["masked_bank"]) == (1, 1, 1)
     assert (rows["t00001"]["masked_id"], rows["t00001"]["masked_phone"], rows["t00001"]["masked_bank"]) == (1, 0, 0)

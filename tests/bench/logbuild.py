@@ -119,6 +119,7 @@ def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int 
         "lower(hex(randomblob(32))), CASE WHEN i % 5 = 1 THEN 'group' ELSE 'private' END, "
         "lower(hex(randomblob(32))), '2020-01-01T00:00:00.000Z' FROM n", (users,))
     conv_lo = conn.execute("SELECT min(id) FROM conversations").fetchone()[0]
+    conn.execute("INSERT INTO knowledge_versions SELECT * FROM base.knowledge_versions")
     conn.execute("COMMIT")
     end_ms = int(time.time() * 1000) - 60_000
     span_ms = days * 86_400_000
@@ -139,7 +140,8 @@ def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int 
             "id": f"printf('%012x%08x', {ms_expr}, {serial})",
             "conversation_id": f"{conv_lo} + ({serial} * 7919 + {k} * 13) % {users}",
             "ts": ts_expr,
-            "latency_ms": f"b.latency_ms * (0.6 + (({serial} * 37) % 100) / 125.0)",
+            # whole milliseconds, as the writer stores them
+            "latency_ms": f"round(b.latency_ms * (0.6 + (({serial} * 37) % 100) / 125.0))",
         }
         select = ", ".join(values.get(c, f"b.{c}") for c in cols)
         conn.execute("BEGIN IMMEDIATE")
