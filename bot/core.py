@@ -154,7 +154,8 @@ class Answerer:
             reply.text = texts.clarify_text(reply.choices)
         else:
             reply.route = Route.NONE
-            reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related]
+            if not result.reason.startswith("foreign-term"):
+                reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related]
             reply.text = texts.out_of_scope_text(reply.choices)
 
     def _chosen(self, conv: Conversation, picked: int, reply: Reply) -> Reply:

@@ -361,6 +361,12 @@ class Matcher:
             return aspect
         return None
 
+    def _names_a_card(self, q: str) -> bool:
+        """Whether `q` says 卡 outside the foreign terms it names (银行卡, 公交卡 ... are not our card)."""
+        for f in self.foreign:  # longest first
+            q = q.replace(f, " ")
+        return "卡" in q
+
     def _answer_text(self, entry: Entry) -> str:
         """An entry's answer, normalized like the questions (made on first use and kept)."""
         text = self._answers.get(entry.id)
@@ -432,6 +438,11 @@ class Matcher:
         clear = top.score >= direct and gap >= th.margin or top.score >= th.clarify and gap >= th.lead
         if clear and not foreign and anchored and not lacks_entry_word:
             return MatchResult("faq", ranked, "confident", foreign, anchored, partial)
+        if foreign and not anchored and not self._names_a_card(q):
+            # About the other thing, not about the social security card at all ("身份证丢了怎么补办"): the FAQ's entries
+            # are no choices for it; say it is not covered. A card named besides it ("孩子的卡丢了，补办要户口簿吗")
+            # may be ours: choices as before.
+            return MatchResult("none", ranked, "foreign-term:" + ",".join(foreign), foreign, anchored)
         if top.score >= th.clarify:
             if foreign:
                 reason = "foreign-term:" + ",".join(foreign)

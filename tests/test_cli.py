@@ -71,7 +71,7 @@ def test_ask_json(tmp_path, subprocess_env, kb):
 BATCH = [
     ("社保卡丢了怎么办", "faq", "lost_reissue"),
     ("", "none", None),
-    ("身份证丢了怎么补办", "clarify", None),
+    ("身份证丢了怎么补办", "none", None),
     ("今天天气怎么样", "none", None),
     ("电子社保卡信息跟实体卡不一样怎么办", "clarify", None),
     ("新生儿怎么办理社保卡", "faq", "newborn"),

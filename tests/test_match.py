@@ -150,6 +150,20 @@ def test_foreign_term_reason_is_recorded(answerer):
     assert reply.reason.startswith("foreign-term:") and "身份证" in reply.reason
 
 
+@pytest.mark.parametrize("question", ["身份证丢了怎么补办", "银行卡丢了怎么挂失", "电子驾驶证怎么申领"])
+def test_question_about_another_thing_is_refused_without_a_menu(answerer, question):
+    # Only about the other card or document: the FAQ's entries are no choices for it.
+    reply = answerer.match(question)
+    assert reply.route is Route.NONE and reply.choices == [], reply.reason
+    assert reply.reason.startswith("foreign-term:") and reply.text == texts.OUT_OF_SCOPE
+
+
+def test_foreign_term_beside_a_card_keeps_the_choices(answerer):
+    # "孩子的卡" may be the social security card: the reissue entry is offered.
+    reply = answerer.match("那孩子的卡丢了，补办时要带户口本吗")
+    assert reply.route is Route.CLARIFY and "lost_reissue" in [c.faq_id for c in reply.choices], reply.reason
+
+
 # -- clear in-scope questions (written for this test) ---------------------------------------------------
 CLEAR = [
     ("电子社保卡到底是什么", "intro", 0),
