@@ -169,19 +169,19 @@ class Normalizer:
             return text
         return self._syn_re.sub(lambda m: self._syn[m.group(0)], text)
 
-    def _rewrite(self, seg: str, message: str = "") -> str:
+    def _rewrite(self, seg: str, message: str = "", cache: dict | None = None) -> str:
         """Synonyms, then the paraphrase rules on one segment. `when` may be met anywhere in the `message` (the
         context words are often in another clause: "……刷脸老是不成功，是不是我老了长得不像了"); `unless` only in
         the segment itself."""
         seg = self._syn_sub(seg)
         if self._any_rule_re is None or self._any_rule_re.search(seg) is None:
             return seg  # most segments of a long message name no paraphrase: one search instead of one per rule
-        context = None
+        cache = {} if cache is None else cache  # the message with synonyms applied, made once per message
         for pattern, canon, when, unless in self._rules:
             if when and not any(w in seg for w in when):
-                if context is None:
-                    context = self._syn_sub(message)
-                if not any(w in context for w in when):
+                if "context" not in cache:
+                    cache["context"] = self._syn_sub(message)
+                if not any(w in cache["context"] for w in when):
                     continue
             if unless and any(w in seg for w in unless):
                 continue
@@ -217,12 +217,13 @@ class Normalizer:
         # (key, asks, ends a sentence) per segment; the parts between the marks alternate with the marks.
         pieces = _SEGMENT_RE.split(lowered)
         segments: list[tuple[str, bool, bool]] = []
+        context: dict[str, str] = {}
         for k in range(0, len(pieces), 2):
             raw = pieces[k]
             mark = pieces[k + 1] if k + 1 < len(pieces) else "。"
             key = "".join(c for c in (self._clause(c) for c in _SPLIT_RE.split(raw) if c) if c)
             if key:
-                key = self._rewrite(key, lowered)
+                key = self._rewrite(key, lowered, context)
             asks = bool(_ASK_RE.search(raw)) or "?" in mark
             ends = any(ch in _SENTENCE_END for ch in mark)
             if key:
