@@ -158,6 +158,14 @@ def test_question_about_another_thing_is_refused_without_a_menu(answerer, questi
     assert reply.reason.startswith("foreign-term:") and reply.text == texts.OUT_OF_SCOPE
 
 
+@pytest.mark.parametrize("question, faq_id", [
+    ("人社APP上怎么换手机号", "change_phone"),  # 人社 names the domain as 社保 does
+])
+def test_domain_words_besides_social_security(answerer, question, faq_id):
+    reply = answerer.match(question)
+    assert (reply.route, reply.faq_id) == (Route.FAQ, faq_id), reply.reason
+
+
 def test_foreign_term_beside_a_card_keeps_the_choices(answerer):
     # "孩子的卡" may be the social security card: the reissue entry is offered.
     reply = answerer.match("那孩子的卡丢了，补办时要带户口本吗")
