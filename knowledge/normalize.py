@@ -181,7 +181,8 @@ class Normalizer:
             if when and not any(w in seg for w in when):
                 if "context" not in cache:
                     cache["context"] = self._syn_sub(message)
-                if not any(w in cache["context"] for w in when):
+                # Earlier segments as rewritten: a paraphrase there may have named the word ("手机上的社保卡").
+                if not any(w in cache["context"] or w in cache.get("done", "") for w in when):
                     continue
             if unless and any(w in seg for w in unless):
                 continue
@@ -224,6 +225,7 @@ class Normalizer:
             key = "".join(c for c in (self._clause(c) for c in _SPLIT_RE.split(raw) if c) if c)
             if key:
                 key = self._rewrite(key, lowered, context)
+                context["done"] = context.get("done", "") + key
             asks = bool(_ASK_RE.search(raw)) or "?" in mark
             ends = any(ch in _SENTENCE_END for ch in mark)
             if key:

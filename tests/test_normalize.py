@@ -232,6 +232,8 @@ def test_paraphrase_context_may_be_in_another_clause(norm):
     # `when` words count anywhere in the message: the photo is named a clause before the "doesn't look like me".
     assert "相貌变化较大" in key(norm, "刷脸老是通不过，跟照片对不上，是不是我长得不像了")
     assert "相貌变化较大" not in key(norm, "我长得不像我爸")
+    # ... or be the result of a paraphrase in an earlier segment (手机上的社保卡 -> 电子社保卡).
+    assert "申领" in key(norm, "手机上的社保卡，我想自己弄一个")
     # `unless` still only in the segment itself.
     assert "账户要激活" in key(norm, "申领电子社保卡，实体卡的社保账户要激活吗")
 
