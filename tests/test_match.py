@@ -44,7 +44,7 @@ def test_real_style_questions_meet_the_targets(answerer):
     wrong = [_describe(r, rep) for r, rep in results if rep.route is Route.FAQ and rep.section not in r["sections"]]
     useful = [1 for r, rep in in_scope if (rep.route is Route.FAQ and rep.section in r["sections"])
               or set(r["sections"]) & {c.section for c in rep.choices}]
-    assert len(direct) / len(in_scope) >= 0.65, [_describe(r, rep) for r, rep in in_scope if rep.route is not Route.FAQ]
+    assert len(direct) >= 43, [_describe(r, rep) for r, rep in in_scope if rep.route is not Route.FAQ]
     assert wrong == []
     assert len(useful) / len(in_scope) >= 0.95
 
@@ -54,8 +54,9 @@ def test_labelled_direct_correct_rate(labelled_results):
     in_scope = [(r, rep) for r, rep in labelled_results if r["sections"]]
     correct = [1 for r, rep in in_scope if rep.route is Route.FAQ and rep.section in r["sections"]]
     rate = len(correct) / len(in_scope)
-    # Issue 10 raised it from 116/160 to 125/160 with no wrong direct answer; it must not drop below that.
-    assert len(correct) >= 125, f"direct-correct {rate:.1%} of {len(in_scope)} in-scope questions"
+    # Issue 10 raised it from 116/160 to 125/160, its second pass to 132/160, with no wrong direct answer; it must
+    # not drop below that.
+    assert len(correct) >= 132, f"direct-correct {rate:.1%} of {len(in_scope)} in-scope questions"
 
 
 def test_labelled_no_direct_wrong(labelled_results):
