@@ -179,8 +179,16 @@ def cmd_knowledge_check(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (argparse prints the whole usage block first); subcommand parsers
+    inherit the class through ``add_subparsers``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faqbot", description="FAQ bot for the electronic social security card (电子社保卡).")
+    p = OneLineParser(prog="faqbot", description="FAQ bot for the electronic social security card (电子社保卡).")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("ask", help="answer one question (or one per stdin line)")

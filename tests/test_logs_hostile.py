@@ -360,7 +360,8 @@ def test_absurd_numbers_are_usage_errors(db, capsys, argv):
         main(["logs", *argv, "--db", str(db)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "error: argument" in err
+    assert "error: argument" in err and "--help" in err
+    one_line_error(err)
 
 
 def test_export_into_a_missing_folder_or_a_full_device(db, capsys, tmp_path):
