@@ -32,10 +32,6 @@ _PII_LABEL_RE = re.compile(
 )
 
 
-def reply_masked(masked) -> bool:
-    return any(masked.counts.values())
-
-
 class TurnSink(Protocol):
     def record_turn(self, conv: Conversation, reply: Reply) -> None: ...
     def record_feedback(self, turn_id: str, kind: str) -> None: ...
@@ -90,7 +86,8 @@ class Answerer:
         masked = mask_pii(raw[: self.settings.max_question_chars * 2])
         q_text = masked.text[: self.settings.max_question_chars]
         # Placeholders of masked numbers say nothing about the question ("身份证号" would even look off-topic).
-        match_text = _PII_LABEL_RE.sub(" ", q_text) if reply_masked(masked) else q_text
+        # Always: a question replayed from the log carries the placeholders already, masked or not this time.
+        match_text = _PII_LABEL_RE.sub(" ", q_text)
         norm = self.matcher.normalizer.normalize(match_text, max_chars=self.settings.max_question_chars)
         key = norm.text[: self.settings.match_prefix_chars]
         reply = Reply(route=Route.NONE, text="", question=q_text, normalized=key, traditional=norm.traditional,
