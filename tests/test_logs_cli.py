@@ -20,16 +20,16 @@ from bot.cli import main
 from bot.config import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
 from storage.db import utc_iso
-from tests.fixtures_logs import MATCHED, build_log
+from tests.fixtures_logs import MATCHED, build_log, copy_log, scrub_env
+from tests.fixtures_logs import run_logs as run
+from tests.fixtures_logs import run_logs_json as run_json
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
+    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +39,7 @@ def fx(tmp_path_factory):
 
 @pytest.fixture
 def db_copy(fx, tmp_path):
-    path = tmp_path / "faqbot.db"
-    shutil.copy(fx.path, path)
-    return path
-
-
-def run(capsys, *argv):
-    code = main(["logs", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys, *argv):
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
+    return copy_log(fx, tmp_path)
 
 
 def labels(fx, rows, key="turn_id"):

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from tests.fixtures_logs import build_log
+from tests.fixtures_logs import build_log, copy_log, scrub_env
+from tests.fixtures_logs import run_logs as run
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -35,9 +36,7 @@ BAD = ("\x1b[2J", "\x1b[3J", "\x1b[H", "\x1b[?1049h", "\x1b]8;", "\x9b", "\x1b]0
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
+    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +46,7 @@ def fx(tmp_path_factory):
 
 @pytest.fixture
 def db(fx, tmp_path):
-    path = tmp_path / "faqbot.db"
-    shutil.copy(fx.path, path)
-    return path
-
-
-def run(capsys, *argv):
-    code = main(["logs", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return copy_log(fx, tmp_path)
 
 
 def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):

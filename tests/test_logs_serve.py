@@ -27,7 +27,8 @@ from bot.cli import main
 from bot.cli_logs import datasette_metadata, is_loopback
 from bot.replies import Conversation, Reply, Route
 from storage.writer import TurnLog
-from tests.fixtures_logs import SECRET, build_log
+from tests.fixtures_logs import SECRET, build_log, scrub_env
+from tests.ports import free_port
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
@@ -38,20 +39,12 @@ PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords dec
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
+    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory):
     return build_log(tmp_path_factory.mktemp("serve") / "faqbot.db")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Served:

@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.cli import main
-from tests.fixtures_logs import build_log
+from tests.fixtures_logs import build_log, scrub_env
+from tests.ports import free_port
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
@@ -34,20 +34,12 @@ SECRETS = {"FAQBOT_SECRET": "pseudonym-key-must-not-leak", "OPENAI_API_KEY": "sk
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
+    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory):
     return build_log(tmp_path_factory.mktemp("guard") / "faqbot.db")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -8,7 +8,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,21 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.cli_review import KEYS, VERDICT_HELP
 from storage import queries
 from storage.db import open_db_sync
-from bot.cli_review import KEYS, VERDICT_HELP
 from storage.reviews import VERDICTS, ReviewError, add_review, history
-from tests.fixtures_logs import build_log
+from tests.fixtures_logs import build_log, copy_log, scrub_env
+from tests.fixtures_logs import run_logs as run
+from tests.fixtures_logs import run_logs_json as run_json
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
+    scrub_env(monkeypatch)
     monkeypatch.setenv("FAQBOT_CURATOR", "ann")
 
 
@@ -42,21 +40,7 @@ def fx(tmp_path_factory):
 
 @pytest.fixture
 def db(fx, tmp_path):
-    path = tmp_path / "faqbot.db"
-    shutil.copy(fx.path, path)
-    return path
-
-
-def run(capsys, *argv):
-    code = main(["logs", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys, *argv):
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
+    return copy_log(fx, tmp_path)
 
 
 def cluster_of(clusters, question):

@@ -18,6 +18,7 @@ from bot.privacy import load_or_create_secret
 from storage.db import open_db_sync
 from storage.safety import UnsafeFileError
 from storage.writer import TurnLog
+from tests.fixtures_logs import scrub_env
 
 OTHER_UID = 65534  # nobody
 ROOT = os.geteuid() == 0
@@ -26,9 +27,7 @@ as_root = pytest.mark.skipif(not ROOT, reason="giving a file to another user nee
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
+    scrub_env(monkeypatch)
 
 
 def _mode(path) -> int:

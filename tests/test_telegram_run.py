@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from bot import texts
 from bot.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
+from tests.ports import free_port
 from tests.telegram_helpers import (
     FAQ_Q,
     NONE_Q,
@@ -34,12 +34,6 @@ USER = 1001
 
 def _session(fake: FakeBotAPI) -> LoopbackSession:
     return LoopbackSession(api=TelegramAPIServer.from_base(fake.base_url))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_long_polling_end_to_end_and_graceful_stop(tmp_path):
@@ -94,7 +88,7 @@ async def test_shutdown_waits_for_answers_in_flight(tmp_path):
 
 
 async def test_webhook_mode(tmp_path):
-    port = _free_port()
+    port = free_port()
     async with FakeBotAPI() as fake:
         url = f"http://127.0.0.1:{port}/tg/hook"
         settings = make_settings(tmp_path, fake, telegram_webhook_url=url, telegram_webhook_secret="hook-secret-42",

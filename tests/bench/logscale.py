@@ -8,9 +8,6 @@ the time from ``record_turn`` to the commit (``flush()``) is the bot's writer la
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.bench.common import REPO, clean_env, faqbot_command, percentile
+from tests.ports import free_port
 
 
 def _hwm_mb(pid: int) -> float | None:
@@ -104,14 +102,8 @@ class _Writer:
         self._thread.join(120)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _datasette(db: Path, env: dict) -> dict:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*faqbot_command(), "logs", "serve", "--db", str(db), "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     name = db.name.rsplit(".", 1)[0]

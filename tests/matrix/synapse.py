@@ -19,13 +19,14 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SYNAPSE_VENV = Path(os.environ.get("FAQBOT_SYNAPSE_VENV", REPO / ".venv-synapse"))
@@ -61,12 +62,6 @@ RATE_LIMITS = {
 
 def synapse_available() -> bool:
     return SYNAPSE_PYTHON.is_file() and os.access(SYNAPSE_PYTHON, os.X_OK)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:
