@@ -10,7 +10,9 @@ Real questions often carry background before the question ("我今天去药店�
 the whole key, `Normalized.asks` holds the keys of the *asking parts*: the sentences that ask something (a question
 mark or a question word such as 吗 / 怎么 / 如何 / 哪), and inside such a sentence the asking segment together with the
 segment before it (which usually names the topic: "手里有两张社保卡，怎么办"). The matcher scores the whole and each
-asking part, so background sentences cannot drown the question.
+asking part, so background sentences cannot drown the question. A segment opening with a connector such as 另外 /
+顺便问一下 / 还有就是 starts another matter: the matter before it counts as asked too (people state a problem without a
+question word, then ask a second thing), so two matters in one message are both scored on their own.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ _PLACE_SUFFIX = "特别行政区|自治区|地区|省|市"
 PART_WEIGHT = 0.95  # score factor of an asking part cut loose from the segment before it
 MAX_ASKS = 5  # asking parts scored besides the whole question (each one costs a ranking pass)
 MIN_ASK_CHARS = 5  # a shorter asking part ("怎么办") says too little on its own
+# A segment opening with one of these starts another matter ("……，另外我还想把手机号改一下，该怎么弄？"): the sentence
+# before it ends there, so its asking part is looked for on its own, and the connector itself is dropped.
+_SHIFT_RE = re.compile(r"^(?:另外|此外|再就是|还有就是|还有个问题|还有一个问题|顺便问一?下|顺便|其次|二是|其二|第二个?问题)")
 
 
 @lru_cache(maxsize=1)
@@ -222,6 +227,12 @@ class Normalizer:
         for k in range(0, len(pieces), 2):
             raw = pieces[k]
             mark = pieces[k + 1] if k + 1 < len(pieces) else "。"
+            shift = _SHIFT_RE.match(raw.lstrip())
+            if shift is not None:
+                raw = raw.lstrip()[shift.end():]
+                if segments:  # what came before is a matter of its own: asked too, even without a question word
+                    k0, _, _ = segments[-1]
+                    segments[-1] = (k0, True, True)
             key = "".join(c for c in (self._clause(c) for c in _SPLIT_RE.split(raw) if c) if c)
             if key:
                 key = self._rewrite(key, lowered, context)

@@ -238,6 +238,19 @@ def test_close_calls_clarify_with_the_right_choice(answerer, question, faq_id):
     assert reply.faq_id is None and reply.section is None
 
 
+def test_two_matters_in_one_message_are_both_offered(answerer):
+    # Two real asks joined by 另外: neither drowns the other; both are among the choices. Before, the first matter
+    # (told without a question word) was background and its entry scored too low to be offered.
+    reply = answerer.match("换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，另外绑定的手机号也想换一个，要怎么弄？")
+    assert reply.route is Route.CLARIFY
+    assert {"info_mismatch", "change_phone"} <= {c.faq_id for c in reply.choices}
+
+
+def test_a_second_matter_does_not_drown_a_clear_first_one(answerer):
+    reply = answerer.match("孩子的社保卡还没领到，另外我自己的电子社保卡刷脸一直过不去，咋整")
+    assert reply.route is Route.FAQ and reply.faq_id == "face_failed"
+
+
 def test_clarify_choices_are_distinct_and_ranked(answerer):
     reply = answerer.match("电子社保卡信息跟实体卡不一样怎么办")
     ids = [c.faq_id for c in reply.choices]

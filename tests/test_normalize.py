@@ -204,6 +204,26 @@ def test_lead_ins_are_not_asking_parts(norm):
     assert n.text == key(norm, "电子社保卡怎么激活")
 
 
+def test_a_second_matter_starts_a_sentence_of_its_own(norm):
+    # "另外 / 顺便问下 / 还有就是 ..." open another matter: the matter before it is asked too (a problem told without a
+    # question word), the one after it is looked for on its own, and the connector is no part of either key.
+    n = norm.normalize("换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，另外绑定的手机号也想换一个，要怎么弄？")
+    parts = dict(n.asks)
+    assert parts[key(norm, "换了新的实体社保卡以后电子社保卡上的信息跟卡上对不上")] == 1.0
+    assert parts[key(norm, "绑定的手机号也想换一个要怎么弄")] == 1.0
+    assert "另外" not in n.text and not any("另外" in a for a in parts)
+    # Without the connector it is one sentence whose asking part carries both matters.
+    one = dict(norm.normalize("换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，绑定的手机号也想换一个，要怎么弄？").asks)
+    assert key(norm, "换了新的实体社保卡以后电子社保卡上的信息跟卡上对不上") not in one
+
+
+@pytest.mark.parametrize("connector", ["另外", "此外", "顺便问一下", "还有就是", "再就是", "其次"])
+def test_second_matter_connectors(norm, connector):
+    n = norm.normalize(f"我的社保卡丢了，{connector}，电子社保卡密码忘了怎么办")
+    assert dict(n.asks).get(key(norm, "我的社保卡丢了")) == 1.0
+    assert connector not in n.text
+
+
 # -- paraphrases (knowledge/paraphrases.toml) -------------------------------------------------------------------
 @pytest.mark.parametrize("variant, same_as", [
     ("电子社保卡怎么激活", "电子社保卡怎么申领"),
