@@ -114,6 +114,12 @@ class Answerer:
         asks = tuple((a[: self.settings.match_prefix_chars], w) for a, w in norm.asks)
         result = self.matcher.route(key, self.thresholds, asks)
         self._apply(result, reply)
+        if reply.route is Route.FAQ and norm.matters and result.partial is None:
+            # Two matters in one message ("……，另外……"): the clear one is answered, the other one named for the next turn.
+            other = self.matcher.other_matter(norm.matters, result.ranked[0].entry, self.thresholds)
+            if other is not None:
+                reply.text = f"{reply.text}\n\n{texts.OTHER_MATTER_HEAD}\n{other.question}"
+                reply.reason = f"{reply.reason};other:{other.id}"
         if reply.route is Route.FAQ and norm.elsewhere:
             # Answers come from Hebei's FAQ: say so when the asker is somewhere else.
             reply.text = f"{reply.text}\n\n{texts.place_note(norm.places)}"

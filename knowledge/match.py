@@ -400,6 +400,15 @@ class Matcher:
         order = self._order
         return sorted(best.values(), key=lambda s: (-s.score, order[s.entry.id]))[:limit]
 
+    def other_matter(self, matters: tuple[str, ...], answered: Entry, th: Thresholds) -> Entry | None:
+        """For a message of several matters ("……，另外……") answered by `answered`: the entry a later or earlier matter
+        asks about, when that matter on its own points to another section at least at the related level."""
+        for ranked in self.rank_many(list(matters), 1):
+            if ranked and ranked[0].entry.section != answered.section and ranked[0].score >= th.related:
+                if not any(s.entry.id == answered.id for s in ranked):
+                    return ranked[0].entry
+        return None
+
     def route(self, q: str, th: Thresholds, asks: tuple[tuple[str, float], ...] = ()) -> MatchResult:
         if asks:
             ranked = self.rank_parts(q, asks, trust_whole=th.clarify, near=th.margin)

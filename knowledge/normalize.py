@@ -41,7 +41,8 @@ MAX_ASKS = 5  # asking parts scored besides the whole question (each one costs a
 MIN_ASK_CHARS = 5  # a shorter asking part ("怎么办") says too little on its own
 # A segment opening with one of these starts another matter ("……，另外我还想把手机号改一下，该怎么弄？"): the sentence
 # before it ends there, so its asking part is looked for on its own, and the connector itself is dropped.
-_SHIFT_RE = re.compile(r"^(?:另外|此外|再就是|还有就是|还有个问题|还有一个问题|顺便问一?下|顺便|其次|二是|其二|第二个?问题)")
+# 另外 before an act means "separately" ("……，另外再办一张吗"), not another matter.
+_SHIFT_RE = re.compile(r"^(?:另外(?![再办收交缴])|此外|再就是|还有就是|还有个问题|还有一个问题|顺便问一?下|顺便|其次|二是|其二|第二个?问题)")
 
 
 @lru_cache(maxsize=1)
@@ -105,6 +106,7 @@ class Normalized:
     asks: tuple[tuple[str, float], ...] = ()  # (key, score factor) of the asking parts of a longer question
     places: tuple[str, ...] = ()  # places outside Hebei the question names, in order ("长沙")
     elsewhere: bool = False  # the question names a place outside Hebei or says "外地", "我们省"...
+    matters: tuple[str, ...] = ()  # keys of the matters of a message that opens another one ("另外…"), in order
 
 
 def _keep_inside(m: re.Match, canon: str, text: str) -> str:
@@ -223,6 +225,7 @@ class Normalizer:
         # (key, asks, ends a sentence) per segment; the parts between the marks alternate with the marks.
         pieces = _SEGMENT_RE.split(lowered)
         segments: list[tuple[str, bool, bool]] = []
+        starts: list[int] = []  # index in `segments` where another matter starts
         context: dict[str, str] = {}
         for k in range(0, len(pieces), 2):
             raw = pieces[k]
@@ -230,6 +233,7 @@ class Normalizer:
             shift = _SHIFT_RE.match(raw.lstrip())
             if shift is not None:
                 raw = raw.lstrip()[shift.end():]
+                starts.append(len(segments))
                 if segments:  # what came before is a matter of its own: asked too, even without a question word
                     k0, _, _ = segments[-1]
                     segments[-1] = (k0, True, True)
@@ -245,8 +249,11 @@ class Normalizer:
                 k0, a0, _ = segments[-1]
                 segments[-1] = (k0, a0 or "?" in mark, True)
         joined = "".join(k for k, _, _ in segments)
+        bounds = sorted({0, *starts, len(segments)})
+        matters = tuple(m for m in ("".join(k for k, _, _ in segments[a:b]) for a, b in zip(bounds, bounds[1:])) if m)
         return Normalized(text=joined, traditional=traditional, cleaned=cleaned.strip(),
-                          asks=self._asking_parts(segments, joined), places=tuple(places), elsewhere=elsewhere)
+                          asks=self._asking_parts(segments, joined), places=tuple(places), elsewhere=elsewhere,
+                          matters=matters if len(matters) > 1 else ())
 
     def _place(self, m: re.Match, found: list[str]) -> str:
         """A Hebei name stays in the text; another place is recorded (without 市/省) and removed."""

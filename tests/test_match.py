@@ -246,9 +246,28 @@ def test_two_matters_in_one_message_are_both_offered(answerer):
     assert {"info_mismatch", "change_phone"} <= {c.faq_id for c in reply.choices}
 
 
-def test_a_second_matter_does_not_drown_a_clear_first_one(answerer):
+def test_a_second_matter_does_not_drown_a_clear_first_one(answerer, kb):
     reply = answerer.match("孩子的社保卡还没领到，另外我自己的电子社保卡刷脸一直过不去，咋整")
     assert reply.route is Route.FAQ and reply.faq_id == "face_failed"
+
+
+def test_the_other_matter_is_named_under_the_answer(answerer, kb):
+    # The clear matter is answered; the other one is named, so the asker can send it next.
+    reply = answerer.match("补了新社保卡以后电子社保卡上显示的还是旧卡的信息，另外我还想把预留的手机号改一下，在哪改？")
+    assert reply.route is Route.FAQ and reply.faq_id == "info_mismatch"
+    assert reply.text.endswith(f"{texts.OTHER_MATTER_HEAD}\n{kb.get('change_phone').question}")
+    assert reply.reason.endswith(";other:change_phone")
+    # One matter only: nothing is added.
+    single = answerer.match("补了新社保卡以后电子社保卡上显示的还是旧卡的信息，怎么办？")
+    assert single.faq_id == "info_mismatch" and texts.OTHER_MATTER_HEAD not in single.text
+    # Both matters about the same entry: nothing is added either.
+    same = answerer.match("补了新社保卡以后电子社保卡上显示的还是旧卡的信息，另外信息跟实体卡对不上怎么办？")
+    assert texts.OTHER_MATTER_HEAD not in same.text
+
+
+def test_the_other_matter_in_traditional(answerer, kb):
+    reply = answerer.match("補了新社保卡以後電子社保卡上顯示的還是舊卡的信息，另外我還想把預留的手機號改一下，在哪改？")
+    assert reply.route is Route.FAQ and "您還問到了另一件事" in reply.text
 
 
 def test_clarify_choices_are_distinct_and_ranked(answerer):

@@ -217,6 +217,16 @@ def test_a_second_matter_starts_a_sentence_of_its_own(norm):
     assert key(norm, "换了新的实体社保卡以后电子社保卡上的信息跟卡上对不上") not in one
 
 
+def test_matters_are_listed_only_when_another_one_opens(norm):
+    n = norm.normalize("我的社保卡丢了，另外电子社保卡密码忘了怎么办")
+    assert n.matters == (key(norm, "我的社保卡丢了"), key(norm, "电子社保卡密码忘了怎么办"))
+    assert norm.normalize("我的社保卡丢了，电子社保卡密码忘了怎么办").matters == ()
+    assert norm.normalize("另外，电子社保卡密码忘了怎么办").matters == ()  # nothing before the connector
+    # 另外 before an act means "separately": the same matter.
+    n = norm.normalize("有了实体社保卡，另外再办一张电子社保卡吗")
+    assert n.matters == () and "另外" in n.text
+
+
 @pytest.mark.parametrize("connector", ["另外", "此外", "顺便问一下", "还有就是", "再就是", "其次"])
 def test_second_matter_connectors(norm, connector):
     n = norm.normalize(f"我的社保卡丢了，{connector}，电子社保卡密码忘了怎么办")
