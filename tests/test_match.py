@@ -184,6 +184,10 @@ CLEAR = [
     ("电子社保卡绑定不了银行卡", "bind_bank", 6),
     ("电子社保卡怎么出现了两个账号", "two_accounts", 7),
     ("电子社保卡亲情服务怎么添加家人", "family_service", 8),
+    # For a relative named with 我家 / 家里 and 也 / 都 in between: still the family service.
+    ("电子社保卡上怎么给我们家老人也绑定一个", "family_service", 8),
+    ("在电子社保卡里能帮爸妈也添加上吗", "family_service", 8),
+    ("手机上的电子社保卡想给家里老人也领取一个，怎么操作", "family_service", 8),
     ("我社保卡丢了咋整", "lost_reissue", 9),
     ("社保卡绑定的手机号怎么更改", "change_phone", 10),
     ("社保卡上的姓名怎么变更", "change_name", 11),
