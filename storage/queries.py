@@ -372,28 +372,12 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
         raise RuntimeError("purge needs a connection outside a transaction")
     t_start = time.perf_counter()
     cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older_than)
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _purge_batch (rid INTEGER PRIMARY KEY)")
-    # Checkpoint the WAL every _PURGE_CHECKPOINT_TURNS deleted turns instead of at every 1,000 pages (the default
-    # auto-checkpoint): a batch dirties hundreds of pages, so nearly every commit copied the WAL back, rewriting the
-    # same index, search-index and free-list pages again and again (the commit took ~40 of ~80 us a turn at 1M
-    # turns; ~18 without it). The checkpoint runs between batches, outside the write lock (PASSIVE).
-    autocheckpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    try:
-        return _purge_batches(conn, cutoff, max_lock_s=max_lock_s, vacuum=vacuum, progress=progress,
-                              t_start=t_start)
-    finally:
-        conn.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint)}")
-
-
-_PURGE_CHECKPOINT_TURNS = 20_000  # about 20 MB of rows
-
-
-def _purge_batches(conn: sqlite3.Connection, cutoff: str, *, max_lock_s: float, vacuum: bool, progress: Any,
-                   t_start: float) -> dict[str, Any]:
+    # The WAL is checkpointed at SQLite's default (every 1,000 pages, i.e. after nearly every batch), after each
+    # commit has released the lock: that pause is when the bot's writer gets in. Checkpointing less often made
+    # purge ~25% faster but starved the writer (answer -> committed p99 4.4 s instead of 0.24 s at 1M turns).
     batch, deleted, batches, max_lock = 200, 0, 0, 0.0
     target = max_lock_s / 2
-    since_checkpoint = 0
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _purge_batch (rid INTEGER PRIMARY KEY)")
     while True:
         t0 = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
@@ -420,10 +404,6 @@ def _purge_batches(conn: sqlite3.Connection, cutoff: str, *, max_lock_s: float, 
             break
         deleted += n
         batches += 1
-        since_checkpoint += n
-        if since_checkpoint >= _PURGE_CHECKPOINT_TURNS:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            since_checkpoint = 0
         if progress:
             progress(n)
         if took > target:
@@ -451,8 +431,7 @@ def _purge_batches(conn: sqlite3.Connection, cutoff: str, *, max_lock_s: float, 
         _full_vacuum(conn)
         mode = "full"
     elif conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
-        # Start small and grow like the delete batches: a first step of 1,000 pages could hold the lock > 200 ms.
-        pages = 100
+        pages = 1000
         while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
             t0 = time.perf_counter()
             # One page is freed per step of this statement, and Python's execute() steps once (fetchall() does not
@@ -463,8 +442,6 @@ def _purge_batches(conn: sqlite3.Connection, cutoff: str, *, max_lock_s: float, 
             vacuum_lock = max(vacuum_lock, took)
             if took > target:
                 pages = max(50, int(pages * target / took))
-            elif took < target / 2:
-                pages = min(20_000, pages * 2)
         mode = "incremental"
     # Hand the WAL's space back too. A TRUNCATE checkpoint holds the write lock while it waits for readers, so it
     # may wait only briefly; if a long review query is reading, the WAL stays and is reused (the size limit makes it
