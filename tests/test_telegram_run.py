@@ -198,3 +198,33 @@ async def test_run_transports_configuration_errors_and_a_rejected_token(tmp_path
     out = capsys.readouterr()
     assert wrong not in out.out + out.err + caplog.text
     assert "Telegram refused the bot token" in caplog.text
+
+
+async def test_follow_ups_waiting_at_start_are_sent_once(tmp_path):
+    """Requests to be told (issue 13) left from before a restart: at start the bot sends each question that now gets
+    a direct answer once and forgets the chat id; a question still without an answer keeps waiting, silently."""
+    from bot.notify import follow_up_text
+    from storage import subscriptions
+
+    waiting, still_open = 3003, 3004
+    async with FakeBotAPI() as fake:
+        settings = make_settings(tmp_path, fake)
+        services = await make_services(settings)
+        notify_db = subscriptions.path_for(settings.db)
+        subscriptions.subscribe(notify_db, channel="telegram", chat_id=str(waiting), turn_id="1" * 16, question=FAQ_Q)
+        subscriptions.subscribe(notify_db, channel="telegram", chat_id=str(still_open), turn_id="2" * 16,
+                                question=NONE_Q)
+        stop = asyncio.Event()
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
+                                               session=_session(fake)))
+        try:
+            [sent] = await fake.wait_for(lambda c: c.method == "sendMessage" and not c.failed, timeout=10)
+            await fake.wait_for("getUpdates", timeout=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 10)
+            await services.aclose()
+        assert str(sent.params["chat_id"]) == str(waiting)
+        assert sent.params["text"] == follow_up_text(FAQ_Q, services.answerer.match(FAQ_Q).text)
+        assert fake.sent_texts(still_open) == [] and len(fake.sent_texts(waiting)) == 1
+        assert [p["chat_id"] for p in subscriptions.pending(notify_db, "telegram")] == [str(still_open)]
