@@ -293,13 +293,11 @@ class LLMFallback:
             self.breaker.success()
             settled = True
         except LLMError as err:
-            self.breaker.failure()
             settled = True
-            out.model = self.client.last_model or out.model
+            self._llm_failed(out, err)
             raw = "".join(drafts.parts)
             if raw:
                 out.llm_raw = mask_pii(raw).text
-            out.reason, out.error = f"llm-error:{err.kind}", str(err)[:300]
             log.warning("LLM fallback: %s", err)
             yield self.safe_fallback(out, base)
             return
@@ -372,6 +370,12 @@ class LLMFallback:
                              {"role": "user", "content": retry}]
         raise AssertionError("unreachable")
 
+    def _llm_failed(self, out: Reply, err: LLMError) -> None:
+        """The server failed (either mode): count it for the breaker and record it on the turn."""
+        self.breaker.failure()
+        out.model = self.client.last_model or out.model
+        out.reason, out.error = f"llm-error:{err.kind}", str(err)[:300]
+
     async def _quote(self, base: Reply, prep: Prepared, out: Reply, deadline: float) -> Reply:
         context = {e.id: self.units[e.id] for e in prep.entries}
         allowed = quote.labels(context.values())
@@ -381,10 +385,8 @@ class LLMFallback:
             self.breaker.success()
             settled = True
         except LLMError as err:
-            self.breaker.failure()
             settled = True
-            out.model = self.client.last_model or out.model
-            out.reason, out.error = f"llm-error:{err.kind}", str(err)[:300]
+            self._llm_failed(out, err)
             log.warning("LLM fallback (quote): %s", err)
             return self.safe_fallback(out, base)
         except quote.SelectionError as err:
