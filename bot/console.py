@@ -16,7 +16,7 @@ def _setup_readline():
         import readline
     except ImportError:  # not available on every platform; input() still works
         return None
-    from bot.privacy import mask_pii
+    from bot.answering.privacy import mask_pii
 
     readline.set_auto_history(False)  # lines are added masked, by _remember
     try:
@@ -44,16 +44,16 @@ def _setup_readline():
 
 def _remember(readline, line: str) -> None:
     """Add ``line`` to the shell history with personal numbers masked (the answer says they are not kept)."""
-    from bot.privacy import mask_pii
+    from bot.answering.privacy import mask_pii
 
     if readline is not None and line.strip():
         readline.add_history(mask_pii(line).text)
 
 
 async def run_console(settings, *, stdin=None, stdout=None) -> int:
-    from bot import texts
-    from bot.replies import Conversation
-    from bot.services import build_services, setup_logging
+    from bot.answering import texts
+    from bot.answering.types import Conversation
+    from bot.app.services import build_services, setup_logging
     from knowledge.loader import KnowledgeError
 
     stdin = stdin or sys.stdin

@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+PACKAGE_KNOWLEDGE_DIR = Path(__file__).resolve().parent  # the built-in FAQ ships inside this package
+
 # The seed FAQ has an introduction (0) and 13 numbered questions.
 SEED_SECTIONS = range(0, 14)
 ID_RE = re.compile(r"^[a-z0-9_]{2,40}$")
@@ -337,8 +339,6 @@ def _parse_entry(path: Path, data: dict, problems: list[Problem]) -> Entry | Non
 
 def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
     """Load `faq/*.toml` and `terms.toml` from `directory`; raise KnowledgeError listing every problem."""
-    from bot.config import PACKAGE_KNOWLEDGE_DIR
-
     directory = Path(directory) if directory else PACKAGE_KNOWLEDGE_DIR
     problems: list[Problem] = []
     digest = hashlib.sha256()

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.answering.privacy import PLACEHOLDERS
 from storage import queries
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ def similarity(a: set[str], b: set[str], weights: _Weights) -> float:
 
 
 def _has_placeholder(text: str) -> bool:
-    from bot.privacy import PLACEHOLDERS  # lazy: storage stays importable without the bot package
-
     return any(p in text for p in PLACEHOLDERS.values())
 
 

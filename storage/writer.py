@@ -19,16 +19,16 @@ import time
 from collections import deque
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import aiosqlite
 
+from bot.answering.privacy import mask_pii, pseudonymize
+from bot.answering.types import Conversation, Reply
 from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
 from storage.migrations import FEEDBACK_KINDS
 from storage.trace import encode_candidates, stored_llm_raw
 
-if TYPE_CHECKING:  # imported lazily at run time: bot.replies is the only bot module this needs
-    from bot.replies import Conversation, Reply
 
 # Chats whose id identifies a person: stored as an HMAC, like user ids.
 PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "direct": a Matrix DM room
@@ -275,16 +275,12 @@ class TurnLog:
         # The same few users ask many questions: cache their HMAC (bounded; the cache lives only in memory).
         cached = self._pseudonyms.get(value)
         if cached is None:
-            from bot.privacy import pseudonymize
-
             if len(self._pseudonyms) >= 10_000:
                 self._pseudonyms.clear()
             cached = self._pseudonyms[value] = pseudonymize(value, self._secret)
         return cached
 
     def _prepare_turn(self, raw: _RawTurn) -> _Turn:
-        from bot.privacy import mask_pii, pseudonymize  # lazy: keeps storage importable on its own
-
         def mask(text: str | None) -> tuple[str | None, dict[str, int]]:
             if text is None:
                 return None, {"id": 0, "phone": 0, "bank": 0}

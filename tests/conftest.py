@@ -27,7 +27,7 @@ _SCRUB_PREFIXES = ("TELEGRAM_", "OPENAI_", "MATRIX_", "FAQBOT_")
 
 
 def _offline_settings(db: Path):
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
     return Settings(
         db=db,
@@ -54,7 +54,7 @@ def kb():
 
 @pytest.fixture(scope="session")
 def answerer(kb, tmp_path_factory):
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
 
     return Answerer(_offline_settings(tmp_path_factory.mktemp("answerer") / "faqbot.db"), kb)
 

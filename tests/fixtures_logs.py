@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot import texts
-from bot.config import Settings
-from bot.core import Answerer
-from bot.replies import Candidate, Conversation, Reply, Route
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.answering.answerer import Answerer
+from bot.answering.types import Candidate, Conversation, Reply, Route
 from storage.db import utc_iso
 from storage.writer import TurnLog
 
@@ -166,7 +166,7 @@ def copy_log(fx: "FixtureLog", tmp_path: Path) -> Path:
 
 def run_logs(capsys, *argv) -> tuple[int, str, str]:
     """`faqbot logs ARGV…` in-process: (exit code, stdout, stderr)."""
-    from bot.cli import main
+    from bot.cli.main import main
 
     code = main(["logs", *map(str, argv)])
     out, err = capsys.readouterr()

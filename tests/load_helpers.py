@@ -29,10 +29,10 @@ from typing import Any
 
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.config import Settings
-from bot.core import Answerer
-from bot.replies import Reply, Route
-from bot.services import Services, build_services
+from bot.app.settings import Settings
+from bot.answering.answerer import Answerer
+from bot.answering.types import Reply, Route
+from bot.app.services import Services, build_services
 from bot.telegram.app import run_telegram
 from bot.telegram.keyboards import FeedbackCB
 from bot.telegram.options import TelegramOptions
@@ -435,7 +435,7 @@ def llm_settings(base_url: str, **overrides: Any) -> dict[str, Any]:
 
 def llm_outcome(text: str | None) -> str:
     """'verified' (the grounded answer the fake model gave), 'fallback' (the safe fallback) or 'other'."""
-    from bot import texts
+    from bot.answering import texts
 
     if text and text.startswith(LLM_GOOD_BODY) and "来源" not in text:
         return "verified"

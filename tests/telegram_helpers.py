@@ -14,10 +14,10 @@ from typing import Any
 from aiogram import Bot, Dispatcher
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.config import Settings
-from bot.core import Answerer
-from bot.replies import Conversation, Draft, Reply, Route
-from bot.services import Services
+from bot.app.settings import Settings
+from bot.answering.answerer import Answerer
+from bot.answering.types import Conversation, Draft, Reply, Route
+from bot.app.services import Services
 from bot.telegram.app import build_dispatcher, create_bot
 from bot.telegram.options import TelegramOptions
 from knowledge.loader import KnowledgeBase, load_knowledge

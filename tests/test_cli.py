@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import texts
+from bot.answering import texts
 from knowledge.normalize import to_traditional
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_ask_plain_text(tmp_path, subprocess_env, kb):
 def test_ask_imports_no_chat_framework(tmp_path, subprocess_env):
     code = (
         "import sys\n"
-        "from bot.cli import main\n"
+        "from bot.cli.main import main\n"
         "rc = main(['ask', '社保卡丢了怎么办', '--json'])\n"
         "heavy = sorted(m for m in ('aiogram', 'openai', 'mautrix', 'aiohttp', 'aiosqlite') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.privacy import load_or_create_secret, pseudonymize
+from bot.answering.privacy import pseudonymize
+from storage.secret_key import load_or_create_secret
 
 REPO = Path(__file__).resolve().parents[1]
 PHONE = "13812345678"

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from bot import texts
-from bot.core import Answerer
-from bot.replies import Conversation, Draft, Reply, Route, new_turn_id
+from bot.answering import texts
+from bot.answering.answerer import Answerer
+from bot.answering.types import Conversation, Draft, Reply, Route, new_turn_id
 from knowledge.loader import KnowledgeError
 from knowledge.normalize import to_traditional
 
@@ -216,7 +216,7 @@ def test_feedback_kinds(answerer):
 
 
 async def test_turns_reach_the_sqlite_log_masked(settings):
-    from bot.services import build_services
+    from bot.app.services import build_services
 
     services = await build_services(settings, with_llm=False)
     try:
@@ -365,7 +365,7 @@ def test_half_covered_question_gets_the_entry_and_what_the_faq_does_not_say(answ
     ("实体社保卡的医保密码忘了怎么改", "card_password", "reset_password"),
 ])
 async def test_question_about_a_detail_the_faq_lacks_gets_the_line_and_choices(answerer, question, aspect_id, faq_id):
-    from bot.replies import Conversation
+    from bot.answering.types import Conversation
 
     conv = Conversation("console", "c1")
     reply = await answerer.answer(question, conv)
@@ -405,7 +405,7 @@ def test_card_password_inside_an_app_is_the_login_password(answerer):
 async def test_half_covered_reply_is_kept_from_the_llm(tmp_path, kb):
     """With an LLM configured, a question about a detail the FAQ lacks still gets the honest line and the entries:
     the model (limited to the FAQ's text) is not asked; an ordinary close call still goes to it."""
-    from bot.config import Settings
+    from bot.app.settings import Settings
     from bot.llm.fallback import LLMFallback
     from tests.conftest import KNOWLEDGE_DIR
     from tests.fakes.openai_server import FakeOpenAI, reply as llm_reply

@@ -11,8 +11,8 @@ import tomllib
 
 import pytest
 
-from bot import texts
-from bot.cli import main
+from bot.answering import texts
+from bot.cli.main import main
 from knowledge.curation import PLACEHOLDER_ANSWER, append_alternates
 from knowledge.loader import load_knowledge
 from tests.fixtures_logs import build_log
@@ -68,8 +68,8 @@ ENTRY_CANDIDATES = [
 
 
 def _teachable(kdir):
-    from bot.config import Settings
-    from bot.core import Answerer
+    from bot.app.settings import Settings
+    from bot.answering.answerer import Answerer
     from knowledge.curation import load_with_changes
 
     kb = load_knowledge(kdir)
@@ -243,9 +243,9 @@ def test_reviews_table_and_knowledge_never_get_raw_personal_data(capsys, fx, kno
 
 async def _log_questions(db, questions):
     """Log questions as the bot would (real Answerer.match + TurnLog); returns their turn ids."""
-    from bot.config import Settings
-    from bot.core import Answerer
-    from bot.replies import Conversation
+    from bot.app.settings import Settings
+    from bot.answering.answerer import Answerer
+    from bot.answering.types import Conversation
     from storage.writer import TurnLog
 
     answerer = Answerer(Settings(_env_file=None, db=db))

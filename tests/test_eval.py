@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.evaluate import evaluate, load_labelled
-from bot.replies import Route
+from bot.curation.evaluate import evaluate, load_labelled
+from bot.answering.types import Route
 from tests.test_cli import faqbot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_eval_useful_counts_related_questions_and_skips_ambiguous(tmp_path, sett
     """`useful` = correct direct answers + replies that show a right entry (clarify choices or related questions);
     rows of kind "amb" are excluded from every count. With no direct answers and no choices allowed, every reply is
     "out of scope" with related questions, so what they show decides."""
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
 
     strict = settings.model_copy(update={"direct_threshold": 101.0, "clarify_threshold": 101.0})
     answerer = Answerer(strict, kb)

@@ -6,10 +6,10 @@ import tomllib
 
 import pytest
 
-from bot.cli import main
-from bot.config import Settings
-from bot.core import Answerer
-from bot.replies import Conversation
+from bot.cli.main import main
+from bot.app.settings import Settings
+from bot.answering.answerer import Answerer
+from bot.answering.types import Conversation
 from storage.db import open_db_sync
 from storage.gaps import content_text, gap_clusters, similarity, _features, _Weights
 from storage.writer import TurnLog

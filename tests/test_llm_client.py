@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from bot.config import Settings
+from bot.app.settings import Settings
 from bot.llm.client import is_reasoning_model, request_params
-from bot.replies import Route
+from bot.answering.types import Route
 from tests.conftest import REPO
 from tests.fakes.openai_server import FakeOpenAI, json_reply, reply, status
 from tests.test_llm_fallback import GOOD, GOOD_BODY, Q_NONE, make  # noqa: F401 - fixture

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bot import texts
-from bot.config import Settings
-from bot.core import Answerer
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.answering.answerer import Answerer
 from bot.llm.fallback import LLMFallback, escape_data
-from bot.replies import Conversation, Draft, Reply, Route
+from bot.answering.types import Conversation, Draft, Reply, Route
 from knowledge.loader import load_knowledge
 from knowledge.normalize import to_traditional
 from prompts.loader import PROMPTS_DIR

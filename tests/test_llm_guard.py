@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bot import texts
+from bot.answering import texts
 from bot.llm import guard
 from knowledge.normalize import to_traditional
 

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from bot import texts
+from bot.answering import texts
 from bot.llm import claims, guard_eval, quote
 from bot.llm.fallback import LLMFallback
-from bot.replies import Conversation, Draft
+from bot.answering.types import Conversation, Draft
 from knowledge.normalize import to_simplified, to_traditional
 from prompts.loader import load_prompts
 from tests.conftest import DATA_DIR, REPO
@@ -81,7 +81,7 @@ async def test_quote_mode_shows_only_curated_text_over_the_whole_set(kb, tmp_pat
         s = llm_settings(tmp_path, fake.base_url + "/v1", llm_mode="quote", llm_top_k=len(kb.entries),
                          llm_response_format="text")
         llm = LLMFallback(s, kb)
-        from bot.core import Answerer
+        from bot.answering.answerer import Answerer
 
         matcher = Answerer(s, kb)
         try:

@@ -8,8 +8,8 @@ import pytest
 import pytest_asyncio
 
 from bot.llm.fallback import LLMFallback, escape_data
-from bot.privacy import mask_pii
-from bot.replies import Conversation, Draft, Reply, Route
+from bot.answering.privacy import mask_pii
+from bot.answering.types import Conversation, Draft, Reply, Route
 from tests.conftest import DATA_DIR
 from tests.fakes.openai_server import FakeOpenAI, reply
 from tests.test_llm_fallback import llm_settings, prompt_ids, question_slot, user_message

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from bot import texts
+from bot.answering import texts
 from bot.llm import quote
-from bot.replies import Conversation, Route
+from bot.answering.types import Conversation, Route
 from knowledge.normalize import to_traditional
 from tests.fakes.openai_server import FakeOpenAI, json_reply, reply
 from tests.test_llm_fallback import Q_NONE, assert_safe_fallback, make  # noqa: F401 - fixture

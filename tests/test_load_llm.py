@@ -17,7 +17,7 @@ import asyncio
 import signal
 import sys
 
-from bot import texts
+from bot.answering import texts
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, _Ctx, hang, reply, status
 from tests.fakes.telegram_api import FakeBotAPI
 from tests.load_helpers import (
@@ -203,9 +203,9 @@ async def test_llm_server_killed_mid_stream_during_load(tmp_path):
 LAG_PROBE = """
 import asyncio, sys, time
 sys.path.insert(0, sys.argv[1])
-from bot.config import Settings
-from bot.replies import Conversation
-from bot.services import build_services
+from bot.app.settings import Settings
+from bot.answering.types import Conversation
+from bot.app.services import build_services
 from tests.fakes.openai_server import FakeOpenAI, reply
 
 async def main():

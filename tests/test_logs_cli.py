@@ -1,5 +1,5 @@
 """`faqbot logs …` verbs on a fixture log built by the real TurnLog (tests/fixtures_logs.py), run through
-`bot.cli.main` (and a couple through a real subprocess)."""
+`bot.cli.main.main` (and a couple through a real subprocess)."""
 from __future__ import annotations
 
 import csv
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
-from bot.config import PACKAGE_KNOWLEDGE_DIR
+from bot.cli.main import main
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
 from storage.db import utc_iso
 from tests.fixtures_logs import MATCHED, build_log, copy_log, scrub_env

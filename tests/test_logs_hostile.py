@@ -1,6 +1,6 @@
 """Hostile input against the log and the review CLI (issue 12, items 7, 8, 9, 11, 12): terminal escapes in
 questions, spreadsheet formulas, exports aimed at the database, files that are not logs, absurd arguments, full
-disks and locked databases. Real SQLite files, the real TurnLog and `bot.cli.main` (subprocesses where stdin
+disks and locked databases. Real SQLite files, the real TurnLog and `bot.cli.main.main` (subprocesses where stdin
 bytes, resource limits or another user matter)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from tests.fixtures_logs import build_log, copy_log, scrub_env
 from tests.fixtures_logs import run_logs as run
 
@@ -70,17 +70,17 @@ def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):
 _AS_NOBODY = """
 import importlib, os, pkgutil, sys
 import bot, storage
-for pkg in (bot, storage):  # every top-level module of both packages (the verbs import theirs lazily)
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if not m.ispkg:
-            importlib.import_module(pkg.__name__ + "." + m.name)
-import bot.cli, bot.config
+for pkg in (bot, storage):  # every module of both packages (the verbs import theirs lazily)
+    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        if not m.name.startswith(("bot.matrix", "bot.__main__")):
+            importlib.import_module(m.name)
+import bot.cli.main, bot.app.settings
 import rich.console, rich.table, rich.text, rich.box, rich.markup, rich.cells, json, sqlite3
-bot.cli.build_parser()
-bot.config.Settings()
+bot.cli.main.build_parser()
+bot.app.settings.Settings()
 if os.geteuid() == 0:
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
-sys.exit(bot.cli.main(sys.argv[1:]))
+sys.exit(bot.cli.main.main(sys.argv[1:]))
 """
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.cli import main
-from bot.cli_logs import datasette_metadata, is_loopback
-from bot.replies import Conversation, Reply, Route
+from bot.cli.main import main
+from bot.cli.logs import datasette_metadata, is_loopback
+from bot.answering.types import Conversation, Reply, Route
 from storage.writer import TurnLog
 from tests.fixtures_logs import SECRET, build_log, scrub_env
 from tests.ports import free_port

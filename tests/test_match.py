@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import texts
-from bot.replies import Route
+from bot.answering import texts
+from bot.answering.types import Route
 from knowledge.match import Matcher, Thresholds, grams
 from knowledge.normalize import to_traditional
 
@@ -302,7 +302,7 @@ def test_none_offers_related_questions_when_any(answerer):
 
 # -- thresholds come from settings ---------------------------------------------------------------------
 def test_thresholds_from_settings(settings, kb):
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
 
     strict = Answerer(settings.model_copy(update={"direct_threshold": 101.0, "direct_lead": 101.0}), kb)
     assert strict.match("社保卡丢了怎么办").route is not Route.FAQ

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("mautrix")
 
-from bot import texts  # noqa: E402
-from bot.replies import Conversation, Draft, Reply, Route  # noqa: E402
+from bot.answering import texts  # noqa: E402
+from bot.answering.types import Conversation, Draft, Reply, Route  # noqa: E402
 from tests.matrix.client import from_bot  # noqa: E402
 from tests.matrix.fixtures import (  # noqa: E402,F401
     BotRunner,
@@ -302,7 +302,7 @@ class SlowFallback:
 
 async def test_typing_verified_llm_answer_and_graceful_shutdown(synapse, matrix_settings, alice, bot_user):
     from bot.matrix.app import run_matrix
-    from bot.services import build_services
+    from bot.app.services import build_services
 
     services = await build_services(matrix_settings, with_llm=False)
     slow = SlowFallback(delay=1.0)
@@ -400,7 +400,7 @@ async def test_runner_with_only_an_access_token_and_private_room_ids_in_the_log(
     a direct room by the pseudonym the conversation log stores for it, never by its id."""
     import logging
 
-    from bot.runner import run_transports
+    from bot.app.runner import run_transports
 
     settings = matrix_settings.model_copy(update={"matrix_user_id": None})
     caplog.set_level(logging.INFO, logger="faqbot")
@@ -425,8 +425,8 @@ async def test_encryption_setting_and_required_matrix_settings(matrix_settings, 
     a clear configuration error; the runner wants a token, or a user id with a password."""
     import bot.matrix.app as app
     from bot.matrix.session import MatrixConfigError
-    from bot.runner import _config_error
-    from bot.services import build_services
+    from bot.app.runner import _config_error
+    from bot.app.services import build_services
 
     services = await build_services(matrix_settings, with_log=False, with_llm=False)
     assert app.MatrixBot(services, matrix_settings).e2ee_on is True

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("mautrix")
 
-from bot import texts  # noqa: E402
-from bot.config import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
+from bot.answering import texts  # noqa: E402
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
 from knowledge.curation import DraftEntry  # noqa: E402
 from storage import subscriptions  # noqa: E402
 from tests.matrix.client import from_bot  # noqa: E402

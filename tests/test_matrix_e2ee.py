@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("olm")
 
-from bot import texts  # noqa: E402
+from bot.answering import texts  # noqa: E402
 from bot.matrix.e2ee import crypto_store_path  # noqa: E402
 from bot.matrix.session import load_session, session_path  # noqa: E402
-from bot.replies import Conversation, Reply, Route  # noqa: E402
+from bot.answering.types import Conversation, Reply, Route  # noqa: E402
 from tests.matrix.client import from_bot  # noqa: E402
 from tests.matrix.fixtures import (  # noqa: E402,F401
     BotRunner,

@@ -19,7 +19,7 @@ from bot.matrix.format import (  # noqa: E402
     to_html,
 )
 from bot.matrix.session import StoredSession, load_session, save_session  # noqa: E402
-from bot.replies import Conversation, Route  # noqa: E402
+from bot.answering.types import Conversation, Route  # noqa: E402
 
 BOT = "@faqbot:example.org"
 

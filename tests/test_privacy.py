@@ -1,4 +1,4 @@
-"""Tests for bot.privacy: PII masking, pseudonymous ids, the pseudonymization secret.
+"""Tests for bot.answering.privacy: PII masking, pseudonymous ids, the pseudonymization secret.
 
 Valid IDs and card numbers are built here with helpers written independently of the module (and the helpers are
 checked against published examples), so no expected value is a number copied from the code under test.
@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from bot.privacy import Masked, load_or_create_secret, mask_pii, pseudonymize, pseudonymize_opt
+from storage.secret_key import load_or_create_secret
+from bot.answering.privacy import Masked, mask_pii, pseudonymize, pseudonymize_opt
 
 ID, PHONE, BANK = "[身份证号]", "[手机号]", "[银行卡号]"
 

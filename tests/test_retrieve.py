@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bot.evaluate import load_labelled
+from bot.curation.evaluate import load_labelled
 from knowledge.retrieve import Retriever, bigrams_list
 from tests.conftest import DATA_DIR
 

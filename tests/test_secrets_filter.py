@@ -1,4 +1,4 @@
-"""Tests for bot.secrets_filter with real logging handlers writing to StringIO."""
+"""Tests for bot.app.log_filter with real logging handlers writing to StringIO."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import logging
 import pytest
 from aiogram.client.telegram import PRODUCTION
 
-from bot.secrets_filter import LIBRARY_LOGGERS, RedactSecretsFilter, install_redaction
+from bot.app.log_filter import LIBRARY_LOGGERS, RedactSecretsFilter, install_redaction
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"  # shape of a Telegram bot token, not a real one
 API_KEY = "sk-test-0123456789abcdefghijklmnop"
@@ -264,7 +264,7 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subproce
 
 
 def test_secret_redactor_and_redacting_stream():
-    from bot.secrets_filter import RedactingStream, secret_redactor
+    from bot.app.log_filter import RedactingStream, secret_redactor
 
     redact = secret_redactor([API_KEY, PASSWORD])
     assert redact(f"key {API_KEY} pw {PASSWORD}") == "key *** pw ***"
@@ -290,7 +290,7 @@ def test_personal_data_is_masked_in_messages_and_tracebacks(capture):
 
 
 def test_secret_redactor_leaves_personal_data_to_the_masking_of_stored_text():
-    from bot.secrets_filter import secret_redactor
+    from bot.app.log_filter import secret_redactor
 
     # the CLI prints stored (already masked) text: its redactor only removes secrets, it does not rewrite numbers
     assert secret_redactor([API_KEY])("热线12333 回答 13812345678") == "热线12333 回答 13812345678"
@@ -310,7 +310,7 @@ def test_prefilter_skips_no_secret_in_printed_lines():
     import re
     from urllib.parse import quote
 
-    from bot.secrets_filter import API_KEY_RE, BOT_TOKEN_RE, secret_redactor
+    from bot.app.log_filter import API_KEY_RE, BOT_TOKEN_RE, secret_redactor
 
     secrets = [API_KEY, PASSWORD, "中文口令abcdef"]
     redact = secret_redactor(secrets)

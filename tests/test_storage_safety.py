@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
-from bot.privacy import load_or_create_secret
+from bot.cli.main import main
+from storage.secret_key import load_or_create_secret
 from storage.db import open_db_sync
 from storage.safety import UnsafeFileError
 from storage.writer import TurnLog

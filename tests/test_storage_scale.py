@@ -244,7 +244,7 @@ def test_every_review_query_uses_an_index(tmp_path):
 
     class Matches:
         def match(self, question, conv=None):
-            from bot.replies import Reply, Route
+            from bot.answering.types import Reply, Route
             return Reply(route=Route.NONE, text="")
 
     verbs = {
@@ -288,7 +288,7 @@ async def test_long_review_commands_do_not_stall_the_bots_writer(tmp_path):
     import time
     from pathlib import Path
 
-    from bot.replies import Conversation, Reply, Route
+    from bot.answering.types import Conversation, Reply, Route
     from storage.writer import TurnLog
 
     path = tmp_path / "log.db"

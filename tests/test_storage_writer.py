@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
-from bot.replies import Candidate, Conversation, Reply, Route
+from bot.answering.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
+from bot.answering.types import Candidate, Conversation, Reply, Route
 from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
 from storage.writer import TurnLog, conversation_key
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot import texts
-from bot.services import setup_logging
+from bot.answering import texts
+from bot.app.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
 from tests.telegram_helpers import (
@@ -130,7 +130,7 @@ async def test_an_unreadable_update_batch_is_logged_without_personal_data(tmp_pa
 
 
 def test_library_and_own_loggers_mask_personal_data(logs):
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
     setup_logging(Settings(_env_file=None))
     event = {"sender": "@alice:matrix.example", "content": {"body": f"我的手机{PHONE}"},
@@ -173,7 +173,7 @@ async def test_fault_storm_each_user_gets_exactly_one_answer(tmp_path, logs):
 
 
 async def test_getme_through_a_failing_proxy_is_fatal_with_a_one_line_reason(tmp_path):
-    from bot.runner import TransportStartError
+    from bot.app.runner import TransportStartError
 
     async with FakeBotAPI() as fake:
         fake.fail("getMe", status=502, times=100)

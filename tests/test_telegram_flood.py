@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot import texts
+from bot.answering import texts
 from bot.telegram.options import TelegramOptions
 from tests.telegram_helpers import FAQ_Q, NONE_Q, TEST_OPTIONS, ScriptedFallback, knowledge, tg_env
 

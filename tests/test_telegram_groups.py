@@ -1,7 +1,7 @@
 """Groups and supergroups: answer only when addressed, reply in the asker's forum topic, optional auto-answer."""
 from __future__ import annotations
 
-from bot import texts
+from bot.answering import texts
 from tests.telegram_helpers import CLARIFY_Q, FAQ_Q, NONE_Q, ScriptedFallback, button_data, knowledge, tg_env
 
 GROUP = -1001234567890

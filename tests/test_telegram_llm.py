@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import texts
+from bot.answering import texts
 from bot.llm.fallback import LLMFallback
 from tests.fakes.openai_server import FakeOpenAI, reply
 from tests.telegram_helpers import button_data, knowledge, make_settings, tg_env

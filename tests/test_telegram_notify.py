@@ -7,9 +7,9 @@ import datetime as dt
 import shutil
 import sqlite3
 
-from bot import texts
-from bot.config import PACKAGE_KNOWLEDGE_DIR
-from bot.notify import follow_up_text
+from bot.answering import texts
+from bot.app.settings import PACKAGE_KNOWLEDGE_DIR
+from bot.answering.follow_ups import follow_up_text
 from knowledge.curation import DraftEntry
 from knowledge.loader import load_knowledge
 from storage import subscriptions

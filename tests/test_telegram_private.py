@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bot import texts
-from bot.privacy import pseudonymize
+from bot.answering import texts
+from bot.answering.privacy import pseudonymize
 from bot.telegram.options import TelegramOptions
 from bot.telegram.render import utf16_len
 from tests.telegram_helpers import (

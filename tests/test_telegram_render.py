@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bot.replies import Candidate, Reply, Route
+from bot.answering.types import Candidate, Reply, Route
 from bot.telegram.keyboards import ChoiceCB, FeedbackCB, NoneCB, TopicCB, answer_keyboard, without_feedback_row
 from bot.telegram.render import preview_text, reply_texts, sentences, split_text, utf16_len
 from tests.fakes.telegram_api import utf16_len as fake_utf16_len

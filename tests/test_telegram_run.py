@@ -13,8 +13,8 @@ from pathlib import Path
 
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot import texts
-from bot.services import setup_logging
+from bot.answering import texts
+from bot.app.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
 from tests.ports import free_port
@@ -182,7 +182,7 @@ async def _faqbot_run(tmp_path: Path) -> None:
 
 
 async def test_run_transports_configuration_errors_and_a_rejected_token(tmp_path, monkeypatch, capsys, caplog):
-    from bot.runner import run_transports
+    from bot.app.runner import run_transports
 
     root = logging.getLogger()
     monkeypatch.setattr(root, "level", root.level)
@@ -203,7 +203,7 @@ async def test_run_transports_configuration_errors_and_a_rejected_token(tmp_path
 async def test_follow_ups_waiting_at_start_are_sent_once(tmp_path):
     """Requests to be told (issue 13) left from before a restart: at start the bot sends each question that now gets
     a direct answer once and forgets the chat id; a question still without an answer keeps waiting, silently."""
-    from bot.notify import follow_up_text
+    from bot.answering.follow_ups import follow_up_text
     from storage import subscriptions
 
     waiting, still_open = 3003, 3004

@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot import texts
+from bot.answering import texts
 from bot.llm import guard, quote
 from bot.llm.client import ChatClient, CircuitBreaker, LLMError
-from bot.privacy import mask_pii
-from bot.replies import Candidate, Conversation, Draft, Reply, Route
+from bot.answering.privacy import mask_pii
+from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import Matcher
 from knowledge.normalize import to_traditional
@@ -35,7 +35,7 @@ from knowledge.retrieve import Retriever
 from prompts.loader import Prompts, load_prompts, render
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot.llm")
 

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from bot import texts
+from bot.answering import texts
 from bot.llm import guard, quote
 from knowledge.loader import KnowledgeBase
 from knowledge.normalize import to_simplified

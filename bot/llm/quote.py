@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bot import texts
+from bot.answering import texts
 from knowledge.loader import Entry
 
 # Sentences end at 。！？ (closing brackets/quotes stay with their sentence); ；and ，do not end a unit: they join

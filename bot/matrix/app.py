@@ -53,9 +53,9 @@ from mautrix.types import (
     StateEvent,
 )
 
-from bot import texts
+from bot.answering import texts
 from bot.matrix.curation import MatrixCuration
-from bot.notify import follow_up, offers_notify
+from bot.answering.follow_ups import follow_up, offers_notify
 from bot.matrix.format import (
     looks_like_pick,
     mentions_user,
@@ -73,8 +73,8 @@ from bot.matrix.session import (
     has_password,
     remember_recovery_key,
 )
-from bot.privacy import pseudonymize
-from bot.replies import Conversation, Reply, Route
+from bot.answering.privacy import pseudonymize
+from bot.answering.types import Conversation, Reply, Route
 
 try:  # python-olm (the `matrix` extra); without it encrypted rooms get the notice-and-leave behaviour
     from bot.matrix.e2ee import E2EE, StoreLost, crypto_store_path
@@ -87,8 +87,8 @@ else:
 if TYPE_CHECKING:
     from mautrix.types import MessageEvent
 
-    from bot.config import Settings
-    from bot.services import Services
+    from bot.app.settings import Settings
+    from bot.app.services import Services
 
 log = logging.getLogger("faqbot.matrix")
 
@@ -210,7 +210,7 @@ class MatrixBot:
             self.client.add_event_handler(InternalEventType.SYNC_STOPPED, self._on_sync_stopped)
             sync_task = self.client.start(LOOP_FILTER)
             self.ready.set()
-            self.services.followers[CHANNEL] = self._follow_ups  # after any reload (bot/notify.py)
+            self.services.followers[CHANNEL] = self._follow_ups  # after any reload (bot/answering/follow_ups.py)
             await self._follow_ups()  # a restart is a reload too
             log.info("Matrix: %s is answering in %d room(s) (end-to-end encryption %s)", self.mxid, len(self.joined),
                      "on" if self.e2ee is not None else "off")

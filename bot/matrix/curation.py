@@ -22,10 +22,10 @@ import logging
 import re
 from typing import Any
 
-from bot import texts
-from bot.config import Settings
-from bot.curation import draft_for_cluster, gap_listing, label_cluster, turn_owner_and_question
-from bot.services import Services
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.curation.suggest import draft_for_cluster, gap_listing, label_cluster, turn_owner_and_question
+from bot.app.services import Services
 from storage import subscriptions
 
 log = logging.getLogger("faqbot.matrix")

@@ -35,7 +35,7 @@ from mautrix.types import EncryptedEvent, EncryptionKeyAlgorithm, Event, TrustSt
 from mautrix.util.async_db import Database
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot.matrix")
 

@@ -9,7 +9,7 @@ import re
 from typing import Any, Iterable
 from urllib.parse import unquote
 
-from bot.replies import Reply, Route
+from bot.answering.types import Reply, Route
 
 HTML_FORMAT = "org.matrix.custom.html"
 _LIST_ITEM_RE = re.compile(r"^(\d{1,3})[.、]\s*(.+)$")

@@ -20,7 +20,7 @@ from mautrix.errors import MatrixInvalidToken, MatrixRequestError
 if TYPE_CHECKING:
     from mautrix.client import Client
 
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot.matrix")
 

@@ -22,9 +22,9 @@ from aiogram.filters import Command
 from aiogram.types import Message
 from aiogram.utils.formatting import Bold, Text, as_key_value, as_list, as_marked_section
 
-from bot import texts
-from bot.config import Settings
-from bot.services import Services
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.app.services import Services
 from bot.telegram.answering import Target, send_texts
 from bot.telegram.filters import inline
 from bot.telegram.notify import deliver_follow_ups

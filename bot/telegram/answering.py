@@ -19,9 +19,9 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
 from aiogram.utils.formatting import Text
 
-from bot import texts
-from bot.core import Answerer
-from bot.replies import Conversation, Draft, Reply
+from bot.answering import texts
+from bot.answering.answerer import Answerer
+from bot.answering.types import Conversation, Draft, Reply
 from bot.telegram.conversations import ChatState
 from bot.telegram.keyboards import answer_keyboard
 from bot.telegram.middlewares import BOT_API_ERRORS, no_retries

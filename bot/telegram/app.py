@@ -27,10 +27,10 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, User
 
-from bot import texts
-from bot.config import Settings
-from bot.runner import TransportStartError
-from bot.services import Services
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.app.runner import TransportStartError
+from bot.app.services import Services
 from bot.telegram.admin import admin_router
 from bot.telegram.conversations import ConversationStore
 from bot.telegram.curation import curation_router

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from bot.replies import Conversation
+from bot.answering.types import Conversation
 
 
 @dataclass

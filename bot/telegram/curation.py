@@ -28,10 +28,10 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from aiogram.utils.formatting import Bold, Text, as_list
 from pydantic import Field
 
-from bot import texts
-from bot.config import Settings
-from bot.services import Services
-from bot.curation import draft_for_cluster, gap_listing, label_cluster
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.app.services import Services
+from bot.curation.suggest import draft_for_cluster, gap_listing, label_cluster
 from bot.telegram.admin import flush_log, gaps_text
 from bot.telegram.filters import inline
 

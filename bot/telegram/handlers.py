@@ -25,10 +25,10 @@ from aiogram.filters import BaseFilter, Command, CommandStart
 from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardMarkup, Message
 from aiogram.utils.formatting import Text
 
-from bot import texts
-from bot.config import Settings
-from bot.replies import Conversation, Route
-from bot.services import Services
+from bot.answering import texts
+from bot.app.settings import Settings
+from bot.answering.types import Conversation, Route
+from bot.app.services import Services
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
 from bot.telegram.filters import inline, question_text

@@ -13,9 +13,9 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from pydantic import Field
 
-from bot import texts
-from bot.notify import offers_notify
-from bot.replies import Candidate, Reply, Route
+from bot.answering import texts
+from bot.answering.follow_ups import offers_notify
+from bot.answering.types import Candidate, Reply, Route
 from knowledge.loader import KnowledgeBase
 
 TurnId = Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]  # Reply.turn_id: 16 hex digits

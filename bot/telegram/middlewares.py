@@ -38,7 +38,7 @@ from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 
-from bot import texts
+from bot.answering import texts
 from bot.telegram.conversations import ConversationStore
 
 log = logging.getLogger("faqbot.telegram")

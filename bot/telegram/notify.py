@@ -15,10 +15,10 @@ from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import texts
-from bot.curation import turn_owner_and_question
-from bot.notify import follow_up
-from bot.services import Services
+from bot.answering import texts
+from bot.curation.suggest import turn_owner_and_question
+from bot.answering.follow_ups import follow_up
+from bot.app.services import Services
 from bot.telegram.conversations import ChatState
 from bot.telegram.filters import inline
 from bot.telegram.keyboards import NotifyCB

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from aiogram.utils.formatting import Bold, Text
 
-from bot import texts
-from bot.replies import Reply, Route
+from bot.answering import texts
+from bot.answering.types import Reply, Route
 
 MESSAGE_LIMIT = 4096
 DRAFT_LIMIT = 4000  # previews are cut a little shorter, leaving room for the "generating" marker

@@ -51,7 +51,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def settings(**overrides):
     """Settings with no LLM, Telegram or Matrix configured, whatever the environment or a .env says."""
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
     base = dict(
         knowledge_dir=KNOWLEDGE_DIR,

@@ -14,7 +14,7 @@ from tests.bench.queries import query_mix, query_mix_tagged
 
 
 def _load(kb_dir: Path | None):
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
     from knowledge.loader import load_knowledge
 
     t0 = time.perf_counter()
@@ -26,7 +26,7 @@ def _load(kb_dir: Path | None):
 
 
 def _time_match(answerer, questions: list[str]) -> tuple[list[int], list[int], Counter]:
-    from bot.replies import Conversation
+    from bot.answering.types import Conversation
 
     convs = [Conversation(channel="bench", chat_id=str(i), chat_type="private", user_id=str(i)) for i in range(16)]
     samples: list[int] = []
@@ -45,7 +45,7 @@ def _time_match(answerer, questions: list[str]) -> tuple[list[int], list[int], C
 
 
 async def _time_answer(answerer, questions: list[str]) -> tuple[list[int], list[int]]:
-    from bot.replies import Conversation
+    from bot.answering.types import Conversation
 
     convs = [Conversation(channel="bench", chat_id=str(i), chat_type="private", user_id=str(i)) for i in range(16)]
     samples: list[int] = []
@@ -69,7 +69,7 @@ def latency_for_kb(kb_dir: Path | None = None, *, n: int = 2000, extra: list[str
     questions = [q for q, _ in tagged]
     kinds = [k for _, k in tagged]
     _time_match(answerer, questions[: min(200, n)])  # warm-up: OpenCC, regex caches, first-call costs
-    # As `faqbot run` does after start-up (bot/runner.py): the index is frozen out of the cyclic GC, so a full
+    # As `faqbot run` does after start-up (bot/app/runner.py): the index is frozen out of the cyclic GC, so a full
     # collection does not re-scan 140,000 phrase objects in the middle of an answer. Unfrozen afterwards.
     gc.collect()
     gc.freeze()
@@ -121,8 +121,8 @@ def answer_latency(sizes: tuple[int, ...] = (0, 1000, 10000), *, n: int = 2000, 
 
 # -- logging on vs off ------------------------------------------------------------------------------
 async def _log_compare(n: int, block: int, db: Path) -> dict:
-    from bot.core import Answerer
-    from bot.replies import Conversation
+    from bot.answering.answerer import Answerer
+    from bot.answering.types import Conversation
     from knowledge.loader import load_knowledge
     from storage.writer import TurnLog
 
@@ -225,8 +225,8 @@ def logging_overhead(n: int = 3000, *, block: int = 100, workdir: Path | None = 
 
 
 async def _writer_rows(n: int, db: Path) -> dict:
-    from bot.core import Answerer
-    from bot.replies import Conversation
+    from bot.answering.answerer import Answerer
+    from bot.answering.types import Conversation
     from storage.writer import TurnLog
 
     answerer = Answerer(bench_settings(db=db))
@@ -237,7 +237,7 @@ async def _writer_rows(n: int, db: Path) -> dict:
     turn_log = TurnLog(db, secret=b"bench-secret-0123456789abcdef")
     await turn_log.start()
     await turn_log.flush()
-    from bot.replies import new_turn_id
+    from bot.answering.types import new_turn_id
 
     items = []
     for i in range(n):

@@ -51,11 +51,11 @@ def _llm_questions(answerer, n: int) -> list[str]:
 
 
 def _direct(n: int) -> dict:
-    from bot import texts
-    from bot.core import Answerer
+    from bot.answering import texts
+    from bot.answering.answerer import Answerer
     from bot.llm import guard
     from bot.llm.fallback import DraftFilter, LLMFallback
-    from bot.replies import Conversation
+    from bot.answering.types import Conversation
     from knowledge.loader import load_knowledge
 
     s = bench_settings(openai_base_url="http://127.0.0.1:9/v1", llm_mode="generate")
@@ -118,9 +118,9 @@ def _direct(n: int) -> dict:
 async def _end_to_end(n: int) -> dict:
     from aiohttp import web
 
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
     from bot.llm.fallback import LLMFallback
-    from bot.replies import Conversation, Route
+    from bot.answering.types import Conversation, Route
     from knowledge.loader import load_knowledge
     from tests.fakes.openai_server import Behaviour, FakeOpenAI, split_text
 
@@ -204,11 +204,11 @@ def _modes(n: int) -> dict:
     generate's guard with the claim checks on the labelled model answers; and what each sends and receives."""
     import json
 
-    from bot import texts
-    from bot.core import Answerer
+    from bot.answering import texts
+    from bot.answering.answerer import Answerer
     from bot.llm import guard, quote
     from bot.llm.fallback import LLMFallback
-    from bot.replies import Conversation
+    from bot.answering.types import Conversation
     from knowledge.loader import load_knowledge
     from tests.conftest import DATA_DIR
 

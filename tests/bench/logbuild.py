@@ -38,8 +38,8 @@ def unanswered_questions(n: int, seed: int = 3) -> list[str]:
 
 
 async def _write_base(path: Path, n: int, seed: int) -> dict:
-    from bot.core import Answerer
-    from bot.replies import Conversation, Route
+    from bot.answering.answerer import Answerer
+    from bot.answering.types import Conversation, Route
     from storage.writer import TurnLog
 
     answerer = Answerer(bench_settings(db=path))

@@ -76,7 +76,7 @@ class _Writer:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     async def _main(self) -> None:
-        from bot.replies import Conversation, Reply, Route
+        from bot.answering.types import Conversation, Reply, Route
         from storage.writer import TurnLog
 
         log = TurnLog(self.db, secret=b"bench-secret-0123456789abcdef")

@@ -23,8 +23,8 @@ def _rss_mb() -> float:
 
 
 async def _child(n: int, db: Path, users: int = 1000) -> dict:
-    from bot.replies import Conversation
-    from bot.services import build_services
+    from bot.answering.types import Conversation
+    from bot.app.services import build_services
     from tests.bench.common import settings
     from tests.bench.queries import query_mix
 

@@ -25,7 +25,7 @@ from tests.bench.queries import query_mix
 
 
 def missing() -> str | None:
-    for mod in ("bot.telegram.app", "bot.runner"):
+    for mod in ("bot.telegram.app", "bot.app.runner"):
         if importlib.util.find_spec(mod) is None:
             return f"{mod} is not there yet"
     try:
@@ -213,7 +213,7 @@ async def _run(n: int, rounds: int, steady: int, burst_users: int, bots: tuple[s
     import sqlite3
     import statistics
 
-    from bot import texts
+    from bot.answering import texts
     from tests.fakes.telegram_api import FakeBotAPI
 
     runs: dict[str, list[dict]] = {"echo": [], "faqbot": []}

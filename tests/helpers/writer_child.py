@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from bot.replies import Candidate, Conversation, Reply, Route  # noqa: E402
+from bot.answering.types import Candidate, Conversation, Reply, Route  # noqa: E402
 from storage.writer import TurnLog  # noqa: E402
 
 

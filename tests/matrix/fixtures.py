@@ -45,7 +45,7 @@ def bob(synapse):
 
 @pytest.fixture
 def matrix_settings(tmp_path, synapse, bot_user):
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
     return Settings(
         db=tmp_path / "data" / "faqbot.db",
@@ -75,7 +75,7 @@ class BotRunner:
 
     async def __aenter__(self) -> BotRunner:
         from bot.matrix.app import MatrixBot
-        from bot.services import build_services
+        from bot.app.services import build_services
 
         if self.services is None:
             self.services = await build_services(self.settings, with_llm=False)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bot.cli_logs import _console, _db_path, _Exit, _print_json, _run, _settings, parse_since
-from bot.cli_review import curator_name
+from bot.cli.logs import _console, _db_path, _Exit, _print_json, _run, _settings, parse_since
+from bot.cli.review import curator_name
 
 
 def _kdir(args, settings) -> Path:
@@ -31,8 +31,8 @@ def _load(kdir: Path):
 
 
 def cmd_suggest(args) -> int:
-    from bot.core import Answerer
-    from bot.curation import plan_suggestions, write_plan
+    from bot.answering.answerer import Answerer
+    from bot.curation.suggest import plan_suggestions, write_plan
     from knowledge.curation import CurationError
     from knowledge.loader import KnowledgeError
     from storage.db import open_db_sync, utc_iso
@@ -108,7 +108,7 @@ def cmd_approve(args) -> int:
         raise _Exit(1, str(exc)) from None
     except KnowledgeError as exc:
         raise _Exit(1, f"draft {args.id} is not ready; nothing moved.\n{exc}") from None
-    from bot.evaluate import knowledge_conflicts
+    from bot.curation.evaluate import knowledge_conflicts
 
     conflicts = [c for c in knowledge_conflicts(approval.kb) if args.id in (c["faq_id"], c["other_id"])]
     target = approve(kdir, approval)
@@ -149,7 +149,7 @@ def _relabel_turns(args, settings, turn_ids: list[str], entry_id: str, curator: 
 
 
 def add_knowledge_verbs(ksub) -> None:
-    """`knowledge suggest` and `knowledge approve` (called by bot.cli.build_parser)."""
+    """`knowledge suggest` and `knowledge approve` (called by bot.cli.main.build_parser)."""
     p = ksub.add_parser("suggest", help="turn open reviews into alternates and draft entries (diff first)")
     p.add_argument("--since", type=parse_since, metavar="WHEN", help="only reviews made since WHEN (7d, ISO date)")
     p.add_argument("--replay-since", type=parse_since, metavar="WHEN", default=None,

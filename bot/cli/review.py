@@ -17,7 +17,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from bot.cli_logs import (
+from bot.cli.logs import (
     _FEEDBACK_MARK,
     _clip,
     _console,
@@ -31,7 +31,7 @@ from bot.cli_logs import (
     _t,
     parse_count,
 )
-from bot.cli_logs import _settings, _short_ts
+from bot.cli.logs import _settings, _short_ts
 
 # Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
 # layer (`faqbot ask` stays light); tests/test_reviews.py checks the two agree.
@@ -299,7 +299,7 @@ def cmd_review(args) -> int:
 
 # --------------------------------------------------------------------------------------------- parser
 def add_review_verbs(verbs, common: argparse.ArgumentParser, filters: argparse.ArgumentParser) -> None:
-    """`logs label` and `logs review` (called by bot.cli_logs.add_logs_parser)."""
+    """`logs label` and `logs review` (called by bot.cli.logs.add_logs_parser)."""
     p = verbs.add_parser("label", parents=[common], help="record a curator's verdict on one turn")
     p.add_argument("turn", help="turn id or a unique prefix")
     p.add_argument("verdict", help=VERDICT_HELP)
@@ -322,7 +322,7 @@ def cmd_export_reviewed(args) -> int:
     """`logs export --reviewed --format eval`: reviewed turns as eval rows, one per distinct question."""
     from pathlib import Path
 
-    from bot.curation import eval_jsonl, eval_rows
+    from bot.curation.suggest import eval_jsonl, eval_rows
     from storage.db import utc_iso
 
     if not (args.reviewed and args.format == "eval"):

@@ -4,7 +4,7 @@
   password hash when a login is required: no FAQBOT_SECRET (the pseudonymization key), no bot tokens or API keys. A
   query or a plugin that reads the environment finds nothing worth having.
 * **Dies with its parent.** ``start`` gives the child the read end of a pipe whose write end only the parent holds.
-  ``python -m bot.review_server FD …`` (the child) watches it in a thread: when the parent exits in any way --
+  ``python -m bot.cli.datasette_process FD …`` (the child) watches it in a thread: when the parent exits in any way --
   including SIGKILL, where no handler runs -- the kernel closes the write end, the read returns EOF and the child
   stops Datasette (SIGTERM to itself: uvicorn shuts down cleanly; ``os._exit`` if that takes over 5 s).
 * **Guards.** Datasette loads storage/datasette/guard/faqbot_serve_guard.py (Host-header check, login throttle,
@@ -20,7 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-GUARD_DIR = Path(__file__).resolve().parent.parent / "storage" / "datasette" / "guard"
+from storage import DATASETTE_DIR
+
+GUARD_DIR = DATASETTE_DIR / "guard"
 GUARD_PLUGIN = "faqbot_serve_guard"
 MIN_PASSWORD_CHARS = 12
 KEEP_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR", "PYTHONPATH")
@@ -72,11 +74,11 @@ def datasette_args(db: Path, host: str, port: int, metadata: Path) -> list[str]:
 
 
 def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """Start ``python -m bot.review_server`` (Datasette with ``args``); return the process and the pipe's write
+    """Start ``python -m bot.cli.datasette_process`` (Datasette with ``args``); return the process and the pipe's write
     end, which the caller keeps open while it runs (close it, or exit, and the child stops)."""
     read_end, write_end = os.pipe()  # both non-inheritable: only the child gets read_end (pass_fds)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.review_server", str(read_end), *args], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli.datasette_process", str(read_end), *args], env=env,
                                 pass_fds=(read_end,))
     except BaseException:
         os.close(write_end)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.replies import Route
+from bot.answering.types import Route
 
 
 def load_labelled(path: str | Path) -> list[dict]:
@@ -39,7 +39,7 @@ def evaluate(settings, kb, path: str | Path) -> dict:
     * out-of-scope (`sections` empty): how many got a direct answer (each one is a wrong answer to someone);
     * `kind` "amb" rows are counted as excluded and not scored.
     """
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
 
     answerer = Answerer(settings, kb)
     retriever = None

@@ -20,11 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bot.cli import datasette_process
+from storage import DATASETTE_DIR
+
 ROUTES = ("faq", "clarify", "llm", "none")
 FEEDBACK = ("up", "down", "none", "any")
 REVIEW_USER = "curator"
 PASSWORD_HASH_ENV = "FAQBOT_REVIEW_PASSWORD_HASH"
-METADATA_FILE = Path(__file__).resolve().parent.parent / "storage" / "datasette" / "metadata.yml"
+METADATA_FILE = DATASETTE_DIR / "metadata.yml"
 NO_LIMIT = 1 << 62
 GAPS_DEFAULT_SINCE = "30d"  # `logs gaps` window unless --since/--all
 
@@ -106,7 +109,7 @@ def is_loopback(host: str) -> bool:
 
 # --------------------------------------------------------------------------------------------- output helpers
 def _settings():
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
     return Settings()
 
@@ -200,7 +203,7 @@ def _open_ro(args):
     except FileNotFoundError:
         raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)") from None
     except sqlite3.DatabaseError as exc:
-        from bot.cli_errors import describe
+        from bot.cli.errors import describe
 
         raise _Exit(*describe(exc, db=path)) from None
 
@@ -234,8 +237,8 @@ def _run(fn):
         except (LogSchemaError, UnsafeFileError) as exc:
             _err(f"faqbot: {exc}")
             return 1
-        except sqlite3.Error as exc:  # other errors go up to bot.cli.main, which prints them in one line too
-            from bot.cli_errors import describe
+        except sqlite3.Error as exc:  # other errors go up to bot.cli.main.main, which prints them in one line too
+            from bot.cli.errors import describe
 
             code, message = describe(exc, db=_db_path(args))
             _err(message)
@@ -545,7 +548,7 @@ def cmd_gaps(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
     from storage.replay import replay
 
     settings = _settings()
@@ -606,7 +609,7 @@ def cmd_export(args) -> int:
     from storage.export import ExportError, export_to_file, iter_turns, write_export
 
     if args.reviewed or args.format == "eval":
-        from bot.cli_review import cmd_export_reviewed  # curators' verdicts as a regression set
+        from bot.cli.review import cmd_export_reviewed  # curators' verdicts as a regression set
 
         return cmd_export_reviewed(args)
     conn = _open_ro(args)
@@ -766,11 +769,10 @@ def cmd_serve(args) -> int:
             "Set FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the default)."
         )
         return 2
-    from bot import review_server
 
-    if need_password and len(password) < review_server.MIN_PASSWORD_CHARS:
+    if need_password and len(password) < datasette_process.MIN_PASSWORD_CHARS:
         _err(f"refusing to start: FAQBOT_REVIEW_PASSWORD has {len(password)} characters; the review site needs at "
-             f"least {review_server.MIN_PASSWORD_CHARS} (failed logins are throttled, but a short password is "
+             f"least {datasette_process.MIN_PASSWORD_CHARS} (failed logins are throttled, but a short password is "
              "guessed offline from a leaked hash in minutes)")
         return 2
     if not path.exists():
@@ -783,7 +785,7 @@ def cmd_serve(args) -> int:
     db_name = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
     meta = datasette_metadata(db_name, password=need_password, user=args.user)
     # Host-header check (DNS rebinding) wherever the site is on a loopback address; login throttle; SQL limits.
-    meta.setdefault("plugins", {})[review_server.GUARD_PLUGIN] = review_server.guard_config(
+    meta.setdefault("plugins", {})[datasette_process.GUARD_PLUGIN] = datasette_process.guard_config(
         port=args.port, check_host=loopback)
     extra_env = {}
     if need_password:
@@ -800,11 +802,11 @@ def cmd_serve(args) -> int:
     with tempfile.TemporaryDirectory(prefix="faqbot-datasette-") as tmp:
         meta_path = Path(tmp) / "metadata.json"
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-        cmd = review_server.datasette_args(path, args.host, args.port, meta_path) + [
+        cmd = datasette_process.datasette_args(path, args.host, args.port, meta_path) + [
             # Facet suggestions run a query per column of every table page: seconds on a large log.
             "--setting", "suggest_facets", "off"]
         # Only PATH, locale and the like: no FAQBOT_SECRET, tokens or API keys in the server's environment.
-        proc, lifeline = review_server.start(cmd, review_server.child_env(extra_env))
+        proc, lifeline = datasette_process.start(cmd, datasette_process.child_env(extra_env))
         info["server_pid"] = proc.pid
         if args.json:
             sys.stdout.write(json.dumps(info, ensure_ascii=False) + "\n")  # one line: easy to read from a pipe
@@ -933,7 +935,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--user", default=REVIEW_USER, help=f"login name when a password is required (default {REVIEW_USER})")
     p.set_defaults(func=_run(cmd_serve))
 
-    from bot.cli_review import add_review_verbs  # label, review (curators' verdicts)
+    from bot.cli.review import add_review_verbs  # label, review (curators' verdicts)
 
     add_review_verbs(verbs, common, filters)
     return logs

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.privacy import PLACEHOLDERS, mask_pii
+from bot.answering.privacy import PLACEHOLDERS, mask_pii
 from knowledge.curation import (
     DraftEntry,
     append_alternates,
@@ -154,7 +154,7 @@ def plan_suggestions(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str 
     served = {rel: text for rel, text in plan.changes.items() if rel.startswith("faq/")}
     plan.kb = load_with_changes(kdir, served) if served else kb  # raises KnowledgeError if it would not load
     if served:
-        from bot.evaluate import knowledge_conflicts
+        from bot.curation.evaluate import knowledge_conflicts
 
         new = {(faq_id, norm.normalize(q).text) for faq_id, qs in plan.alternates.items() for q in qs}
         plan.conflicts = [c for c in knowledge_conflicts(plan.kb) if (c["faq_id"], c["alternate"]) in new]

@@ -3,7 +3,7 @@
 aiogram and aiohttp log request URLs, and Telegram puts the bot token in the URL path
 (``https://api.telegram.org/bot<token>/getMe``); exceptions raised by HTTP clients often repeat the URL. The filter
 renders each record's message (``msg % args``), replaces every configured secret and anything shaped like a Telegram
-bot token with ``***``, masks personal data (`bot.privacy.mask_log_text`: ID, phone and card numbers, names and
+bot token with ``***``, masks personal data (`bot.answering.privacy.mask_log_text`: ID, phone and card numbers, names and
 usernames in dumped objects), and does the same for the formatted traceback and stack info.
 
 Where it is attached (`install_redaction`), and why:
@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
-from bot.privacy import mask_log_text
+from bot.answering.privacy import mask_log_text
 from urllib.parse import quote
 
 __all__ = ["RedactSecretsFilter", "RedactingStream", "install_redaction", "secret_redactor", "REDACTED",
@@ -53,7 +53,7 @@ class RedactSecretsFilter(logging.Filter):
     `secrets`: bot token, API keys, passwords, ... Empty, None and values shorter than `min_length` are ignored (a
     three-letter "secret" would redact ordinary words). The URL-encoded form of each secret is redacted too.
     `personal_data`: also mask ID / phone / card numbers and the names and usernames in dumped objects
-    (`bot.privacy.mask_log_text`) -- e.g. the raw update batch aiogram logs when it cannot parse one.
+    (`bot.answering.privacy.mask_log_text`) -- e.g. the raw update batch aiogram logs when it cannot parse one.
     """
 
     def __init__(self, secrets: Iterable[str | None], min_length: int = 6, *, personal_data: bool = True) -> None:

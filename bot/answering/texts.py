@@ -1,7 +1,7 @@
 """Every sentence a chat user sees, in one place (Simplified Chinese). Channels share these."""
 from __future__ import annotations
 
-from bot.replies import Candidate
+from bot.answering.types import Candidate
 
 BOT_NAME = "电子社保卡问答助手"
 REFERRAL = "如需进一步帮助，可就近前往社会保障卡服务网点咨询。"

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot import texts
-from bot.replies import Route
+from bot.answering import texts
+from bot.answering.types import Route
 from knowledge.normalize import to_traditional
 from storage import subscriptions
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.core import Answerer
+    from bot.app.settings import Settings
+    from bot.answering.answerer import Answerer
     from storage.writer import TurnLog
 
 log = logging.getLogger("faqbot")
@@ -21,7 +21,7 @@ class Services:
     turn_log: TurnLog | None = None
     llm: object | None = None
     # Run after a knowledge reload, by channel name: each transport registers how it tells the askers whose
-    # questions now have an answer (bot/notify.py), so a reload from any channel reaches all of them.
+    # questions now have an answer (bot/answering/follow_ups.py), so a reload from any channel reaches all of them.
     followers: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
     async def after_reload(self) -> None:
@@ -41,7 +41,7 @@ class Services:
 
 
 def setup_logging(settings: Settings) -> None:
-    from bot.secrets_filter import install_redaction
+    from bot.app.log_filter import install_redaction
 
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     root = logging.getLogger()
@@ -61,7 +61,7 @@ def build_llm(settings: Settings, kb):
 
 async def build_services(settings: Settings, *, with_log: bool = True, with_llm: bool = True) -> Services:
     """Create the core, start the log writer (if wanted) and the LLM fallback (if configured)."""
-    from bot.core import Answerer
+    from bot.answering.answerer import Answerer
     from knowledge.loader import load_knowledge
 
     kb = load_knowledge(settings.knowledge_dir)
@@ -69,8 +69,8 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
     turn_log = None
     secret = None
     if with_log:
-        from bot.privacy import load_or_create_secret
-        from bot.secrets_filter import secret_redactor
+        from storage.secret_key import load_or_create_secret
+        from bot.app.log_filter import secret_redactor
         from storage.writer import TurnLog
 
         configured = settings.secret.get_secret_value() if settings.secret else None

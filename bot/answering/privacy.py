@@ -1,4 +1,4 @@
-"""Personal-data masking, pseudonymous ids and the pseudonymization secret.
+"""Personal-data masking and pseudonymous ids (the key file they use lives in `storage.secret_key`).
 
 `mask_pii` is THE function every piece of user text goes through before it is stored, logged or sent to an LLM.
 It masks three kinds of mainland-China personal numbers and nothing else:
@@ -51,16 +51,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import logging
 import operator
-import os
 import re
-import secrets as _secrets
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from storage.safety import ensure_private_folder, read_private_file
 
 __all__ = [
     "Masked",
@@ -68,11 +63,9 @@ __all__ = [
     "mask_log_text",
     "pseudonymize",
     "pseudonymize_opt",
-    "load_or_create_secret",
     "PLACEHOLDERS",
 ]
 
-log = logging.getLogger(__name__)
 
 PLACEHOLDERS: dict[str, str] = {"id": "[身份证号]", "phone": "[手机号]", "bank": "[银行卡号]"}
 
@@ -356,50 +349,3 @@ def pseudonymize_opt(value: str | int | None, secret: bytes) -> str | None:
     if value is None or value == "":
         return None
     return pseudonymize(value, secret)
-
-
-def load_or_create_secret(configured: str | None, path: Path) -> bytes:
-    """The pseudonymization secret.
-
-    A configured (non-blank) value wins, used as UTF-8. Otherwise the content of `path` if it exists and is not
-    empty. Otherwise 32 random bytes, hex-encoded (64 characters), are written to `path` with mode 0600 (the parent
-    directory is created with mode 0700 if missing) and returned. Creation is race-safe: if two processes start at
-    once, both end up with the same file content.
-    """
-    if configured is not None and configured.strip():
-        return configured.strip().encode("utf-8")
-    path = Path(path)
-    existing = _read_secret(path)
-    if existing:
-        return existing
-
-    ensure_private_folder(path.parent, "pseudonymization key")
-    value = _secrets.token_hex(32).encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(value + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)  # in case a umask or ACL interfered
-        try:
-            os.link(tmp, path)  # atomic, fails if another process created the file first
-        except FileExistsError:
-            winner = _read_secret(path)
-            if winner:
-                return winner
-            os.replace(tmp, path)  # an empty leftover file: replace it
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    log.info("created a new pseudonymization secret in %s", path)
-    return value
-
-
-def _read_secret(path: Path) -> bytes | None:
-    # storage.safety refuses a key that is a symbolic link, a FIFO, another user's or writable by others.
-    data = read_private_file(path, "pseudonymization key")
-    return (data or b"").strip() or None

@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PACKAGE_KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "knowledge"
-PACKAGE_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
+from prompts.loader import PROMPTS_DIR
+
 
 
 class Settings(BaseSettings):
@@ -62,7 +63,7 @@ class Settings(BaseSettings):
         "auto", validation_alias=AliasChoices("FAQBOT_LLM_TOKEN_PARAM", "llm_token_param"))
     # Token limit for reasoning models: their hidden reasoning counts against it.
     llm_reasoning_max_tokens: int = Field(4000, validation_alias=AliasChoices("FAQBOT_LLM_REASONING_MAX_TOKENS", "llm_reasoning_max_tokens"))
-    prompts_dir: Path = Field(PACKAGE_PROMPTS_DIR, validation_alias=AliasChoices("FAQBOT_PROMPTS_DIR", "prompts_dir"))
+    prompts_dir: Path = Field(PROMPTS_DIR, validation_alias=AliasChoices("FAQBOT_PROMPTS_DIR", "prompts_dir"))
 
     # --- Telegram -----------------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "telegram_bot_token"))

@@ -1,6 +1,6 @@
 """Pipeline overhead of the LLM fallback outside the model: retrieval + prompt assembly + draft filtering + guard.
 
-    python -m bot.llm.bench [QUESTIONS.jsonl]     # prints JSON: p50/p99/max in ms over the questions
+    python -m tests.bench.llm_overhead [QUESTIONS.jsonl]     # prints JSON: p50/p99/max in ms over the questions
 
 No network: each question gets a synthetic model answer (the first sentence of its top context entry with a
 citation, streamed in 8-character pieces through the draft filter) and the full guard verdict.
@@ -25,11 +25,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def measure(questions: list[str], *, settings=None, kb=None, rounds: int = 3) -> dict:
-    from bot.config import Settings
-    from bot.core import Answerer
+    from bot.app.settings import Settings
+    from bot.answering.answerer import Answerer
     from bot.llm import guard
     from bot.llm.fallback import DraftFilter, LLMFallback
-    from bot.replies import Conversation
+    from bot.answering.types import Conversation
     from knowledge.loader import load_knowledge
 
     settings = settings or Settings(openai_base_url="http://127.0.0.1:9/v1", openai_api_key=None, llm_mode="generate")

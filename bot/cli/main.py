@@ -8,7 +8,7 @@ import sys
 
 
 def _settings():
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
     return Settings()
 
@@ -38,8 +38,8 @@ def cmd_ask(args) -> int:
 
 
 async def _ask(settings, questions, args) -> int:
-    from bot.replies import Conversation
-    from bot.services import build_services
+    from bot.answering.types import Conversation
+    from bot.app.services import build_services
     from knowledge.loader import KnowledgeError
 
     try:
@@ -91,14 +91,14 @@ def cmd_run(args) -> int:
         from bot.console import run_console
 
         return asyncio.run(run_console(settings))
-    from bot.runner import run_transports
+    from bot.app.runner import run_transports
 
     return asyncio.run(run_transports(settings, transports, freeze_gc=True))
 
 
 # -- eval ---------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    from bot.evaluate import evaluate, render, threshold_problems
+    from bot.curation.evaluate import evaluate, render, threshold_problems
 
     settings = _settings()
     kb = _knowledge_or_exit(settings)
@@ -146,7 +146,7 @@ def cmd_eval_guard(args) -> int:
 
 # -- knowledge check -----------------------------------------------------------------------------------
 def cmd_knowledge_check(args) -> int:
-    from bot.evaluate import knowledge_conflicts
+    from bot.curation.evaluate import knowledge_conflicts
     from knowledge.loader import KnowledgeError, load_knowledge
 
     settings = _settings()
@@ -226,12 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--dir", help="knowledge directory (default: FAQBOT_KNOWLEDGE_DIR or the built-in one)")
     kc.add_argument("--json", action="store_true")
     kc.set_defaults(func=cmd_knowledge_check)
-    from bot.cli_knowledge import add_knowledge_verbs  # suggest, approve (reviews become knowledge)
+    from bot.cli.knowledge import add_knowledge_verbs  # suggest, approve (reviews become knowledge)
 
     add_knowledge_verbs(ksub)
 
     try:
-        from bot.cli_logs import add_logs_parser
+        from bot.cli.logs import add_logs_parser
     except ImportError:  # the review CLI is optional until storage lands
         pass
     else:
@@ -248,7 +248,7 @@ def _configured_secrets() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.secrets_filter import RedactingStream, install_redaction, secret_redactor
+    from bot.app.log_filter import RedactingStream, install_redaction, secret_redactor
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every error a user can cause ends as one line, never a traceback
         import os
 
-        from bot.cli_errors import describe
+        from bot.cli.errors import describe
 
         code, message = describe(exc)
         if os.environ.get("FAQBOT_DEBUG"):

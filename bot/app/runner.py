@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from bot.config import Settings
+from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot")
 
@@ -65,7 +65,7 @@ def _config_error(settings: Settings, transports: list[str]) -> str | None:
 
 
 async def run_transports(settings: Settings, transports: list[str], *, freeze_gc: bool = False) -> int:
-    from bot.services import build_services, setup_logging
+    from bot.app.services import build_services, setup_logging
     from knowledge.loader import KnowledgeError
 
     setup_logging(settings)

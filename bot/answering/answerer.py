@@ -12,8 +12,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
-from bot import texts
-from bot.replies import Candidate, Conversation, Draft, Reply, Route
+from bot.answering import texts
+from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
@@ -21,7 +21,7 @@ from storage.migrations import FEEDBACK_KINDS
 from storage.safe_text import clean_text
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot.core")
 
@@ -77,7 +77,7 @@ class Answerer:
 
     # -- offline matching (no LLM, no log) ---------------------------------------------------
     def match(self, question: str, conv: Conversation | None = None) -> Reply:
-        from bot.privacy import mask_pii
+        from bot.answering.privacy import mask_pii
 
         started = time.perf_counter()
         # Terminal escapes, control characters (NUL breaks search) and undecodable bytes never go further: not to

@@ -1,6 +1,6 @@
 """One-line messages for what can go wrong in a `faqbot` command: the CLI never shows a traceback to a user.
 
-``describe(exc)`` turns an exception into ``(exit code, message)``; ``bot.cli.main`` prints the message on
+``describe(exc)`` turns an exception into ``(exit code, message)``; ``bot.cli.main.main`` prints the message on
 stderr. Set ``FAQBOT_DEBUG=1`` to get the traceback as well (for bug reports).
 """
 from __future__ import annotations
