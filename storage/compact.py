@@ -12,6 +12,7 @@ import time
 from typing import Callable
 
 from storage.trace import OLD_FORMAT_PREFIX, compact_candidates
+from storage.transactions import immediate_transaction
 
 _OLD = "substr(candidates, 1, 2) = ?"
 
@@ -40,14 +41,8 @@ def compact_log(conn: sqlite3.Connection, *, batch: int = 2000,
         if not rows:
             break
         updates = [(compact_candidates(text), rowid) for rowid, text in rows]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             conn.executemany("UPDATE turns SET candidates = ? WHERE rowid = ?", updates)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         last = rows[-1][0]
         converted += len(rows)
         batches += 1

@@ -17,36 +17,20 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
+from storage import queries
 from storage.safe_text import csv_cell, json_for_terminal
-from storage.queries import _LATEST_FEEDBACK, FEEDBACK_FILTERS, turn_filters
-from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
+from storage.schema import JSON_COLUMNS, TURN_READ_COLUMNS
 
 FORMATS = ("csv", "jsonl")
 T = TypeVar("T")
 
+# What the export adds to a turn's columns, from the review view: the conversation's chat type, the latest feedback
+# and counts of every feedback row by kind.
+_EXTRA = ("chat_type", "thumbs_up", "thumbs_down", "none_of_these")
+_FIRST = ("turn_id", "ts", "channel", "via", "chat_type", "conversation_id")  # the columns a reader looks at first
 COLUMNS = (
-    "turn_id", "ts", "channel", "via", "chat_type", "conversation_id", "question", "normalized", "route", "faq_id",
-    "section", "score", "candidates", "context_ids", "model", "llm_raw", "guard", "answer", "latency_ms",
-    "knowledge_version", "error", "masked_id", "masked_phone", "masked_bank",
-    "feedback", "thumbs_up", "thumbs_down", "none_of_these",
+    *_FIRST, *(c for c in TURN_READ_COLUMNS if c not in _FIRST and c != "id"), "feedback", *_EXTRA[1:],
 )
-_JSON_COLUMNS = ("candidates", "context_ids")
-
-_LATEST = _LATEST_FEEDBACK
-
-
-def _count(kind: str) -> str:
-    return f"(SELECT count(*) FROM feedback f WHERE f.turn_id = t.id AND f.kind = '{kind}')"
-
-
-_SELECT = f"""
-SELECT t.id AS turn_id, t.ts, t.channel, t.via, c.chat_type, t.conversation_id, t.question, t.normalized, t.route,
-       t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, {LLM_RAW_SQL} AS llm_raw, t.guard, t.answer,
-       t.latency_ms, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
-       {_LATEST} AS feedback, {_count('up')} AS thumbs_up, {_count('down')} AS thumbs_down,
-       {_count('none')} AS none_of_these
-FROM turns t LEFT JOIN conversations c ON c.id = t.conversation_id
-"""
 
 
 def iter_turns(
@@ -58,26 +42,10 @@ def iter_turns(
     feedback: str | None = None,
     limit: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Turns as dicts (COLUMNS; JSON columns decoded to lists), oldest first. Filters as ``logs list``;
-    ``limit`` keeps the most recent N (None or 0 = all)."""
-    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-    if limit and limit > 0:
-        sql = f"SELECT * FROM ({sql} ORDER BY t.ts DESC, t.id DESC LIMIT ?) ORDER BY ts, turn_id"
-        params.append(int(limit))
-    else:
-        sql += " ORDER BY t.ts, t.rowid"
-    cur = conn.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    for row in cur:
-        d = dict(zip(names, tuple(row)))
-        d["candidates"] = decode_candidates(d["candidates"])
-        try:
-            value = json.loads(d["context_ids"]) if d["context_ids"] else []
-        except ValueError:
-            value = []
-        d["context_ids"] = value if isinstance(value, list) else []
-        yield d
+    """Turns as dicts (COLUMNS; JSON columns decoded to lists), oldest first: ``queries.iter_turns`` with the
+    export's columns. Filters as ``logs list``; ``limit`` keeps the most recent N (None or 0 = all)."""
+    return queries.iter_turns(conn, route=route, since=since, channel=channel, feedback=feedback, order="oldest",
+                              limit=limit, extra=_EXTRA)
 
 
 def write_export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
@@ -90,7 +58,7 @@ def write_export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
         writer.writeheader()
         for d in rows:
             flat = dict(d)
-            for col in _JSON_COLUMNS:
+            for col in JSON_COLUMNS:
                 flat[col] = json.dumps(d[col], ensure_ascii=False)
             writer.writerow({k: csv_cell(v) for k, v in flat.items()})
             n += 1

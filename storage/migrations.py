@@ -1,8 +1,8 @@
 """Schema migrations for the conversation log.
 
 Each migration is a plain function taking a ``sqlite3.Connection``, registered in order with ``@migration``.
-``migrate(conn)`` applies the ones not yet recorded in ``_migrations`` and records each, in its own
-``BEGIN IMMEDIATE`` transaction (SQLite DDL is transactional, so a migration is applied whole or not at all).
+``migrate(conn)`` applies the ones not yet recorded in ``_migrations`` and records each, in its own write
+transaction (``storage.transactions``; SQLite DDL is transactional, so a migration is applied whole or not at all).
 Never edit a migration that has shipped; add a new one.
 """
 from __future__ import annotations
@@ -11,14 +11,11 @@ import datetime as _dt
 import sqlite3
 from typing import Callable
 
+from storage.transactions import immediate_transaction
+
 MigrationFn = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[MigrationFn] = []
-
-# The feedback kinds the current schema accepts (m003's CHECK): 'withdrawn' = the user took their feedback back
-# (a removed 👍/👎 reaction); the latest row of a turn counts. Kept here, next to the schema, so that the core can
-# validate a kind without importing the log writer.
-FEEDBACK_KINDS = ("up", "down", "none", "withdrawn")
 
 
 def migration(fn: MigrationFn) -> MigrationFn:
@@ -68,21 +65,14 @@ def migrate(conn: sqlite3.Connection, *, upto: str | None = None) -> list[str]:
     applied_now: list[str] = []
     for fn in wanted:
         name = fn.__name__
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
             )
             if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                conn.execute("COMMIT")
-                continue
+                continue  # another process applied it meanwhile (leaving the block commits)
             fn(conn)
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, _now()))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         applied_now.append(name)
     return applied_now
 
@@ -456,3 +446,53 @@ def m008_knowledge_versions_and_llm_raw(conn: sqlite3.Connection) -> None:
         """,
         "ALTER TABLE turns DROP COLUMN knowledge_version",
     ])
+
+
+@migration
+def m009_turn_review_view(conn: sqlite3.Connection) -> None:
+    """The review view (storage/schema.py REVIEW_VIEW): every turn as readers see it, with its latest feedback,
+    feedback counts, whether it shows a gap and its latest review. The review commands, the export and Datasette's
+    canned queries all select from it, so these definitions exist once, here. A plain view that SQLite flattens into
+    each query: a column costs only where a query uses it, and the turns' indexes serve it as before."""
+    # The latest feedback of the turn (the last word counts); a latest 'withdrawn' (taken back) reads as none.
+    latest_feedback = (
+        "(SELECT nullif(f.kind, 'withdrawn') FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
+    )
+    # The signals of a gap in the FAQ: routed clarify/none, an LLM answer the guard rejected, latest feedback
+    # thumbs-down or none-of-these.
+    gap_route = "t.route IN ('clarify', 'none')"
+    gap_guard = "t.guard LIKE 'fail%'"
+    gap_feedback = f"{latest_feedback} IN ('down', 'none')"
+
+    def latest_review(column: str) -> str:  # highest id = latest
+        return f"(SELECT r.{column} FROM reviews r WHERE r.turn_id = t.id ORDER BY r.id DESC LIMIT 1)"
+
+    def count(kind: str) -> str:
+        return f"(SELECT count(*) FROM feedback f WHERE f.turn_id = t.id AND f.kind = '{kind}')"
+
+    _run(conn, [f"""
+        CREATE VIEW turn_review AS
+        SELECT t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route, t.faq_id,
+               t.section, t.score, t.candidates, t.context_ids, t.model,
+               CASE WHEN t.llm_raw = '' THEN t.answer ELSE t.llm_raw END AS llm_raw,
+               t.guard, t.answer, t.latency_ms,
+               (SELECT kv.version FROM knowledge_versions kv WHERE kv.id = t.knowledge_id) AS knowledge_version,
+               t.error, t.masked_id, t.masked_phone, t.masked_bank,
+               t.rowid AS turn_rowid,
+               (SELECT c.chat_type FROM conversations c WHERE c.id = t.conversation_id) AS chat_type,
+               {latest_feedback} AS feedback,
+               {count('up')} AS thumbs_up, {count('down')} AS thumbs_down, {count('none')} AS none_of_these,
+               ({gap_route} OR {gap_guard} OR {gap_feedback}) AS is_gap,
+               (SELECT max(r.id) FROM reviews r WHERE r.turn_id = t.id) AS review_id,
+               {latest_review('status')} AS review_status,
+               {latest_review('label')} AS review_verdict,
+               {latest_review('faq_id')} AS review_entry,
+               -- the latest review leaves nothing to do (verdict correct / out-of-scope / spam, or applied)
+               coalesce({latest_review('status')} IN ('closed', 'applied'), 0) AS settled,
+               -- why the turn is a gap, space-separated ('' when it is none)
+               trim(CASE WHEN {gap_route} THEN 'route:' || t.route || ' ' ELSE '' END
+                    || CASE WHEN {gap_guard} THEN 'guard-fail ' ELSE '' END
+                    || CASE {latest_feedback} WHEN 'down' THEN 'thumbs-down' WHEN 'none' THEN 'none-of-these'
+                       ELSE '' END) AS gap_reasons
+        FROM turns t
+    """])

@@ -14,23 +14,17 @@ from typing import Any, Iterator
 
 from storage.db import utc_iso
 from storage.migrations import BULK_DELETE_TABLE, LATENCY_BUCKET_SQL
-from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
+from storage.schema import FEEDBACK_FILTERS, JSON_COLUMNS, REVIEW_VIEW, TURN_READ_COLUMNS
+from storage.trace import decode_candidates
+from storage.transactions import immediate_transaction
 
-FEEDBACK_FILTERS = ("up", "down", "none", "any")
-GAP_ROUTES = ("clarify", "none")
+# Every turn read selects from the review view (alias t): it defines the latest feedback, what a gap is and the
+# latest review once (migration m009).
+def _turn_select(extra: tuple[str, ...] = ()) -> str:
+    return f"SELECT {', '.join('t.' + c for c in (*TURN_READ_COLUMNS, 'feedback', *extra))} FROM {REVIEW_VIEW} t"
 
-# Latest feedback kind per turn (a user may change a thumbs-up to a thumbs-down; the last word counts). A latest
-# 'withdrawn' row (the feedback was taken back) reads as no feedback.
-_LATEST_FEEDBACK = (
-    "(SELECT NULLIF(f.kind, 'withdrawn') FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
-)
-_TURN_SELECT = f"""
-    SELECT t.rowid AS _rowid, t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route,
-           t.faq_id, t.section, t.score, t.candidates, t.context_ids, t.model, {LLM_RAW_SQL} AS llm_raw, t.guard, t.answer,
-           t.latency_ms, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, t.error, t.masked_id, t.masked_phone, t.masked_bank,
-           {_LATEST_FEEDBACK} AS feedback
-    FROM turns t
-"""
+
+_TURN_SELECT = _turn_select()
 
 
 def _json_list(value: str | None) -> list[Any]:
@@ -43,13 +37,17 @@ def _json_list(value: str | None) -> list[Any]:
     return out if isinstance(out, list) else []
 
 
+# How each JSON column (schema.JSON_COLUMNS) is read back: unreadable text becomes an empty list.
+JSON_DECODERS = {"candidates": decode_candidates, "context_ids": _json_list}
+
+
 def _turn_dict(row: sqlite3.Row | tuple, cursor_description: Any) -> dict[str, Any]:
     names = [d[0] for d in cursor_description]
     d = dict(zip(names, tuple(row)))
-    d.pop("_rowid", None)
+    d.pop("turn_rowid", None)
     d["turn_id"] = d["id"]
-    d["candidates"] = decode_candidates(d.get("candidates"))
-    d["context_ids"] = _json_list(d.get("context_ids"))
+    for col in JSON_COLUMNS:
+        d[col] = JSON_DECODERS[col](d.get(col))
     return d
 
 
@@ -72,7 +70,7 @@ def _like_escape(text: str) -> str:
 
 def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None = None, channel: str | None = None,
                  feedback: str | None = None) -> tuple[list[str], list[Any]]:
-    """WHERE clauses (on alias ``t`` = turns) and parameters shared by every verb that filters turns like ``logs list``."""
+    """WHERE clauses (on alias ``t`` = the review view) and parameters shared by every verb that filters turns like ``logs list``."""
     where: list[str] = []
     params: list[Any] = []
     if route is not None:
@@ -88,9 +86,9 @@ def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None =
         if feedback not in FEEDBACK_FILTERS:
             raise ValueError(f"feedback must be one of {FEEDBACK_FILTERS}")
         if feedback == "any":
-            where.append(f"{_LATEST_FEEDBACK} IS NOT NULL")
+            where.append("t.feedback IS NOT NULL")
         else:
-            where.append(f"{_LATEST_FEEDBACK} = ?")
+            where.append("t.feedback = ?")
             params.append(feedback)
     return where, params
 
@@ -98,6 +96,10 @@ def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None =
 # Newest first: ts, then rowid (logging order) for turns logged in the same millisecond. Both are in the ts index
 # (an index holds the rowid), so a page reads 20 index entries; ordering by id instead made SQLite sort every turn
 # (EXPLAIN QUERY PLAN: USE TEMP B-TREE FOR ORDER BY).
+_NEWEST_FIRST = " ORDER BY t.ts DESC, t.turn_rowid DESC"
+ORDERS = ("newest", "oldest")
+
+
 def list_turns(
     conn: sqlite3.Connection,
     *,
@@ -108,23 +110,37 @@ def list_turns(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Most recent turns first, filtered by route, time, channel and latest feedback ('up'/'down'/'none'/'any')."""
-    where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
-    sql = _TURN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.ts DESC, t.rowid DESC LIMIT ?"
-    params.append(int(limit))
-    return _fetch_turns(conn, sql, params)
+    return list(iter_turns(conn, route=route, since=since, channel=channel, feedback=feedback, limit=limit))
 
 
 def iter_turns(
     conn: sqlite3.Connection,
     *,
     route: str | None = None,
-    since: _dt.datetime | None = None,
+    since: _dt.datetime | str | None = None,
     channel: str | None = None,
     feedback: str | None = None,
+    order: str = "newest",
+    limit: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Every turn ``list_turns`` would select, newest first, one at a time from the cursor (bounded memory)."""
+    """The turns selected like ``logs list`` (route, time, channel, latest feedback), one at a time from the cursor
+    (bounded memory). ``order`` 'newest' (first) or 'oldest'; ``limit`` keeps the most recent N (None or 0 = all),
+    in that order. Each dict has the view's turn columns (schema.TURN_READ_COLUMNS, JSON columns decoded to lists),
+    ``feedback``, ``turn_id`` (= id) and the review view's ``extra`` columns."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}")
     where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
-    sql = _TURN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.ts DESC, t.rowid DESC"
+    limited = bool(limit and limit > 0)
+    sql = _turn_select(extra + (("turn_rowid",) if limited and order == "oldest" else ()))
+    sql += " WHERE " + " AND ".join(where) if where else ""
+    if limited:
+        sql += _NEWEST_FIRST + " LIMIT ?"
+        params.append(int(limit))
+        if order == "oldest":  # the most recent N, oldest of them first
+            sql = f"SELECT * FROM ({sql}) ORDER BY ts, turn_rowid"
+    else:
+        sql += _NEWEST_FIRST if order == "newest" else " ORDER BY t.ts, t.turn_rowid"
     cur = conn.execute(sql, params)
     desc = cur.description
     for row in cur:
@@ -192,7 +208,7 @@ def search_turns(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[d
     else:
         hits = "SELECT rowid FROM turns WHERE question LIKE ?1 ESCAPE '\\' ORDER BY rowid DESC LIMIT ?2"
         params = ["%" + _like_escape(text) + "%", int(limit)]
-    sql = _TURN_SELECT + f" WHERE t.rowid IN ({hits}) ORDER BY t.ts DESC, t.id DESC"
+    sql = _TURN_SELECT + f" WHERE t.turn_rowid IN ({hits}) ORDER BY t.ts DESC, t.id DESC"
     return _fetch_turns(conn, sql, params)
 
 
@@ -214,8 +230,8 @@ def _stats_rows(conn: sqlite3.Connection, since: str | None) -> tuple[list[tuple
     rows += conn.execute(
         "SELECT channel, route, coalesce(faq_id, ''), count(*), sum(coalesce(guard LIKE 'fail%', 0)), "
         "sum(error IS NOT NULL), sum(k = 'up'), sum(k = 'down'), sum(k = 'none') "
-        f"FROM (SELECT t.channel, t.route, t.faq_id, t.guard, t.error, coalesce({_LATEST_FEEDBACK}, '') AS k "
-        "      FROM turns t WHERE t.ts >= ? AND t.ts < ?) GROUP BY 1, 2, 3",
+        "FROM (SELECT t.channel, t.route, t.faq_id, t.guard, t.error, coalesce(t.feedback, '') AS k "
+        f"      FROM {REVIEW_VIEW} t WHERE t.ts >= ? AND t.ts < ?) GROUP BY 1, 2, 3",
         window,
     ).fetchall()
     lat += conn.execute(
@@ -290,16 +306,6 @@ def stats(conn: sqlite3.Connection, since: _dt.datetime | str | None = None, *, 
     }
 
 
-# A gap (on alias t): routed clarify/none, an LLM answer the guard rejected, or latest feedback 👎 / none of these.
-GAP_SQL = f"(t.route IN ('clarify', 'none') OR t.guard LIKE 'fail%' OR {_LATEST_FEEDBACK} IN ('down', 'none'))"
-# The latest review of turn t leaves nothing to do (storage/reviews.py: verdict correct / out-of-scope / spam, or a
-# suggestion already written). Highest id = latest.
-SETTLED_SQL = (
-    "EXISTS (SELECT 1 FROM reviews r WHERE r.id = (SELECT max(r2.id) FROM reviews r2 WHERE r2.turn_id = t.id) "
-    "AND r.status IN ('closed', 'applied'))"
-)
-
-
 def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
     """``iter_gap_rows`` as a list."""
     return list(iter_gap_rows(conn, since=since))
@@ -309,30 +315,22 @@ def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None, *
                   candidates: bool = True) -> Iterator[dict[str, Any]]:
     """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, or whose latest feedback is
     thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts), unless a curator's latest
-    review settled it (``storage.reviews``: correct, out of scope, spam, or applied). Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
-    guard, feedback (latest kind or None) and reasons (why the turn is listed)."""
-    where = [GAP_SQL, "NOT " + SETTLED_SQL]  # a reviewed turn whose verdict needs nothing more has left the inbox
+    review settled it (``storage.reviews``: correct, out of scope, spam, or applied) -- the review view's ``is_gap``
+    and ``settled``. Oldest first. Each dict has turn_id, ts, question, normalized, route, faq_id, candidates,
+    guard, feedback (latest kind or None) and reasons (why the turn is listed: the view's ``gap_reasons``)."""
+    where = ["t.is_gap", "NOT t.settled"]  # a reviewed turn whose verdict needs nothing more has left the inbox
     params: list[Any] = []
     if since is not None:
         where.append("t.ts >= ?")
         params.append(_since(since))
     sql = (
         "SELECT t.id, t.ts, t.question, t.normalized, t.route, t.faq_id, "
-        + ("t.candidates" if candidates else "NULL") + ", t.guard, "
-        f"{_LATEST_FEEDBACK} AS feedback "
-        "FROM turns t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.rowid"
+        + ("t.candidates" if candidates else "NULL") + ", t.guard, t.feedback, t.gap_reasons "
+        f"FROM {REVIEW_VIEW} t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.turn_rowid"
     )
     for r in conn.execute(sql, params):
-        tid, ts, question, normalized, route, faq_id, cands, guard, feedback = tuple(r)
-        reasons = []
-        if route in GAP_ROUTES:
-            reasons.append(f"route:{route}")
-        if guard and guard.startswith("fail"):
-            reasons.append("guard-fail")
-        if feedback == "down":
-            reasons.append("thumbs-down")
-        if feedback == "none":
-            reasons.append("none-of-these")
+        tid, ts, question, normalized, route, faq_id, cands, guard, feedback, gap_reasons = tuple(r)
+        reasons = gap_reasons.split()
         yield {
             "turn_id": tid,
             "ts": ts,
@@ -380,8 +378,7 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _purge_batch (rid INTEGER PRIMARY KEY)")
     while True:
         t0 = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             # The oldest `batch` turns (ts index); explicit deletes are correct even without foreign_keys=ON.
             conn.execute("DELETE FROM temp._purge_batch")
             conn.execute("INSERT INTO temp._purge_batch (rid) SELECT rowid FROM turns WHERE ts < ? ORDER BY ts LIMIT ?",
@@ -393,11 +390,6 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
             conn.execute(f"INSERT INTO {BULK_DELETE_TABLE} (id) VALUES (1)")
             n = conn.execute("DELETE FROM turns WHERE rowid IN (SELECT rid FROM temp._purge_batch)").rowcount
             conn.execute(f"DELETE FROM {BULK_DELETE_TABLE}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         took = time.perf_counter() - t0
         max_lock = max(max_lock, took)
         if n <= 0:
@@ -414,16 +406,10 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
     # Conversations left without turns, by id ranges (each range one short transaction).
     top = conn.execute("SELECT max(id) FROM conversations").fetchone()[0] or 0
     for lo in range(0, top + 1, 5000):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             conn.execute(
                 "DELETE FROM conversations WHERE id >= ? AND id < ? AND NOT EXISTS "
                 "(SELECT 1 FROM turns WHERE turns.conversation_id = conversations.id)", (lo, lo + 5000))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     t_vacuum = time.perf_counter()
     delete_lock, vacuum_lock = max_lock, 0.0
     mode = "none"

@@ -9,7 +9,8 @@ Verdicts (``label``): ``correct`` (the reply was right), ``entry`` (should have 
 (the knowledge must change), ``closed`` for the others, ``applied`` once ``faqbot knowledge suggest --write`` has
 turned the review into an alternate or a draft.
 
-The gap inbox leaves out turns whose latest review needs nothing more (closed or applied): ``queries.SETTLED_SQL``.
+The gap inbox leaves out turns whose latest review needs nothing more (closed or applied): the review view's
+``settled`` (migration m009).
 Triggers (migration m003) reject an unknown verdict, ``entry`` without an entry id and reviews of unknown turns
 for every writer, including Datasette's canned queries, which connect without ``foreign_keys``.
 """
@@ -20,13 +21,17 @@ import sqlite3
 from typing import Any, Iterable
 
 from storage.db import utc_iso
-from storage.queries import GAP_SQL, SETTLED_SQL, turn_filters
+from storage.queries import turn_filters
+from storage.schema import REVIEW_VIEW
+from storage.transactions import immediate_transaction
 
 VERDICTS = ("correct", "entry", "new-entry", "out-of-scope", "spam")
 OPEN_VERDICTS = ("entry", "new-entry")  # the knowledge has to change
 STATUSES = ("open", "closed", "applied")
+# Joining reviews to their turns: CROSS JOIN makes SQLite read the reviews (a few thousand) and find each turn by
+# its id; with a plain JOIN it may read every turn instead, as it did on a log whose reviews table was still empty.
+_REVIEWS_DRIVE = "CROSS JOIN"
 
-REVIEWED_SQL = "EXISTS (SELECT 1 FROM reviews r WHERE r.turn_id = t.id)"
 
 
 class ReviewError(ValueError):
@@ -70,8 +75,7 @@ def add_reviews(conn: sqlite3.Connection, turn_ids: Iterable[str], verdict: str,
     ts = utc_iso(when)
     status = status_for(verdict)
     out = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         for turn_id in turn_ids:
             if conn.execute("SELECT 1 FROM turns WHERE id = ?", (turn_id,)).fetchone() is None:
                 raise ReviewError(f"no turn with id {turn_id!r}")
@@ -81,11 +85,6 @@ def add_reviews(conn: sqlite3.Connection, turn_ids: Iterable[str], verdict: str,
             )
             out.append({"id": cur.lastrowid, "turn_id": turn_id, "verdict": verdict, "faq_id": faq_id,
                         "status": status, "note": note, "curator": curator, "ts": ts})
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return out
 
 
@@ -111,7 +110,7 @@ def latest_reviews(conn: sqlite3.Connection, *, verdicts: Iterable[str] | None =
 
     ``verdicts`` / ``status`` filter on the latest review; ``since`` (ISO timestamp) on the review's time.
     """
-    where = ["r.id = (SELECT max(r2.id) FROM reviews r2 WHERE r2.turn_id = r.turn_id)"]
+    where = ["r.id = t.review_id"]  # the latest review of its turn
     params: list[Any] = []
     if verdicts is not None:
         vs = list(verdicts)
@@ -127,7 +126,7 @@ def latest_reviews(conn: sqlite3.Connection, *, verdicts: Iterable[str] | None =
         "SELECT r.id, r.turn_id, r.label, r.faq_id, r.status, r.note, r.reviewer, r.ts, "
         "t.question, t.normalized, t.route, t.faq_id, t.section, t.via, t.ts, "
         "(t.masked_id + t.masked_phone + t.masked_bank) "
-        "FROM reviews r JOIN turns t ON t.id = r.turn_id WHERE " + " AND ".join(where) + " ORDER BY r.id"
+        f"FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id WHERE " + " AND ".join(where) + " ORDER BY r.id"
     )
     keys = ("id", "turn_id", "verdict", "faq_id", "status", "note", "curator", "ts", "question", "normalized",
             "route", "turn_faq_id", "turn_section", "via", "turn_ts", "masked")
@@ -139,8 +138,7 @@ def mark_applied(conn: sqlite3.Connection, review_ids: Iterable[int]) -> int:
     ids = list(review_ids)
     if not ids:
         return 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         n = 0
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -148,11 +146,6 @@ def mark_applied(conn: sqlite3.Connection, review_ids: Iterable[int]) -> int:
                 f"UPDATE reviews SET status = 'applied' WHERE status = 'open' AND id IN ({', '.join('?' * len(chunk))})",
                 chunk,
             ).rowcount
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return n
 
 
@@ -170,8 +163,8 @@ def review_stats(conn: sqlite3.Connection, since: str | None = None) -> dict[str
     status_counts: dict[str, int] = {}
     direct_reviewed = direct_confirmed = 0
     sql = (
-        "SELECT r.label, r.status, t.route, count(*) FROM reviews r JOIN turns t ON t.id = r.turn_id "
-        "WHERE r.id = (SELECT max(r2.id) FROM reviews r2 WHERE r2.turn_id = r.turn_id)" + where
+        f"SELECT r.label, r.status, t.route, count(*) FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id "
+        "WHERE r.id = t.review_id" + where
         + " GROUP BY r.label, r.status, t.route"
     )
     for label, status, route, n in conn.execute(sql, params):
@@ -196,8 +189,8 @@ QUEUE_PAGE = 500  # turns a review session loads at once (a year of traffic has 
 def _queue_parts(route, since, channel, feedback) -> tuple[list[tuple[str, list[str]]], list[Any]]:
     where, params = turn_filters(route=route, since=since, channel=channel, feedback=feedback)
     # Greetings and empty input normalize to nothing: no question to judge. Button taps are no questions either.
-    base = ["NOT " + REVIEWED_SQL, "coalesce(t.normalized, '') <> ''", "coalesce(t.via, 'text') = 'text'", *where]
-    return [("gap", [GAP_SQL, *base]), ("filter", ["NOT " + GAP_SQL, *base])], params
+    base = ["t.review_id IS NULL", "coalesce(t.normalized, '') <> ''", "coalesce(t.via, 'text') = 'text'", *where]
+    return [("gap", ["t.is_gap", *base]), ("filter", ["NOT t.is_gap", *base])], params
 
 
 def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.datetime | str | None = None,
@@ -212,7 +205,7 @@ def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.date
         rest = limit - len(out)
         if rest <= 0:
             break
-        sql = "SELECT t.id FROM turns t WHERE " + " AND ".join(conds) + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
+        sql = f"SELECT t.id FROM {REVIEW_VIEW} t WHERE " + " AND ".join(conds) + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
         out += [{"turn_id": tid, "part": part} for (tid,) in conn.execute(sql, [*params, rest])]
     return out
 
@@ -221,7 +214,7 @@ def queue_size(conn: sqlite3.Connection, *, route: str | None = None, since: _dt
                channel: str | None = None, feedback: str | None = None) -> int:
     """How many turns ``queue`` would offer without a limit."""
     parts, params = _queue_parts(route, since, channel, feedback)
-    return sum(conn.execute("SELECT count(*) FROM turns t WHERE " + " AND ".join(conds), params).fetchone()[0]
+    return sum(conn.execute(f"SELECT count(*) FROM {REVIEW_VIEW} t WHERE " + " AND ".join(conds), params).fetchone()[0]
                for _, conds in parts)
 
 
@@ -233,7 +226,7 @@ def open_gap_turns(conn: sqlite3.Connection, questions: Iterable[str]) -> list[s
     for i in range(0, len(qs), 500):
         chunk = qs[i : i + 500]
         out += [tid for (tid,) in conn.execute(
-            "SELECT t.id FROM turns t WHERE " + GAP_SQL + " AND NOT " + SETTLED_SQL
+            f"SELECT t.id FROM {REVIEW_VIEW} t WHERE t.is_gap AND NOT t.settled"
             + " AND coalesce(nullif(trim(t.question), ''), t.normalized) IN (" + ", ".join("?" * len(chunk)) + ")"
             " ORDER BY t.ts DESC, t.id DESC", chunk)]
     return out

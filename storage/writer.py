@@ -26,7 +26,7 @@ import aiosqlite
 from bot.answering.privacy import mask_pii, pseudonymize
 from bot.answering.types import Conversation, Reply
 from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
-from storage.migrations import FEEDBACK_KINDS
+from storage.schema import FEEDBACK_KINDS, TURN_COLUMNS
 from storage.trace import encode_candidates, stored_llm_raw
 
 
@@ -36,15 +36,16 @@ PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "dire
 # Errors caused by one row's data rather than by the database being unavailable: retrying cannot fix them.
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
 
-_TURN_COLUMNS = (
-    "id, conversation_id, ts, channel, via, question, normalized, route, faq_id, section, score, candidates, "
-    "context_ids, model, llm_raw, guard, answer, latency_ms, knowledge_id, error, masked_id, masked_phone, "
-    "masked_bank"
-)
 _FEEDBACK_SQL = "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)"
 # A knowledge version is stored once (storage/trace.py); a turn row refers to it.
 _VERSION_SQL = "INSERT OR IGNORE INTO knowledge_versions (version) VALUES (?)"
-_VERSION_AT = 18  # index of the knowledge version in a _Turn.row
+# A turn row holds a value for each of schema.TURN_COLUMNS, in that order, except for the two references: the
+# conversation's key and the knowledge version's text, which the INSERT turns into row ids.
+_TURN_VALUES = {
+    "conversation_id": "(SELECT id FROM conversations WHERE key = ?)",
+    "knowledge_id": "(SELECT id FROM knowledge_versions WHERE version = ?)",
+}
+_VERSION_AT = TURN_COLUMNS.index("knowledge_id")  # index of the knowledge version in a _Turn.row
 
 
 # Rows go in as multi-row INSERTs, up to _CHUNK rows per statement. Why: executemany steps the statement once per
@@ -52,13 +53,12 @@ _VERSION_AT = 18  # index of the knowledge version in a _Turn.row
 # back waits up to the interpreter's switch interval (5 ms) -- per row. Under load the log then fell seconds behind
 # the answers (tests/test_load_signals.py, kill -9). A chunk takes the GIL back once.
 _CHUNK = 32
-# (statement head, one row's placeholders, tail) per table; the second turn value is the conversation key.
+# (statement head, one row's placeholders, tail) per table.
 _INSERTS = {
     "conversations": ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
                       "VALUES ", "(?, ?, ?, ?, ?, ?)", ""),
-    "turns": (f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ",
-              "(?, (SELECT id FROM conversations WHERE key = ?), " + ", ".join("?" * 16)
-              + ", (SELECT id FROM knowledge_versions WHERE version = ?), " + ", ".join("?" * 4) + ")",
+    "turns": (f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ",
+              "(" + ", ".join(_TURN_VALUES.get(c, "?") for c in TURN_COLUMNS) + ")",
               " ON CONFLICT(id) DO NOTHING"),
 }
 

@@ -17,7 +17,7 @@ from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
-from storage.migrations import FEEDBACK_KINDS
+from storage.schema import FEEDBACK_KINDS
 from storage.safe_text import clean_text
 
 if TYPE_CHECKING:
