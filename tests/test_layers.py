@@ -75,19 +75,6 @@ def project_modules() -> list[Path]:
     return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 
 
-# Known upward imports still to remove, each a (module, imported prefix) pair: the answering core and the LLM fallback
-# are typed against the application's Settings; per-concern settings classes in their own layers remove these.
-KNOWN: set[tuple[str, str]] = {
-    ("bot.answering.answerer", "bot.app.settings"),
-    ("bot.llm.client", "bot.app.settings"),
-    ("bot.llm.fallback", "bot.app.settings"),
-}
-
-
-def _known(this: str, target: str) -> bool:
-    return any(this == mod and (target == pre or target.startswith(pre + ".")) for mod, pre in KNOWN)
-
-
 def violations() -> list[str]:
     found = []
     for path in project_modules():
@@ -99,7 +86,7 @@ def violations() -> list[str]:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for line, target in imported_modules(tree, this, path.name == "__init__.py"):
             theirs = layer_of(target)
-            if theirs is not None and theirs > own and not _known(this, target):
+            if theirs is not None and theirs > own:
                 found.append(f"{path.relative_to(ROOT)}:{line}: {this} (layer {own}) imports {target} (layer {theirs})")
     return found
 

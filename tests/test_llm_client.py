@@ -3,14 +3,11 @@ server that refuses a parameter gets the request again without it. Real openai c
 (which applies OpenAI's rules for reasoning-model names and for response_format)."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from bot.app.settings import Settings
 from bot.llm.client import is_reasoning_model, request_params
 from bot.answering.types import Route
-from tests.conftest import REPO
 from tests.fakes.openai_server import FakeOpenAI, json_reply, reply, status
 from tests.test_llm_fallback import GOOD, GOOD_BODY, Q_NONE, make  # noqa: F401 - fixture
 
@@ -76,14 +73,6 @@ async def test_other_400s_are_not_repeated(make):
                                            "type": "invalid_request_error", "param": "messages", "code": None}}))
         _, final = await h.ask(Q_NONE)
     assert final.reason == "llm-error:http-error" and len(fake.calls) == 1 and not h.llm.client.dropped
-
-
-def test_env_example_documents_every_setting():
-    text = (REPO / ".env.example").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
-    for name, field in Settings.model_fields.items():
-        aliases = [a for a in field.validation_alias.choices if isinstance(a, str) and a.isupper()]
-        assert aliases and aliases[0] in documented, name
 
 
 async def test_fake_server_applies_openai_request_rules():

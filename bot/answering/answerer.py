@@ -10,18 +10,16 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from bot.answering import texts
+from bot.answering.settings import AnsweringSettings
 from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
 from storage.schema import FEEDBACK_KINDS
 from storage.safe_text import clean_text
-
-if TYPE_CHECKING:
-    from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot.core")
 
@@ -44,7 +42,7 @@ class Fallback(Protocol):
 
 
 class Answerer:
-    def __init__(self, settings: Settings, kb: KnowledgeBase | None = None, *, llm: Fallback | None = None,
+    def __init__(self, settings: AnsweringSettings, kb: KnowledgeBase | None = None, *, llm: Fallback | None = None,
                  log_sink: TurnSink | None = None):
         self.settings = settings
         self.kb = kb if kb is not None else load_knowledge(settings.knowledge_dir)
@@ -55,9 +53,7 @@ class Answerer:
     # -- knowledge -----------------------------------------------------------------------------
     @property
     def thresholds(self) -> Thresholds:
-        s = self.settings
-        return Thresholds(direct=s.direct_threshold, clarify=s.clarify_threshold, margin=s.direct_margin,
-                          related=s.related_threshold, lead=s.direct_lead)
+        return self.settings.thresholds
 
     def reload(self, directory=None) -> KnowledgeBase:
         """Load and validate the knowledge again; on error raise and keep serving the running version."""

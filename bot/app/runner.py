@@ -45,20 +45,13 @@ def _transport_runner(name: str) -> Callable[..., Awaitable[None]]:
     raise ValueError(f"unknown transport {name!r}")
 
 
-def matrix_configured(settings: Settings) -> bool:
-    """Enough settings to log in to Matrix: a homeserver and an access token, or a user id with a password."""
-    token = settings.matrix_access_token is not None and bool(settings.matrix_access_token.get_secret_value())
-    password = settings.matrix_password is not None and bool(settings.matrix_password.get_secret_value())
-    return bool(settings.matrix_homeserver) and (token or (bool(settings.matrix_user_id) and password))
-
-
 def _config_error(settings: Settings, transports: list[str]) -> str | None:
     unknown = [t for t in transports if t not in KNOWN_TRANSPORTS]
     if unknown:
         return f"unknown transport(s) {', '.join(unknown)}; expected one of {', '.join(KNOWN_TRANSPORTS)}"
-    if "telegram" in transports and not (settings.telegram_bot_token and settings.telegram_bot_token.get_secret_value()):
+    if "telegram" in transports and not settings.telegram_configured:
         return "the telegram transport needs TELEGRAM_BOT_TOKEN"
-    if "matrix" in transports and not matrix_configured(settings):
+    if "matrix" in transports and not settings.matrix_configured:
         return ("the matrix transport needs MATRIX_HOMESERVER and MATRIX_ACCESS_TOKEN (its user is asked with whoami), "
                 "or MATRIX_HOMESERVER, MATRIX_USER_ID and MATRIX_PASSWORD")
     return None

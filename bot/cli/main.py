@@ -82,9 +82,9 @@ def cmd_run(args) -> int:
     settings = _settings()
     transports = [t.lower() for t in settings.transports]
     if not transports:
-        if settings.telegram_bot_token:
+        if settings.telegram_configured:
             transports.append("telegram")
-        if settings.matrix_homeserver and (settings.matrix_user_id or settings.matrix_access_token):
+        if settings.matrix_requested:
             transports.append("matrix")  # the runner says which Matrix setting is still missing
     if not transports:
         print("TELEGRAM_BOT_TOKEN is not set: starting the console shell on the built-in FAQ.", file=sys.stderr)

@@ -23,10 +23,9 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bot.app.settings import Settings
+from bot.llm.settings import LLMSettings
 
 log = logging.getLogger("faqbot.llm")
 
@@ -42,7 +41,7 @@ def is_reasoning_model(model: str) -> bool:
     return bool(_REASONING_MODEL_RE.match(model or ""))
 
 
-def request_params(settings: Settings, *, max_tokens: int | None = None) -> dict[str, Any]:
+def request_params(settings: LLMSettings, *, max_tokens: int | None = None) -> dict[str, Any]:
     """The token limit and sampling parameters the configured model accepts."""
     reasoning = is_reasoning_model(settings.openai_model)
     param = settings.llm_token_param
@@ -201,7 +200,7 @@ class ChatClient:
     backoff_cap = 4.0
     retry_after_cap = 5.0
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: LLMSettings):
         self.settings = settings
         self._client = None
         self.last_model: str | None = None

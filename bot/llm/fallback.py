@@ -21,21 +21,19 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bot.answering import texts
 from bot.llm import guard, quote
 from bot.llm.client import ChatClient, CircuitBreaker, LLMError
 from bot.answering.privacy import mask_pii
 from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
+from bot.llm.settings import FallbackSettings
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import Matcher
 from knowledge.normalize import to_traditional
 from knowledge.retrieve import Retriever
 from prompts.loader import Prompts, load_prompts, render
 
-if TYPE_CHECKING:
-    from bot.app.settings import Settings
 
 log = logging.getLogger("faqbot.llm")
 
@@ -101,7 +99,7 @@ class DraftFilter:
 
 
 class LLMFallback:
-    def __init__(self, settings: Settings, kb: KnowledgeBase):
+    def __init__(self, settings: FallbackSettings, kb: KnowledgeBase):
         self.settings = settings
         self.canary = new_canary()
         self.prompts: Prompts = load_prompts(settings.prompts_dir)

@@ -70,7 +70,6 @@ from bot.matrix.session import (
     StoredSession,
     authenticate,
     delete_device,
-    has_password,
     remember_recovery_key,
 )
 from bot.answering.privacy import pseudonymize
@@ -277,7 +276,7 @@ class MatrixBot:
             await self._crypto.open()
         e2ee = self._crypto
         try:
-            await e2ee.start(allow_lost=not has_password(self.settings))
+            await e2ee.start(allow_lost=not self.settings.has_matrix_password)
         except StoreLost:
             old_device = str(self.client.device_id)
             log.warning("Matrix: the crypto store of device %s was lost; logging in as a new device", old_device)

@@ -87,7 +87,7 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
     path = session_path(settings)
     stored = load_session(path)
 
-    if has_access_token(settings):
+    if settings.has_matrix_token:
         client.api.token = settings.matrix_access_token.get_secret_value()
         await _whoami(client, wanted_user)
         same_account = stored is not None and (stored.homeserver, stored.user_id) == (homeserver, client.mxid)
@@ -98,7 +98,7 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
             save_session(path, session)
         return session
 
-    if not has_password(settings):
+    if not settings.has_matrix_password:
         raise MatrixConfigError("Matrix needs MATRIX_ACCESS_TOKEN, or MATRIX_USER_ID with MATRIX_PASSWORD")
     if not wanted_user:
         raise MatrixConfigError("MATRIX_PASSWORD login needs MATRIX_USER_ID")
@@ -153,14 +153,6 @@ async def delete_device(client: Client, settings: Settings, device_id: str) -> b
     except MatrixRequestError as exc:
         log.warning("Matrix: could not delete the old device %s: %s", device_id, exc)
         return False
-
-
-def has_access_token(settings: Settings) -> bool:
-    return settings.matrix_access_token is not None and bool(settings.matrix_access_token.get_secret_value())
-
-
-def has_password(settings: Settings) -> bool:
-    return settings.matrix_password is not None and bool(settings.matrix_password.get_secret_value())
 
 
 def remember_recovery_key(settings: Settings, session: StoredSession, key: str) -> StoredSession:

@@ -59,7 +59,7 @@ def create_bot(settings: Settings, options: TelegramOptions | None = None, *,
     default `BotSession` (tests); it should be a `BotSession` too, else an unreadable answer is never retried.
     """
     options = options or TelegramOptions()
-    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
+    if not settings.telegram_configured:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     if session is None:
         if settings.telegram_api_url:
