@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 
 from bot.answering import texts
-from bot.app.settings import PACKAGE_KNOWLEDGE_DIR
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
 from tests.telegram_helpers import CLARIFY_Q, FAQ_Q, NONE_Q, knowledge, tg_env
 

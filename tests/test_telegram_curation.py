@@ -8,7 +8,7 @@ import sqlite3
 import tomllib
 
 from bot.answering import texts
-from bot.app.settings import PACKAGE_KNOWLEDGE_DIR
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
 from tests.telegram_helpers import buttons, tg_env
 

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 
 from bot.answering import texts
-from bot.app.settings import PACKAGE_KNOWLEDGE_DIR
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from bot.answering.follow_ups import follow_up_text
 from knowledge.curation import DraftEntry
 from knowledge.loader import load_knowledge
