@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.bench.common import REPO, clean_env, faqbot_command, percentile
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 
 def _hwm_mb(pid: int) -> float | None:

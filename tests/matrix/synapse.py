@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SYNAPSE_VENV = Path(os.environ.get("FAQBOT_SYNAPSE_VENV", REPO / ".venv-synapse"))

@@ -1,0 +1,248 @@
+"""`faqbot logs serve`: a real Datasette subprocess on 127.0.0.1, queried over HTTP.
+
+Covers the canned queries, the live (not immutable) read-only view while the bot keeps writing, the password
+login (anonymous refused, HTTP Basic and the login form accepted) and the refusal to start without a password.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.cookiejar
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bot.cli.main import main
+from bot.cli.logs import datasette_metadata, is_loopback
+from bot.answering.types import Conversation, Reply, Route
+from storage.writer import TurnLog
+from tests.support.logs import SECRET, build_log, scrub_env
+from tests.support.ports import free_port
+
+pytest.importorskip("datasette")
+pytest.importorskip("datasette_auth_passwords")
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords decodes HTTP Basic as ASCII
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    scrub_env(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return build_log(tmp_path_factory.mktemp("serve") / "faqbot.db")
+
+
+class Served:
+    def __init__(self, db: Path, cwd: Path, *args: str, password: str | None = None):
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
+        env["PYTHONPATH"] = str(REPO)
+        if password is not None:
+            env["FAQBOT_REVIEW_PASSWORD"] = password
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "logs", "serve", "--db", str(db), "--port", str(self.port), "--json", *args],
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=open(cwd / f"serve-{self.port}.log", "w"), text=True,
+        )
+        self.log = cwd / f"serve-{self.port}.log"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited early: {self.proc.returncode}\n{self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("datasette did not start in time")
+
+    def get(self, path: str, headers: dict | None = None, opener=None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + path, headers=headers or {})
+        try:
+            with (opener.open(req, timeout=10) if opener else urllib.request.urlopen(req, timeout=10)) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def rows(self, path: str, **kw) -> list[dict]:
+        sep = "&" if "?" in path else "?"
+        status, body = self.get(path + sep + "_shape=array", **kw)
+        assert status == 200, (status, body[:500])
+        return json.loads(body)
+
+    def stop(self) -> None:
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.terminate()  # SIGTERM to `faqbot logs serve`: it must stop Datasette too
+        try:
+            self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        for p in alive:
+            p.kill()
+        assert not alive, "the Datasette child outlived `faqbot logs serve`"
+
+
+@pytest.fixture
+def served(fx, tmp_path):
+    servers: list[Served] = []
+
+    def start(*args, password=None):
+        s = Served(fx.path, tmp_path, *args, password=password)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def q(text: str) -> str:
+    return urllib.parse.quote(text)
+
+
+def test_canned_queries_over_http(fx, served):
+    s = served()
+    info = json.loads(s.proc.stdout.readline())
+    assert info["url"] == f"http://127.0.0.1:{s.port}/faqbot" and info["password_required"] is False
+    assert info["read_only"] is True and "gap_inbox" in info["queries"]
+    by_id = {v: k for k, v in fx.ids.items()}
+
+    gaps = s.rows("/faqbot/gap_inbox.json")
+    by_q = {r["normalized_question"]: r for r in gaps}
+    assert by_q["社保卡能坐公交吗"]["turns"] == 2 and by_q["社保卡能坐公交吗"]["thumbs_down"] == 1
+    assert by_q["社保卡密码锁了"]["turns"] == 2 and by_q["社保卡密码锁了"]["none_of_these"] == 1
+    assert by_q["养老金怎么算"]["guard_failures"] == 1 and by_q["养老金怎么算"]["routes"] == "llm"
+    assert "" not in by_q  # greetings and errors have no normalized question
+    assert sum(r["turns"] for r in gaps) == 13  # every gap turn (5 bus + 3 pw + 2 balance + pension + weather + lost)
+    since = s.rows("/faqbot/gap_inbox.json?since=" + q(fx_recent_iso()))
+    assert "今天天气怎么样" not in {r["normalized_question"] for r in since}
+
+    assert {by_id[r["id"]] for r in s.rows("/faqbot/thumbs_down.json")} == {"lost_pii", "bus2", "llm_fail"}
+    assert {by_id[r["id"]] for r in s.rows("/faqbot/none_of_these.json")} == {"bus4", "pw1"}
+    guard = s.rows("/faqbot/guard_failures.json")
+    assert [by_id[r["id"]] for r in guard] == ["llm_fail"] and "3000" in guard[0]["llm_raw"]
+    recent = s.rows("/faqbot/recent_turns.json")
+    assert len(recent) == 20 and recent[-1]["id"] == fx.id("reissue")
+
+    detail = s.rows("/faqbot/turn_detail.json?id=" + fx.id("llm_fail")[:6])
+    assert [r["id"] for r in detail] == [fx.id("llm_fail")]
+    assert detail[0]["model"] == "gpt-4o-mini" and detail[0]["feedback_events"].startswith("down ")
+    assert s.rows("/faqbot/turn_detail.json?id=abc") == []  # prefixes need 4+ characters
+    assert len(s.rows("/faqbot/turn_detail.json?id=abcd")) == 2
+
+    # Full-text search on the turns table uses the trigram index: a Chinese substring matches.
+    found = s.rows("/faqbot/turns.json?_search=" + q("社保卡能坐") + "&_col=id")
+    assert {by_id[r["id"]] for r in found} == {"bus1", "bus2"}
+
+
+def fx_recent_iso() -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
+
+
+def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
+    import shutil
+
+    db = tmp_path / "faqbot.db"
+    shutil.copy(fx.path, db)
+    s = Served(db, tmp_path)
+    try:
+        assert len(s.rows("/faqbot/recent_turns.json")) == 20
+
+        async def write_one():
+            log = TurnLog(db, secret=SECRET, flush_interval=0.001)
+            async with log:
+                log.record_turn(Conversation("telegram", "42", "private", "42"),
+                                Reply(route=Route.NONE, text="…", question="社保卡能在高铁上用吗", normalized="社保卡能在高铁上用吗",
+                                      turn_id="feedfeedfeed0001"))
+                await log.flush(timeout=10)
+
+        asyncio.run(write_one())  # the bot keeps writing while the log is served (not --immutable)
+        recent = s.rows("/faqbot/recent_turns.json")
+        assert len(recent) == 21 and recent[0]["id"] == "feedfeedfeed0001"
+        status, body = s.get("/faqbot.json?_shape=array&sql=" + q("select count(*) as n from turns"))
+        assert status == 200 and json.loads(body)[0]["n"] == 21
+        assert s.get("/faqbot.json?sql=" + q("delete from turns"))[0] == 400  # only SELECT
+        # Datasette holds the log file open read-only (mode=ro), never for writing.
+        (child,) = psutil.Process(s.proc.pid).children(recursive=True)
+        modes = {f.mode for f in child.open_files() if Path(f.path) == db.resolve()}
+        assert modes == {"r"}
+    finally:
+        s.stop()
+
+
+def test_password_required_refuses_anonymous_and_accepts_login(fx, served):
+    s = served("--require-password", password=PASSWORD)
+    assert s.get("/faqbot/recent_turns.json")[0] == 403
+    assert s.get("/faqbot/gap_inbox.json")[0] == 403
+    assert s.get("/")[0] == 403
+
+    def basic(user, pw):
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+    assert s.get("/faqbot/recent_turns.json", headers=basic("curator", "wrong"))[0] == 403
+    assert len(s.rows("/faqbot/recent_turns.json", headers=basic("curator", PASSWORD))) == 20
+
+    # The browser way: the login form (with Datasette's CSRF token), then the signed actor cookie.
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    status, page = s.get("/-/login", opener=opener)
+    assert status == 200
+    token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
+    form = urllib.parse.urlencode({"username": "curator", "password": PASSWORD, "csrftoken": token}).encode()
+    with opener.open(urllib.request.Request(s.base + "/-/login", data=form), timeout=10) as resp:
+        assert resp.status == 200
+    assert any(c.name == "ds_actor" for c in jar)
+    assert len(s.rows("/faqbot/thumbs_down.json", opener=opener)) == 3
+
+
+def test_refuses_to_start_without_password(fx, capsys):
+    code = main(["logs", "serve", "--db", str(fx.path), "--host", "0.0.0.0", "--port", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "FAQBOT_REVIEW_PASSWORD" in err
+    code = main(["logs", "serve", "--db", str(fx.path), "--require-password", "--port", "1"])
+    assert code == 2 and "--require-password" in capsys.readouterr().err
+    # In a real process too (no server is started: the port stays free).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
+    env["PYTHONPATH"] = str(REPO)
+    p = subprocess.run([sys.executable, "-m", "bot", "logs", "serve", "--db", str(fx.path), "--host", "10.1.2.3"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "not a loopback address" in p.stderr
+
+
+def test_loopback_and_metadata():
+    assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
+    assert is_loopback("[::1]")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+    assert not is_loopback("::") and not is_loopback("")
+    open_meta = datasette_metadata("mylog", password=False)
+    assert "allow" not in open_meta and "plugins" not in open_meta
+    assert set(open_meta["databases"]["mylog"]["queries"]) >= {
+        "gap_inbox", "thumbs_down", "guard_failures", "recent_turns", "turn_detail"}
+    locked = datasette_metadata("faqbot", password=True, user="reviewer")
+    assert locked["allow"] == {"id": "reviewer"}
+    # Only a reference to an environment variable: no password or hash is written to the metadata file.
+    assert locked["plugins"]["datasette-auth-passwords"] == {
+        "reviewer_password_hash": {"$env": "FAQBOT_REVIEW_PASSWORD_HASH"}}

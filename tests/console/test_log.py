@@ -1,0 +1,92 @@
+"""The console shell logs its exchanges (channel `console`); `faqbot ask` logs only with `--log` (channel `cli`).
+
+Real processes (`python -m bot ...`) with FAQBOT_DB in a temporary folder; the log is then read back with
+sqlite3 and with `faqbot logs`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.answering.privacy import pseudonymize
+from storage.secret_key import load_or_create_secret
+
+REPO = Path(__file__).resolve().parents[2]
+PHONE = "13812345678"
+
+
+def _run(args, *, cwd: Path, db: Path, stdin: str = "", user: str = "alice"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
+    env.update(PYTHONPATH=str(REPO), FAQBOT_DB=str(db), USER=user, FAQBOT_HISTORY=str(cwd / "history"))
+    p = subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, env=env, input=stdin, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def _rows(db: Path, sql: str, params=()):
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def _raw_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def test_console_shell_logs_masked_turns_with_pseudonymous_user(tmp_path):
+    db = tmp_path / "data" / "log.db"  # the folder does not exist yet
+    questions = ["电子社保卡怎么申领", f"我的手机号{PHONE}，社保卡丢了怎么办", "社保卡能坐公交吗"]
+    p = _run(["shell"], cwd=tmp_path, db=db, stdin="\n".join(questions) + "\n")
+    assert "申领" in p.stdout
+
+    turns = _rows(db, "SELECT t.*, kv.version AS knowledge_version FROM turns t "
+                      "LEFT JOIN knowledge_versions kv ON kv.id = t.knowledge_id ORDER BY t.ts, t.rowid")
+    assert len(turns) == 3
+    assert {t["channel"] for t in turns} == {"console"}
+    assert [t["route"] for t in turns] == ["faq", "faq", "none"]
+    assert turns[0]["faq_id"] == "apply" and turns[1]["faq_id"] == "lost_reissue"
+    assert turns[1]["question"] == "我的手机号[手机号]，社保卡丢了怎么办" and turns[1]["masked_phone"] == 1
+    assert PHONE.encode() not in _raw_bytes(db)  # not in the database, its WAL or anywhere on disk
+    assert all(t["knowledge_version"] and t["latency_ms"] is not None for t in turns)
+
+    (conv,) = _rows(db, "SELECT * FROM conversations")
+    assert (conv["channel"], conv["chat_type"]) == ("console", "console")
+    secret = load_or_create_secret(None, db.parent / "secret.key")  # created on first run, next to the log
+    assert conv["user_hash"] == pseudonymize("alice", secret)
+    assert "alice" not in json.dumps(conv) and conv["chat_id"] != "console"
+    assert b"alice" not in _raw_bytes(db)
+
+    # The review CLI sees them.
+    p = _run(["logs", "list", "--channel", "console", "--json"], cwd=tmp_path, db=db)
+    assert len(json.loads(p.stdout)) == 3
+
+
+def test_ask_logs_only_with_log_flag(tmp_path):
+    db = tmp_path / "data" / "log.db"
+    p = _run(["ask", "电子社保卡怎么申领"], cwd=tmp_path, db=db)
+    assert p.stdout.startswith("[faq]")
+    assert not db.exists()  # no --log: nothing written, not even the file
+
+    _run(["ask", "--log", f"手机号{PHONE}换了怎么办"], cwd=tmp_path, db=db)
+    _run(["ask", "--log", "--json"], cwd=tmp_path, db=db, stdin="社保卡丢了\n社保卡能坐公交吗\n")
+    turns = _rows(db, "SELECT t.*, kv.version AS knowledge_version FROM turns t "
+                      "LEFT JOIN knowledge_versions kv ON kv.id = t.knowledge_id ORDER BY t.ts, t.rowid")
+    assert len(turns) == 3
+    assert {t["channel"] for t in turns} == {"cli"}
+    assert turns[0]["question"] == "手机号[手机号]换了怎么办" and turns[0]["masked_phone"] == 1
+    assert PHONE.encode() not in _raw_bytes(db)
+    assert [t["route"] for t in turns[1:]] == ["faq", "none"]
+    convs = _rows(db, "SELECT * FROM conversations")
+    assert {(c["channel"], c["chat_type"]) for c in convs} == {("cli", "cli")}
+    assert all(c["chat_id"] != "cli" for c in convs)  # a private chat id is stored as its HMAC
+
+    p = _run(["logs", "stats", "--json"], cwd=tmp_path, db=db)
+    assert json.loads(p.stdout)["by_channel"] == {"cli": 3}
