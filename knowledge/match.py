@@ -211,7 +211,7 @@ class Matcher:
 
         The same arithmetic as `_combine`, on arrays: rapidfuzz scores the shapes of all phrases in one C call
         (`cdist`) and numpy combines them, instead of a Python loop over every phrase (~4x faster on the shipped
-        FAQ; identical scores, see tests/test_match.py). `within`: entries to score instead of the preselection
+        FAQ; identical scores, see tests/knowledge/test_match.py). `within`: entries to score instead of the preselection
         (a large knowledge base scores the parts of a long question among the entries preselected for the whole).
         """
         if not q:

@@ -275,7 +275,7 @@ def _feedback_move(turn_id: str, before: str, after: str) -> str:
 @migration
 def m004_log_at_scale(conn: sqlite3.Connection) -> None:
     """What a year of traffic (a million turns) needs: a daily summary, a search index of the question only, and
-    indexes the review queries use (EXPLAIN QUERY PLAN of each is checked in tests/test_storage_scale.py)."""
+    indexes the review queries use (EXPLAIN QUERY PLAN of each is checked in tests/storage/test_scale.py)."""
     # 1. The search index covers the question only: indexing the normalized question and the answer too tripled its
     #    size (~660 of ~2,300 bytes a turn) while curators search what people asked. detail=full (the default)
     #    stays: Datasette's ?_search= sends phrase queries, which detail=none cannot answer.

@@ -51,7 +51,7 @@ _VERSION_AT = TURN_COLUMNS.index("knowledge_id")  # index of the knowledge versi
 # Rows go in as multi-row INSERTs, up to _CHUNK rows per statement. Why: executemany steps the statement once per
 # row, and sqlite3 releases the GIL around every step; while the event loop thread is busy answering, taking it
 # back waits up to the interpreter's switch interval (5 ms) -- per row. Under load the log then fell seconds behind
-# the answers (tests/test_load_signals.py, kill -9). A chunk takes the GIL back once.
+# the answers (tests/load/test_signals.py, kill -9). A chunk takes the GIL back once.
 _CHUNK = 32
 # (statement head, one row's placeholders, tail) per table.
 _INSERTS = {
@@ -628,7 +628,7 @@ class TurnLog:
         feedback = [i for i in batch if isinstance(i, _Feedback)]
         # The whole transaction in one call to the connection's thread, not one round trip per statement: under
         # load the event loop is busy and each round trip waits for it, so with four of them the log fell one to
-        # two seconds behind the answers (found by tests/test_load_signals.py: that is what a kill -9 loses).
+        # two seconds behind the answers (found by tests/load/test_signals.py: that is what a kill -9 loses).
         # aiosqlite (pinned) has no public API for running a function in its thread; `_execute` and `_conn`
         # exist since 0.17. Without them the statements are sent one by one, as before.
         run_in_thread = getattr(conn, "_execute", None)

@@ -34,7 +34,7 @@ from bot.cli.logs import (
 from bot.cli.logs import _settings, _short_ts
 
 # Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
-# layer (`faqbot ask` stays light); tests/test_reviews.py checks the two agree.
+# layer (`faqbot ask` stays light); tests/cli/test_review.py checks the two agree.
 VERDICT_HELP = "one of: correct, entry, new-entry, out-of-scope, spam (also: ok, oos, new)"
 KEYS = {"1": "correct", "2": "entry", "3": "new-entry", "4": "out-of-scope", "5": "spam"}
 VERDICT_LABELS = {"correct": "correct", "entry": "should be entry …", "new-entry": "needs a new entry",
