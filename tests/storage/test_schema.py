@@ -19,7 +19,7 @@ from storage.schema import (
 )
 from storage.transactions import immediate_transaction
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STORAGE = REPO / "storage"
 METADATA = STORAGE / "datasette" / "metadata.yml"
 
