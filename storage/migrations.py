@@ -166,7 +166,7 @@ def m002_turns_fts(conn: sqlite3.Connection) -> None:
     # '社保卡' would not match '电子社保卡怎么申领'. Trigram matches any substring of >= 3 characters.
     # External content table: the text lives once, in turns; triggers keep the index in step.
     # turns has a TEXT primary key, so its rowid is implicit and VACUUM may renumber it: after a VACUUM the
-    # index must be rebuilt (storage.queries.purge does this).
+    # index must be rebuilt (storage.purge does this).
     _run(
         conn,
         [
@@ -496,3 +496,22 @@ def m009_turn_review_view(conn: sqlite3.Connection) -> None:
                        ELSE '' END) AS gap_reasons
         FROM turns t
     """])
+
+
+@migration
+def m010_facet_indexes(conn: sqlite3.Connection) -> None:
+    """Indexes for Datasette's facets on the turns table, and none on turns.conversation_id.
+
+    A facet is ``SELECT col, count(*) FROM turns GROUP BY col``: with an index on the column it reads that index
+    (about 3,000 pages at a million turns) instead of the table (195,000 pages), 0.1-0.2 s instead of timing out.
+
+    turns_conversation served only purge (conversations left without turns) and the foreign key's cascade when a
+    conversation is deleted, which only purge does. Conversation ids are spread at random over time, so every purge
+    batch of the oldest turns rewrote most pages of that index (about 60% of the pages a batch wrote at a million
+    turns); storage/purge.py now finds the conversations left without turns without it. Net, the log grows by
+    about 6 bytes a turn."""
+    _run(conn, [
+        "DROP INDEX IF EXISTS turns_conversation",
+        "CREATE INDEX IF NOT EXISTS turns_route ON turns(route)",
+        "CREATE INDEX IF NOT EXISTS turns_channel ON turns(channel)",
+    ])

@@ -1,7 +1,6 @@
-"""Read (and purge) helpers over the conversation log, for the review CLI.
+"""Read helpers over the conversation log, for the review CLI (retention: storage/purge.py).
 
-All functions take a ``sqlite3.Connection`` from ``storage.db.open_db_sync`` (``purge`` needs ``readonly=False``)
-and return plain dicts; JSON columns (``candidates``, ``context_ids``) come back as lists.
+All functions take a ``sqlite3.Connection`` from ``storage.db.open_db_sync`` and return plain dicts; JSON columns (``candidates``, ``context_ids``) come back as lists.
 """
 from __future__ import annotations
 
@@ -9,15 +8,12 @@ import datetime as _dt
 import json
 import math
 import sqlite3
-import time
 from typing import Any, Iterator
 
-from bot.answering.types import Route
 from storage.db import utc_iso
-from storage.migrations import BULK_DELETE_TABLE, LATENCY_BUCKET_SQL
+from storage.migrations import LATENCY_BUCKET_SQL
 from storage.schema import FEEDBACK_FILTERS, JSON_COLUMNS, REVIEW_VIEW, TURN_READ_COLUMNS
 from storage.trace import decode_candidates
-from storage.transactions import immediate_transaction
 
 # Every turn read selects from the review view (alias t): it defines the latest feedback, what a gap is and the
 # latest review once (migration m009).
@@ -279,7 +275,7 @@ def stats(conn: sqlite3.Connection, since: _dt.datetime | str | None = None, *, 
         total += n
         by_route[route] = by_route.get(route, 0) + n
         by_channel[channel] = by_channel.get(channel, 0) + n
-        if route == Route.FAQ and faq_id:
+        if route == "faq" and faq_id:
             entries[faq_id] = entries.get(faq_id, 0) + n
         guard_failures += g or 0
         errors += e or 0
@@ -344,134 +340,3 @@ def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None, *
             "feedback": feedback,
             "reasons": reasons,
         }
-
-
-def purge(conn: sqlite3.Connection, older_than: _dt.timedelta, **kwargs: Any) -> int:
-    """``purge_old`` returning only the number of turns deleted."""
-    return int(purge_old(conn, older_than, **kwargs)["deleted"])
-
-
-def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s: float = 0.2,
-              vacuum: bool = False, progress: Any = None) -> dict[str, Any]:
-    """Delete turns older than ``older_than`` (with their feedback and reviews) and conversations left without
-    turns, in batches: each batch is one ``BEGIN IMMEDIATE`` transaction sized so it holds the write lock for about
-    half of ``max_lock_s`` (the batch size adapts to what the last one took), so the bot's writer never waits long.
-
-    Space: on a log with ``auto_vacuum = INCREMENTAL`` (every log created since migration m004) the freed pages are
-    handed back to the file system in small steps; otherwise they stay in the file and new turns reuse them.
-    ``vacuum=True`` runs a full VACUUM instead (it locks the log for its whole duration: for a quiet moment), which
-    also switches an older log to incremental auto-vacuum.
-
-    Needs a writable connection outside a transaction. Returns {deleted, batches, max_lock_ms, seconds, vacuum}.
-    ``progress(n)`` is called after each batch with the number of turns it deleted.
-    """
-    if older_than.total_seconds() < 0:
-        raise ValueError("older_than must not be negative")
-    if conn.in_transaction:
-        raise RuntimeError("purge needs a connection outside a transaction")
-    t_start = time.perf_counter()
-    cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older_than)
-    # The WAL is checkpointed at SQLite's default (every 1,000 pages, i.e. after nearly every batch), after each
-    # commit has released the lock: that pause is when the bot's writer gets in. Checkpointing less often made
-    # purge ~25% faster but starved the writer (answer -> committed p99 4.4 s instead of 0.24 s at 1M turns).
-    batch, deleted, batches, max_lock = 200, 0, 0, 0.0
-    target = max_lock_s / 2
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _purge_batch (rid INTEGER PRIMARY KEY)")
-    while True:
-        t0 = time.perf_counter()
-        with immediate_transaction(conn):
-            # The oldest `batch` turns (ts index); explicit deletes are correct even without foreign_keys=ON.
-            conn.execute("DELETE FROM temp._purge_batch")
-            conn.execute("INSERT INTO temp._purge_batch (rid) SELECT rowid FROM turns WHERE ts < ? ORDER BY ts LIMIT ?",
-                         (cutoff, batch))
-            chosen = "SELECT t.id FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch)"
-            conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({chosen})")  # its trigger moves the feedback counts
-            conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({chosen})")
-            _subtract_batch_from_summary(conn)
-            conn.execute(f"INSERT INTO {BULK_DELETE_TABLE} (id) VALUES (1)")
-            n = conn.execute("DELETE FROM turns WHERE rowid IN (SELECT rid FROM temp._purge_batch)").rowcount
-            conn.execute(f"DELETE FROM {BULK_DELETE_TABLE}")
-        took = time.perf_counter() - t0
-        max_lock = max(max_lock, took)
-        if n <= 0:
-            break
-        deleted += n
-        batches += 1
-        if progress:
-            progress(n)
-        if took > target:
-            batch = max(20, int(batch * target / took))
-        elif took < target / 2:
-            batch = min(20_000, batch * 2)
-    t_deleted = time.perf_counter()
-    # Conversations left without turns, by id ranges (each range one short transaction).
-    top = conn.execute("SELECT max(id) FROM conversations").fetchone()[0] or 0
-    for lo in range(0, top + 1, 5000):
-        with immediate_transaction(conn):
-            conn.execute(
-                "DELETE FROM conversations WHERE id >= ? AND id < ? AND NOT EXISTS "
-                "(SELECT 1 FROM turns WHERE turns.conversation_id = conversations.id)", (lo, lo + 5000))
-    t_vacuum = time.perf_counter()
-    delete_lock, vacuum_lock = max_lock, 0.0
-    mode = "none"
-    if vacuum:
-        _full_vacuum(conn)
-        mode = "full"
-    elif conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
-        pages = 1000
-        while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-            t0 = time.perf_counter()
-            # One page is freed per step of this statement, and Python's execute() steps once (fetchall() does not
-            # step it further: measured); executescript() runs it to the end, as one short transaction.
-            conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
-            took = time.perf_counter() - t0
-            max_lock = max(max_lock, took)
-            vacuum_lock = max(vacuum_lock, took)
-            if took > target:
-                pages = max(50, int(pages * target / took))
-        mode = "incremental"
-    # Hand the WAL's space back too. A TRUNCATE checkpoint holds the write lock while it waits for readers, so it
-    # may wait only briefly; if a long review query is reading, the WAL stays and is reused (the size limit makes it
-    # shrink when it is next reset).
-    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA journal_size_limit = 67108864")
-    conn.execute(f"PRAGMA busy_timeout = {int(max_lock_s * 500)}")
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
-    return {"deleted": deleted, "batches": batches, "max_lock_ms": round(max_lock * 1000, 1),
-            "seconds": round(time.perf_counter() - t_start, 3), "vacuum": mode,
-            "delete_seconds": round(t_deleted - t_start, 3), "vacuum_seconds": round(time.perf_counter() - t_vacuum, 3),
-            "max_delete_lock_ms": round(delete_lock * 1000, 1), "max_vacuum_lock_ms": round(vacuum_lock * 1000, 1)}
-
-
-def _subtract_batch_from_summary(conn: sqlite3.Connection) -> None:
-    """Take the turns in temp._purge_batch (their feedback already deleted) out of the daily summary, grouped."""
-    conn.execute(
-        "UPDATE stats_daily SET turns = turns - b.n, guard_failures = guard_failures - b.g, errors = errors - b.e "
-        "FROM (SELECT substr(t.ts, 1, 10) AS day, t.channel, t.route, coalesce(t.faq_id, '') AS faq_id, count(*) AS n, "
-        "      sum(coalesce(t.guard LIKE 'fail%', 0)) AS g, sum(t.error IS NOT NULL) AS e "
-        "      FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch) GROUP BY 1, 2, 3, 4) AS b "
-        "WHERE (stats_daily.day, stats_daily.channel, stats_daily.route, stats_daily.faq_id) "
-        "    = (b.day, b.channel, b.route, b.faq_id)")
-    conn.execute(
-        "UPDATE stats_latency SET n = stats_latency.n - b.cnt "
-        f"FROM (SELECT substr(t.ts, 1, 10) AS day, {LATENCY_BUCKET_SQL.format(x='t.latency_ms')} AS bucket, "
-        "      count(*) AS cnt FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch) "
-        "      AND t.latency_ms IS NOT NULL GROUP BY 1, 2) AS b "
-        "WHERE (stats_latency.day, stats_latency.bucket) = (b.day, b.bucket)")
-
-
-def _full_vacuum(conn: sqlite3.Connection) -> None:
-    """VACUUM (switching the log to incremental auto-vacuum), then check the search index against the table."""
-    # Merge the index segments first, so VACUUM can hand their space back too.
-    conn.execute("INSERT INTO turns_fts (turns_fts) VALUES ('optimize')")
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("VACUUM")  # cannot run inside a transaction
-    # turns has a TEXT primary key, so its rowid (which the external-content index refers to) is implicit and
-    # VACUUM is allowed to renumber it. Check the index against the table and rebuild it if they disagree.
-    try:
-        conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
-    except sqlite3.DatabaseError:
-        conn.execute("INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')")

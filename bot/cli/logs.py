@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.answering.types import Route
 from bot.cli import datasette_process
 from storage import DATASETTE_DIR
 
+ROUTES = ("faq", "clarify", "llm", "none")
 FEEDBACK = ("up", "down", "none", "any")
 REVIEW_USER = "curator"
 PASSWORD_HASH_ENV = "FAQBOT_REVIEW_PASSWORD_HASH"
@@ -664,21 +664,23 @@ def cmd_purge(args) -> int:
             print(f"dry run: would delete {n} turn(s) older than {_fmt_days(older)} (before {cutoff}); "
                   "nothing deleted")
         return 0
-    from storage import queries
+    from storage.purge import purge_old
 
     # create=False: an empty or foreign file is refused (LogSchemaError), never turned into a log.
     conn = open_db_sync(path, readonly=False, create=False)
     try:
         total = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
         with _Progress("purging", total) as bar:
-            done = queries.purge_old(conn, older, vacuum=args.vacuum, progress=bar.advance)
+            done = purge_old(conn, older, vacuum=args.vacuum, progress=bar.advance)
     finally:
         conn.close()
     n = done["deleted"]
     after = size()
     result = {"dry_run": False, "deleted": n, "older_than_days": older.total_seconds() / 86400, "cutoff": cutoff,
               "bytes_before": before, "bytes_after": after, "batches": done["batches"],
-              "max_lock_ms": done["max_lock_ms"], "vacuum": done["vacuum"]}
+              "max_lock_ms": done["max_lock_ms"], "vacuum": done["vacuum"],
+              **{k: done[k] for k in ("max_delete_lock_ms", "max_vacuum_lock_ms", "delete_seconds", "vacuum_seconds",
+                                      "lock_seconds", "checkpoint_seconds", "pause_seconds", "batch_sizes")}}
     if args.json:
         _print_json(result)
     else:
@@ -853,7 +855,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="JSON output for scripts")
 
     filters = argparse.ArgumentParser(add_help=False)
-    filters.add_argument("--route", choices=[r.value for r in Route], help="only turns routed faq / clarify / llm / none")
+    filters.add_argument("--route", choices=ROUTES, help="only turns routed faq / clarify / llm / none")
     filters.add_argument("--since", type=parse_since, metavar="WHEN",
                          help="only turns since WHEN: 7d, 24h, 30m or an ISO date/time (UTC unless it has an offset)")
     filters.add_argument("--channel", help="only this channel (telegram, matrix, console, cli)")

@@ -9,6 +9,7 @@ import pytest
 
 from storage import queries as q
 from storage.db import open_db_sync, utc_iso
+from storage.purge import purge
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -191,7 +192,7 @@ def test_purge_removes_old_rows_and_shrinks(tmp_path):
     before = _size(path)
     assert rw.execute("SELECT count(*) FROM conversations").fetchone()[0] == 303
 
-    assert q.purge(rw, dt.timedelta(days=30)) == 301  # 300 filler rows + cc05
+    assert purge(rw, dt.timedelta(days=30)) == 301  # 300 filler rows + cc05
     after = _size(path)
     assert after < before / 2, (before, after)
     assert [r[0] for r in rw.execute("SELECT id FROM turns ORDER BY id")] == ["aa01", "aa02", "bb03", "bb04", "cc06"]
@@ -205,9 +206,9 @@ def test_purge_removes_old_rows_and_shrinks(tmp_path):
     assert q.search_turns(rw, "旧问题") == []
 
     # Purging again deletes nothing and the file does not grow.
-    assert q.purge(rw, dt.timedelta(days=30)) == 0
+    assert purge(rw, dt.timedelta(days=30)) == 0
     assert _size(path) <= after
-    assert q.purge(rw, dt.timedelta(0)) == 5
+    assert purge(rw, dt.timedelta(0)) == 5
     assert q.search_turns(rw, "社保卡") == [] and _size(path) <= after
     rw.close()
 

@@ -14,6 +14,7 @@ import pytest
 
 from storage import queries as q
 from storage.db import open_db_sync, utc_iso
+from storage.purge import purge_old
 from storage.migrations import migrate
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -195,7 +196,7 @@ def test_purge_in_batches_keeps_summary_and_hands_space_back(tmp_path):
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size_before = path.stat().st_size
-    done = q.purge_old(conn, dt.timedelta(days=90))
+    done = purge_old(conn, dt.timedelta(days=90))
     assert done["deleted"] == 2000 and done["batches"] >= 3 and done["vacuum"] == "incremental"
     assert path.stat().st_size < size_before * 0.6
     assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0  # every freed page handed back
