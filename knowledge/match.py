@@ -15,8 +15,10 @@ thresholds decide between faq, clarify and none.
 """
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from rapidfuzz import fuzz, process
 
@@ -59,11 +61,30 @@ class Thresholds:
     lead: float = 15.0
 
 
+class MatchReason(enum.StrEnum):
+    """Why matching routed a question as it did (the start of ``Reply.reason``; stored in ``turns.reason``)."""
+
+    CONFIDENT = "confident"  # faq: clear score and lead, no safety rule against it
+    CLOSE_CALL = "close-call"  # clarify: a direct-level score without the lead
+    MIDDLING = "middling"  # clarify: between the clarify and direct thresholds
+    LOW_SCORE = "low-score"  # none: below the clarify threshold
+    NO_MATCH = "no-match"  # none: no candidate at all
+    NO_DOMAIN_WORD = "no-domain-word"  # clarify: no word of the FAQ's domain
+    NO_ENTRY_WORD = "no-entry-word"  # clarify: the entry's `requires` words are missing
+    FOREIGN_TERM = "foreign-term"  # followed by ":<terms>": about an ID card, a passport... (terms.toml)
+    PARTIAL = "partial"  # followed by ":<aspect id>": a detail the FAQ does not cover (partial.toml)
+
+    def about(self, detail: str) -> str:
+        """The compound form, e.g. ``foreign-term:身份证``."""
+        return f"{self.value}:{detail}"
+
+
 @dataclass(frozen=True)
 class MatchResult:
-    route: str  # "faq" | "clarify" | "none"
+    # The route's value (bot.answering.types.Route sits above this layer and compares equal to these strings).
+    route: Literal["faq", "clarify", "none"]
     ranked: list[Scored]  # best first, up to 5
-    reason: str
+    reason: str  # a MatchReason, or its compound form (MatchReason.about)
     foreign: tuple[str, ...] = ()  # foreign terms in the question not covered by the best phrase
     anchored: bool = True  # the question names something of the FAQ's domain
     partial: Aspect | None = None  # a detail the FAQ does not cover (partial.toml), asked next to the matched entry
@@ -415,7 +436,7 @@ class Matcher:
         else:
             ranked = self.rank_many([q])[0]  # = rank(q) (tested), with the array path on large knowledge bases
         if not ranked:
-            return MatchResult("none", [], "no-match")
+            return MatchResult("none", [], MatchReason.NO_MATCH)
         top = ranked[0]
         # A question about an ID card, a credit card, a passport... is not about the social security card,
         # however alike the wording: no direct answer unless the matched phrasing itself names that thing.
@@ -441,25 +462,25 @@ class Matcher:
                                                                 (not partial.entries and anchored)):
             # Tied to named entries: offer them. A detail of no entry (activating the physical card): say so only.
             route = "clarify" if partial.entries else "none"
-            return MatchResult(route, ranked, f"partial:{partial.id}", foreign, anchored, partial)
+            return MatchResult(route, ranked, MatchReason.PARTIAL.about(partial.id), foreign, anchored, partial)
         # A curated detail word of the entry ("解除挂失" for 挂失补办) is evidence enough at the clarify level.
         direct = th.clarify if partial is not None and partial.entries else th.direct
         clear = top.score >= direct and gap >= th.margin or top.score >= th.clarify and gap >= th.lead
         if clear and not foreign and anchored and not lacks_entry_word:
-            return MatchResult("faq", ranked, "confident", foreign, anchored, partial)
+            return MatchResult("faq", ranked, MatchReason.CONFIDENT, foreign, anchored, partial)
         if foreign and not anchored and not self._names_a_card(q):
             # About the other thing, not about the social security card at all ("身份证丢了怎么补办"): the FAQ's entries
             # are no choices for it; say it is not covered. A card named besides it ("孩子的卡丢了，补办要户口簿吗")
             # may be ours: choices as before.
-            return MatchResult("none", ranked, "foreign-term:" + ",".join(foreign), foreign, anchored)
+            return MatchResult("none", ranked, MatchReason.FOREIGN_TERM.about(",".join(foreign)), foreign, anchored)
         if top.score >= th.clarify:
             if foreign:
-                reason = "foreign-term:" + ",".join(foreign)
+                reason = MatchReason.FOREIGN_TERM.about(",".join(foreign))
             elif not anchored and top.score >= th.direct:
-                reason = "no-domain-word"
+                reason = MatchReason.NO_DOMAIN_WORD
             elif lacks_entry_word and top.score >= th.direct:
-                reason = "no-entry-word"
+                reason = MatchReason.NO_ENTRY_WORD
             else:
-                reason = "close-call" if top.score >= th.direct else "middling"
+                reason = MatchReason.CLOSE_CALL if top.score >= th.direct else MatchReason.MIDDLING
             return MatchResult("clarify", ranked, reason, foreign, anchored)
-        return MatchResult("none", ranked, "low-score", foreign, anchored)
+        return MatchResult("none", ranked, MatchReason.LOW_SCORE, foreign, anchored)

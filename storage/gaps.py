@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.answering.privacy import PLACEHOLDERS
+from bot.answering.types import Route
 from storage import queries
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ def gap_clusters(
                        if not _has_placeholder(q)
                        and (normalizer is None or normalizer.normalize(q).text not in phrase_texts)]
         answered_here = nearest is not None and all(
-            route == "faq" and faq_id == nearest["faq_id"] for route, faq_id in st.route_faq
+            route == Route.FAQ and faq_id == nearest["faq_id"] for route, faq_id in st.route_faq
         )
         if nearest is not None and nearest["score"] >= alternate_threshold and not answered_here and new_phrases:
             suggestion = "alternate"

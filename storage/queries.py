@@ -10,6 +10,7 @@ import math
 import sqlite3
 from typing import Any, Iterator
 
+from bot.answering.types import Route
 from storage.db import utc_iso
 from storage.migrations import LATENCY_BUCKET_SQL
 from storage.schema import FEEDBACK_FILTERS, JSON_COLUMNS, REVIEW_VIEW, TURN_READ_COLUMNS
@@ -275,7 +276,7 @@ def stats(conn: sqlite3.Connection, since: _dt.datetime | str | None = None, *, 
         total += n
         by_route[route] = by_route.get(route, 0) + n
         by_channel[channel] = by_channel.get(channel, 0) + n
-        if route == "faq" and faq_id:
+        if route == Route.FAQ and faq_id:
             entries[faq_id] = entries.get(faq_id, 0) + n
         guard_failures += g or 0
         errors += e or 0

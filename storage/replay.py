@@ -16,6 +16,7 @@ import sqlite3
 from collections import Counter
 from typing import Any, Callable, Protocol
 
+from bot.answering.types import Route
 from storage import queries
 
 KINDS = ("improved", "regressed", "changed", "unchanged")
@@ -29,15 +30,15 @@ class _Matches(Protocol):
 
 def classify(old_route: str, old_faq: str | None, new_route: str, new_faq: str | None,
              answer_changed: bool = False) -> str:
-    if old_route == "faq":
-        if new_route != "faq":
+    if old_route == Route.FAQ:
+        if new_route != Route.FAQ:
             return "regressed"
         if new_faq != old_faq or answer_changed:
             return "changed"
         return "unchanged"
-    if new_route == "faq":
+    if new_route == Route.FAQ:
         return "improved"
-    if old_route == "llm" or new_route == old_route:
+    if old_route == Route.LLM or new_route == old_route:
         return "unchanged"
     return "changed"
 
@@ -87,7 +88,7 @@ def replay(
         new_route = getattr(new.route, "value", str(new.route))
         old_route = r["route"]
         answer_changed = (
-            old_route == "faq" and new_route == "faq" and new.faq_id == r.get("faq_id")
+            old_route == Route.FAQ and new_route == Route.FAQ and new.faq_id == r.get("faq_id")
             and (new.text or "").strip() not in (r.get("answer") or "")
         )
         kind = classify(old_route, r.get("faq_id"), new_route, new.faq_id, answer_changed)

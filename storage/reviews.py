@@ -20,6 +20,7 @@ import datetime as _dt
 import sqlite3
 from typing import Any, Iterable
 
+from bot.answering.types import Route
 from storage.db import utc_iso
 from storage.queries import turn_filters
 from storage.schema import REVIEW_VIEW
@@ -170,7 +171,7 @@ def review_stats(conn: sqlite3.Connection, since: str | None = None) -> dict[str
     for label, status, route, n in conn.execute(sql, params):
         by_verdict[label] = by_verdict.get(label, 0) + n
         status_counts[status] = status_counts.get(status, 0) + n
-        if route == "faq":
+        if route == Route.FAQ:
             direct_reviewed += n
             if label == "correct":
                 direct_confirmed += n

@@ -14,9 +14,9 @@ from typing import Protocol
 
 from bot.answering import texts
 from bot.answering.settings import AnsweringSettings
-from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
+from bot.answering.types import NOT_A_QUESTION, Candidate, Conversation, Draft, Reason, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
-from knowledge.match import Matcher, MatchResult, Thresholds
+from knowledge.match import Matcher, MatchReason, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
 from storage.schema import FEEDBACK_KINDS
 from storage.safe_text import clean_text
@@ -100,11 +100,11 @@ class Answerer:
         if not key:
             bare = "".join(ch for ch in norm.cleaned.lower() if ch.isalnum())
             if bare in texts.THANKS_WORDS or bare.startswith("谢谢"):
-                reply.text, reply.reason = texts.THANKS, "thanks"
+                reply.text, reply.reason = texts.THANKS, Reason.THANKS
             elif bare:
-                reply.text, reply.reason = texts.GREETING, "greeting"
+                reply.text, reply.reason = texts.GREETING, Reason.GREETING
             else:
-                reply.text, reply.reason = texts.EMPTY, "empty"
+                reply.text, reply.reason = texts.EMPTY, Reason.EMPTY
             return self._finish_sync(reply, started)
 
         asks = tuple((a[: self.settings.match_prefix_chars], w) for a, w in norm.asks)
@@ -130,14 +130,14 @@ class Answerer:
                             for s in result.ranked]
         reply.score = result.ranked[0].score if result.ranked else 0.0
         reply.reason = result.reason
-        if result.route == "faq":
+        if result.route == Route.FAQ:
             e = result.ranked[0].entry
             reply.route, reply.faq_id, reply.section = Route.FAQ, e.id, e.section
             reply.text = texts.faq_text(e.question, e.answer)
             if result.partial is not None:  # the entry answers the main need, not the detail asked next to it
                 reply.text = texts.partial_answer_text(e.question, e.answer, result.partial.says)
-                reply.reason = f"{reply.reason};partial:{result.partial.id}"
-        elif result.route == "clarify" and result.partial is not None:
+                reply.reason = f"{reply.reason};{MatchReason.PARTIAL.about(result.partial.id)}"
+        elif result.route == Route.CLARIFY and result.partial is not None:
             reply.route = Route.CLARIFY
             wanted = set(result.partial.entries)
             shown = [c for c in reply.candidates[:3] if c.score >= th.related or c.faq_id in wanted]
@@ -147,28 +147,28 @@ class Answerer:
             reply.route = Route.NONE
             reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related]
             reply.text = texts.partial_none_text(result.partial.says, reply.choices)
-        elif result.route == "clarify":
+        elif result.route == Route.CLARIFY:
             reply.route = Route.CLARIFY
             reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related] or reply.candidates[:1]
             reply.text = texts.clarify_text(reply.choices)
         else:
             reply.route = Route.NONE
-            if not result.reason.startswith("foreign-term"):
+            if not result.reason.startswith(MatchReason.FOREIGN_TERM):
                 reply.choices = [c for c in reply.candidates[:3] if c.score >= th.related]
             reply.text = texts.out_of_scope_text(reply.choices)
 
     def _chosen(self, conv: Conversation, picked: int, reply: Reply) -> Reply:
         reply.via = "choice"
         if picked == 0:
-            reply.route, reply.reason, reply.text = Route.NONE, "none-of-these", texts.NONE_OF_THESE_ACK
+            reply.route, reply.reason, reply.text = Route.NONE, Reason.NONE_OF_THESE, texts.NONE_OF_THESE_ACK
             return reply
         c = conv.pending_choices[picked - 1]
         e = self.kb.get(c.faq_id)
         if e is None:  # knowledge reloaded meanwhile
-            reply.text, reply.reason = texts.STALE_BUTTON, "stale-choice"
+            reply.text, reply.reason = texts.STALE_BUTTON, Reason.STALE_CHOICE
             return reply
         reply.route, reply.faq_id, reply.section, reply.score = Route.FAQ, e.id, e.section, c.score
-        reply.reason = "chosen"
+        reply.reason = Reason.CHOSEN
         reply.candidates = [c]
         reply.text = texts.faq_text(e.question, e.answer)
         return reply
@@ -183,9 +183,9 @@ class Answerer:
 
     # -- the full pipeline, for channels --------------------------------------------------------
     def wants_llm(self, reply: Reply) -> bool:
-        if self.llm is None or reply.reason in ("empty", "greeting", "thanks", "none-of-these", "chosen", "stale-choice"):
+        if self.llm is None or reply.reason in NOT_A_QUESTION or reply.reason == Reason.CHOSEN:
             return False
-        if reply.reason.startswith("partial:"):
+        if reply.reason.startswith(MatchReason.PARTIAL.about("")):
             # The question is about a detail the FAQ lacks (partial.toml): the honest line and the related entries
             # are the answer; a model limited to the FAQ's text has nothing more to say and would only drop the line.
             return False
@@ -212,7 +212,7 @@ class Answerer:
         except Exception as exc:  # never an exception to the user
             log.exception("answering failed")
             reply = Reply(route=Route.NONE, text=texts.ERROR, error=f"{type(exc).__name__}: {exc}",
-                          knowledge_version=self.kb.version, reason="error")
+                          knowledge_version=self.kb.version, reason=Reason.ERROR)
         reply.latency_ms = (time.perf_counter() - started) * 1000
         self._record(conv, reply)
         yield reply
@@ -231,7 +231,7 @@ class Answerer:
         if e is None:
             return None
         reply = Reply(route=Route.FAQ, text=texts.faq_text(e.question, e.answer), question=e.question,
-                      normalized="", faq_id=e.id, section=e.section, score=100.0, reason="chosen", via=via,
+                      normalized="", faq_id=e.id, section=e.section, score=100.0, reason=Reason.CHOSEN, via=via,
                       candidates=[Candidate(e.id, e.section, 100.0, e.question, e.title)],
                       knowledge_version=self.kb.version, traditional=traditional)
         if traditional:

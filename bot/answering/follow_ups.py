@@ -13,21 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from bot.answering import texts
-from bot.answering.types import Route
+from bot.answering.types import NOT_A_QUESTION, Reason, Route
 from knowledge.normalize import to_traditional
 from storage import subscriptions
 
 log = logging.getLogger("faqbot.notify")
 
 Send = Callable[[str, str], Awaitable[Any]]
-# Replies that answer nothing one could be told about later: small talk, empty input, acknowledgements, errors.
-_NOT_QUESTIONS = frozenset({"empty", "greeting", "thanks", "none-of-these", "error", "stale-choice"})
 
 
 def offers_notify(reply) -> bool:
     """An out-of-scope answer to a real question: the asker may ask to be told when it has an answer."""
     return reply.route is Route.NONE and not reply.error and bool(reply.question) \
-        and reply.reason not in _NOT_QUESTIONS
+        and reply.reason not in NOT_A_QUESTION
 
 
 def follow_up_text(question: str, answer: str, traditional: bool = False) -> str:
@@ -44,7 +42,7 @@ async def follow_up(answerer, log_db: Path, channel: str, send: Send) -> dict[st
     sent = failed = 0
     for s in subs:
         reply = answerer.match(s["question"])
-        if reply.route is not Route.FAQ or reply.reason == "chosen":
+        if reply.route is not Route.FAQ or reply.reason == Reason.CHOSEN:
             continue
         if not await asyncio.to_thread(subscriptions.claim, path, s["id"]):
             continue

@@ -9,14 +9,45 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Route(str, enum.Enum):
+class Route(enum.StrEnum):
+    """How a question was answered (stored as its value in ``turns.route``)."""
+
     FAQ = "faq"  # confident: the curated answer, verbatim
     CLARIFY = "clarify"  # close call: "did you mean" choices
     LLM = "llm"  # answered (or refused) by the grounded LLM fallback
     NONE = "none"  # outside the FAQ, empty input, or nothing usable
 
-    def __str__(self) -> str:  # so f-strings and JSON show "faq", not "Route.FAQ"
-        return self.value
+
+class Reason(enum.StrEnum):
+    """Why a reply is what it is, as set by the answering core and the LLM fallback (stored in ``turns.reason``).
+
+    The matcher's reasons (``knowledge.match.MatchReason``) pass through unchanged, and some are compound: the core
+    appends ``;other:<id>``, ``;place``, ``;elsewhere``, ``;partial:<id>``; the fallback writes ``llm-error:<kind>``
+    and ``quote-<kind>``. So ``Reply.reason`` is a ``str``; compare the plain ones with these members.
+    """
+
+    # the answering core
+    EMPTY = "empty"  # nothing but punctuation / placeholders
+    GREETING = "greeting"
+    THANKS = "thanks"
+    CHOSEN = "chosen"  # a clarify choice or topic button: the curated answer of that entry
+    NONE_OF_THESE = "none-of-these"  # "none of these" picked on a clarify offer
+    STALE_CHOICE = "stale-choice"  # a choice whose entry is gone after a reload
+    ERROR = "error"  # answering raised; the user got texts.ERROR
+    # the LLM fallback
+    LLM_ANSWER = "llm-answer"  # generate mode, passed the guard
+    LLM_QUOTE = "llm-quote"  # quote mode: curated sentences the model picked
+    LLM_REFUSAL = "llm-refusal"  # the model said the FAQ does not answer it
+    LLM_NO_CONTEXT = "llm-no-context"  # nothing in the FAQ shares a character pair with the question
+    LLM_ERROR = "llm-error"  # the server failed (also ``llm-error:<kind>``)
+    CIRCUIT_OPEN = "circuit-open"  # skipped: the circuit breaker is open
+    GUARD_FAIL = "guard-fail"  # generate mode: the guard or the verifier withheld the answer
+    QUOTE_EMPTY = "quote-empty"  # quote mode: the model picked nothing usable
+
+
+# Replies to something that is no question: no feedback buttons, nothing to follow up, no LLM call.
+NOT_A_QUESTION = frozenset({Reason.EMPTY, Reason.GREETING, Reason.THANKS, Reason.NONE_OF_THESE, Reason.ERROR,
+                            Reason.STALE_CHOICE})
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bot.answering.types import Route
 from bot.cli import datasette_process
 from storage import DATASETTE_DIR
 
-ROUTES = ("faq", "clarify", "llm", "none")
 FEEDBACK = ("up", "down", "none", "any")
 REVIEW_USER = "curator"
 PASSWORD_HASH_ENV = "FAQBOT_REVIEW_PASSWORD_HASH"
@@ -855,7 +855,7 @@ def add_logs_parser(subparsers) -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="JSON output for scripts")
 
     filters = argparse.ArgumentParser(add_help=False)
-    filters.add_argument("--route", choices=ROUTES, help="only turns routed faq / clarify / llm / none")
+    filters.add_argument("--route", choices=[r.value for r in Route], help="only turns routed faq / clarify / llm / none")
     filters.add_argument("--since", type=parse_since, metavar="WHEN",
                          help="only turns since WHEN: 7d, 24h, 30m or an ISO date/time (UTC unless it has an offset)")
     filters.add_argument("--channel", help="only this channel (telegram, matrix, console, cli)")

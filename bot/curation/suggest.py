@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.answering.privacy import PLACEHOLDERS, mask_pii
+from bot.answering.types import Route
 from knowledge.curation import (
     DraftEntry,
     append_alternates,
@@ -253,9 +254,9 @@ def eval_rows(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str | None 
                 skipped["entry not in the knowledge"] += 1
                 continue
             row = {"q": q, "sections": [e.section], "kind": kind}
-        elif v == "correct" and r["route"] == "faq" and r["turn_section"] is not None:
+        elif v == "correct" and r["route"] == Route.FAQ and r["turn_section"] is not None:
             row = {"q": q, "sections": [r["turn_section"]], "kind": kind}
-        elif v == "out-of-scope" or (v == "correct" and r["route"] == "none"):
+        elif v == "out-of-scope" or (v == "correct" and r["route"] == Route.NONE):
             row = {"q": q, "sections": [], "kind": "pii" if r["masked"] else "oos"}
         elif v == "correct":
             skipped["correct on a clarify/LLM reply (no single entry)"] += 1

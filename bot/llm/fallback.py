@@ -26,7 +26,7 @@ from bot.answering import texts
 from bot.llm import guard, quote
 from bot.llm.client import ChatClient, CircuitBreaker, LLMError
 from bot.answering.privacy import mask_pii
-from bot.answering.types import Candidate, Conversation, Draft, Reply, Route
+from bot.answering.types import Candidate, Conversation, Draft, Reason, Reply, Route
 from bot.llm.settings import FallbackSettings
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import Matcher
@@ -260,7 +260,7 @@ class LLMFallback:
         except Exception as exc:  # a bug of ours must still end in the safe fallback
             log.exception("LLM fallback failed")
             out.error = f"{type(exc).__name__}: {exc}"[:300]
-            out.reason = "llm-error"
+            out.reason = Reason.LLM_ERROR
             yield self.safe_fallback(out, base)
 
     async def _stream(self, base: Reply, conv: Conversation, out: Reply) -> AsyncIterator[Draft | Reply]:
@@ -269,11 +269,11 @@ class LLMFallback:
         prep = self.prepare(base, conv)
         out.context_ids = [e.id for e in prep.entries]
         if not prep.entries:
-            out.reason = "llm-no-context"  # nothing in the FAQ shares a character pair with the question
+            out.reason = Reason.LLM_NO_CONTEXT  # nothing in the FAQ shares a character pair with the question
             yield self.safe_fallback(out, base)
             return
         if not self.breaker.allow():
-            out.reason, out.error = "circuit-open", "LLM skipped: circuit breaker open"
+            out.reason, out.error = Reason.CIRCUIT_OPEN, "LLM skipped: circuit breaker open"
             yield self.safe_fallback(out, base)
             return
         if self.settings.llm_mode == "quote":
@@ -319,11 +319,11 @@ class LLMFallback:
         out.guard = verdict.label
         if not verdict.ok:
             log.info("LLM answer rejected by the guard (%s, %.2f ms)", verdict.reason, guard_ms)
-            out.reason = "guard-fail"
+            out.reason = Reason.GUARD_FAIL
             yield self.safe_fallback(out, base)
             return
         if verdict.refusal:
-            out.reason = "llm-refusal"
+            out.reason = Reason.LLM_REFUSAL
             body = f"{self.prompts.refusal}\n{texts.REFERRAL}"
             yield self._finish(out, base, body, self._related(base))
             return
@@ -332,14 +332,14 @@ class LLMFallback:
         if self.settings.llm_verify:
             problem = await self._verify(cited, verdict.text, deadline)
             if problem:
-                out.guard, out.reason = f"fail: verifier:{problem}"[:300], "guard-fail"
+                out.guard, out.reason = f"fail: verifier:{problem}"[:300], Reason.GUARD_FAIL
                 log.info("LLM answer withheld by the verifier (%s)", problem)
                 yield self.safe_fallback(out, base)
                 return
         body = verdict.text
         if any(PROVINCE_RE.search(e.answer) for e in cited):
             body = f"{body}\n{texts.SOURCE_NOTE}"
-        out.reason = "llm-answer"
+        out.reason = Reason.LLM_ANSWER
         yield self._finish(out, base, body, [])
 
     # -- quote mode ----------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ class LLMFallback:
         """The server failed (either mode): count it for the breaker and record it on the turn."""
         self.breaker.failure()
         out.model = self.client.last_model or out.model
-        out.reason, out.error = f"llm-error:{err.kind}", str(err)[:300]
+        out.reason, out.error = f"{Reason.LLM_ERROR}:{err.kind}", str(err)[:300]
 
     async def _quote(self, base: Reply, prep: Prepared, out: Reply, deadline: float) -> Reply:
         context = {e.id: self.units[e.id] for e in prep.entries}
@@ -401,16 +401,16 @@ class LLMFallback:
         out.model = self.client.last_model or out.model
         out.llm_raw = mask_pii(raw).text
         if not selection.answerable:
-            out.guard, out.reason = "pass", "llm-refusal"
+            out.guard, out.reason = "pass", Reason.LLM_REFUSAL
             return self._finish(out, base, f"{self.prompts.refusal}\n{texts.REFERRAL}", self._related(base))
         if not selection.quotes:
-            out.guard, out.reason = "fail: quote-empty", "quote-empty"
+            out.guard, out.reason = f"fail: {Reason.QUOTE_EMPTY}", Reason.QUOTE_EMPTY
             return self.safe_fallback(out, base)
         chosen = quote.chosen_units(selection, context)
         body = quote.compose(chosen)
         if any(PROVINCE_RE.search(eu.entry.answer) for eu, _ in chosen):
             body = f"{body}\n{texts.SOURCE_NOTE}"
-        out.guard, out.reason = "pass", "llm-quote"
+        out.guard, out.reason = "pass", Reason.LLM_QUOTE
         return self._finish(out, base, body, [])
 
     # -- the verifier pass (generate mode) -------------------------------------------------------------

@@ -73,7 +73,7 @@ from bot.matrix.session import (
     remember_recovery_key,
 )
 from bot.answering.privacy import pseudonymize
-from bot.answering.types import Conversation, Reply, Route
+from bot.answering.types import Conversation, Reason, Reply, Route
 
 try:  # python-olm (the `matrix` extra); without it encrypted rooms get the notice-and-leave behaviour
     from bot.matrix.e2ee import E2EE, StoreLost, crypto_store_path
@@ -607,7 +607,7 @@ class MatrixBot:
                     final = event  # Drafts (unverified LLM text) are not shown: Matrix gets the verified answer
         if final is None:  # the core always ends with a Reply; be safe anyway
             return
-        if final.reason == "none-of-these" and offer is not None:
+        if final.reason == Reason.NONE_OF_THESE and offer is not None:
             self.answerer.feedback(offer, "none")
         state.offer_turn_id = final.turn_id if final.route is Route.CLARIFY else None
         content = reply_content(final, in_reply_to=event_id, thread_root=thread_root, mention=sender,

@@ -27,7 +27,7 @@ from aiogram.utils.formatting import Text
 
 from bot.answering import texts
 from bot.app.settings import Settings
-from bot.answering.types import Conversation, Route
+from bot.answering.types import Conversation, Reason, Route
 from bot.app.services import Services
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
@@ -111,7 +111,7 @@ async def on_group_auto(message: Message, bot: Bot, services: Services, options:
     """
     text = message.text or ""
     probe = services.answerer.match(text)
-    if probe.route is not Route.FAQ or probe.reason == "chosen":
+    if probe.route is not Route.FAQ or probe.reason == Reason.CHOSEN:
         return
     await answer_question(bot=bot, answerer=services.answerer, question=text, conv=conv,
                           target=Target.for_message(message), options=options, chat_state=chat_state)

@@ -15,14 +15,13 @@ from pydantic import Field
 
 from bot.answering import texts
 from bot.answering.follow_ups import offers_notify
-from bot.answering.types import Candidate, Reply, Route
+from bot.answering.types import NOT_A_QUESTION, Candidate, Reply, Route
 from knowledge.loader import KnowledgeBase
 
 TurnId = Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]  # Reply.turn_id: 16 hex digits
 FaqId = Annotated[str, Field(pattern=r"^[a-z0-9_]{2,40}$")]  # knowledge.loader.ID_RE
 
 # Replies that are not answers to rate: small talk, empty input, the acknowledgement of "none of these", errors.
-NO_FEEDBACK_REASONS = frozenset({"empty", "greeting", "thanks", "none-of-these", "error", "stale-choice"})
 
 
 class FeedbackCB(CallbackData, prefix="fb"):
@@ -88,7 +87,7 @@ def _topic_button(faq_id: str, label: str) -> InlineKeyboardButton:
 
 
 def wants_feedback(reply: Reply) -> bool:
-    return not reply.error and reply.reason not in NO_FEEDBACK_REASONS
+    return not reply.error and reply.reason not in NOT_A_QUESTION
 
 
 def answer_keyboard(reply: Reply, *, notify: bool = False) -> InlineKeyboardMarkup | None:
