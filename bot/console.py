@@ -54,16 +54,11 @@ async def run_console(settings, *, stdin=None, stdout=None) -> int:
     from bot.answering import texts
     from bot.answering.types import Conversation
     from bot.app.services import build_services, setup_logging
-    from knowledge.loader import KnowledgeError
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     setup_logging(settings)
-    try:
-        services = await build_services(settings)
-    except KnowledgeError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    services = await build_services(settings)  # broken knowledge raises KnowledgeError: bot.cli.main prints it
     interactive = stdin.isatty() and stdout.isatty()
     if interactive and "FAQBOT_LOG_LEVEL" not in os.environ:
         import logging

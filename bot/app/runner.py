@@ -59,7 +59,6 @@ def _config_error(settings: Settings, transports: list[str]) -> str | None:
 
 async def run_transports(settings: Settings, transports: list[str], *, freeze_gc: bool = False) -> int:
     from bot.app.services import build_services, setup_logging
-    from knowledge.loader import KnowledgeError
 
     setup_logging(settings)
     transports = list(dict.fromkeys(t.strip().lower() for t in transports if t.strip()))
@@ -72,11 +71,7 @@ async def run_transports(settings: Settings, transports: list[str], *, freeze_gc
     except ImportError as exc:
         print(f"faqbot run: cannot load a transport: {exc}", file=sys.stderr)
         return 2
-    try:
-        services = await build_services(settings)
-    except KnowledgeError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    services = await build_services(settings)  # broken knowledge raises KnowledgeError: bot.cli.main prints it
     # Build the Simplified -> Traditional converter now (~30 ms), not in the middle of the first answer in
     # Traditional script: a long-running bot pays it once anyway. One-shot `faqbot ask` stays lazy.
     from knowledge.normalize import to_traditional

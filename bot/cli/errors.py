@@ -1,17 +1,35 @@
-"""One-line messages for what can go wrong in a `faqbot` command: the CLI never shows a traceback to a user.
+"""What can go wrong in a `faqbot` command, as an exit code and a message: the CLI never shows a traceback to a user.
 
-``describe(exc)`` turns an exception into ``(exit code, message)``; ``bot.cli.main.main`` prints the message on
-stderr. Set ``FAQBOT_DEBUG=1`` to get the traceback as well (for bug reports).
+A command that fails for a reason it knows raises ``CommandError(code, message)``; anything else (a database, a
+file, the knowledge base) is raised as it is. ``describe(exc)`` turns either into ``(exit code, message)`` and
+``bot.cli.main.main`` -- the one place that handles errors -- prints the message on stderr and exits with the code.
+Set ``FAQBOT_DEBUG=1`` to get the traceback of an unexpected error as well (for bug reports).
 """
 from __future__ import annotations
 
 import errno
 import sqlite3
 
+from knowledge.loader import KnowledgeError
 from storage.safe_text import for_terminal
 
-# Exit codes: 1 = the command failed (file, database, disk), 2 = usage (what argparse uses too).
+# Exit codes: 1 = the command failed (file, database, disk, not found), 2 = usage (what argparse uses too),
+# 3 = a measured threshold was missed (`eval`, `eval-guard`).
 FAILED = 1
+USAGE = 2
+
+
+class CommandError(Exception):
+    """A failure the command explains itself: ``message`` is printed as it is (it may span lines), then exit ``code``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def expected(exc: BaseException) -> bool:
+    """True for a failure the message fully explains (no traceback even with FAQBOT_DEBUG)."""
+    return isinstance(exc, (CommandError, KnowledgeError))
 
 
 def _one_line(text: str) -> str:
@@ -45,7 +63,14 @@ def _sqlite_error(exc: sqlite3.Error) -> str:
 
 
 def describe(exc: BaseException, *, db: object = None) -> tuple[int, str]:
-    """The exit code and a one-line message for ``exc``; ``db`` (the log's path) prefixes database errors."""
+    """The exit code and the message for ``exc``; ``db`` (the log's path) prefixes database errors.
+
+    A ``CommandError`` and a ``KnowledgeError`` (its problems one per line) keep their text; anything else becomes
+    one line starting with "faqbot: "."""
+    if isinstance(exc, CommandError):
+        return exc.code, str(exc)
+    if isinstance(exc, KnowledgeError):
+        return FAILED, str(exc)
     if isinstance(exc, sqlite3.Error):
         msg = _sqlite_error(exc)
         if db is not None:

@@ -1,5 +1,7 @@
-"""`faqbot knowledge suggest` and `faqbot knowledge approve`: curators' reviews become knowledge.
+"""`faqbot knowledge check`, `suggest` and `approve`: the knowledge files are checked, and curators' reviews become
+knowledge.
 
+``check`` loads the knowledge as the bot would and reports alternates that score higher against another entry.
 ``suggest`` reads the open reviews (``entry`` / ``new-entry`` verdicts not yet applied), prints the diff of the
 files it would change or create, the conflicts ``knowledge check`` finds in the new alternates and the
 ``logs replay`` summary of the log against the changed knowledge, and writes only with ``--write``.
@@ -13,47 +15,73 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bot.cli.logs import _console, _db_path, _Exit, _print_json, _run, _settings, parse_since
+from bot.answering.answerer import Answerer
+from bot.cli.errors import FAILED, CommandError
+from bot.cli.inputs import db_path, no_log, settings
+from bot.cli.render import console, print_json, print_json_line
 from bot.cli.review import curator_name
+from bot.curation.evaluate import knowledge_conflicts
+from bot.curation.suggest import plan_suggestions, write_plan
+from knowledge.curation import CurationError, approve, check_draft
+from knowledge.loader import KnowledgeError, load_knowledge
+from storage.db import open_db_sync, utc_iso
+from storage.replay import replay
+from storage.reviews import add_reviews, mark_applied
 
 
-def _kdir(args, settings) -> Path:
-    return Path(args.dir or settings.knowledge_dir)
+def _kdir(args, config) -> Path:
+    return Path(args.dir or config.knowledge_dir)
 
 
-def _load(kdir: Path):
-    from knowledge.loader import KnowledgeError, load_knowledge
-
+def cmd_check(args) -> int:
+    """`knowledge check`: with --json the problems go to stdout as JSON too (a script reads one place)."""
+    config = settings()
+    directory = args.dir or config.knowledge_dir
     try:
-        return load_knowledge(kdir)
+        kb = load_knowledge(directory)
     except KnowledgeError as exc:
-        raise _Exit(1, str(exc)) from None
+        if not args.json:
+            raise
+        print_json_line({"ok": False, "errors": [str(p) for p in exc.problems]})
+        return FAILED
+    conflicts = knowledge_conflicts(kb)
+    if args.json:
+        print_json_line({"ok": True, "version": kb.version, "entries": len(kb.entries),
+                         "alternates": sum(len(e.alternates) for e in kb.entries),
+                         "warnings": [str(w) for w in kb.warnings], "conflicts": conflicts})
+        return 0
+    print(f"OK: {len(kb.entries)} entries, {sum(len(e.alternates) for e in kb.entries)} alternates, "
+          f"version {kb.version}")
+    for w in kb.warnings:
+        print(f"warning: {w}")
+    if conflicts:
+        print(f"{len(conflicts)} alternates score higher against another entry:")
+        for c in conflicts:
+            print(f"  {c['file']} [{c['faq_id']}] '{c['alternate']}' -> {c['other_id']} "
+                  f"({c['other_score']:.0f} vs own {c['own_score']:.0f})")
+    else:
+        print("No conflicts: every alternate scores highest on its own entry.")
+    return 0
 
 
 def cmd_suggest(args) -> int:
-    from bot.answering.answerer import Answerer
-    from bot.curation.suggest import plan_suggestions, write_plan
-    from knowledge.curation import CurationError
-    from knowledge.loader import KnowledgeError
-    from storage.db import open_db_sync, utc_iso
-    from storage.replay import replay
-
-    settings = _settings()
-    kdir = _kdir(args, settings)
-    kb = _load(kdir)
-    path = _db_path(args, settings)
+    config = settings()
+    kdir = _kdir(args, config)
+    kb = load_knowledge(kdir)
+    path = db_path(args, config)
     if not path.exists():
-        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
+        raise no_log(path)
     conn = open_db_sync(path, readonly=not args.write)
     try:
         try:
             plan = plan_suggestions(conn, kb, since=None if args.since is None else utc_iso(args.since))
         except KnowledgeError as exc:
-            raise _Exit(1, "the suggestions would break the knowledge base; nothing written.\n" + str(exc)) from None
+            raise CommandError(FAILED, "the suggestions would break the knowledge base; nothing written.\n"
+                               + str(exc)) from None
         except CurationError as exc:
-            raise _Exit(1, f"cannot edit a knowledge file automatically: {exc}") from None
+            raise CommandError(FAILED, f"cannot edit a knowledge file automatically: {exc}") from None
         if plan.changes and plan.kb is not None:
-            plan.replay = replay(conn, Answerer(settings, plan.kb),
+            plan.replay = replay(conn, Answerer(config, plan.kb),
                                  since=args.replay_since, limit=None)
         written = []
         if args.write and (plan.changes or plan.review_ids):
@@ -62,9 +90,9 @@ def cmd_suggest(args) -> int:
         conn.close()
 
     if args.json:
-        _print_json({**plan.as_dict(), "written": [str(p) for p in written], "dry_run": not args.write})
+        print_json({**plan.as_dict(), "written": [str(p) for p in written], "dry_run": not args.write})
         return 0
-    con = _console()
+    con = console()
     con.soft_wrap = True  # long lines stay whole (questions, file paths): readable and greppable
     if plan.empty:
         con.print("No suggestions: no open 'entry' / 'new-entry' reviews with something new to add.")
@@ -95,28 +123,23 @@ def cmd_suggest(args) -> int:
 
 
 def cmd_approve(args) -> int:
-    from knowledge.curation import CurationError, approve, check_draft
-    from knowledge.loader import KnowledgeError
-
-    settings = _settings()
-    kdir = _kdir(args, settings)
-    _load(kdir)  # the current knowledge must load before anything is added to it
-    curator = curator_name(args, settings)
+    config = settings()
+    kdir = _kdir(args, config)
+    load_knowledge(kdir)  # the current knowledge must load before anything is added to it
+    curator = curator_name(args, config)
     try:
         approval = check_draft(kdir, args.id, approver=curator)
     except CurationError as exc:
-        raise _Exit(1, str(exc)) from None
+        raise CommandError(FAILED, str(exc)) from None
     except KnowledgeError as exc:
-        raise _Exit(1, f"draft {args.id} is not ready; nothing moved.\n{exc}") from None
-    from bot.curation.evaluate import knowledge_conflicts
-
+        raise CommandError(FAILED, f"draft {args.id} is not ready; nothing moved.\n{exc}") from None
     conflicts = [c for c in knowledge_conflicts(approval.kb) if args.id in (c["faq_id"], c["other_id"])]
     target = approve(kdir, approval)
-    relabelled = _relabel_turns(args, settings, approval.turn_ids, args.id, curator)
+    relabelled = _relabel_turns(args, config, approval.turn_ids, args.id, curator)
     result = {"id": args.id, "file": str(target), "version": approval.kb.version,
               "conflicts": conflicts, "relabelled_turns": relabelled}
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     print(f"approved {args.id}: {target} (knowledge version {approval.kb.version}). "
           "Send /reload to the bot (or restart it) to serve it.")
@@ -128,14 +151,11 @@ def cmd_approve(args) -> int:
     return 0
 
 
-def _relabel_turns(args, settings, turn_ids: list[str], entry_id: str, curator: str) -> int:
+def _relabel_turns(args, config, turn_ids: list[str], entry_id: str, curator: str) -> int:
     """The turns a draft came from get the verdict 'entry <id>' (when the log is there and has them)."""
     if not turn_ids:
         return 0
-    from storage.db import open_db_sync
-    from storage.reviews import add_reviews, mark_applied
-
-    path = _db_path(args, settings)
+    path = db_path(args, config)
     if not path.exists():
         return 0
     conn = open_db_sync(path, readonly=False)
@@ -146,25 +166,3 @@ def _relabel_turns(args, settings, turn_ids: list[str], entry_id: str, curator: 
     finally:
         conn.close()
     return len(rows)
-
-
-def add_knowledge_verbs(ksub) -> None:
-    """`knowledge suggest` and `knowledge approve` (called by bot.cli.main.build_parser)."""
-    p = ksub.add_parser("suggest", help="turn open reviews into alternates and draft entries (diff first)")
-    p.add_argument("--since", type=parse_since, metavar="WHEN", help="only reviews made since WHEN (7d, ISO date)")
-    p.add_argument("--replay-since", type=parse_since, metavar="WHEN", default=None,
-                   help="replay only turns since WHEN (default: all)")
-    p.add_argument("--write", action="store_true", help="write the changes (default: print them only)")
-    p.add_argument("--dir", help="knowledge directory (default: FAQBOT_KNOWLEDGE_DIR or the built-in one)")
-    p.add_argument("--db", help="log database (default: FAQBOT_DB)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run(cmd_suggest))
-
-    p = ksub.add_parser("approve", help="validate a draft entry and move it into the knowledge base")
-    p.add_argument("id", help="the draft's entry id (knowledge/drafts/ID.toml)")
-    p.add_argument("--dir", help="knowledge directory (default: FAQBOT_KNOWLEDGE_DIR or the built-in one)")
-    p.add_argument("--db", help="log database, to label the turns the draft came from (default: FAQBOT_DB)")
-    p.add_argument("--curator", help="your name (default: FAQBOT_CURATOR, else the OS user)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run(cmd_approve))
-

@@ -10,40 +10,36 @@ come (``printf '14q' | faqbot logs review`` labels two turns and quits), which i
 """
 from __future__ import annotations
 
-import argparse
-import json
 import getpass
+import json
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from bot.cli.logs import (
-    _FEEDBACK_MARK,
-    _clip,
-    _console,
-    _db_path,
-    _err,
-    _Exit,
-    _load_kb,
-    _open_ro,
-    _print_json,
-    _run,
-    _t,
-    parse_count,
-)
-from bot.cli.logs import _settings, _short_ts
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
-# Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
-# layer (`faqbot ask` stays light); tests/cli/test_review.py checks the two agree.
-VERDICT_HELP = "one of: correct, entry, new-entry, out-of-scope, spam (also: ok, oos, new)"
+from bot.cli.errors import FAILED, USAGE, CommandError
+from bot.cli.inputs import db_path, open_log_for_writing, open_log_readonly, settings
+from bot.cli.render import FEEDBACK_MARK, clip, console, err, print_json, short_ts, text
+from bot.curation.suggest import eval_jsonl, eval_rows
+from knowledge.loader import load_knowledge
+from storage import queries
+from storage.db import utc_iso
+from storage.export import ExportError, write_file_safely
+from storage.reviews import ReviewError, add_review, check_verdict, queue, queue_size
+from storage.safe_text import json_for_terminal
+
 KEYS = {"1": "correct", "2": "entry", "3": "new-entry", "4": "out-of-scope", "5": "spam"}
 VERDICT_LABELS = {"correct": "correct", "entry": "should be entry …", "new-entry": "needs a new entry",
                   "out-of-scope": "out of scope (declining was right)", "spam": "spam / abuse"}
 
 
-def curator_name(args, settings) -> str:
+def curator_name(args, config) -> str:
     """--curator, else FAQBOT_CURATOR, else the OS user name."""
-    name = getattr(args, "curator", None) or settings.curator
+    name = getattr(args, "curator", None) or config.curator
     if not name:
         try:
             name = getpass.getuser()
@@ -51,55 +47,43 @@ def curator_name(args, settings) -> str:
             name = ""
     name = (name or "").strip()
     if not name:
-        raise _Exit(2, "no curator name: set FAQBOT_CURATOR or pass --curator")
+        raise CommandError(USAGE, "no curator name: set FAQBOT_CURATOR or pass --curator")
     return name[:80]
-
-
-def _open_rw(args, settings):
-    from storage.db import open_db_sync
-
-    path = _db_path(args, settings)
-    if not path.exists():
-        raise _Exit(1, f"no conversation log at {path} (set FAQBOT_DB or pass --db)")
-    return open_db_sync(path, readonly=False, create=False)  # an empty or foreign file is refused, not migrated
 
 
 def _check_entry(kb, faq_id: str | None) -> None:
     if faq_id and kb.get(faq_id) is None:
-        raise _Exit(2, f"unknown entry {faq_id!r} (see `faqbot knowledge check`; ids: "
-                       f"{', '.join(e.id for e in kb.entries)})")
+        raise CommandError(USAGE, f"unknown entry {faq_id!r} (see `faqbot knowledge check`; ids: "
+                                  f"{', '.join(e.id for e in kb.entries)})")
 
 
 def cmd_label(args) -> int:
-    from storage import queries
-    from storage.reviews import ReviewError, add_review, check_verdict
-
-    settings = _settings()
+    config = settings()
     try:
         verdict, faq_id = check_verdict(args.verdict, args.entry)
     except ReviewError as exc:
-        raise _Exit(2, str(exc)) from None
+        raise CommandError(USAGE, str(exc)) from None
     if verdict == "entry":
-        _check_entry(_load_kb(args.knowledge or settings.knowledge_dir), faq_id)
-    curator = curator_name(args, settings)
-    conn = _open_rw(args, settings)
+        _check_entry(load_knowledge(args.knowledge or config.knowledge_dir), faq_id)
+    curator = curator_name(args, config)
+    conn = open_log_for_writing(args, config)
     try:
         try:
             turn = queries.get_turn(conn, args.turn)
         except ValueError as exc:
-            raise _Exit(2, str(exc)) from None
+            raise CommandError(USAGE, str(exc)) from None
         if turn is None:
-            raise _Exit(1, f"no turn with id or prefix {args.turn!r}")
+            raise CommandError(FAILED, f"no turn with id or prefix {args.turn!r}")
         try:
             row = add_review(conn, turn["turn_id"], verdict, curator=curator, faq_id=faq_id, note=args.note)
         except ReviewError as exc:
-            raise _Exit(2, str(exc)) from None
+            raise CommandError(USAGE, str(exc)) from None
     finally:
         conn.close()
     if args.json:
-        _print_json(row)
+        print_json(row)
     else:
-        print(f"{row['turn_id']}: {verdict}{' ' + faq_id if faq_id else ''} by {curator} at {_short_ts(row['ts'])} UTC")
+        print(f"{row['turn_id']}: {verdict}{' ' + faq_id if faq_id else ''} by {curator} at {short_ts(row['ts'])} UTC")
     return 0
 
 
@@ -171,34 +155,29 @@ class KeyInput:
 
 # --------------------------------------------------------------------------------------------- review queue
 def _turn_panel(turn: dict[str, Any], pos: int, total: int, part: str):
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
-
     head = Text()
     head.append(f"{pos}/{total} ", style="bold")
     head.append("gap " if part == "gap" else "", style="yellow")
     # Logged text is attacker-chosen: _t strips terminal escapes and never parses markup.
-    head.append(_t(f"{turn['turn_id']} · {_short_ts(turn['ts'])} UTC · {turn['channel']} · route {turn['route']}"))
+    head.append(text(f"{turn['turn_id']} · {short_ts(turn['ts'])} UTC · {turn['channel']} · route {turn['route']}"))
     if turn.get("score") is not None:
         head.append(f" · score {turn['score']:.0f}")
     if turn.get("faq_id"):
-        head.append(_t(f" · answered from {turn['faq_id']}"))
+        head.append(text(f" · answered from {turn['faq_id']}"))
     fb = turn.get("feedback")
     if fb:
-        head.append(_t(f" · feedback {_FEEDBACK_MARK.get(fb, fb)}"))
+        head.append(text(f" · feedback {FEEDBACK_MARK.get(fb, fb)}"))
     body = Table.grid(padding=(0, 1))
     body.add_column(style="bold", no_wrap=True)
     body.add_column(overflow="fold")
-    body.add_row("question", _t(turn.get("question")))
-    body.add_row("answer", _t(_clip(turn.get("answer"), 300)))
+    body.add_row("question", text(turn.get("question")))
+    body.add_row("answer", text(clip(turn.get("answer"), 300)))
     if turn.get("guard"):
-        body.add_row("guard", _t(turn["guard"]))
+        body.add_row("guard", text(turn["guard"]))
     cands = Table.grid(padding=(0, 1))
     for i, c in enumerate(turn.get("candidates") or [], 1):
-        cands.add_row(f"[{i}]", _t(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}",
-                      Text(_clip(c.get("question"), 50)))
+        cands.add_row(f"[{i}]", text(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}",
+                      Text(clip(c.get("question"), 50)))
     parts: list[Any] = [head, body]
     if turn.get("candidates"):
         parts += [Text("candidates (for 2 = should be entry …):", style="dim"), cands]
@@ -224,14 +203,11 @@ def _pick_entry(keys: KeyInput, con, kb, turn: dict[str, Any]) -> str | None:
 
 
 def cmd_review(args) -> int:
-    from storage import queries
-    from storage.reviews import ReviewError, add_review, queue, queue_size
-
-    settings = _settings()
-    kb = _load_kb(args.knowledge or settings.knowledge_dir)
-    curator = curator_name(args, settings)
-    conn = _open_rw(args, settings)
-    con = _console()
+    config = settings()
+    kb = load_knowledge(args.knowledge or config.knowledge_dir)
+    curator = curator_name(args, config)
+    conn = open_log_for_writing(args, config)
+    con = console()
     keys = KeyInput()
     done: list[dict[str, Any]] = []
     skipped = 0
@@ -291,71 +267,42 @@ def cmd_review(args) -> int:
         conn.close()
     summary = {"labelled": len(done), "skipped": skipped, "left": left, "curator": curator}
     if args.json:
-        _print_json({**summary, "reviews": done})
+        print_json({**summary, "reviews": done})
     else:
         con.print(f"labelled {len(done)}, skipped {skipped}; {left} turn(s) still without a verdict")
     return 0
 
 
-# --------------------------------------------------------------------------------------------- parser
-def add_review_verbs(verbs, common: argparse.ArgumentParser, filters: argparse.ArgumentParser) -> None:
-    """`logs label` and `logs review` (called by bot.cli.logs.add_logs_parser)."""
-    p = verbs.add_parser("label", parents=[common], help="record a curator's verdict on one turn")
-    p.add_argument("turn", help="turn id or a unique prefix")
-    p.add_argument("verdict", help=VERDICT_HELP)
-    p.add_argument("--entry", metavar="ID", help="for 'entry': the entry that should have answered")
-    p.add_argument("--note", help="a short note kept with the verdict")
-    p.add_argument("--curator", help="your name (default: FAQBOT_CURATOR, else the OS user)")
-    p.add_argument("--knowledge", metavar="DIR", help="knowledge directory to check --entry against")
-    p.set_defaults(func=_run(cmd_label))
-
-    p = verbs.add_parser("review", parents=[common, filters],
-                         help="interactive review queue: unreviewed gaps first, then the filtered turns")
-    p.add_argument("-n", "--limit", type=parse_count, default=0, help="at most N turns this session (0 = all)")
-    p.add_argument("--curator", help="your name (default: FAQBOT_CURATOR, else the OS user)")
-    p.add_argument("--knowledge", metavar="DIR", help="knowledge directory for entry ids")
-    p.set_defaults(func=_run(cmd_review))
-
-
-
+# --------------------------------------------------------------------------------------------- export
 def cmd_export_reviewed(args) -> int:
     """`logs export --reviewed --format eval`: reviewed turns as eval rows, one per distinct question."""
-    from pathlib import Path
-
-    from bot.curation.suggest import eval_jsonl, eval_rows
-    from storage.db import utc_iso
-
     if not (args.reviewed and args.format == "eval"):
-        raise _Exit(2, "the eval format holds reviewed turns: use --reviewed --format eval")
-    settings = _settings()
-    kb = _load_kb(settings.knowledge_dir)
-    conn = _open_ro(args)
+        raise CommandError(USAGE, "the eval format holds reviewed turns: use --reviewed --format eval")
+    config = settings()
+    kb = load_knowledge(config.knowledge_dir)
+    conn = open_log_readonly(args)
     try:
         rows, skipped = eval_rows(conn, kb, since=None if args.since is None else utc_iso(args.since))
     finally:
         conn.close()
-    text = eval_jsonl(rows)
+    body = eval_jsonl(rows)
     summary = {"rows": len(rows), "format": "eval", "skipped": dict(skipped),
                "file": None if not args.output or args.output == "-" else args.output}
     if summary["file"]:
-        from storage.export import ExportError, write_file_safely
-
         try:  # never onto the log itself; a temporary file renamed when complete
-            write_file_safely(args.output, lambda fh: fh.write(text), db=_db_path(args, settings))
+            write_file_safely(args.output, lambda fh: fh.write(body), db=db_path(args, config))
         except ExportError as exc:
-            raise _Exit(1, str(exc)) from None
+            raise CommandError(FAILED, str(exc)) from None
     else:
-        from storage.safe_text import json_for_terminal
-
-        sys.stdout.write(json_for_terminal(text))
+        sys.stdout.write(json_for_terminal(body))
         sys.stdout.flush()
     note = (f"exported {len(rows)} reviewed question(s) in the eval format"
             + (f" to {args.output}" if summary["file"] else "")
             + ("; left out: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else ""))
     if args.json:
-        (_print_json if summary["file"] else lambda s: _err(json.dumps(s, ensure_ascii=False)))(summary)
+        (print_json if summary["file"] else lambda s: err(json.dumps(s, ensure_ascii=False)))(summary)
     elif summary["file"]:
         print(note)
     else:
-        _err(note)
+        err(note)
     return 0

@@ -7,12 +7,16 @@ from pathlib import Path
 from bot.answering.types import Route
 
 
+class LabelledFileError(ValueError):
+    """A labelled questions file that cannot be read or has a bad line (the message names the file and line)."""
+
+
 def load_labelled(path: str | Path) -> list[dict]:
     rows = []
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"{path}: cannot read: {exc}")
+        raise LabelledFileError(f"{path}: cannot read: {exc}") from None
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
@@ -20,9 +24,9 @@ def load_labelled(path: str | Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{n}: not JSON: {exc}")
+            raise LabelledFileError(f"{path}:{n}: not JSON: {exc}") from None
         if not isinstance(row, dict) or not isinstance(row.get("q"), str):
-            raise SystemExit(f"{path}:{n}: expected an object with a string \"q\"")
+            raise LabelledFileError(f"{path}:{n}: expected an object with a string \"q\"")
         rows.append({"q": row["q"], "sections": list(row.get("sections") or []), "kind": row.get("kind", "in")})
     return rows
 

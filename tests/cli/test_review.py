@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli.review import KEYS, VERDICT_HELP
+from bot.cli.parser import VERDICT_HELP
+from bot.cli.review import KEYS
 from storage import queries
 from storage.db import open_db_sync
 from storage.reviews import VERDICTS, ReviewError, add_review, history

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from bot.cli.main import main
-from bot.cli.logs import datasette_metadata, is_loopback
+from bot.cli.serve import datasette_metadata, is_loopback
 from bot.answering.types import Conversation, Reply, Route
 from storage.writer import TurnLog
 from tests.support.logs import SECRET, build_log, scrub_env

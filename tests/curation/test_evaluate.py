@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.curation.evaluate import evaluate, load_labelled
+from bot.curation.evaluate import LabelledFileError, evaluate, load_labelled
 from bot.answering.types import Route
 from tests.cli.test_main import faqbot
 
@@ -83,12 +83,12 @@ def test_load_labelled_reports_bad_lines(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q": "a"}\n{"q": "b"\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"bad.jsonl:2: not JSON"):
+    with pytest.raises(LabelledFileError, match=r"bad.jsonl:2: not JSON"):
         load_labelled(bad)
     bad.write_text('{"q": "a"}\n{"sections": [1]}\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"bad.jsonl:2: expected an object"):
+    with pytest.raises(LabelledFileError, match=r"bad.jsonl:2: expected an object"):
         load_labelled(bad)
-    with pytest.raises(SystemExit, match=r"cannot read"):
+    with pytest.raises(LabelledFileError, match=r"cannot read"):
         load_labelled(tmp_path / "missing.jsonl")
 
 
