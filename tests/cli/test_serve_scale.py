@@ -24,7 +24,7 @@ import pytest
 
 from bot.answering.types import Conversation, Reply, Route
 from bot.cli.datasette_process import datasette_args, guard_config
-from bot.cli.logs import datasette_metadata
+from bot.cli.serve import datasette_metadata
 from storage.writer import TurnLog
 from tests.support.logs import SECRET
 from tests.support.ports import free_port
