@@ -16,6 +16,8 @@ import sqlite3
 from collections import Counter
 from typing import Any, Callable, Protocol
 
+from cachetools import LRUCache
+
 from bot.answering.types import Route
 from storage import queries
 
@@ -71,7 +73,7 @@ def replay(
     changed = skipped = selected = 0
     # The matcher is deterministic for a question without conversation context: match each distinct question once
     # (a year of traffic repeats the same few thousand questions).
-    memo: dict[str, Any] = {}
+    memo: LRUCache[str, Any] = LRUCache(MEMO_SIZE)
     for r in rows:
         selected += 1
         if progress is not None:
@@ -82,8 +84,6 @@ def replay(
             continue
         new = memo.get(question)
         if new is None:
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
             new = memo[question] = answerer.match(question)
         new_route = getattr(new.route, "value", str(new.route))
         old_route = r["route"]

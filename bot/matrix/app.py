@@ -33,10 +33,10 @@ import logging
 import secrets
 import time
 from email.utils import parsedate_to_datetime
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from mautrix.api import Method, Path
 from mautrix.client import Client, InternalEventType, SyncStream
 from mautrix.client.state_store import MemorySyncStore
@@ -138,20 +138,6 @@ class _ConvState:
     offer_turn_id: str | None = None  # the turn that made the current numbered offer
 
 
-class _Bounded(OrderedDict):
-    """An insertion-ordered dict that forgets its oldest keys beyond ``maxlen``."""
-
-    def __init__(self, maxlen: int):
-        super().__init__()
-        self.maxlen = maxlen
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.maxlen:
-            self.popitem(last=False)
-
-
 class MatrixBot:
     def __init__(self, services: Services, settings: Settings, *, client: Client | None = None):
         if not settings.matrix_homeserver:
@@ -176,14 +162,14 @@ class MatrixBot:
         self.joined: set[str] = set()
         self._leaving: set[str] = set()
         self._joining: set[str] = set()
-        self._convs: _Bounded = _Bounded(MAX_CONVERSATIONS)
-        self.answers: _Bounded = _Bounded(MAX_ANSWERS)  # bot answer event id -> turn id
+        self._convs: LRUCache = LRUCache(MAX_CONVERSATIONS)
+        self.answers: LRUCache = LRUCache(MAX_ANSWERS)  # bot answer event id -> turn id
         self.curation = MatrixCuration(services, settings)  # admin commands, 通知我 (bot/matrix/curation.py)
-        self._bot_events: _Bounded = _Bounded(MAX_ANSWERS)  # event id -> sent by the bot? (reply detection)
-        self._reactions: _Bounded = _Bounded(MAX_ANSWERS)  # reaction event id -> (answer id, sender, kind)
-        self._thumbs: _Bounded = _Bounded(MAX_ANSWERS)  # (answer id, sender) -> kinds of their present reactions
-        self._redacted: _Bounded = _Bounded(MAX_ANSWERS)  # redacted event ids not seen (yet) as reactions
-        self._asked_resend: _Bounded = _Bounded(MAX_ANSWERS)  # (room, sender, key session) already asked about
+        self._bot_events: LRUCache = LRUCache(MAX_ANSWERS)  # event id -> sent by the bot? (reply detection)
+        self._reactions: LRUCache = LRUCache(MAX_ANSWERS)  # reaction event id -> (answer id, sender, kind)
+        self._thumbs: LRUCache = LRUCache(MAX_ANSWERS)  # (answer id, sender) -> kinds of their present reactions
+        self._redacted: LRUCache = LRUCache(MAX_ANSWERS)  # redacted event ids not seen (yet) as reactions
+        self._asked_resend: LRUCache = LRUCache(MAX_ANSWERS)  # (room, sender, key session) already asked about
         self._members: dict[str, tuple[float, int]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sync_error: BaseException | None = None
@@ -541,8 +527,8 @@ class MatrixBot:
         key = (room_id, user_id)
         state = self._convs.get(key)
         if state is None:
-            state = _ConvState(Conversation(channel=CHANNEL, chat_id=room_id, chat_type="group", user_id=user_id))
-        self._convs[key] = state  # refresh its place in the LRU order
+            state = self._convs[key] = _ConvState(Conversation(channel=CHANNEL, chat_id=room_id, chat_type="group",
+                                                               user_id=user_id))
         return state
 
     def _room_ok(self, room_id: str) -> bool:

@@ -1,8 +1,9 @@
 """One `Conversation` per (chat, user), kept in a bounded LRU so follow-up questions keep their history."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from bot.answering.types import Conversation
 
@@ -24,7 +25,7 @@ class ConversationStore:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self.maxsize = maxsize
-        self._items: OrderedDict[tuple[int, int], ChatState] = OrderedDict()
+        self._items: LRUCache[tuple[int, int], ChatState] = LRUCache(maxsize)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -39,11 +40,7 @@ class ConversationStore:
             conv = Conversation(channel="telegram", chat_id=str(chat_id), chat_type=str(chat_type),
                                 user_id=str(user_id))
             st = ChatState(conv)
-            self._items[key] = st
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        else:
-            self._items.move_to_end(key)
+            self._items[key] = st  # the least recently used one goes when full
         return st
 
     def get(self, chat_id: int, chat_type: str, user_id: int) -> Conversation:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -26,6 +25,7 @@ from aiogram.filters import Command
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.formatting import Bold, Text, as_list
+from cachetools import LRUCache
 from pydantic import Field
 
 from bot.answering import texts
@@ -63,7 +63,7 @@ class GapCuration:
     """State (the last listings) and handlers; one instance per Dispatcher."""
 
     def __init__(self) -> None:
-        self.listings: OrderedDict[str, Listing] = OrderedDict()
+        self.listings: LRUCache[str, Listing] = LRUCache(MAX_SESSIONS)
 
     # -- state ------------------------------------------------------------------------------------------
     def _remember(self, admin_id: int, clusters: list[dict[str, Any]]) -> str:
@@ -71,8 +71,6 @@ class GapCuration:
             del self.listings[tok]  # one live listing per admin: older buttons say "expired"
         token = secrets.token_hex(4)
         self.listings[token] = Listing(admin_id, clusters)
-        while len(self.listings) > MAX_SESSIONS:
-            self.listings.popitem(last=False)
         return token
 
     def _cluster(self, cb: GapCB, admin_id: int) -> tuple[Listing, dict[str, Any]] | None:

@@ -37,6 +37,7 @@ from aiogram.exceptions import (
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
+from cachetools import TTLCache
 
 from bot.answering import texts
 from bot.telegram.conversations import ConversationStore
@@ -269,45 +270,39 @@ class ThrottlingMiddleware(BaseMiddleware):
     """
 
     def __init__(self, rate: int = 5, period: float = 10.0, silence: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_users: int = 50_000) -> None:
         self.rate = rate
         self.period = period
         self.silence = silence
         self.clock = clock
-        self._hits: dict[int, deque[float]] = {}
-        self._silenced: dict[int, float] = {}
+        # A user's recent event times, forgotten `period` after their last event; silenced users, for `silence`.
+        # At most `max_users` of each: beyond it the least recently seen user is forgotten.
+        self._hits: TTLCache[int, deque[float]] = TTLCache(max_users, ttl=period, timer=clock)
+        self._silenced: TTLCache[int, bool] = TTLCache(max_users, ttl=silence, timer=clock)
         self.dropped = 0
-
-    def _prune(self, now: float) -> None:
-        self._hits = {u: q for u, q in self._hits.items() if q and q[-1] > now - self.period}
-        self._silenced = {u: t for u, t in self._silenced.items() if t > now}
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         mode = get_flag(data, "throttle", default=True)
         user = data.get("event_from_user")
         if not mode or user is None:
             return await handler(event, data)
+        if user.id in self._silenced:
+            self.dropped += 1
+            if isinstance(event, CallbackQuery):  # stop the button's spinner, silently
+                try:
+                    await event.answer()
+                except TelegramAPIError:
+                    pass
+            return None
         now = self.clock()
-        if len(self._hits) > 50_000:
-            self._prune(now)
-        until = self._silenced.get(user.id)
-        if until is not None:
-            if now < until:
-                self.dropped += 1
-                if isinstance(event, CallbackQuery):  # stop the button's spinner, silently
-                    try:
-                        await event.answer()
-                    except TelegramAPIError:
-                        pass
-                return None
-            del self._silenced[user.id]
-        hits = self._hits.setdefault(user.id, deque())
+        hits = self._hits.get(user.id) or deque()
         hits.append(now)
         while hits and hits[0] <= now - self.period:
             hits.popleft()
+        self._hits[user.id] = hits  # (re)set: kept until `period` after this event
         if len(hits) > self.rate:
-            hits.clear()
-            self._silenced[user.id] = now + self.silence
+            del self._hits[user.id]
+            self._silenced[user.id] = True
             self.dropped += 1
             log.info("throttling a user for %.0fs", self.silence)
             if mode != "silent":

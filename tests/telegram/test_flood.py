@@ -128,3 +128,39 @@ async def test_previews_are_never_retried_and_never_hold_up_the_answer(tmp_path)
         assert [c.status for c in env.fake.calls_to("sendMessageDraft")] == [429]
         assert len(env.fake.calls_to("sendChatAction")) == 1  # not retried
         assert not env.fake.calls_to("editMessageText")
+
+
+async def test_throttle_silence_ends_on_time_and_memory_stays_bounded():
+    """The per-user throttle on a clock the test moves: silenced for exactly `silence`, history forgotten after
+    `period`, and a crowd of distinct users never grows its maps past `max_users`."""
+    from aiogram.types import Update, User
+
+    from bot.telegram.middlewares import ThrottlingMiddleware
+
+    now = [0.0]
+    mw = ThrottlingMiddleware(rate=2, period=10, silence=30, clock=lambda: now[0], max_users=100)
+    handled: list[tuple[int, float]] = []
+
+    async def handler(event, data):
+        handled.append((data["event_from_user"].id, now[0]))
+
+    async def send(uid: int) -> None:
+        await mw(handler, Update(update_id=1), {"event_from_user": User(id=uid, is_bot=False, first_name="u")})
+
+    for t in (0, 1, 2):  # the third event within 10 s is one too many
+        now[0] = t
+        await send(1)
+    assert handled == [(1, 0), (1, 1)] and mw.dropped == 1
+    now[0] = 31.9  # silenced until 2 + 30
+    await send(1)
+    assert len(handled) == 2 and mw.dropped == 2
+    now[0] = 32.0
+    await send(1)
+    assert handled[-1] == (1, 32.0)
+    now[0] = 50.0  # the earlier events are forgotten: two more pass
+    await send(1)
+    await send(1)
+    assert [t for _, t in handled] == [0, 1, 32.0, 50.0, 50.0]
+    for uid in range(1000, 1500):
+        await send(uid)
+    assert len(handled) == 505 and len(mw._hits) <= 100 and len(mw._silenced) <= 100
