@@ -1,37 +1,34 @@
 """The bot's conversation log writer: answering never waits on disk.
 
-``record_turn`` / ``record_feedback`` only turn their arguments into privacy-safe rows and put them on an
-``asyncio.Queue``. One writer task takes them off in order, in batches, and commits each batch in a single
-``BEGIN IMMEDIATE`` transaction. When the database is unavailable (locked past the busy timeout, read-only,
-disk full, I/O error, folder missing) the rows stay in memory (bounded), one warning is logged per outage, and
-the writer retries every ``retry_interval`` until the database is back.
+``record_turn`` / ``record_feedback`` only put a snapshot of their arguments on an ``asyncio.Queue``. One writer
+task takes them off in order, in batches, and hands each batch to the log's own thread in one call: there the
+turns become privacy-safe rows (``storage.rows.prepare_turn``) and the batch is written in one transaction
+(``storage.transactions.immediate_transaction``) on a plain ``sqlite3`` connection that only this thread uses.
+When the database is unavailable (locked past the busy timeout, read-only, disk full, I/O error, folder missing)
+the rows stay in memory (bounded), one warning is logged per outage, and the writer retries every
+``retry_interval`` until the database is back.
 """
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
+import concurrent.futures
 import functools
-import hashlib
-import json
 import logging
 import sqlite3
 import time
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
-import aiosqlite
-
-from bot.answering.privacy import mask_pii, pseudonymize
+from bot.answering.privacy import pseudonymize
 from bot.answering.types import Conversation, Reply
-from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
+from storage.db import BUSY_TIMEOUT_MS, open_db_sync, utc_iso
+from storage.rows import TurnRows, prepare_turn
 from storage.schema import FEEDBACK_KINDS, TURN_COLUMNS
-from storage.trace import encode_candidates, stored_llm_raw
+from storage.transactions import immediate_transaction
 
-
-# Chats whose id identifies a person: stored as an HMAC, like user ids.
-PRIVATE_CHAT_TYPES = frozenset({"private", "direct", "console", "cli"})  # "direct": a Matrix DM room
+T = TypeVar("T")
 
 # Errors caused by one row's data rather than by the database being unavailable: retrying cannot fix them.
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
@@ -45,7 +42,7 @@ _TURN_VALUES = {
     "conversation_id": "(SELECT id FROM conversations WHERE key = ?)",
     "knowledge_id": "(SELECT id FROM knowledge_versions WHERE version = ?)",
 }
-_VERSION_AT = TURN_COLUMNS.index("knowledge_id")  # index of the knowledge version in a _Turn.row
+_VERSION_AT = TURN_COLUMNS.index("knowledge_id")  # where a prepared turn row holds the version
 
 
 # Rows go in as multi-row INSERTs, up to _CHUNK rows per statement. Why: executemany steps the statement once per
@@ -69,10 +66,6 @@ def _multi_row_sql(table: str, n: int) -> str:
     return head + ", ".join([row] * n) + tail
 
 
-_CONV_SQL = _multi_row_sql("conversations", 1)
-_TURN_SQL = _multi_row_sql("turns", 1)
-
-
 def _insert_chunks(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> int:
     """Insert ``rows`` in statements of up to _CHUNK rows; returns the number of rows inserted."""
     inserted = 0
@@ -83,15 +76,8 @@ def _insert_chunks(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> i
     return inserted
 
 
-class _Turn(NamedTuple):
-    seq: int
-    turn_id: str
-    conv: tuple  # values for _CONV_SQL
-    row: tuple  # values for _TURN_SQL (second value is the conversation key)
-
-
-def _versions(turns: list[_Turn]) -> list[tuple[str]]:
-    return [(v,) for v in sorted({t.row[_VERSION_AT] for t in turns} - {None})]
+def _versions(turns: list[TurnRows]) -> list[tuple[str]]:
+    return [(v,) for v in sorted({t.turn[_VERSION_AT] for t in turns} - {None})]
 
 
 class _RawTurn(NamedTuple):
@@ -120,16 +106,6 @@ _WAKE = object()  # put on the queue by flush()/close() to cut the batching wait
 
 class _Outage(Exception):
     """The database could not be written; the rows of the batch are back in the buffer."""
-
-
-def conversation_key(channel: str, chat_id: str | None, user_hash: str | None) -> str:
-    """sha256 of channel|chat_id|user_hash, over the values as stored (private chat ids already pseudonymized)."""
-    return hashlib.sha256(f"{channel}|{chat_id or ''}|{user_hash or ''}".encode()).hexdigest()
-
-
-def _counts(masked: Any) -> dict[str, int]:
-    counts = getattr(masked, "counts", None) or {}
-    return {k: int(counts.get(k, 0) or 0) for k in ("id", "phone", "bank")}
 
 
 class TurnLog:
@@ -166,7 +142,10 @@ class TurnLog:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._buf: deque[_RawTurn | _Feedback] = deque()  # taken off the queue, waiting to be written
         self._inflight: list[_RawTurn | _Feedback] = []  # the batch being written now
-        self._conn: aiosqlite.Connection | None = None
+        # The log's own thread (one worker: the connection is used only there, in the order calls are made) and
+        # its connection, opened, used and closed in that thread.
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -280,70 +259,10 @@ class TurnLog:
             cached = self._pseudonyms[value] = pseudonymize(value, self._secret)
         return cached
 
-    def _prepare_turn(self, raw: _RawTurn) -> _Turn:
-        def mask(text: str | None) -> tuple[str | None, dict[str, int]]:
-            if text is None:
-                return None, {"id": 0, "phone": 0, "bank": 0}
-            m = mask_pii(self._redact(str(text)))
-            return m.text, _counts(m)
-
-        reply = raw.reply
-        ts = utc_iso(_dt.datetime.fromtimestamp(raw.when, _dt.timezone.utc))
-        channel = str(raw.channel)
-        user_id = None if raw.user_id in (None, "") else str(raw.user_id)
-        user_hash = self._pseudonym(user_id) if user_id is not None else None
-        chat_id = None if raw.chat_id in (None, "") else str(raw.chat_id)
-        chat_type = raw.chat_type
-        private = chat_type in PRIVATE_CHAT_TYPES or (user_id is not None and chat_id == user_id)
-        stored_chat = self._pseudonym(chat_id) if (private and chat_id is not None) else chat_id
-        key = conversation_key(channel, stored_chat, user_hash)
-
-        # Defensive: the core masks the question already; masking is idempotent, so this only catches misses.
-        question, extra = mask(reply.question)
-        normalized, _ = mask(reply.normalized)
-        answer, _ = mask(reply.text)
-        llm_raw, _ = mask(reply.llm_raw)
-        guard, _ = mask(reply.guard)
-        error, _ = mask(reply.error)
-        if any(extra.values()):
-            self.remasked += 1
-            if self.remasked == 1:  # a bug upstream: say it once, count the rest
-                self.log.warning("conversation log: personal data found in an already masked question; masked now")
-        given = reply.masked or {}
-        masked = {k: int(given.get(k, 0) or 0) + extra[k] for k in ("id", "phone", "bank")}
-
-        candidates = encode_candidates(reply.candidates)
-        context_ids = json.dumps([str(c) for c in reply.context_ids], ensure_ascii=False)
-        route = reply.route.value if hasattr(reply.route, "value") else str(reply.route)
-        turn_id = str(reply.turn_id)
-        row = (
-            turn_id,
-            key,
-            ts,
-            channel,
-            reply.via,
-            question,
-            normalized,
-            route,
-            reply.faq_id,
-            None if reply.section is None else int(reply.section),
-            float(reply.score) if reply.score is not None else None,
-            candidates,
-            context_ids,
-            reply.model,
-            stored_llm_raw(llm_raw, answer),
-            guard,
-            answer,
-            # whole milliseconds: a REAL without a fraction is stored as a 1-3 byte integer instead of 8 bytes
-            float(round(reply.latency_ms)) if reply.latency_ms is not None else None,
-            reply.knowledge_version or None,
-            error,
-            masked["id"],
-            masked["phone"],
-            masked["bank"],
-        )
-        conv_row = (key, channel, stored_chat, chat_type, user_hash, ts)
-        return _Turn(0, turn_id, conv_row, row)
+    def _prepare_turn(self, raw: _RawTurn) -> TurnRows:
+        return prepare_turn(raw.reply, when=raw.when, channel=raw.channel, chat_id=raw.chat_id,
+                            chat_type=raw.chat_type, user_id=raw.user_id, pseudonym=self._pseudonym,
+                            redact=self._redact)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -357,6 +276,7 @@ class TurnLog:
             return
         if self._closing:
             raise RuntimeError("TurnLog was closed")
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnlog")
         try:
             self._conn = await self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -410,10 +330,23 @@ class TurnLog:
                 "conversation log closed with %d rows not written (%s)", lost, self.last_error or "writer stopped"
             )
         await self._reset_conn()
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)  # idle now: its last call (closing the connection) has returned
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(RuntimeError("conversation log closed before the rows were written"))
         self._waiters.clear()
+
+    async def connection_pragmas(self) -> dict[str, Any]:
+        """``journal_mode`` and ``synchronous`` as set on the writer's own connection ({} while it is not open)."""
+        conn = self._conn
+        if conn is None:
+            return {}
+
+        def read() -> dict[str, Any]:
+            return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("journal_mode", "synchronous")}
+
+        return await self._in_thread(read)
 
     async def __aenter__(self) -> TurnLog:
         await self.start()
@@ -424,14 +357,21 @@ class TurnLog:
 
     # ------------------------------------------------------------------ writer task
 
-    async def _open(self) -> aiosqlite.Connection:
-        return await open_db(self.path, busy_timeout_ms=int(self.busy_timeout * 1000))
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the log's own thread (after every call made before it) and return its result."""
+        assert self._thread is not None, "TurnLog.start() was not called"
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def _open(self) -> sqlite3.Connection:
+        """Open (creating and migrating) the log on the log's thread: sqlite3 connections stay in their thread."""
+        return await self._in_thread(
+            functools.partial(open_db_sync, self.path, False, busy_timeout_ms=int(self.busy_timeout * 1000)))
 
     async def _reset_conn(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await conn.close()
+                await self._in_thread(conn.close)
             except Exception:
                 pass
 
@@ -621,25 +561,21 @@ class TurnLog:
 
     async def _write_batch(self, batch: list[_RawTurn | _Feedback]) -> int:
         """Write one batch in one transaction; return how many rows were skipped (duplicate turn id, feedback
-        for an unknown turn)."""
+        for an unknown turn, a turn that could not be prepared)."""
         conn = self._conn
         assert conn is not None
         raw = [i for i in batch if isinstance(i, _RawTurn)]
         feedback = [i for i in batch if isinstance(i, _Feedback)]
-        # The whole transaction in one call to the connection's thread, not one round trip per statement: under
-        # load the event loop is busy and each round trip waits for it, so with four of them the log fell one to
-        # two seconds behind the answers (found by tests/load/test_signals.py: that is what a kill -9 loses).
-        # aiosqlite (pinned) has no public API for running a function in its thread; `_execute` and `_conn`
-        # exist since 0.17. Without them the statements are sent one by one, as before.
-        run_in_thread = getattr(conn, "_execute", None)
-        # Rows are prepared (masked, pseudonymized, JSON) in the same thread call: off the event loop, which under
-        # load is busy with answering, so the log does not fall behind the answers.
-        if run_in_thread is not None and hasattr(type(conn), "_conn"):
-            unknown, duplicates, failed = await run_in_thread(self._prepare_and_write_in_thread, conn, raw, feedback)
-        else:
-            turns, failed = self._prepare_all(raw)
-            unknown, duplicates = await self._transaction_by_statements(conn, turns, feedback)
+        # The whole batch in one call to the log's thread, preparing the rows included (masking, HMAC, JSON): under
+        # load the event loop is busy answering, and with a round trip per statement, or the rows prepared on the
+        # loop, the log fell one to two seconds behind the answers (tests/load/test_signals.py: what a kill -9
+        # loses).
+        unknown, duplicates, failed, remasked = await self._in_thread(self._prepare_and_write, conn, raw, feedback)
         self.transactions += 1
+        if remasked:
+            if not self.remasked:  # a bug upstream: say it once, count the rest
+                self.log.warning("conversation log: personal data found in an already masked question; masked now")
+            self.remasked += remasked
         if failed:
             self._prepare_failed(failed)
         if unknown:
@@ -654,70 +590,33 @@ class TurnLog:
             self.log.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
         return len(unknown) + duplicates + len(failed)
 
-    def _prepare_all(self, raw: list[_RawTurn]) -> tuple[list[_Turn], list[tuple[str, str]]]:
-        turns: list[_Turn] = []
+    def _prepare_and_write(
+        self, conn: sqlite3.Connection, raw: list[_RawTurn], feedback: list[_Feedback]
+    ) -> tuple[list[_Feedback], int, list[tuple[str, str]], int]:
+        """On the log's thread: prepare the turns, write the batch; (unknown feedback, duplicate turns, turns that
+        could not be prepared with the error, turns whose question had to be masked again)."""
+        turns: list[TurnRows] = []
         failed: list[tuple[str, str]] = []  # (turn id, error)
         for r in raw:
             try:
-                turns.append(self._prepare_turn(r)._replace(seq=r.seq))
+                turns.append(self._prepare_turn(r))
             except Exception as exc:  # a malformed reply: drop that row, keep the batch
                 failed.append((r.turn_id, f"{type(exc).__name__}: {exc}"))
-        return turns, failed
-
-    def _prepare_and_write_in_thread(
-        self, aconn: aiosqlite.Connection, raw: list[_RawTurn], feedback: list[_Feedback]
-    ) -> tuple[list[_Feedback], int, list[tuple[str, str]]]:
-        turns, failed = self._prepare_all(raw)
-        unknown, duplicates = _transaction_in_thread(aconn, turns, feedback)
-        return unknown, duplicates, failed
-
-    @staticmethod
-    async def _transaction_by_statements(
-        conn: aiosqlite.Connection, turns: list[_Turn], feedback: list[_Feedback]
-    ) -> tuple[list[_Feedback], int]:
-        unknown: list[_Feedback] = []
-        duplicates = 0
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            if turns:
-                await conn.executemany(_CONV_SQL, [t.conv for t in turns])
-                await conn.executemany(_VERSION_SQL, _versions(turns))
-                cur = await conn.executemany(_TURN_SQL, [t.row for t in turns])
-                if cur.rowcount is not None and 0 <= cur.rowcount < len(turns):
-                    duplicates = len(turns) - cur.rowcount
-            if feedback:
-                ids = sorted({f.turn_id for f in feedback})
-                marks = ",".join("?" * len(ids))
-                rows = await conn.execute_fetchall(f"SELECT id FROM turns WHERE id IN ({marks})", ids)
-                known = {r[0] for r in rows}
-                unknown = [f for f in feedback if f.turn_id not in known]
-                good = [(f.turn_id, f.kind, f.ts) for f in feedback if f.turn_id in known]
-                if good:
-                    await conn.executemany(_FEEDBACK_SQL, good)
-            await conn.execute("COMMIT")
-        except BaseException:
-            try:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
-        return unknown, duplicates
+        unknown, duplicates = _write_rows(conn, turns, feedback)
+        return unknown, duplicates, failed, sum(t.remasked for t in turns)
 
 
-def _transaction_in_thread(
-    aconn: aiosqlite.Connection, turns: list[_Turn], feedback: list[_Feedback]
+def _write_rows(
+    conn: sqlite3.Connection, turns: list[TurnRows], feedback: list[_Feedback]
 ) -> tuple[list[_Feedback], int]:
-    """`TurnLog._write_batch` in the aiosqlite connection's own thread: the same statements, synchronously."""
-    conn: sqlite3.Connection = aconn._conn  # noqa: SLF001 - see _write_batch
+    """Insert prepared turns and feedback in one transaction; (feedback for unknown turns, duplicate turn ids)."""
     unknown: list[_Feedback] = []
     duplicates = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         if turns:
-            _insert_chunks(conn, "conversations", [t.conv for t in turns])
+            _insert_chunks(conn, "conversations", [t.conversation for t in turns])
             conn.executemany(_VERSION_SQL, _versions(turns))
-            inserted = _insert_chunks(conn, "turns", [t.row for t in turns])
+            inserted = _insert_chunks(conn, "turns", [t.turn for t in turns])
             if 0 <= inserted < len(turns):
                 duplicates = len(turns) - inserted
         if feedback:
@@ -728,12 +627,4 @@ def _transaction_in_thread(
             good = [(f.turn_id, f.kind, f.ts) for f in feedback if f.turn_id in known]
             if good:
                 conn.executemany(_FEEDBACK_SQL, good)
-        conn.execute("COMMIT")
-    except BaseException:
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except Exception:
-            pass
-        raise
     return unknown, duplicates

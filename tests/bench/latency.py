@@ -207,14 +207,9 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
 
 async def _writer_pragmas(turn_log) -> dict:
     """journal_mode / synchronous as set on the writer's own connection (what the claim is about)."""
-    conn = getattr(turn_log, "_conn", None)
-    if conn is None:
-        return {}
-    out = {}
-    for name in ("journal_mode", "synchronous"):
-        rows = await conn.execute_fetchall(f"PRAGMA {name}")
-        out[name] = rows[0][0]
-    out["synchronous"] = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(out.get("synchronous"), out.get("synchronous"))
+    out = await turn_log.connection_pragmas()
+    if "synchronous" in out:
+        out["synchronous"] = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(out["synchronous"], out["synchronous"])
     return out
 
 

@@ -130,6 +130,12 @@ def test_datasette_canned_queries_read_turns_through_the_review_view():
         assert not re.search(r"\b(from|join)\s+turns\b", sql, re.I), f"{name} reads the turns table directly"
 
 
+def test_write_transactions_are_begun_only_by_the_helper():
+    begins = [p.relative_to(REPO).as_posix() for p in STORAGE.rglob("*.py")
+              if "BEGIN IMMEDIATE\")" in p.read_text() or "BEGIN IMMEDIATE')" in p.read_text()]
+    assert begins == ["storage/transactions.py"]
+
+
 def test_immediate_transaction_commits_or_rolls_back_whole(db):
     _turn(db, "a")
     with pytest.raises(RuntimeError):

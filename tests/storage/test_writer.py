@@ -19,7 +19,8 @@ import pytest
 from bot.answering.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
 from bot.answering.types import Candidate, Conversation, Reply, Route
 from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
-from storage.writer import TurnLog, conversation_key
+from storage.rows import conversation_key
+from storage.writer import TurnLog
 
 SECRET = b"test-secret-for-hmac"
 CHILD = Path(__file__).parent / "writer_child.py"
