@@ -147,8 +147,8 @@ def fmt_writer(r: dict) -> tuple[str, list]:
                    r["writer_pragmas"]]])
     text += ("\n\nAll rows recorded at once, then `flush()`: time from the first `record_turn` to the commit of the "
              f"last row. Batches of up to {r['batch_max']} rows per `BEGIN IMMEDIATE` transaction, FTS5 trigram "
-             "index maintained by triggers. `record_turn` (masking, HMAC of ids, JSON) runs on the event loop; "
-             "the rest on the writer's thread.")
+             "index maintained by triggers. `record_turn` only queues a snapshot; preparing the rows (masking, HMAC "
+             "of ids, JSON) and the transaction run on the log's own thread, one call per batch.")
     return text, [["log writer rows/s (batched, FULL)", "(figure)", f"{r['rows_per_s']:,.0f}", "–"]]
 
 
