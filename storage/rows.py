@@ -2,7 +2,7 @@
 
 ``prepare_turn`` is a pure function of its arguments (no database, no clock, no state): the log writer
 (storage/writer.py) calls it for every queued turn on its own thread, tests call it directly
-(tests/test_storage_rows.py). The pseudonymizing function is passed in, so the writer can cache the HMACs.
+(tests/storage/test_rows.py). The pseudonymizing function is passed in, so the writer can cache the HMACs.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The conversation log's current schema as the code uses it: the columns of a turn and the review view.
 
 One place for facts every reader and writer needs. The migrations (storage/migrations.py) are the history that
-builds this schema and keep their own literal SQL (a shipped migration never changes); tests/test_storage_schema.py
+builds this schema and keep their own literal SQL (a shipped migration never changes); tests/storage/test_schema.py
 checks that a migrated database has exactly these columns, so a column added by a new migration must be added here.
 """
 from __future__ import annotations
