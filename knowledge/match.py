@@ -22,14 +22,9 @@ from typing import Literal
 
 from rapidfuzz import fuzz, process
 
+from knowledge.bigrams import bigram_set
 from knowledge.loader import Aspect, Entry, KnowledgeBase
 from knowledge.normalize import Normalizer
-
-
-def grams(text: str) -> set[str]:
-    if len(text) <= 1:
-        return {text} if text else set()
-    return {text[i : i + 2] for i in range(len(text) - 1)}
 
 
 @dataclass(frozen=True)
@@ -121,7 +116,7 @@ class Matcher:
         df: dict[str, int] = {}
         entry_grams: list[set[str]] = [set() for _ in self.entries]
         for i, t, _ in raw:
-            entry_grams[i] |= grams(t)
+            entry_grams[i] |= bigram_set(t)
         for gs in entry_grams:
             for g in gs:
                 df[g] = df.get(g, 0) + 1
@@ -131,12 +126,12 @@ class Matcher:
         # Bigrams of question words (什么, 怎么办, 是什么原因) say how people ask, not what about: with few entries
         # their IDF is high by chance, and "社保卡要换卡是什么原因" would match "电子社保卡是什么" on them.
         for w in kb.terms.question_words:
-            for g in grams(self.normalizer.normalize(w).text):
+            for g in bigram_set(self.normalizer.normalize(w).text):
                 if len(g) == 2:
                     self.idf[g] = self.idf.get(g, self.unknown_idf) * QUESTION_WORD_WEIGHT
         self.phrases: list[Phrase] = []
         for i, t, canon in raw:
-            gs = frozenset(grams(t))
+            gs = frozenset(bigram_set(t))
             self.phrases.append(Phrase(i, t, gs, sum(self.idf[g] for g in gs), canon))
         self._texts = [p.text for p in self.phrases]
         self._order = {e.id: i for i, e in enumerate(self.entries)}
@@ -238,7 +233,7 @@ class Matcher:
         if not q:
             return []
         np = self._np
-        qgrams = grams(q)
+        qgrams = bigram_set(q)
         idf = self.idf
         qweight = sum(self._w(g) for g in qgrams) or 1.0
         cand = self._candidate_entries(qgrams) if within is None or len(self.entries) <= PRESELECT else within
@@ -320,7 +315,7 @@ class Matcher:
             return []
         np = self._np
         idf = self.idf
-        qgrams = [grams(q) for q in queries]
+        qgrams = [bigram_set(q) for q in queries]
         qweights = [sum(self._w(g) for g in gs) or 1.0 for gs in qgrams]
         if len(self.entries) <= PRESELECT:
             texts, pweight, ranges, entry_of = self._texts, self._pweight, self._ranges, range(len(self._ranges))
@@ -406,7 +401,7 @@ class Matcher:
         if whole is None:  # the whole and its parts in one pass
             whole, *parts = self.rank_many([q, *(a for a, _ in asks)], limit)
         else:  # the whole was scored already: its parts among the same entries
-            parts = self.rank_many([a for a, _ in asks], limit, within=self._candidate_entries(grams(q)))
+            parts = self.rank_many([a for a, _ in asks], limit, within=self._candidate_entries(bigram_set(q)))
         best: dict[str, Scored] = {s.entry.id: Scored(s.entry, s.score, s.phrase, q) for s in whole}
         confident = bool(whole) and whole[0].score >= trust_whole
         allowed = {s.entry.id for s in whole if whole[0].score - s.score <= near}

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from knowledge.bigrams import bigrams
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import Matcher
 
@@ -25,13 +26,6 @@ MATCHER_WEIGHT = 1.0
 BM25_WEIGHT = 1.0
 
 _PIECES_RE = re.compile(r"[\n。！？；;!?]+")
-
-
-def bigrams_list(text: str) -> list[str]:
-    """Character bigrams with multiplicity (a single character counts as itself)."""
-    if len(text) <= 1:
-        return [text] if text else []
-    return [text[i : i + 2] for i in range(len(text) - 1)]
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,7 @@ class Retriever:
             # Phrases one by one, so no bigram spans two of them; the answer sentence by sentence.
             for phrase in (e.question, *e.alternates, *_PIECES_RE.split(e.answer)):
                 t = norm.normalize(phrase).text
-                counts.update(bigrams_list(t))
+                counts.update(bigrams(t))
             docs.append(_Doc(e, dict(counts), sum(counts.values())))
         self.docs = docs
         n = len(docs)
@@ -65,7 +59,7 @@ class Retriever:
 
     def bm25(self, normalized_query: str) -> list[tuple[Entry, float]]:
         """Entries with a positive BM25 score, best first."""
-        terms = set(bigrams_list(normalized_query))
+        terms = set(bigrams(normalized_query))
         out: list[tuple[Entry, float]] = []
         for d in self.docs:
             s = 0.0

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.answering.privacy import PLACEHOLDERS
 from bot.answering.types import Route
+from knowledge.bigrams import bigrams
 from storage import queries
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _features(text: str) -> set[str]:
     out: set[str] = set()
     for part in text.split():
         out.update(part)
-        out.update(part[i : i + 2] for i in range(len(part) - 1))
+        out.update(bigrams(part))
     return out
 
 

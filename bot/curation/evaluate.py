@@ -169,14 +169,15 @@ def render(report: dict) -> None:
 
 def knowledge_conflicts(kb) -> list[dict]:
     """Alternates of one entry that score higher against another entry's phrases (leave-one-out)."""
-    from knowledge.match import Matcher, grams
+    from knowledge.bigrams import bigram_set
+    from knowledge.match import Matcher
 
     m = Matcher(kb)
     out = []
     for i, e in enumerate(m.entries):
         for p in m.by_entry[i]:
             q = p.text
-            qg = grams(q)
+            qg = bigram_set(q)
             qw = sum(m._w(g) for g in qg) or 1.0
             own = max((m.phrase_score(q, qg, qw, o) for o in m.by_entry[i] if o is not p), default=0.0)
             best_other, other_id = 0.0, None

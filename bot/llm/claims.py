@@ -35,6 +35,7 @@ from functools import lru_cache
 
 from bot.llm.numerals import chinese_numeral_value
 from bot.llm.quote import split_units  # sentences and steps with their headings: one splitter for quoting and checks
+from knowledge.bigrams import bigrams
 from knowledge.loader import Entry
 
 _CONTENT_RE = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9]+")
@@ -109,12 +110,13 @@ MODAL_ALIGN = 0.34  # ... to hold it to that sentence's restriction / necessity
 
 
 def content(text: str) -> str:
+    """Only Han characters, letters and digits (lower case): what bigram overlap is computed on."""
     return _CONTENT_RE.sub("", text).lower()
 
 
-def bigrams(text: str) -> frozenset[str]:
-    c = content(text)
-    return frozenset(c[i:i + 2] for i in range(len(c) - 1))
+def content_bigrams(text: str) -> frozenset[str]:
+    """The bigrams of the text's content; a single character has none here (no clause is one character)."""
+    return frozenset(bigrams(content(text), single=False))
 
 
 def _coverage(grams: frozenset[str], reference: frozenset[str]) -> float:
@@ -232,23 +234,23 @@ def _entry_source(question: str, answer: str) -> Source:
         # does not ("①挂失：…APP…" names the channels of 挂失, not of the 补卡 sentence after it).
         body = "".join(units[h - 1].text for h in unit.heads if units[h - 1].line != unit.line) + unit.text
         full = question + body
-        units_text.append(UnitInfo(full, features(full), bigrams(without_features(without_negators(body))),
+        units_text.append(UnitInfo(full, features(full), content_bigrams(without_features(without_negators(body))),
                                    negation_contexts(body), bool(_RESTRICT_RE.search(full))))
         for part in _CLAUSE_RE.split(unit.text):
             if not content(part):
                 continue
             negs = negations(part)
             words = tuple(content(part[m.end():m.end() + 2])[:2] for m in negs)
-            clauses.append(Clause(part, bigrams(without_negators(part)), bool(negs), words, len(units_text) - 1,
+            clauses.append(Clause(part, content_bigrams(without_negators(part)), bool(negs), words, len(units_text) - 1,
                                   negation_contexts(part), any(part in w for w in wrong_texts)))
     text = f"{question}\n{answer}"
     # What only the wrong statement says: its bigrams minus those of every other sentence of the entry.
     wrong = []
     for m in _WRONG_RE.finditer(answer):
-        rest = frozenset().union(*(bigrams(u.text) for u in units if m.group(0) not in u.text))
-        wrong.append(bigrams(m.group(1)) - rest)
+        rest = frozenset().union(*(content_bigrams(u.text) for u in units if m.group(0) not in u.text))
+        wrong.append(content_bigrams(m.group(1)) - rest)
     wrong = tuple(w for w in wrong if w)
-    return Source(text, (bigrams(text),), tuple(units_text), tuple(clauses), frozenset(unit_pairs(text)),
+    return Source(text, (content_bigrams(text),), tuple(units_text), tuple(clauses), frozenset(unit_pairs(text)),
                   frozenset(m.group(0) for m in _COST_RE.finditer(text)),
                   frozenset(_DOC_ALIASES[m.group(0)] for m in _DOC_RE.finditer(text)), wrong, _clause_df(clauses))
 
@@ -353,7 +355,7 @@ def _order_flipped(text: str, src: Source) -> str:
     """"X后" where the source clause that best matches the rest of the answer clause says "X前" (or the reverse)."""
     for m in _ORDER_RE.finditer(text):
         before = m.group(2) in ("之前", "以前", "前")
-        rest = bigrams(without_negators(text[: m.start()] + " " + text[m.end():]))
+        rest = content_bigrams(without_negators(text[: m.start()] + " " + text[m.end():]))
         best, flipped = 0.0, False
         df: dict[str, int] = {}
         for c in src.clauses:
@@ -430,13 +432,13 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
                 if f < g and f.split(":")[0] != g.split(":")[0] and not any({f, g} <= u.features for u in src.units):
                     return f"together:{f.split(':', 1)[1]}+{g.split(':', 1)[1]}"
         # The sentence this clause restates (matched on what it is about) must name its groups and channel kinds.
-        about = bigrams(without_features(text))
+        about = content_bigrams(without_features(text))
         checked = {f for f in feats if f.startswith(("who:", "ch:"))}
         if checked and len(about) >= 3:
             share, aligned = _aligned_units(about, src, near=0.5)
             if share >= SCOPE_ALIGN and aligned and not any(checked <= u.features for u in aligned):
                 return f"scope:{'+'.join(sorted(x.split(':', 1)[1] for x in checked))}"
-    grams = bigrams(without_negators(text))
+    grams = content_bigrams(without_negators(text))
     long_enough = len(content(without_negators(text))) >= MIN_CLAUSE_CHARS
     restates_wrong = any(len(grams & wrong) >= 3 for wrong in src.wrong)
     if restates_wrong and not refuted:
@@ -448,7 +450,7 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
         return ""
     if negs and not (refuted and restates_wrong):  # refuting what the source calls wrong negates it, rightly
         # Every negation must be one the matching source sentence makes about the same words.
-        share, aligned = _aligned_units(bigrams(without_features(without_negators(text))), src)
+        share, aligned = _aligned_units(content_bigrams(without_features(without_negators(text))), src)
         if share >= ALIGN and aligned:
             exempt = any(u.restricted and (u.features & feats - {f for f in feats if f.startswith("doc:")})
                          for u in src.units)  # the complement of a stated restriction ("仅限成人" -> 未成年人不能)
@@ -464,7 +466,7 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
                     (x >= ALIGN and x >= 0.8 * best and any(w and w[0] in content(text) for w in c.negated_words))
                     or (len(c.grams) >= 4 and _weighted_coverage(c.grams, grams, src) >= RESTATE)):
                 return f"polarity:{text[:20]}"
-    share, aligned = _aligned_units(bigrams(without_features(text)), src)
+    share, aligned = _aligned_units(content_bigrams(without_features(text)), src)
     if share < MODAL_ALIGN or not aligned:
         return ""
     if _RESTRICT_RE.search(text) and not any(_RESTRICT_RE.search(u.text) for u in aligned):

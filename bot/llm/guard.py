@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from bot.llm import claims
 from bot.llm.numerals import chinese_numeral_value
+from knowledge.bigrams import bigram_set
 from knowledge.loader import Entry
 from knowledge.normalize import to_simplified
 
@@ -56,7 +57,6 @@ _BOUNDARY_WORDS = sorted(
 _KIND_ALIASES = {"app": ("app", "客户端"), "客户端": ("app", "客户端"), "小程序": ("小程序",), "公众号": ("公众号", "服务号"),
                  "服务号": ("公众号", "服务号"), "网站": ("网站", "官网"), "官网": ("网站", "官网"), "热线": ("热线",)}
 _SENTENCE_SPLIT_RE = re.compile(r"[。！？!?；;\n]+")
-_CONTENT_RE = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9]+")
 
 # Pleasantries state nothing about the FAQ ("希望对您有帮助", "祝您办理顺利"): not held to the overlap rule (the
 # claim checks still read them).
@@ -205,16 +205,8 @@ def _name_in_source(name: str, kind: str, source_lower: str, known: set[tuple[st
 
 
 # ---------------------------------------------------------------------------------------------- overlap
-def content(text: str) -> str:
-    """Only Han characters, letters and digits (lower case): what bigram overlap is computed on."""
-    return _CONTENT_RE.sub("", text).lower()
-
-
-def bigram_set(text: str) -> set[str]:
-    c = content(text)
-    if len(c) < 2:
-        return {c} if c else set()
-    return {c[i : i + 2] for i in range(len(c) - 1)}
+def content_bigrams(text: str) -> set[str]:
+    return bigram_set(claims.content(text))
 
 
 def sentences(text: str) -> list[str]:
@@ -222,7 +214,7 @@ def sentences(text: str) -> list[str]:
 
 
 def overlap(sentence: str, reference: set[str]) -> float:
-    gs = bigram_set(sentence)
+    gs = content_bigrams(sentence)
     if not gs:
         return 1.0
     return len(gs & reference) / len(gs)
@@ -275,8 +267,8 @@ def _squash(text: str) -> str:
 # ---------------------------------------------------------------------------------------------- the verdict
 def is_refusal(answer: str, refusal: str) -> bool:
     """The model used the configured refusal (compared on content characters, any script)."""
-    key = content(refusal)
-    return bool(key) and key in content(to_simplified(strip_citations(answer)))
+    key = claims.content(refusal)
+    return bool(key) and key in claims.content(to_simplified(strip_citations(answer)))
 
 
 def check(
@@ -323,11 +315,11 @@ def check(
         if not _name_in_source(name, kind, source_lower, known):
             return Verdict(False, f"name-not-in-source:{(name + kind)[:40]}", cited=tuple(cited))
 
-    reference = bigram_set(source)
-    extra = [bigram_set(b) for b in boilerplate]
+    reference = content_bigrams(source)
+    extra = [content_bigrams(b) for b in boilerplate]
     substantive = 0
     for s in sentences(body):
-        if len(content(s)) < MIN_SENTENCE_CHARS:
+        if len(claims.content(s)) < MIN_SENTENCE_CHARS:
             continue
         if any(extra_set and overlap(s, extra_set) >= 0.8 for extra_set in extra):
             continue  # our own province note / referral, echoed

@@ -8,7 +8,8 @@ import pytest
 
 from bot.answering import texts
 from bot.answering.types import Route
-from knowledge.match import Matcher, Thresholds, grams
+from knowledge.bigrams import bigram_set
+from knowledge.match import Matcher, Thresholds
 from knowledge.normalize import to_traditional
 
 LABELLED = Path(__file__).parents[1] / "data" / "labelled_questions.jsonl"
@@ -314,10 +315,6 @@ def test_thresholds_from_settings(settings, kb):
 
 
 # -- matcher internals ------------------------------------------------------------------------------------
-def test_grams():
-    assert grams("") == set()
-    assert grams("卡") == {"卡"}
-    assert grams("社保卡") == {"社保", "保卡"}
 
 
 def test_rank_is_bounded_and_sorted(kb):
@@ -368,7 +365,7 @@ def test_route_clear_leader_below_direct_threshold(kb):
 
 def _reference_rank(m: Matcher, q: str, entries: list[int] | None = None) -> list[tuple[str, float, str]]:
     """Every phrase scored one by one with `phrase_score` (the scalar formula), best phrase per entry, sorted."""
-    qg = grams(q)
+    qg = bigram_set(q)
     qw = sum(m._w(g) for g in qg) or 1.0
     best = {}
     for i in entries if entries is not None else range(len(m.entries)):
@@ -408,7 +405,7 @@ def test_vectorized_rank_with_a_large_knowledge_base(tmp_path):
     m = Matcher(load_knowledge(directory))
     for question in aimed[:60] + ["社保卡丢了怎么办", "密码忘了"]:
         q = m.normalizer.normalize(question).text
-        cand = m._candidate_entries(grams(q))
+        cand = m._candidate_entries(bigram_set(q))
         assert cand is not None
         got = [(s.entry.id, s.score, s.phrase) for s in m.rank(q, limit=len(cand))]
         _same(got, _reference_rank(m, q, cand), question)
@@ -430,7 +427,7 @@ def test_rank_many_equals_rank_for_each_part(kb, tmp_path):
         for question in questions:
             n = m.normalizer.normalize(question)
             parts = [n.text, *(a for a, _ in n.asks)]
-            within = m._candidate_entries(grams(n.text))
+            within = m._candidate_entries(bigram_set(n.text))
             batch = m.rank_many(parts, limit=5, within=within)
             for part, got in zip(parts, batch):
                 want = m.rank(part, limit=5, within=within)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from bot.curation.evaluate import load_labelled
-from knowledge.retrieve import Retriever, bigrams_list
+from knowledge.retrieve import Retriever
 from tests.conftest import DATA_DIR
 
 
@@ -17,12 +17,6 @@ def retriever(kb):
 
 def norm(retriever: Retriever, q: str) -> str:
     return retriever.matcher.normalizer.normalize(q).text
-
-
-def test_bigrams_list_keeps_multiplicity():
-    assert bigrams_list("") == []
-    assert bigrams_list("卡") == ["卡"]
-    assert bigrams_list("社保社保") == ["社保", "保社", "社保"]
 
 
 def test_context_recall_on_labelled_in_scope_questions(retriever, kb, answerer):
