@@ -24,7 +24,7 @@ from bot.answering.answerer import Answerer
 from bot.answering.types import Conversation, Draft, Reply
 from bot.telegram.conversations import ChatState
 from bot.telegram.keyboards import answer_keyboard
-from bot.telegram.middlewares import BOT_API_ERRORS, no_retries
+from bot.telegram.middlewares.delivery import BOT_API_ERRORS, no_retries
 from bot.telegram.options import TelegramOptions
 from bot.telegram.render import preview_text, reply_texts
 

@@ -36,7 +36,6 @@ from bot.telegram.conversations import ConversationStore
 from bot.telegram.curation import curation_router
 from bot.telegram.handlers import callbacks_router, errors_router, group_router, private_router
 from bot.telegram.middlewares import (
-    BOT_API_ERRORS,
     AnswerLockMiddleware,
     ConversationMiddleware,
     InFlightMiddleware,
@@ -44,6 +43,7 @@ from bot.telegram.middlewares import (
     RetryRequestMiddleware,
     ThrottlingMiddleware,
 )
+from bot.telegram.middlewares.delivery import BOT_API_ERRORS
 from bot.telegram.notify import deliver_follow_ups, notify_router
 from bot.telegram.options import TelegramOptions
 from bot.telegram.session import BotSession

@@ -41,7 +41,7 @@ from bot.telegram.keyboards import (
     topics_keyboard,
     without_feedback_row,
 )
-from bot.telegram.middlewares import BOT_API_ERRORS, DeliveryRecord
+from bot.telegram.middlewares.delivery import BOT_API_ERRORS, DeliveryRecord
 from bot.telegram.options import TelegramOptions
 
 log = logging.getLogger("faqbot.telegram")
