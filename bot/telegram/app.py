@@ -157,8 +157,8 @@ async def run_polling(bot: Bot, dp: Dispatcher, options: TelegramOptions, stop: 
         await task
 
 
-async def run_webhook(bot: Bot, dp: Dispatcher, settings: Settings, stop: asyncio.Event) -> set[asyncio.Task[Any]]:
-    """Serve the webhook (aiohttp) on TELEGRAM_WEBHOOK_HOST:PORT until ``stop``; returns the tasks still running.
+async def run_webhook(bot: Bot, dp: Dispatcher, settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the webhook (aiohttp) on TELEGRAM_WEBHOOK_HOST:PORT until ``stop``.
 
     The path is the path of TELEGRAM_WEBHOOK_URL; Telegram's requests must carry TELEGRAM_WEBHOOK_SECRET in the
     ``X-Telegram-Bot-Api-Secret-Token`` header. The webhook is left set on shutdown: with several instances
@@ -186,7 +186,6 @@ async def run_webhook(bot: Bot, dp: Dispatcher, settings: Settings, stop: asynci
         await stop.wait()
     finally:
         await runner.cleanup()  # stop taking requests; updates already accepted keep running as tasks
-    return set(handler._background_feed_update_tasks)  # noqa: SLF001 - aiogram keeps no public handle
 
 
 async def confirm_updates(bot: Bot, last_update_id: int | None) -> None:
@@ -238,13 +237,11 @@ async def run_telegram(services: Services, settings: Settings, stop: asyncio.Eve
         services.followers["telegram"] = lambda: deliver_follow_ups(bot, services)  # after any reload
         # A restart is a reload too: answers that now exist go to those who asked to be told (beside answering).
         follow_ups = asyncio.create_task(_follow_ups_at_start(bot, services), name="telegram-follow-ups")
-        extra: set[asyncio.Task[Any]] = set()
         if webhook:
-            extra = await run_webhook(bot, dp, settings, stop)
+            await run_webhook(bot, dp, settings, stop)
         else:
             await run_polling(bot, dp, options, stop)
-        extra |= set(getattr(dp, "_handle_update_tasks", ()))
-        await inflight.wait_idle(options.drain_timeout, extra=extra)
+        await inflight.wait_idle(options.drain_timeout)  # the update tasks still running, tracked by our middleware
         if not webhook:
             await confirm_updates(bot, inflight.last_update_id)
         log.info("Telegram stopped (%d updates handled)", inflight.handled)

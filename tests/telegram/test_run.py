@@ -117,6 +117,32 @@ async def test_webhook_mode(tmp_path):
         await services.aclose()
 
 
+async def test_webhook_shutdown_waits_for_answers_in_flight(tmp_path):
+    """Webhook updates run in background tasks aiogram keeps to itself: our middleware's record is what shutdown
+    waits for, so an answer in the making is still sent and logged."""
+    port = free_port()
+    llm = ScriptedFallback(["慢慢", "慢慢地回答"], "慢慢地回答完了。", delay=0.4)
+    async with FakeBotAPI() as fake:
+        url = f"http://127.0.0.1:{port}/tg/hook"
+        settings = make_settings(tmp_path, fake, telegram_webhook_url=url, telegram_webhook_secret="hook-secret-42",
+                                 telegram_webhook_host="127.0.0.1", telegram_webhook_port=port)
+        services = await make_services(settings, llm=llm)
+        stop = asyncio.Event()
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
+                                               session=_session(fake)))
+        await fake.wait_for("setWebhook", timeout=10)
+        status, _ = await fake.deliver_webhook(fake.message_update(NONE_Q))
+        assert status == 200  # answered at once; the update is handled in the background
+        await asyncio.wait_for(llm.started.wait(), 10)
+        stop.set()  # while the answer is being generated
+        await asyncio.wait_for(run, 10)
+        assert fake.sent_texts(USER) == ["慢慢地回答完了。"]  # finished before run_telegram returned
+        await services.aclose()
+        conn = sqlite3.connect(settings.db)
+        assert conn.execute("SELECT route, answer FROM turns").fetchall() == [("llm", "慢慢地回答完了。")]
+        conn.close()
+
+
 async def test_bot_token_never_in_logs(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     root = logging.getLogger()

@@ -18,6 +18,12 @@ log = logging.getLogger("faqbot.telegram")
 class InFlightMiddleware(BaseMiddleware):
     """Outer update middleware: knows which update handlers are running, and the last update id seen.
 
+    aiogram runs each update in a task of its own (polling and webhook alike) and keeps those tasks in private sets;
+    this middleware is our own record of them. A task enters it in its first step: from the task's start to here
+    (``Dispatcher.feed_update`` and aiogram's own outer middlewares) nothing suspends, so once the loop has run once
+    after a task was created, the task is in ``tasks`` (tests/telegram/test_run.py: shutdown waits for a polling
+    and a webhook answer in flight).
+
     It also gives each update a `DeliveryRecord` (``data["delivery"]``, filled in by `RetryRequestMiddleware`),
     so the error handler can tell whether the user may already have seen an answer.
     """
@@ -43,11 +49,11 @@ class InFlightMiddleware(BaseMiddleware):
             if task is not None:
                 self.tasks.discard(task)
 
-    async def wait_idle(self, timeout: float, extra: set[asyncio.Task[Any]] | None = None) -> bool:
+    async def wait_idle(self, timeout: float) -> bool:
         """Wait until no update is being handled (or ``timeout``); True if everything finished."""
         await asyncio.sleep(0)  # let tasks created just before start and register
         me = asyncio.current_task()
-        pending = {t for t in (self.tasks | (extra or set())) if t is not me and not t.done()}
+        pending = {t for t in self.tasks if t is not me and not t.done()}
         if not pending:
             return True
         done, still = await asyncio.wait(pending, timeout=timeout)
