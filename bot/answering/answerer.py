@@ -43,12 +43,12 @@ class Fallback(Protocol):
 
 class Answerer:
     def __init__(self, settings: AnsweringSettings, kb: KnowledgeBase | None = None, *, llm: Fallback | None = None,
-                 log_sink: TurnSink | None = None):
+                 turn_sink: TurnSink | None = None):
         self.settings = settings
         self.kb = kb if kb is not None else load_knowledge(settings.knowledge_dir)
         self.matcher = Matcher(self.kb)
         self.llm = llm
-        self.log = log_sink
+        self.turn_sink = turn_sink  # where finished turns and feedback go (the log writer), if anywhere
 
     # -- knowledge -----------------------------------------------------------------------------
     @property
@@ -242,13 +242,13 @@ class Answerer:
     def feedback(self, turn_id: str, kind: str) -> None:
         if kind not in FEEDBACK_KINDS:
             raise ValueError(f"unknown feedback kind {kind!r}")
-        if self.log is not None:
-            self.log.record_feedback(turn_id, kind)
+        if self.turn_sink is not None:
+            self.turn_sink.record_feedback(turn_id, kind)
 
     def _record(self, conv: Conversation, reply: Reply) -> None:
         conv.remember(reply)
-        if self.log is not None:
+        if self.turn_sink is not None:
             try:
-                self.log.record_turn(conv, reply)
+                self.turn_sink.record_turn(conv, reply)
             except Exception:  # the log must never break answering
                 log.exception("could not queue the turn for the log")

@@ -82,5 +82,5 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
         turn_log = TurnLog(settings.db, secret=secret, logger=logging.getLogger("faqbot.log"),
                            redact=secret_redactor(settings.secret_values()))
         await turn_log.start()
-    answerer = Answerer(settings, kb, llm=llm, log_sink=turn_log)
+    answerer = Answerer(settings, kb, llm=llm, turn_sink=turn_log)
     return Services(settings=settings, answerer=answerer, turn_log=turn_log, llm=llm, secret=secret)

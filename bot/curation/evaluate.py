@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from bot.answering.types import Route
+from knowledge.retrieve import Retriever
 
 
 class LabelledFileError(ValueError):
@@ -46,13 +47,7 @@ def evaluate(settings, kb, path: str | Path) -> dict:
     from bot.answering.answerer import Answerer
 
     answerer = Answerer(settings, kb)
-    retriever = None
-    try:
-        from knowledge.retrieve import Retriever
-    except ImportError:
-        pass
-    else:
-        retriever = Retriever(kb, answerer.matcher)
+    retriever = Retriever(kb, answerer.matcher)
     rows = load_labelled(path)
     in_scope = direct_correct = direct_wrong = clarify_ok = recall3 = ctx_hits = useful = 0
     oos = oos_direct = excluded = 0
@@ -72,10 +67,9 @@ def evaluate(settings, kb, path: str | Path) -> dict:
             in_scope += 1
             hit3 = bool(want & set(top3))
             recall3 += hit3
-            if retriever is not None:
-                ctx = [e.section for e in retriever.retrieve(reply.normalized, settings.llm_top_k)]
-                item["context"] = ctx
-                ctx_hits += bool(want & set(ctx))
+            ctx = [e.section for e in retriever.retrieve(reply.normalized, settings.llm_top_k)]
+            item["context"] = ctx
+            ctx_hits += bool(want & set(ctx))
             if reply.route is Route.FAQ:
                 if reply.section in want:
                     direct_correct += 1
@@ -114,9 +108,8 @@ def evaluate(settings, kb, path: str | Path) -> dict:
         "recall_at_3": recall3 / in_scope if in_scope else 0.0,
         "failures": failures,
     }
-    if retriever is not None:
-        report["context_recall"] = ctx_hits / in_scope if in_scope else 0.0
-        report["context_k"] = settings.llm_top_k
+    report["context_recall"] = ctx_hits / in_scope if in_scope else 0.0
+    report["context_k"] = settings.llm_top_k
     return report
 
 

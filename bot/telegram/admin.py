@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,30 +84,6 @@ def stats_text(s: dict[str, Any]) -> Text:
     if top:
         items.append(as_marked_section(Bold(texts.ADMIN_STATS_TOP), *top, marker="• "))
     return as_list(Bold(texts.ADMIN_STATS_HEAD), *items)
-
-
-def gaps_rows_fallback(conn, limit: int) -> list[dict[str, Any]]:
-    """Without `storage.gaps`: group the gap rows by identical normalized question, most frequent first."""
-    from storage.queries import gap_rows
-
-    rows = gap_rows(conn)
-    counts: Counter[str] = Counter()
-    shown: dict[str, str] = {}
-    for r in rows:
-        key = (r.get("normalized") or r.get("question") or "").strip()
-        if not key:
-            continue
-        counts[key] += 1
-        shown[key] = r.get("question") or key
-    return [{"count": n, "representative": shown[k], "nearest": None} for k, n in counts.most_common(limit)]
-
-
-def gap_clusters_for(conn, matcher, limit: int) -> list[dict[str, Any]]:
-    try:
-        from storage.gaps import gap_clusters
-    except ImportError:
-        return gaps_rows_fallback(conn, limit)
-    return gap_clusters(conn, matcher, limit=limit)
 
 
 def gaps_text(clusters: list[dict[str, Any]]) -> Text:

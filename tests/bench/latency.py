@@ -138,8 +138,8 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
     quiet.disabled = True
     unwritten = TurnLog(db.with_name("unused.db"), secret=b"bench-secret-0123456789abcdef", logger=quiet)
     off = Answerer(s, kb)
-    on = Answerer(s, kb, log_sink=turn_log)
-    queued = Answerer(s, kb, log_sink=unwritten)
+    on = Answerer(s, kb, turn_sink=turn_log)
+    queued = Answerer(s, kb, turn_sink=unwritten)
     questions = query_mix(n, seed=23)
     convs = [Conversation(channel="bench", chat_id=str(1000 + i), chat_type="private", user_id=str(1000 + i))
              for i in range(32)]

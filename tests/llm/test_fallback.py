@@ -91,7 +91,7 @@ async def make(tmp_path, kb):
         llm.client.backoff_base = 0.01  # keep retries fast in tests
         log = TurnLog(s.db, secret=b"llm-test-secret", flush_interval=0.005)
         await log.start()
-        h = Harness(Answerer(s, knowledge, llm=llm, log_sink=log), llm, log, s)
+        h = Harness(Answerer(s, knowledge, llm=llm, turn_sink=log), llm, log, s)
         made.append(h)
         return h
 

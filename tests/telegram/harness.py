@@ -151,7 +151,7 @@ async def make_services(settings: Settings, *, llm: Any = None, kb: KnowledgeBas
     if with_log:
         turn_log = TurnLog(settings.db, secret=SECRET)
         await turn_log.start()
-    answerer = Answerer(settings, kb or knowledge(), llm=llm, log_sink=turn_log)
+    answerer = Answerer(settings, kb or knowledge(), llm=llm, turn_sink=turn_log)
     return Services(settings=settings, answerer=answerer, turn_log=turn_log, llm=llm)
 
 
