@@ -164,7 +164,9 @@ class TurnLog:
         self._outage_dropped = 0
         self._warned_closed = False
         self._warned_prepare = False
-        self._pseudonyms: dict[str, str] = {}
+        # The same few users ask many questions: their HMAC is cached (bounded, in memory only). lru_cache, not a
+        # plain LRU map: the log's thread (preparing rows) and the event loop (`pseudonym`) both call it.
+        self._pseudonym = functools.lru_cache(maxsize=10_000)(self._hmac)
         self.remasked = 0  # turns whose question still held personal data when recorded (an upstream miss)
 
     # ------------------------------------------------------------------ state
@@ -250,14 +252,8 @@ class TurnLog:
         """The HMAC pseudonym the log stores for a user id or private chat id (to check who owns a turn)."""
         return self._pseudonym(value)
 
-    def _pseudonym(self, value: str) -> str:
-        # The same few users ask many questions: cache their HMAC (bounded; the cache lives only in memory).
-        cached = self._pseudonyms.get(value)
-        if cached is None:
-            if len(self._pseudonyms) >= 10_000:
-                self._pseudonyms.clear()
-            cached = self._pseudonyms[value] = pseudonymize(value, self._secret)
-        return cached
+    def _hmac(self, value: str) -> str:
+        return pseudonymize(value, self._secret)
 
     def _prepare_turn(self, raw: _RawTurn) -> TurnRows:
         return prepare_turn(raw.reply, when=raw.when, channel=raw.channel, chat_id=raw.chat_id,

@@ -502,3 +502,14 @@ async def test_a_batch_stores_exactly_what_single_rows_store(tmp_path, tricky):
             "real", "integer")
     finally:
         conn.close()
+
+
+async def test_pseudonyms_are_cached_bounded_and_agree_across_threads(tmp_path):
+    """The log's thread (preparing rows) and the event loop (ownership checks) share one bounded HMAC cache."""
+    log = TurnLog(tmp_path / "p.db", secret=b"k" * 32)
+    loop = asyncio.get_running_loop()
+    values = [str(i) for i in range(10_050)]
+    on_thread = await loop.run_in_executor(None, lambda: [log.pseudonym(v) for v in values])
+    assert [log.pseudonym(v) for v in values] == on_thread
+    assert on_thread[42] == pseudonymize("42", b"k" * 32)
+    assert log._pseudonym.cache_info().currsize == 10_000  # the least recently used 50 are gone
