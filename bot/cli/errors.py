@@ -17,6 +17,7 @@ from storage.safe_text import for_terminal
 # 3 = a measured threshold was missed (`eval`, `eval-guard`).
 FAILED = 1
 USAGE = 2
+MISSED = 3
 
 
 class CommandError(Exception):

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import sys
 
-from bot.cli.errors import FAILED, CommandError
+from bot.cli.errors import FAILED, MISSED, CommandError
 from bot.cli.inputs import settings
 from bot.cli.render import print_json_line
 from bot.curation import evaluate as matching
 from bot.llm import guard_eval
 from knowledge.loader import load_knowledge
 from prompts.loader import PromptError, load_prompts
-
-MISSED = 3  # a measured figure is outside the threshold asked for
 
 
 def cmd_eval(args) -> int:

@@ -228,3 +228,27 @@ def test_usage_errors_exit_2(tmp_path, subprocess_env, args):
     assert p.returncode == 2
     [line] = p.stderr.splitlines()  # one line that says what is wrong and where help is, not argparse's usage block
     assert "error:" in line and "--help" in line
+
+
+
+COMMANDS = [
+    ["ask", "q"], ["shell"], ["run"], ["eval", "f.jsonl"], ["eval-guard", "f.jsonl"],
+    ["knowledge", "check"], ["knowledge", "suggest"], ["knowledge", "approve", "x"],
+    *[["logs", *verb] for verb in (["list"], ["show", "x"], ["search", "x"], ["stats"], ["gaps"], ["replay"],
+                                   ["export"], ["purge"], ["compact"], ["serve"], ["label", "x", "spam"],
+                                   ["review"])],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=" ".join)
+def test_every_command_names_a_function_that_exists_and_logs_verbs_take_json(argv):
+    """Subcommands are lazy ("module:function", imported when they run): a typo would only show when a user runs
+    that command, so each one is resolved here; every `logs` verb takes --json."""
+    import importlib
+
+    from bot.cli.parser import build_parser
+
+    args = build_parser().parse_args(argv + (["--json"] if argv[0] == "logs" else []))
+    module, _, name = args.func.partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+    assert argv[0] != "logs" or args.json is True
