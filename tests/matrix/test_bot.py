@@ -191,7 +191,7 @@ async def test_invites_follow_the_allow_list(synapse, matrix_settings, alice, bo
                     break
                 await asyncio.sleep(0.05)
             assert await a.membership_of(other_room, bot_user.user_id) == "leave"
-            assert allowed_room in runner.bot.joined and other_room not in runner.bot.joined
+            assert allowed_room in runner.bot.rooms.joined and other_room not in runner.bot.rooms.joined
 
         # Allowed by server name; with encryption switched off (MATRIX_E2EE=false) an encrypted room is joined only
         # to say it cannot work there, then left.
@@ -199,7 +199,7 @@ async def test_invites_follow_the_allow_list(synapse, matrix_settings, alice, bo
                                                       "matrix_e2ee": False})
         async with BotRunner(settings) as runner:
             await a.invite(encrypted_room, bot_user.user_id)
-            assert runner.bot.e2ee is None
+            assert runner.bot.matrix.e2ee is None
             notice = await a.wait_for(from_bot(bot_user.user_id, encrypted_room), timeout=10)
             assert notice["content"]["body"] == texts.MATRIX_ENCRYPTED_ROOM
             assert notice["type"] == "m.room.message"  # plaintext: the bot has no keys to encrypt with
@@ -208,10 +208,10 @@ async def test_invites_follow_the_allow_list(synapse, matrix_settings, alice, bo
             open_room = await a.create_room(name="open", public=True)
             synapse.request("POST", f"/_matrix/client/v3/join/{open_room}", {}, token=bot_user.access_token)
             for _ in range(100):
-                if open_room in runner.bot.joined:
+                if open_room in runner.bot.rooms.joined:
                     break
                 await asyncio.sleep(0.05)
-            assert open_room in runner.bot.joined
+            assert open_room in runner.bot.rooms.joined
             q = await a.send(open_room, "问答助手 社保卡丢了怎么办")
             await a.wait_for(from_bot(bot_user.user_id, open_room, reply_to=q))
 
@@ -243,7 +243,7 @@ async def test_restart_does_not_answer_messages_from_before_the_start(synapse, m
         missed_new = await a.send(new_room, "电子社保卡怎么申领")
         async with BotRunner(matrix_settings) as runner:
             # Its first sync saw the room it is in (a fresh snapshot, not Synapse's cached one from the last start).
-            assert room in runner.bot.known_rooms
+            assert room in runner.bot.rooms.known_rooms
             await a.wait_member(new_room, bot_user.user_id)
             q2 = await a.send(room, "人脸识别通不过怎么办")
             q3 = await a.send(new_room, "社保卡丢了怎么办")
@@ -424,16 +424,17 @@ async def test_encryption_setting_and_required_matrix_settings(matrix_settings, 
     """MATRIX_E2EE defaults to 'on when the crypto dependency is installed'; asking for it without the dependency is
     a clear configuration error; the runner wants a token, or a user id with a password."""
     import bot.matrix.app as app
+    import bot.matrix.sync as sync
     from bot.matrix.session import MatrixConfigError
     from bot.app.runner import _config_error
     from bot.app.services import build_services
 
     services = await build_services(matrix_settings, with_log=False, with_llm=False)
-    assert app.MatrixBot(services, matrix_settings).e2ee_on is True
+    assert app.MatrixBot(services, matrix_settings).matrix.e2ee_on is True
     off = matrix_settings.model_copy(update={"matrix_e2ee": False})
-    assert app.MatrixBot(services, off).e2ee_on is False
-    monkeypatch.setattr(app, "E2EE", None)  # as on a machine without python-olm
-    assert app.MatrixBot(services, matrix_settings).e2ee_on is False
+    assert app.MatrixBot(services, off).matrix.e2ee_on is False
+    monkeypatch.setattr(sync, "E2EE", None)  # as on a machine without python-olm
+    assert app.MatrixBot(services, matrix_settings).matrix.e2ee_on is False
     with pytest.raises(MatrixConfigError, match="MATRIX_E2EE=true needs the crypto dependency"):
         app.MatrixBot(services, matrix_settings.model_copy(update={"matrix_e2ee": True}))
 

@@ -43,7 +43,7 @@ async def test_encrypted_direct_room_answer_is_encrypted_and_decryptable(
     assert want.route is Route.FAQ
     async with BotRunner(matrix_settings) as runner, \
             TestUser(synapse.base_url, alice, crypto_dir=tmp_path / "alice") as a:
-        assert runner.bot.e2ee is not None  # on by default: the crypto dependency is installed
+        assert runner.bot.matrix.e2ee is not None  # on by default: the crypto dependency is installed
         room = await a.create_room([bot_user.user_id], direct=True, encrypted=True)
         await a.wait_member(room, bot_user.user_id)
         welcome = await a.wait_for(decrypted_from_bot(bot_user.user_id, room))
