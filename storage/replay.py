@@ -85,7 +85,7 @@ def replay(
         new = memo.get(question)
         if new is None:
             new = memo[question] = answerer.match(question)
-        new_route = getattr(new.route, "value", str(new.route))
+        new_route = new.route.value
         old_route = r["route"]
         answer_changed = (
             old_route == Route.FAQ and new_route == Route.FAQ and new.faq_id == r.get("faq_id")

@@ -89,7 +89,7 @@ def prepare_turn(
         "via": reply.via,
         "question": question,
         "normalized": normalized,
-        "route": reply.route.value if hasattr(reply.route, "value") else str(reply.route),
+        "route": str(reply.route),  # a Route (StrEnum) or its value
         "faq_id": reply.faq_id,
         "section": None if reply.section is None else int(reply.section),
         "score": float(reply.score) if reply.score is not None else None,

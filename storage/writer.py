@@ -135,7 +135,7 @@ class TurnLog:
         self.memory_bound = memory_bound
         self.retry_interval = retry_interval
         self.busy_timeout = busy_timeout
-        self.log = logger or logging.getLogger("faqbot.storage")
+        self.logger = logger or logging.getLogger("faqbot.storage")
         # Removes configured secrets from every stored text (an LLM server may echo the API key in an error).
         self._redact = redact or str
 
@@ -203,10 +203,10 @@ class TurnLog:
         if not self._warned_prepare:
             self._warned_prepare = True
             if failed:
-                self.log.error("conversation log: could not prepare turn(s) for storage; not logged: %s",
+                self.logger.error("conversation log: could not prepare turn(s) for storage; not logged: %s",
                                "; ".join(f"{t}: {e}" for t, e in failed[:3]))
             else:
-                self.log.exception("conversation log: could not prepare a turn for storage; it is not logged")
+                self.logger.exception("conversation log: could not prepare a turn for storage; it is not logged")
 
     def record_feedback(self, turn_id: str, kind: str) -> None:
         """Queue feedback on a turn: 'up', 'down', 'none' (none of the offered choices) or 'withdrawn' (the earlier
@@ -222,7 +222,7 @@ class TurnLog:
         self.dropped += 1
         if not self._warned_closed:
             self._warned_closed = True
-            self.log.warning("conversation log is closed; rows recorded after close() are not logged")
+            self.logger.warning("conversation log is closed; rows recorded after close() are not logged")
 
     def _enqueue(self, item: _RawTurn | _Feedback) -> None:
         # Keep memory bounded: drop the oldest rows not being written right now.
@@ -239,7 +239,7 @@ class TurnLog:
             self._pending -= 1
             self.dropped += 1
             if self._outage_dropped == 0:
-                self.log.error(
+                self.logger.error(
                     "conversation log: more than %d rows waiting for the database; dropping the oldest",
                     self.memory_bound,
                 )
@@ -322,7 +322,7 @@ class TurnLog:
         lost = self._pending
         if lost:
             self.dropped += lost
-            self.log.error(
+            self.logger.error(
                 "conversation log closed with %d rows not written (%s)", lost, self.last_error or "writer stopped"
             )
         await self._reset_conn()
@@ -442,7 +442,7 @@ class TurnLog:
                 self.failures += 1
                 error = f"{type(exc).__name__}: {exc}"
                 if error != self.last_error:
-                    self.log.exception("conversation log writer error")
+                    self.logger.exception("conversation log writer error")
                 self.last_error = error
                 if self._inflight:
                     self._buf.extendleft(reversed(self._inflight))
@@ -456,7 +456,7 @@ class TurnLog:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self._outage_dropped = 0
-            self.log.warning(
+            self.logger.warning(
                 "conversation log %s unavailable (%s); keeping rows in memory (up to %d) and retrying every %g s",
                 self.path,
                 self.last_error,
@@ -467,19 +467,19 @@ class TurnLog:
     def _leave_outage(self) -> None:
         if self._outage_since is None:
             if self._outage_dropped:  # rows dropped because the writer fell behind, without an outage
-                self.log.error("conversation log: %d rows were dropped over the memory bound", self._outage_dropped)
+                self.logger.error("conversation log: %d rows were dropped over the memory bound", self._outage_dropped)
                 self._outage_dropped = 0
             return
         took = time.monotonic() - self._outage_since
         self._outage_since = None
         if self._outage_dropped:
-            self.log.error(
+            self.logger.error(
                 "conversation log available again after %.1f s; %d rows were dropped over the memory bound",
                 took,
                 self._outage_dropped,
             )
         else:
-            self.log.warning("conversation log available again after %.1f s; no rows lost", took)
+            self.logger.warning("conversation log available again after %.1f s; no rows lost", took)
         self._outage_dropped = 0
 
     async def _probe(self) -> None:
@@ -504,7 +504,7 @@ class TurnLog:
             skipped = await self._write_batch(batch)
         except _DATA_ERRORS as exc:
             self._inflight = []
-            self.log.warning("conversation log: a batch failed on its data (%s); writing its rows one by one", exc)
+            self.logger.warning("conversation log: a batch failed on its data (%s); writing its rows one by one", exc)
             await self._write_one_by_one(batch)
             return
         except (sqlite3.Error, OSError) as exc:
@@ -524,7 +524,7 @@ class TurnLog:
                 self._inflight = []
                 self.dropped += 1
                 self._pending -= 1
-                self.log.error("conversation log: dropping row for turn %s: %s", item.turn_id, exc)
+                self.logger.error("conversation log: dropping row for turn %s: %s", item.turn_id, exc)
                 self._done([item], committed=False)
                 continue
             except (sqlite3.Error, OSError) as exc:
@@ -570,20 +570,20 @@ class TurnLog:
         self.transactions += 1
         if remasked:
             if not self.remasked:  # a bug upstream: say it once, count the rest
-                self.log.warning("conversation log: personal data found in an already masked question; masked now")
+                self.logger.warning("conversation log: personal data found in an already masked question; masked now")
             self.remasked += remasked
         if failed:
             self._prepare_failed(failed)
         if unknown:
             self.dropped += len(unknown)
-            self.log.warning(
+            self.logger.warning(
                 "conversation log: dropped feedback for %d unknown turn id(s): %s",
                 len(unknown),
                 ", ".join(sorted({f.turn_id[:32] for f in unknown})[:5]),
             )
         if duplicates:
             self.dropped += duplicates
-            self.log.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
+            self.logger.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
         return len(unknown) + duplicates + len(failed)
 
     def _prepare_and_write(
