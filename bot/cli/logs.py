@@ -173,7 +173,7 @@ def cmd_export(args) -> int:
             n = write_export(rows, sys.stdout, args.format)
             sys.stdout.flush()
             summary = {"rows": n, "format": args.format, "file": None}
-            render.err(json.dumps(summary) if args.json else f"exported {n} turn(s) as {args.format}")
+            render.to_stderr(json.dumps(summary) if args.json else f"exported {n} turn(s) as {args.format}")
     finally:
         conn.close()
     return 0

@@ -52,7 +52,7 @@ def print_json_rows(rows) -> int:
     return n
 
 
-def err(msg: str) -> None:
+def to_stderr(msg: str) -> None:
     """A note on stderr (not an error: those are raised and printed by bot.cli.main.main)."""
     sys.stderr.write(msg.rstrip("\n") + "\n")
 

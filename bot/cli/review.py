@@ -23,7 +23,7 @@ from rich.text import Text
 
 from bot.cli.errors import FAILED, USAGE, CommandError
 from bot.cli.inputs import db_path, open_log_for_writing, open_log_readonly, settings
-from bot.cli.render import FEEDBACK_MARK, clip, console, err, print_json, short_ts, text
+from bot.cli.render import FEEDBACK_MARK, clip, console, print_json, short_ts, text, to_stderr
 from bot.curation.suggest import eval_jsonl, eval_rows
 from knowledge.loader import load_knowledge
 from storage import queries
@@ -300,9 +300,9 @@ def cmd_export_reviewed(args) -> int:
             + (f" to {args.output}" if summary["file"] else "")
             + ("; left out: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else ""))
     if args.json:
-        (print_json if summary["file"] else lambda s: err(json.dumps(s, ensure_ascii=False)))(summary)
+        (print_json if summary["file"] else lambda s: to_stderr(json.dumps(s, ensure_ascii=False)))(summary)
     elif summary["file"]:
         print(note)
     else:
-        err(note)
+        to_stderr(note)
     return 0

@@ -23,7 +23,7 @@ from bot.cli import datasette_process
 from bot.cli.arguments import REVIEW_USER
 from bot.cli.errors import FAILED, USAGE, CommandError
 from bot.cli.inputs import db_path, no_log, settings
-from bot.cli.render import err
+from bot.cli.render import to_stderr
 from storage import DATASETTE_DIR
 
 PASSWORD_HASH_ENV = "FAQBOT_REVIEW_PASSWORD_HASH"
@@ -74,16 +74,14 @@ def cmd_serve(args) -> int:
     need_password = args.require_password or not loopback
     if need_password and not password:
         why = "--require-password was given" if loopback else f"--host {args.host} is not a loopback address"
-        raise CommandError(USAGE,
-            f"refusing to start: {why}, so the review site needs a password, and none is set.\n"
-            "Set FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the default)."
-        )
-
+        raise CommandError(USAGE, f"refusing to start: {why}, so the review site needs a password, and none is "
+                                  "set.\nSet FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the "
+                                  "default).")
     if need_password and len(password) < datasette_process.MIN_PASSWORD_CHARS:
-        raise CommandError(USAGE,
-            f"refusing to start: FAQBOT_REVIEW_PASSWORD has {len(password)} characters; the review site needs at "
-            f"least {datasette_process.MIN_PASSWORD_CHARS} (failed logins are throttled, but a short password is "
-            "guessed offline from a leaked hash in minutes)")
+        raise CommandError(USAGE, f"refusing to start: FAQBOT_REVIEW_PASSWORD has {len(password)} characters; the "
+                                  f"review site needs at least {datasette_process.MIN_PASSWORD_CHARS} (failed logins "
+                                  "are throttled, but a short password is guessed offline from a leaked hash in "
+                                  "minutes)")
     if not path.exists():
         raise no_log(path)
     missing = [m for m in ("datasette",) + (("datasette_auth_passwords",) if need_password else ())
@@ -102,7 +100,7 @@ def cmd_serve(args) -> int:
 
         extra_env[PASSWORD_HASH_ENV] = hash_password(password)  # the child gets only the hash
         if not password.isascii():
-            err("note: the password is not ASCII: the login form works, HTTP Basic (curl -u) does not")
+            to_stderr("note: the password is not ASCII: the login form works, HTTP Basic (curl -u) does not")
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/{db_name}"
     queries = list((meta.get("databases", {}).get(db_name) or {}).get("queries") or {})
     # Behind the password the curator may label turns (the writable canned query); otherwise nothing writes.
