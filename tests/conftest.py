@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.matrix.synapse import SYNAPSE_VENV, Synapse, synapse_available
-
 REPO = Path(__file__).resolve().parents[1]
 KNOWLEDGE_DIR = REPO / "knowledge"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -73,17 +71,3 @@ def subprocess_env(tmp_path) -> dict[str, str]:
     env["FAQBOT_HISTORY"] = str(tmp_path / "history")
     env["PYTHONIOENCODING"] = "utf-8"
     return env
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory):
-    """A real Synapse homeserver on 127.0.0.1 for the Matrix tests (tests/matrix/), one per test session; skipped
-    with a reason when ``.venv-synapse`` is missing (``make test`` creates it, ``scripts/synapse-venv.sh`` too)."""
-    if not synapse_available():
-        pytest.skip(f"Synapse is not installed in {SYNAPSE_VENV} (run `make test` or scripts/synapse-venv.sh)")
-    server = Synapse(tmp_path_factory.mktemp("synapse"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -14,15 +14,8 @@ from bot.answering import texts  # noqa: E402
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
 from knowledge.curation import DraftEntry  # noqa: E402
 from storage import subscriptions  # noqa: E402
-from tests.matrix.client import from_bot  # noqa: E402
-from tests.matrix.fixtures import (  # noqa: E402,F401
-    BotRunner,
-    TestUser,
-    alice,
-    bob,
-    bot_user,
-    matrix_settings,
-)
+from tests.matrix.client import TestUser, from_bot  # noqa: E402
+from tests.matrix.bot_runner import BotRunner  # noqa: E402
 
 QUESTION = "社保卡能坐公交吗"
 ANSWER = "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。"

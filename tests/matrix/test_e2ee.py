@@ -15,16 +15,8 @@ from bot.answering import texts  # noqa: E402
 from bot.matrix.e2ee import crypto_store_path  # noqa: E402
 from bot.matrix.session import load_session, session_path  # noqa: E402
 from bot.answering.types import Conversation, Reply, Route  # noqa: E402
-from tests.matrix.client import from_bot  # noqa: E402
-from tests.matrix.fixtures import (  # noqa: E402,F401
-    BotRunner,
-    TestUser,
-    alice,
-    bob,
-    bot_user,
-    db_rows,
-    matrix_settings,
-)
+from tests.matrix.client import TestUser, from_bot  # noqa: E402
+from tests.matrix.bot_runner import BotRunner, db_rows  # noqa: E402
 
 
 def expected(answerer, question: str) -> Reply:

@@ -1,64 +1,9 @@
-"""pytest fixtures for the Matrix tests; import them into a test module (``from tests.matrix.fixtures import *``).
-
-* ``synapse``  -- a real Synapse on 127.0.0.1, started once per test session for every Matrix test module (defined
-                  in tests/conftest.py: a fixture imported into two modules would start two servers).
-* ``bot_user`` -- a fresh bot account for the test; ``alice``, ``bob`` -- fresh human accounts (``User``).
-* ``matrix_settings`` -- Settings for the bot (access token, tmp database, no LLM).
-* ``BotRunner`` -- runs the real ``MatrixBot`` with real services (SQLite log in tmp) as a task of the test loop.
-"""
+"""``BotRunner``: the real ``MatrixBot`` with real services (SQLite log in tmp) as a task of the test loop; and
+``db_rows`` to read that log back."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sqlite3
-from pathlib import Path
-
-import pytest
-
-from tests.matrix.client import TestUser
-from tests.matrix.synapse import Synapse
-
-KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "knowledge"
-_names = itertools.count(1)
-
-__all__ = ["bot_user", "alice", "bob", "matrix_settings", "BotRunner", "TestUser", "db_rows"]
-
-
-def _fresh(synapse: Synapse, prefix: str, displayname: str | None = None):
-    return synapse.register(f"{prefix}{next(_names)}", displayname=displayname)
-
-
-@pytest.fixture
-def bot_user(synapse):
-    return _fresh(synapse, "faqbot", displayname="问答助手")
-
-
-@pytest.fixture
-def alice(synapse):
-    return _fresh(synapse, "alice")
-
-
-@pytest.fixture
-def bob(synapse):
-    return _fresh(synapse, "bob")
-
-
-@pytest.fixture
-def matrix_settings(tmp_path, synapse, bot_user):
-    from bot.app.settings import Settings
-
-    return Settings(
-        db=tmp_path / "data" / "faqbot.db",
-        knowledge_dir=KNOWLEDGE_DIR,
-        openai_api_key=None,
-        openai_base_url=None,
-        telegram_bot_token=None,
-        matrix_homeserver=synapse.base_url,
-        matrix_user_id=bot_user.user_id,
-        matrix_access_token=bot_user.access_token,
-        matrix_allowed=[],
-        transports=["matrix"],
-    )
 
 
 class BotRunner:
