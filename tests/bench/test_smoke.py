@@ -105,6 +105,7 @@ def test_core_memory_child():
     _formats("memory", out)
 
 
+@pytest.mark.load
 def test_telegram_faqbot_run_against_fake_bot_api():
     out = telegram.telegram_bench(n=6, rounds=1, steady=10, burst_users=2, bots=("faqbot",), settle=0.1)
     if "skipped" in out:

@@ -380,6 +380,7 @@ def test_standard_output_on_a_full_disk(db, fx, argv):
     assert "cannot write the output" in err and "No space left on device" in err
 
 
+@pytest.mark.load
 def test_purge_on_a_locked_log_says_so(db, capsys):
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock past the busy timeout

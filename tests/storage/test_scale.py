@@ -279,6 +279,7 @@ def test_every_review_query_uses_an_index(tmp_path):
     conn.close()
 
 
+@pytest.mark.load
 async def test_long_review_commands_do_not_stall_the_bots_writer(tmp_path):
     """While `logs export`, `logs gaps --all` and `logs replay` read a whole log in other processes (as a curator
     runs them), the bot's writer keeps committing: every turn recorded meanwhile is committed within 1 s."""

@@ -267,6 +267,7 @@ def _assert_never_blocked(took: list[float]) -> None:
     assert took[-1] < 0.05, f"record_turn blocked for {took[-1] * 1000:.1f} ms"
 
 
+@pytest.mark.load
 async def test_locked_by_another_process_never_blocks_caller(tmp_path):
     path = tmp_path / "log.db"
     log = TurnLog(path, secret=SECRET, logger=_logger("lock"))
@@ -291,6 +292,7 @@ async def test_locked_by_another_process_never_blocks_caller(tmp_path):
     assert _count(path) == n + 1
 
 
+@pytest.mark.load
 async def test_locked_longer_than_busy_timeout_recovers(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     path = tmp_path / "log.db"
@@ -392,6 +394,7 @@ async def test_read_only_file_keeps_rows_then_recovers(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------------- kill -9
 
 
+@pytest.mark.load
 def test_kill_9_loses_only_unacknowledged_rows(tmp_path):
     path = tmp_path / "log.db"
     rng = random.Random(1234)

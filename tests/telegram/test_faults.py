@@ -145,6 +145,7 @@ def test_library_and_own_loggers_mask_personal_data(logs):
     assert "[手机号]" in logs.text and "[身份证号]" in logs.text and "first_name=" in logs.text
 
 
+@pytest.mark.load
 async def test_fault_storm_each_user_gets_exactly_one_answer(tmp_path, logs):
     """Load with faults: 40 users ask at once while sendMessage answers are by turns unreadable-but-delivered,
     nginx 502 pages (not delivered), flood control, and the first update batch is unreadable."""
@@ -191,6 +192,7 @@ async def test_getme_through_a_failing_proxy_is_fatal_with_a_one_line_reason(tmp
     assert len(fake.calls_to("getMe")) == 1 + TEST_OPTIONS.retry_attempts and not fake.calls_to("getUpdates")
 
 
+@pytest.mark.load
 def test_a_refused_token_ends_faqbot_run_with_one_line_and_no_traceback(tmp_path):
     asyncio.run(_refused_token(tmp_path))
 

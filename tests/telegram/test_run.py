@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from aiogram.client.telegram import TelegramAPIServer
 
 from bot.answering import texts
@@ -169,6 +170,7 @@ async def test_bot_token_never_in_logs(tmp_path, caplog, monkeypatch):
         assert secret_part not in record.getMessage()
 
 
+@pytest.mark.load
 def test_faqbot_run_subprocess_stops_cleanly_on_sigterm(tmp_path):
     asyncio.run(_faqbot_run(tmp_path))
 
