@@ -1,4 +1,5 @@
-"""Shared, generic fixtures. Keep this small: put feature-specific fixtures in your own test files.
+"""Repo-wide fixtures; each folder's own harness is in its conftest.py (tests/cli, tests/load, tests/matrix,
+tests/telegram), helpers without state in tests/support/.
 
 * ``settings``       -- Settings with a database in tmp_path and no LLM / Telegram / Matrix configured.
 * ``kb``             -- the built-in knowledge base, loaded once per session (read-only: don't mutate it).
@@ -6,22 +7,25 @@
                         or change its settings (build your own ``Answerer(settings, kb)`` for that).
 * ``knowledge_copy`` -- a writable copy of ``knowledge/`` in tmp_path (to break or edit).
 * ``subprocess_env`` -- os.environ without bot tokens / LLM keys / FAQBOT_* settings, FAQBOT_DB in tmp_path.
+* ``clean_env``      -- the same scrubbing for this process (in-process CLI and settings tests), undone afterwards.
+* ``faqbot``         -- ``faqbot(*args, stdin=..., env=..., cwd=...)``: the real command in a subprocess
+                        (tests/support/cli.py), by default with ``subprocess_env`` in ``tmp_path``.
+* ``port``           -- a free TCP port on 127.0.0.1 (tests/support/ports.py).
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import faqbot as run_faqbot
+from tests.support.env import clean_environ, scrub_environ
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 KNOWLEDGE_DIR = REPO / "knowledge"
 DATA_DIR = Path(__file__).resolve().parent / "data"
-
-# Environment variables a subprocess must not inherit: they would switch on a transport or the LLM, or point the
-# bot at another knowledge base / database than the test intends.
-_SCRUB_PREFIXES = ("TELEGRAM_", "OPENAI_", "MATRIX_", "FAQBOT_")
 
 
 def _offline_settings(db: Path):
@@ -66,8 +70,27 @@ def knowledge_copy(tmp_path) -> Path:
 
 @pytest.fixture
 def subprocess_env(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    env = clean_environ()
     env["FAQBOT_DB"] = str(tmp_path / "data" / "faqbot.db")
     env["FAQBOT_HISTORY"] = str(tmp_path / "history")
     env["PYTHONIOENCODING"] = "utf-8"
     return env
+
+
+@pytest.fixture
+def clean_env(monkeypatch) -> None:
+    scrub_environ(monkeypatch)
+
+
+@pytest.fixture
+def faqbot(subprocess_env, tmp_path):
+    def run(*args, env=None, cwd=None, **kw):
+        return run_faqbot(*args, env=subprocess_env if env is None else env, cwd=tmp_path if cwd is None else cwd,
+                          **kw)
+
+    return run
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()

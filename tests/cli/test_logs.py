@@ -6,12 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,16 +17,13 @@ from bot.cli.main import main
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
 from storage.db import utc_iso
-from tests.support.logs import MATCHED, build_log, copy_log, scrub_env
-from tests.support.logs import run_logs as run
-from tests.support.logs import run_logs_json as run_json
+from tests.support.cli import faqbot
+from tests.support.cli import run_logs as run
+from tests.support.cli import run_logs_json as run_json
+from tests.support.env import clean_environ
+from tests.support.logs import MATCHED, build_log, copy_log
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -411,11 +405,7 @@ def test_purge_respects_retention_setting(db_copy, capsys, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- subprocess
 def _cli(*args, cwd, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "bot", *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return faqbot(*args, cwd=cwd, env={**clean_environ(), **(env_extra or {})})
 
 
 def test_verbs_in_a_real_process(fx, tmp_path):

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from bot.cli.main import main
-from tests.support.logs import build_log, copy_log, scrub_env
-from tests.support.logs import run_logs as run
+from tests.support.cli import child_env, faqbot
+from tests.support.cli import run_logs as run
+from tests.support.env import clean_environ
+from tests.support.logs import build_log, copy_log
 
 REPO = Path(__file__).resolve().parents[2]
 NOBODY = 65534
@@ -34,11 +36,6 @@ CLEAN = "社保卡能寄到火星吗点这里红色[link=http://evil.example/]�
 BAD = ("\x1b[2J", "\x1b[3J", "\x1b[H", "\x1b[?1049h", "\x1b]8;", "\x9b", "\x1b]0;", "\x07", "\x00", "pwned")
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    scrub_env(monkeypatch)
-
-
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory):
     return build_log(tmp_path_factory.mktemp("hostile") / "faqbot.db")
@@ -50,9 +47,7 @@ def db(fx, tmp_path):
 
 
 def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):
-    """`python -m bot` in a subprocess; returns (exit code, stdout bytes, stderr text)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-    full_env.update(env or {})
+    """`faqbot ARGV…` in a subprocess; returns (exit code, stdout bytes, stderr text)."""
 
     def pre():
         if limits:
@@ -60,8 +55,8 @@ def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):
             for res, value in limits.items():
                 resource.setrlimit(res, (value, value))
 
-    p = subprocess.run([sys.executable, "-m", "bot", *map(str, argv)], input=stdin, capture_output=True,
-                       env=full_env, cwd=REPO, timeout=timeout, user=user, preexec_fn=pre if limits else None)
+    p = faqbot(*argv, stdin=stdin, env={**clean_environ(), **(env or {})}, timeout=timeout, user=user,
+               preexec_fn=pre if limits else None)
     return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
 
 
@@ -85,9 +80,8 @@ sys.exit(bot.cli.main.main(sys.argv[1:]))
 
 
 def cli_as_nobody(*argv):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-    p = subprocess.run([sys.executable, "-c", _AS_NOBODY, *map(str, argv)], capture_output=True, env=env, cwd=REPO,
-                       timeout=120)
+    p = subprocess.run([sys.executable, "-c", _AS_NOBODY, *map(str, argv)], capture_output=True,
+                       env=child_env(), cwd=REPO, timeout=120)
     return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
 
 
@@ -370,10 +364,8 @@ def test_export_into_a_missing_folder_or_a_full_device(db, capsys, tmp_path):
 @pytest.mark.parametrize("argv", [["logs", "list"], ["logs", "export"], ["logs", "show", "ID"], ["ask", "社保卡怎么申领"]])
 def test_standard_output_on_a_full_disk(db, fx, argv):
     argv = [fx.id("apply_tg") if a == "ID" else a for a in argv]
-    env = {"FAQBOT_DB": str(db)}
     with open("/dev/full", "wb") as full:
-        p = subprocess.run([sys.executable, "-m", "bot", *argv], stdout=full, stderr=subprocess.PIPE, env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("FAQBOT_")}, **env}, cwd=REPO, timeout=120)
+        p = faqbot(*argv, stdin=b"", stdout=full, env={**clean_environ(), "FAQBOT_DB": str(db)}, timeout=120)
     err = p.stderr.decode()
     assert p.returncode == 1, err
     one_line_error(err)

@@ -13,18 +13,7 @@ from bot.answering import texts
 from knowledge.normalize import to_traditional
 
 REPO = Path(__file__).resolve().parents[2]
-FAQBOT = REPO / ".venv" / "bin" / "faqbot"
 CANDIDATE_KEYS = {"faq_id", "section", "score", "question"}
-
-
-def faqbot_cmd() -> list[str]:
-    return [str(FAQBOT)] if FAQBOT.exists() else [sys.executable, "-m", "bot"]
-
-
-def faqbot(*args: str, env: dict, cwd: Path, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    # cwd is a temporary directory, so no stray .env or data/ of the developer is used.
-    return subprocess.run([*faqbot_cmd(), *args], input=stdin if stdin is not None else "", capture_output=True,
-                          text=True, encoding="utf-8", env=env, cwd=cwd, timeout=timeout)
 
 
 def json_lines(out: str) -> list[dict]:
@@ -53,8 +42,8 @@ def check_reply_json(d: dict) -> None:
 
 
 # -- ask ----------------------------------------------------------------------------------------------------
-def test_ask_json(tmp_path, subprocess_env, kb):
-    p = faqbot("ask", "社保卡丢了怎么办", "--json", env=subprocess_env, cwd=tmp_path)
+def test_ask_json(faqbot, subprocess_env, kb):
+    p = faqbot("ask", "社保卡丢了怎么办", "--json")
     assert p.returncode == 0, p.stderr
     lines = json_lines(p.stdout)
     assert len(lines) == 1
@@ -83,9 +72,9 @@ BATCH = [
 ]
 
 
-def test_ask_batch_from_stdin_in_order(tmp_path, subprocess_env):
+def test_ask_batch_from_stdin_in_order(faqbot):
     stdin = "".join(q + "\n" for q, _, _ in BATCH)
-    p = faqbot("ask", "--json", env=subprocess_env, cwd=tmp_path, stdin=stdin)
+    p = faqbot("ask", "--json", stdin=stdin)
     assert p.returncode == 0, p.stderr
     out = json_lines(p.stdout)
     assert len(out) == len(BATCH)
@@ -103,13 +92,13 @@ def test_ask_batch_from_stdin_in_order(tmp_path, subprocess_env):
     assert len(out[10]["question"]) <= 2000
 
 
-def test_ask_plain_text(tmp_path, subprocess_env, kb):
+def test_ask_plain_text(faqbot, kb):
     e = kb.get("lost_reissue")
-    p = faqbot("ask", "社保卡丢了怎么办", env=subprocess_env, cwd=tmp_path)
+    p = faqbot("ask", "社保卡丢了怎么办")
     assert p.returncode == 0, p.stderr
     assert p.stdout == f"[faq] {texts.faq_text(e.question, e.answer)}\n"
 
-    p = faqbot("ask", env=subprocess_env, cwd=tmp_path, stdin="社保卡丢了怎么办\n今天天气怎么样\n")
+    p = faqbot("ask", stdin="社保卡丢了怎么办\n今天天气怎么样\n")
     assert p.returncode == 0, p.stderr
     first, second = p.stdout.split("\n\n[", 1)
     assert first == f"[faq] {texts.faq_text(e.question, e.answer)}"
@@ -131,7 +120,7 @@ def test_ask_imports_no_chat_framework(tmp_path, subprocess_env):
     assert "HEAVY []" in p.stdout
 
 
-def test_ask_with_broken_knowledge_exits_1(tmp_path, subprocess_env, knowledge_copy):
+def test_ask_with_broken_knowledge_exits_1(faqbot, tmp_path, subprocess_env, knowledge_copy):
     f = knowledge_copy / "faq" / "09_lost_reissue.toml"
     f.write_text(f.read_text(encoding="utf-8").replace("section = 9", "section = 14"), encoding="utf-8")
     env = {**subprocess_env, "FAQBOT_KNOWLEDGE_DIR": str(knowledge_copy)}
@@ -142,10 +131,10 @@ def test_ask_with_broken_knowledge_exits_1(tmp_path, subprocess_env, knowledge_c
 
 
 # -- shell and run ---------------------------------------------------------------------------------------------
-def test_shell_with_piped_stdin(tmp_path, subprocess_env, kb):
+def test_shell_with_piped_stdin(faqbot, subprocess_env, kb):
     lines = ["社保卡丢了怎么办", "", "电子社保卡信息跟实体卡不一样怎么办", "2", "今天天气怎么样", "/faq", "/help",
              "社保卡丟了怎麼辦"]
-    p = faqbot("shell", env=subprocess_env, cwd=tmp_path, stdin="\n".join(lines) + "\n")
+    p = faqbot("shell", stdin="\n".join(lines) + "\n")
     assert p.returncode == 0, p.stderr
     out = p.stdout
     lost = kb.get("lost_reissue")
@@ -172,15 +161,15 @@ def test_shell_with_piped_stdin(tmp_path, subprocess_env, kb):
     assert routes == ["faq", "none", "clarify", "faq", "none", "faq"]
 
 
-def test_shell_exits_0_on_immediate_eof(tmp_path, subprocess_env):
-    p = faqbot("shell", env=subprocess_env, cwd=tmp_path, stdin="")
+def test_shell_exits_0_on_immediate_eof(faqbot):
+    p = faqbot("shell", stdin="")
     assert p.returncode == 0, p.stderr
     assert p.stdout == ""
 
 
-def test_run_without_token_is_the_console(tmp_path, subprocess_env, kb):
+def test_run_without_token_is_the_console(faqbot, subprocess_env, kb):
     assert "TELEGRAM_BOT_TOKEN" not in subprocess_env
-    p = faqbot("run", env=subprocess_env, cwd=tmp_path, stdin="社保卡丢了怎么办\n")
+    p = faqbot("run", stdin="社保卡丢了怎么办\n")
     assert p.returncode == 0, p.stderr
     lost = kb.get("lost_reissue")
     assert p.stdout.strip() == texts.faq_text(lost.question, lost.answer)
@@ -188,13 +177,13 @@ def test_run_without_token_is_the_console(tmp_path, subprocess_env, kb):
 
 
 # -- knowledge check ------------------------------------------------------------------------------------------
-def test_knowledge_check_ok(tmp_path, subprocess_env, kb):
-    p = faqbot("knowledge", "check", env=subprocess_env, cwd=tmp_path)
+def test_knowledge_check_ok(faqbot, kb):
+    p = faqbot("knowledge", "check")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"OK: {len(kb.entries)} entries")
     assert kb.version in p.stdout
 
-    p = faqbot("knowledge", "check", "--json", env=subprocess_env, cwd=tmp_path)
+    p = faqbot("knowledge", "check", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["ok"] is True and d["version"] == kb.version and d["entries"] == len(kb.entries)
@@ -205,7 +194,7 @@ def test_knowledge_check_ok(tmp_path, subprocess_env, kb):
         assert c["other_score"] >= c["own_score"] and c["other_id"] != c["faq_id"]  # rounded to 0.1
 
 
-def test_knowledge_check_broken_dir(tmp_path, subprocess_env, knowledge_copy):
+def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_copy):
     phone = knowledge_copy / "faq" / "10_change_phone.toml"
     phone.write_text(phone.read_text(encoding="utf-8").replace('id = "change_phone"', 'id = "lost_reissue"'),
                      encoding="utf-8")
@@ -215,7 +204,7 @@ def test_knowledge_check_broken_dir(tmp_path, subprocess_env, knowledge_copy):
     assert "10_change_phone.toml [lost_reissue]: duplicate id (also in 09_lost_reissue.toml)" in p.stderr
     assert "Traceback" not in p.stderr
 
-    p = faqbot("knowledge", "check", "--json", "--dir", str(knowledge_copy), env=subprocess_env, cwd=tmp_path)
+    p = faqbot("knowledge", "check", "--json", "--dir", str(knowledge_copy))
     assert p.returncode == 1
     d = json.loads(p.stdout)
     assert d["ok"] is False
@@ -223,8 +212,8 @@ def test_knowledge_check_broken_dir(tmp_path, subprocess_env, knowledge_copy):
 
 
 @pytest.mark.parametrize("args", [[], ["nosuchcommand"], ["knowledge"], ["eval"]])
-def test_usage_errors_exit_2(tmp_path, subprocess_env, args):
-    p = faqbot(*args, env=subprocess_env, cwd=tmp_path)
+def test_usage_errors_exit_2(faqbot, args):
+    p = faqbot(*args)
     assert p.returncode == 2
     [line] = p.stderr.splitlines()  # one line that says what is wrong and where help is, not argparse's usage block
     assert "error:" in line and "--help" in line

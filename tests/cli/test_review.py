@@ -21,16 +21,15 @@ from bot.cli.review import KEYS
 from storage import queries
 from storage.db import open_db_sync
 from storage.reviews import VERDICTS, ReviewError, add_review, history
-from tests.support.logs import build_log, copy_log, scrub_env
-from tests.support.logs import run_logs as run
-from tests.support.logs import run_logs_json as run_json
+from tests.support.cli import run_logs as run
+from tests.support.cli import run_logs_json as run_json
+from tests.support.logs import build_log, copy_log
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    scrub_env(monkeypatch)
+def _clean_env(clean_env, monkeypatch):  # this folder's scrubbing (tests/cli/conftest.py), then a curator
     monkeypatch.setenv("FAQBOT_CURATOR", "ann")
 
 

@@ -9,12 +9,7 @@ import asyncio
 import base64
 import http.cookiejar
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,19 +22,14 @@ from bot.cli.main import main
 from bot.cli.serve import datasette_metadata, is_loopback
 from bot.answering.types import Conversation, Reply, Route
 from storage.writer import TurnLog
-from tests.support.logs import SECRET, build_log, scrub_env
-from tests.support.ports import free_port
+from tests.cli.datasette import PASSWORD, Datasette
+from tests.support.cli import faqbot
+from tests.support.logs import SECRET, build_log
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
 
 REPO = Path(__file__).resolve().parents[2]
-PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords decodes HTTP Basic as ASCII
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -47,82 +37,13 @@ def fx(tmp_path_factory):
     return build_log(tmp_path_factory.mktemp("serve") / "faqbot.db")
 
 
-class Served:
-    def __init__(self, db: Path, cwd: Path, *args: str, password: str | None = None):
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-        env["PYTHONPATH"] = str(REPO)
-        if password is not None:
-            env["FAQBOT_REVIEW_PASSWORD"] = password
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "logs", "serve", "--db", str(db), "--port", str(self.port), "--json", *args],
-            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=open(cwd / f"serve-{self.port}.log", "w"), text=True,
-        )
-        self.log = cwd / f"serve-{self.port}.log"
-        self.base = f"http://127.0.0.1:{self.port}"
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited early: {self.proc.returncode}\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("datasette did not start in time")
-
-    def get(self, path: str, headers: dict | None = None, opener=None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.base + path, headers=headers or {})
-        try:
-            with (opener.open(req, timeout=10) if opener else urllib.request.urlopen(req, timeout=10)) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def rows(self, path: str, **kw) -> list[dict]:
-        sep = "&" if "?" in path else "?"
-        status, body = self.get(path + sep + "_shape=array", **kw)
-        assert status == 200, (status, body[:500])
-        return json.loads(body)
-
-    def stop(self) -> None:
-        children = psutil.Process(self.proc.pid).children(recursive=True)
-        self.proc.terminate()  # SIGTERM to `faqbot logs serve`: it must stop Datasette too
-        try:
-            self.proc.wait(timeout=15)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        gone, alive = psutil.wait_procs(children, timeout=10)
-        for p in alive:
-            p.kill()
-        assert not alive, "the Datasette child outlived `faqbot logs serve`"
-
-
-@pytest.fixture
-def served(fx, tmp_path):
-    servers: list[Served] = []
-
-    def start(*args, password=None):
-        s = Served(fx.path, tmp_path, *args, password=password)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
-
-
 def q(text: str) -> str:
     return urllib.parse.quote(text)
 
 
-def test_canned_queries_over_http(fx, served):
-    s = served()
-    info = json.loads(s.proc.stdout.readline())
+def test_canned_queries_over_http(fx, serve):
+    s = serve(fx.path)
+    info = s.info
     assert info["url"] == f"http://127.0.0.1:{s.port}/faqbot" and info["password_required"] is False
     assert info["read_only"] is True and "gap_inbox" in info["queries"]
     by_id = {v: k for k, v in fx.ids.items()}
@@ -166,7 +87,7 @@ def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
 
     db = tmp_path / "faqbot.db"
     shutil.copy(fx.path, db)
-    s = Served(db, tmp_path)
+    s = Datasette(db, tmp_path)
     try:
         assert len(s.rows("/faqbot/recent_turns.json")) == 20
 
@@ -192,8 +113,8 @@ def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
         s.stop()
 
 
-def test_password_required_refuses_anonymous_and_accepts_login(fx, served):
-    s = served("--require-password", password=PASSWORD)
+def test_password_required_refuses_anonymous_and_accepts_login(fx, serve):
+    s = serve(fx.path, "--require-password", password=PASSWORD)
     assert s.get("/faqbot/recent_turns.json")[0] == 403
     assert s.get("/faqbot/gap_inbox.json")[0] == 403
     assert s.get("/")[0] == 403
@@ -225,10 +146,7 @@ def test_refuses_to_start_without_password(fx, capsys):
     code = main(["logs", "serve", "--db", str(fx.path), "--require-password", "--port", "1"])
     assert code == 2 and "--require-password" in capsys.readouterr().err
     # In a real process too (no server is started: the port stays free).
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-    env["PYTHONPATH"] = str(REPO)
-    p = subprocess.run([sys.executable, "-m", "bot", "logs", "serve", "--db", str(fx.path), "--host", "10.1.2.3"],
-                       env=env, capture_output=True, text=True, timeout=30)
+    p = faqbot("logs", "serve", "--db", fx.path, "--host", "10.1.2.3", timeout=30)
     assert p.returncode == 2 and "not a loopback address" in p.stderr
 
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,88 +16,23 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.logs import build_log, scrub_env
+from tests.cli.datasette import PASSWORD, Datasette
+from tests.support.cli import faqbot
+from tests.support.env import clean_environ
+from tests.support.logs import build_log
 from tests.support.ports import free_port
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
 
 REPO = Path(__file__).resolve().parents[2]
-PASSWORD = "correct-horse-battery-staple"
 SECRETS = {"FAQBOT_SECRET": "pseudonym-key-must-not-leak", "OPENAI_API_KEY": "sk-must-not-leak-0123456789",
            "TELEGRAM_BOT_TOKEN": "123456:must-not-leak-token", "MATRIX_PASSWORD": "matrix-must-not-leak"}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    scrub_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory):
     return build_log(tmp_path_factory.mktemp("guard") / "faqbot.db")
-
-
-class Server:
-    """`python -m bot logs serve --json` with the given environment; .server_pid is Datasette's process."""
-
-    def __init__(self, db: Path, tmp: Path, *args: str, env: dict[str, str] | None = None):
-        self.port = free_port()
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-        full.update(env or {})
-        full["PYTHONPATH"] = str(REPO)
-        self.log = tmp / f"serve-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "logs", "serve", "--db", str(db), "--port", str(self.port), "--json",
-             *args], cwd=tmp, env=full, stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True)
-        self.info = json.loads(self.proc.stdout.readline() or "{}")
-        self.server_pid = self.info.get("server_pid")
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.returncode}\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("datasette did not start in time")
-
-    def request(self, path: str, *, headers: dict | None = None, data: bytes | None = None, opener=None):
-        req = urllib.request.Request(self.base + path, headers=headers or {}, data=data)
-        try:
-            with (opener or urllib.request.build_opener()).open(req, timeout=15) as resp:
-                return resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers, exc.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.server_pid and psutil.pid_exists(self.server_pid):
-            try:
-                psutil.Process(self.server_pid).kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
-@pytest.fixture
-def serve(fx, tmp_path):
-    servers: list[Server] = []
-
-    def start(*args, env=None):
-        s = Server(fx.path, tmp_path, *args, env=env)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def raw_get(port: int, host_header: str, path: str = "/faqbot.json") -> int:
@@ -114,8 +45,8 @@ def raw_get(port: int, host_header: str, path: str = "/faqbot.json") -> int:
     return int(data.split(b" ", 2)[1])
 
 
-def test_the_no_login_site_answers_only_to_loopback_names(serve):
-    s = serve()
+def test_the_no_login_site_answers_only_to_loopback_names(fx, serve):
+    s = serve(fx.path)
     assert s.info["password_required"] is False
     for good in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", f"LOCALHOST:{s.port}", f"[::1]:{s.port}"):
         assert raw_get(s.port, good) == 200, good
@@ -124,18 +55,16 @@ def test_the_no_login_site_answers_only_to_loopback_names(serve):
 
 
 def test_a_short_review_password_is_refused(fx, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-    env.update(PYTHONPATH=str(REPO), FAQBOT_REVIEW_PASSWORD="elevenchars")  # 11 characters
+    env = {**clean_environ(), "FAQBOT_REVIEW_PASSWORD": "elevenchars"}  # 11 characters
     port = free_port()
     for extra in (["--require-password"], ["--host", "0.0.0.0"]):
         # A subprocess with a timeout: a server that starts anyway would otherwise run for ever.
-        p = subprocess.run([sys.executable, "-m", "bot", "logs", "serve", "--db", str(fx.path), "--port", str(port),
-                            *extra], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        p = faqbot("logs", "serve", "--db", fx.path, "--port", port, *extra, env=env, cwd=tmp_path)
         assert p.returncode == 2, p.stderr
         assert "refusing to start" in p.stderr and "at least 12" in p.stderr and "elevenchars" not in p.stderr
 
 
-def _login(s: Server, password: str):
+def _login(s: Datasette, password: str):
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     status, _, page = s.request("/-/login", opener=opener)
@@ -146,8 +75,8 @@ def _login(s: Server, password: str):
     return status, headers, body, jar
 
 
-def test_failed_logins_are_throttled(serve):
-    s = serve("--require-password", env={"FAQBOT_REVIEW_PASSWORD": PASSWORD})
+def test_failed_logins_are_throttled(fx, serve):
+    s = serve(fx.path, "--require-password", env={"FAQBOT_REVIEW_PASSWORD": PASSWORD})
     for i in range(5):
         status, _, body, jar = _login(s, f"guess-number-{i}")
         assert status == 200 and b"Invalid username or password" in body
@@ -162,8 +91,8 @@ def test_failed_logins_are_throttled(serve):
     assert s.request("/faqbot/recent_turns.json", headers=basic)[0] == 429
 
 
-def test_a_successful_login_resets_the_count(serve):
-    s = serve("--require-password", env={"FAQBOT_REVIEW_PASSWORD": PASSWORD})
+def test_a_successful_login_resets_the_count(fx, serve):
+    s = serve(fx.path, "--require-password", env={"FAQBOT_REVIEW_PASSWORD": PASSWORD})
     for i in range(4):
         assert _login(s, f"typo-{i}")[0] == 200
     status, _, _, jar = _login(s, PASSWORD)
@@ -172,8 +101,8 @@ def test_a_successful_login_resets_the_count(serve):
         assert _login(s, f"typo-again-{i}")[0] == 200
 
 
-def test_datasette_gets_no_secrets_in_its_environment(serve):
-    s = serve(env=SECRETS)
+def test_datasette_gets_no_secrets_in_its_environment(fx, serve):
+    s = serve(fx.path, env=SECRETS)
     with open(f"/proc/{s.server_pid}/environ", "rb") as fh:
         environ = fh.read().decode("utf-8", "replace")
     names = {kv.split("=", 1)[0] for kv in environ.split("\0") if kv}
@@ -184,8 +113,8 @@ def test_datasette_gets_no_secrets_in_its_environment(serve):
     assert raw_get(s.port, f"127.0.0.1:{s.port}") == 200  # and it works with that
 
 
-def test_sigkill_of_logs_serve_stops_datasette(serve):
-    s = serve()
+def test_sigkill_of_logs_serve_stops_datasette(fx, serve):
+    s = serve(fx.path)
     server = psutil.Process(s.server_pid)
     assert server.is_running()
     s.proc.send_signal(signal.SIGKILL)  # no handler runs in the parent
@@ -196,8 +125,8 @@ def test_sigkill_of_logs_serve_stops_datasette(serve):
         socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
 
 
-def test_sql_cannot_build_huge_values(serve):
-    s = serve()
+def test_sql_cannot_build_huge_values(fx, serve):
+    s = serve(fx.path)
     sql = urllib.parse.quote("select length(randomblob(50000000)) as n")
     status, _, body = s.request(f"/faqbot.json?sql={sql}&_shape=objects")
     data = json.loads(body)

@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import sqlite3
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,7 +21,7 @@ import psutil
 import pytest
 
 from tests.support.logs import build_log
-from tests.cli.test_serve import PASSWORD, Served
+from tests.cli.datasette import PASSWORD, Datasette
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
@@ -44,23 +43,10 @@ def basic(user: str, pw: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
 
 
-def post(s: Served, path: str, fields: dict[str, str], headers: dict | None = None, opener=None) -> tuple[int, bytes]:
-    data = urllib.parse.urlencode(fields).encode()
-    req = urllib.request.Request(s.base + path, data=data, headers=headers or {}, method="POST")
-    try:
-        with (opener.open(req, timeout=10) if opener else urllib.request.urlopen(req, timeout=10)) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def start(db: Path, tmp_path: Path, *args: str, password: str | None = None) -> tuple[Served, dict]:
-    """Serve ``db``; returns the server and its start-up line. The rest of its stdout (Datasette's request log and
-    tracebacks of refused requests) is drained in a thread, so a full pipe can never block the server."""
-    s = Served(db, tmp_path, *args, password=password)
-    info = json.loads(s.proc.stdout.readline())
-    threading.Thread(target=s.proc.stdout.read, daemon=True).start()
-    return s, info
+def start(db: Path, tmp_path: Path, *args: str, password: str | None = None) -> tuple[Datasette, dict]:
+    """Serve ``db``; returns the server and its start-up line."""
+    s = Datasette(db, tmp_path, *args, password=password)
+    return s, s.info
 
 
 def reviews(db: Path) -> list[tuple]:
@@ -77,16 +63,16 @@ def test_the_curator_labels_behind_the_password_and_anonymous_posts_change_nothi
 
         # anonymous: no form, no write
         assert s.get("/faqbot/label_turn")[0] == 403
-        assert post(s, "/faqbot/label_turn", fields)[0] == 403
-        assert post(s, "/faqbot/label_turn?_json=1", fields, headers=basic("curator", "wrong"))[0] == 403
-        assert post(s, "/faqbot/label_turn", fields, headers=basic("someone", PASSWORD))[0] == 403
+        assert s.post("/faqbot/label_turn", fields)[0] == 403
+        assert s.post("/faqbot/label_turn?_json=1", fields, headers=basic("curator", "wrong"))[0] == 403
+        assert s.post("/faqbot/label_turn", fields, headers=basic("someone", PASSWORD))[0] == 403
         assert reviews(db) == []
 
         # the curator, scripted (HTTP Basic, no cookies)
         auth = basic("curator", PASSWORD)
         gaps = {r["normalized_question"] for r in s.rows("/faqbot/gap_inbox.json", headers=auth)}
         assert "今天天气怎么样" in gaps
-        status, body = post(s, "/faqbot/label_turn", fields, headers=auth)
+        status, body = s.post("/faqbot/label_turn", fields, headers=auth)
         assert status == 200 and json.loads(body)["ok"] is True, body
         assert reviews(db) == [(weather, "out-of-scope", None, "closed", "天气", "web:curator")]
         gaps = {r["normalized_question"] for r in s.rows("/faqbot/gap_inbox.json", headers=auth)}
@@ -99,7 +85,7 @@ def test_the_curator_labels_behind_the_password_and_anonymous_posts_change_nothi
         # bad input: a clear message, nothing stored
         for bad, message in [({"verdict": "great"}, "unknown verdict"), ({"verdict": "entry"}, "needs an entry id"),
                              ({"turn_id": "ffffffffffffffff"}, "unknown turn")]:
-            status, body = post(s, "/faqbot/label_turn", {**fields, **bad}, headers=auth)
+            status, body = s.post("/faqbot/label_turn", {**fields, **bad}, headers=auth)
             result = json.loads(body)
             assert status == 200 and result["ok"] is False and message in result["message"], body
         assert len(reviews(db)) == 1
@@ -109,16 +95,16 @@ def test_the_curator_labels_behind_the_password_and_anonymous_posts_change_nothi
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         status, page = s.get("/-/login", opener=opener)
         token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
-        assert post(s, "/-/login", {"username": "curator", "password": PASSWORD, "csrftoken": token},
+        assert s.post("/-/login", {"username": "curator", "password": PASSWORD, "csrftoken": token},
                     opener=opener)[0] == 200
         status, page = s.get("/faqbot/label_turn", opener=opener)
         assert status == 200 and b'name="verdict"' in page
         token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
         pw1 = fx.id("pw1")
         form = {"turn_id": pw1, "verdict": "entry", "entry": "reset_password", "note": ""}
-        assert post(s, "/faqbot/label_turn", form, opener=opener)[0] == 403  # no CSRF token
+        assert s.post("/faqbot/label_turn", form, opener=opener)[0] == 403  # no CSRF token
         assert len(reviews(db)) == 1
-        status, page = post(s, "/faqbot/label_turn", {**form, "csrftoken": token}, opener=opener)
+        status, page = s.post("/faqbot/label_turn", {**form, "csrftoken": token}, opener=opener)
         assert status == 200 and "Verdict saved." in page.decode()
         assert reviews(db)[-1] == (pw1, "entry", "reset_password", "open", None, "web:curator")
     finally:
@@ -134,7 +120,7 @@ def test_loopback_without_password_stays_read_only(fx, db, tmp_path):
         assert s.get("/faqbot/label_turn")[0] == 404
         # Without the query, Datasette takes the path for a table and refuses the POST (its own assertion: a 500
         # "You may only POST to a canned query"); what matters is that nothing is written.
-        assert post(s, "/faqbot/label_turn", fields)[0] >= 400
+        assert s.post("/faqbot/label_turn", fields)[0] >= 400
         sql = "insert into reviews (turn_id, label, reviewer, ts) values ('%s', 'spam', 'x', 'now')" % fx.id("weather")
         assert s.get("/faqbot.json?sql=" + urllib.parse.quote(sql))[0] == 400
         assert reviews(db) == []

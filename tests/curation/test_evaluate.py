@@ -10,7 +10,7 @@ import pytest
 
 from bot.curation.evaluate import LabelledFileError, evaluate, load_labelled
 from bot.answering.types import Route
-from tests.cli.test_main import faqbot
+from tests.support.cli import faqbot
 
 REPO = Path(__file__).resolve().parents[2]
 DEV = REPO.parent / "shared" / "eval" / "dev-questions.jsonl"

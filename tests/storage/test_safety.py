@@ -18,16 +18,13 @@ from storage.secret_key import load_or_create_secret
 from storage.db import open_db_sync
 from storage.safety import UnsafeFileError
 from storage.writer import TurnLog
-from tests.support.logs import scrub_env
 
 OTHER_UID = 65534  # nobody
 ROOT = os.geteuid() == 0
 as_root = pytest.mark.skipif(not ROOT, reason="giving a file to another user needs root (CI runs as root)")
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    scrub_env(monkeypatch)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _mode(path) -> int:

@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import json
-import os
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bot.answering import texts
 from bot.app.settings import Settings
@@ -27,9 +24,6 @@ from bot.answering.answerer import Answerer
 from bot.answering.types import Candidate, Conversation, Reply, Route
 from storage.db import utc_iso
 from storage.writer import TurnLog
-
-if TYPE_CHECKING:
-    import pytest
 
 SECRET = b"fixture-secret-for-tests"
 
@@ -149,31 +143,8 @@ def build_log(path: Path, settings: Settings | None = None) -> FixtureLog:
     return asyncio.run(build_log_async(Path(path), settings))
 
 
-# ------------------------------------------------------------------------------------- shared by the CLI tests
-def scrub_env(monkeypatch: "pytest.MonkeyPatch") -> None:
-    """No FAQBOT_/OPENAI_ setting of the developer's shell reaches a test."""
-    for name in list(os.environ):
-        if name.startswith(("FAQBOT_", "OPENAI_")):
-            monkeypatch.delenv(name)
-
-
 def copy_log(fx: "FixtureLog", tmp_path: Path) -> Path:
     """A private copy of the module's fixture log, for a test that writes."""
     path = tmp_path / "faqbot.db"
     shutil.copy(fx.path, path)
     return path
-
-
-def run_logs(capsys, *argv) -> tuple[int, str, str]:
-    """`faqbot logs ARGV…` in-process: (exit code, stdout, stderr)."""
-    from bot.cli.main import main
-
-    code = main(["logs", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_logs_json(capsys, *argv):
-    code, out, err = run_logs(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
