@@ -5,16 +5,14 @@ the terminal (rich, keyboard only): unreviewed gaps first, then unreviewed turns
 filters. Every key press that labels a turn is committed at once, so quitting and starting again resumes where
 the curator stopped (skipped turns come back next time). Verdicts and their meaning: ``storage/reviews.py``.
 
-Keys read one at a time from standard input: in a terminal in cbreak mode (no Enter needed), from a pipe as they
-come (``printf '14q' | faqbot logs review`` labels two turns and quits), which is how scripts and tests drive it.
+Keys are read by ``bot.cli.keys.KeyInput`` (``printf '14q' | faqbot logs review`` labels two turns and quits).
 """
 from __future__ import annotations
 
 import getpass
 import json
 import sys
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Group
 from rich.panel import Panel
@@ -23,6 +21,7 @@ from rich.text import Text
 
 from bot.cli.errors import FAILED, USAGE, CommandError
 from bot.cli.inputs import db_path, open_log_for_writing, open_log_readonly, settings
+from bot.cli.keys import KeyInput
 from bot.cli.render import FEEDBACK_MARK, clip, console, print_json, short_ts, text, to_stderr
 from bot.curation.suggest import eval_jsonl, eval_rows
 from knowledge.loader import load_knowledge
@@ -85,72 +84,6 @@ def cmd_label(args) -> int:
     else:
         print(f"{row['turn_id']}: {verdict}{' ' + faq_id if faq_id else ''} by {curator} at {short_ts(row['ts'])} UTC")
     return 0
-
-
-# --------------------------------------------------------------------------------------------- keyboard input
-class KeyInput:
-    """One key at a time from a stream: a terminal in cbreak mode (restored on exit), or a pipe as it comes."""
-
-    def __init__(self, stream=None, echo=None):
-        self.stream = stream or sys.stdin
-        self.tty = self.stream.isatty()
-        self.echo = echo or sys.stdout
-
-    @contextmanager
-    def active(self) -> Iterator[KeyInput]:
-        if not self.tty:
-            yield self
-            return
-        import termios
-        import tty
-
-        fd = self.stream.fileno()
-        saved = termios.tcgetattr(fd)
-        try:
-            tty.setcbreak(fd)  # keys without Enter; Ctrl-C still interrupts
-            yield self
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-    def key(self) -> str:
-        """The next key ('' at end of input)."""
-        ch = self.stream.read(1)
-        while ch == "\n" and not self.tty:  # a pipe may end keys with a newline: not a key
-            ch = self.stream.read(1)
-        return ch
-
-    def line(self, prompt: str) -> str | None:
-        """A line typed after ``prompt`` (echoed in a terminal); None at end of input or on Esc."""
-        self.echo.write(prompt)
-        self.echo.flush()
-        chars: list[str] = []
-        ch = self.stream.read(1)
-        while ch == "\n" and not self.tty:  # from a pipe, "2\n1\n" and "21\n" both pick candidate 1
-            ch = self.stream.read(1)
-        while True:
-            if ch == "":
-                if not self.tty:
-                    self.echo.write("".join(chars) + "\n")
-                return None if not chars else "".join(chars)
-            if ch in ("\n", "\r"):
-                self.echo.write(("" if self.tty else "".join(chars)) + "\n")
-                return "".join(chars)
-            if ch == "\x1b":
-                if self.tty:
-                    self.echo.write("\n")
-                return None
-            if ch in ("\x7f", "\b"):
-                if chars:
-                    chars.pop()
-                    if self.tty:
-                        self.echo.write("\b \b")
-            else:
-                chars.append(ch)
-                if self.tty:
-                    self.echo.write(ch)
-            if self.tty:
-                self.echo.flush()
-            ch = self.stream.read(1)
 
 
 # --------------------------------------------------------------------------------------------- review queue
