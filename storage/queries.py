@@ -68,7 +68,8 @@ def _like_escape(text: str) -> str:
 
 def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None = None, channel: str | None = None,
                  feedback: str | None = None) -> tuple[list[str], list[Any]]:
-    """WHERE clauses (on alias ``t`` = the review view) and parameters shared by every verb that filters turns like ``logs list``."""
+    """WHERE clauses (on alias ``t`` = the review view) and parameters shared by every verb that filters turns like
+    ``logs list``."""
     where: list[str] = []
     params: list[Any] = []
     if route is not None:
@@ -105,9 +106,10 @@ def list_turns(
     since: _dt.datetime | None = None,
     channel: str | None = None,
     feedback: str | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
 ) -> list[dict[str, Any]]:
-    """Most recent turns first, filtered by route, time, channel and latest feedback ('up'/'down'/'none'/'any')."""
+    """Most recent turns first, filtered by route, time, channel and latest feedback ('up'/'down'/'none'/'any');
+    ``limit`` None or 0 = all."""
     return list(iter_turns(conn, route=route, since=since, channel=channel, feedback=feedback, limit=limit))
 
 
@@ -185,13 +187,17 @@ def get_turn(conn: sqlite3.Connection, turn_id_or_prefix: str) -> dict[str, Any]
     return turn
 
 
+def _sql_limit(limit: int | None) -> int:
+    return int(limit) if limit and limit > 0 else -1  # SQLite: a negative LIMIT is no limit
+
+
 def fts_phrase(text: str) -> str:
     """An FTS5 query matching ``text`` literally (one quoted string; operators and quotes lose their meaning)."""
     return '"' + text.replace('"', '""') + '"'
 
 
-def search_turns(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Turns whose question contains ``text``; the most recently logged first.
+def search_turns(conn: sqlite3.Connection, text: str, limit: int | None = 50) -> list[dict[str, Any]]:
+    """Turns whose question contains ``text``; the most recently logged first (``limit`` None or 0 = all).
 
     Uses the trigram FTS index of the question for 3+ characters (any substring, e.g. '社保卡' in '电子社保卡怎么申领')
     and a LIKE scan for 1–2 characters, which trigrams cannot index. Both walk the log newest first (rowid order is
@@ -202,10 +208,10 @@ def search_turns(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[d
         return []
     if len(text) >= 3:
         hits = "SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?1 ORDER BY rowid DESC LIMIT ?2"
-        params: list[Any] = [fts_phrase(text), int(limit)]
+        params: list[Any] = [fts_phrase(text), _sql_limit(limit)]
     else:
         hits = "SELECT rowid FROM turns WHERE question LIKE ?1 ESCAPE '\\' ORDER BY rowid DESC LIMIT ?2"
-        params = ["%" + _like_escape(text) + "%", int(limit)]
+        params = ["%" + _like_escape(text) + "%", _sql_limit(limit)]
     sql = _TURN_SELECT + f" WHERE t.turn_rowid IN ({hits}) ORDER BY t.ts DESC, t.id DESC"
     return _fetch_turns(conn, sql, params)
 

@@ -127,7 +127,8 @@ def latest_reviews(conn: sqlite3.Connection, *, verdicts: Iterable[str] | None =
         "SELECT r.id, r.turn_id, r.label, r.faq_id, r.status, r.note, r.reviewer, r.ts, "
         "t.question, t.normalized, t.route, t.faq_id, t.section, t.via, t.ts, "
         "(t.masked_id + t.masked_phone + t.masked_bank) "
-        f"FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id WHERE " + " AND ".join(where) + " ORDER BY r.id"
+        f"FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id "
+        "WHERE " + " AND ".join(where) + " ORDER BY r.id"
     )
     keys = ("id", "turn_id", "verdict", "faq_id", "status", "note", "curator", "ts", "question", "normalized",
             "route", "turn_faq_id", "turn_section", "via", "turn_ts", "masked")
@@ -164,7 +165,8 @@ def review_stats(conn: sqlite3.Connection, since: str | None = None) -> dict[str
     status_counts: dict[str, int] = {}
     direct_reviewed = direct_confirmed = 0
     sql = (
-        f"SELECT r.label, r.status, t.route, count(*) FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id "
+        f"SELECT r.label, r.status, t.route, count(*) "
+        f"FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id "
         "WHERE r.id = t.review_id" + where
         + " GROUP BY r.label, r.status, t.route"
     )

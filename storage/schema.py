@@ -6,25 +6,16 @@ checks that a migrated database has exactly these columns, so a column added by 
 """
 from __future__ import annotations
 
-import enum
+from bot.answering.types import FeedbackKind
 
-
-class FeedbackKind(enum.StrEnum):
-    """What a user said about an answer (the ``feedback.kind`` values the schema's CHECK accepts, migration m003).
-    The latest row of a turn counts; ``withdrawn`` (a removed 👍/👎 reaction) reads as no feedback."""
-
-    UP = "up"
-    DOWN = "down"
-    NONE = "none"  # "none of these" on a clarify offer
-    WITHDRAWN = "withdrawn"
-
-
+# The feedback kinds the schema's CHECK accepts (migration m003): bot.answering.types.FeedbackKind's values.
 FEEDBACK_KINDS = tuple(k.value for k in FeedbackKind)
 # What `logs list --feedback` and the review queue filter on: a latest kind, or 'any' feedback at all.
 FEEDBACK_FILTERS = tuple(k.value for k in FeedbackKind if k is not FeedbackKind.WITHDRAWN) + ("any",)
 
-# The stored columns of `turns` (in the order readers see them; the table has knowledge_id last, added by m008). `conversation_id` and `knowledge_id` refer to rows of
-# `conversations` and `knowledge_versions`; the writer fills them from the conversation key and the version text.
+# The stored columns of `turns`, in the order readers see them (the table itself has knowledge_id last: migration m008
+# added it). `conversation_id` and `knowledge_id` refer to rows of `conversations` and `knowledge_versions`; the
+# writer fills them from the conversation key and the version text.
 TURN_COLUMNS = (
     "id", "conversation_id", "ts", "channel", "via", "question", "normalized", "route", "faq_id", "section", "score",
     "candidates", "context_ids", "model", "llm_raw", "guard", "answer", "latency_ms", "knowledge_id", "error",

@@ -14,11 +14,10 @@ from typing import Protocol
 
 from bot.answering import texts
 from bot.answering.settings import AnsweringSettings
-from bot.answering.types import NOT_A_QUESTION, Candidate, Conversation, Draft, Reason, Reply, Route
+from bot.answering.types import NOT_A_QUESTION, Candidate, Conversation, Draft, FeedbackKind, Reason, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
 from knowledge.match import Matcher, MatchReason, MatchResult, Thresholds
 from knowledge.normalize import to_traditional
-from storage.schema import FEEDBACK_KINDS
 from storage.safe_text import clean_text
 
 log = logging.getLogger("faqbot.core")
@@ -240,8 +239,10 @@ class Answerer:
         return reply
 
     def feedback(self, turn_id: str, kind: str) -> None:
-        if kind not in FEEDBACK_KINDS:
-            raise ValueError(f"unknown feedback kind {kind!r}")
+        try:
+            kind = FeedbackKind(kind)
+        except ValueError:
+            raise ValueError(f"unknown feedback kind {kind!r}") from None
         if self.turn_sink is not None:
             self.turn_sink.record_feedback(turn_id, kind)
 

@@ -18,6 +18,16 @@ class Route(enum.StrEnum):
     NONE = "none"  # outside the FAQ, empty input, or nothing usable
 
 
+class FeedbackKind(enum.StrEnum):
+    """What a user said about an answer (stored as its value in ``feedback.kind``; the log's schema accepts exactly
+    these). The latest one of a turn counts; ``withdrawn`` (a removed 👍/👎 reaction) reads as no feedback."""
+
+    UP = "up"  # 👍
+    DOWN = "down"  # 👎
+    NONE = "none"  # "none of these" (都不是) on a clarify offer
+    WITHDRAWN = "withdrawn"
+
+
 class Reason(enum.StrEnum):
     """Why a reply is what it is, as set by the answering core and the LLM fallback (stored in ``turns.reason``).
 

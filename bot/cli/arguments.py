@@ -12,7 +12,6 @@ import re
 from bot.answering.types import Route
 
 ROUTES = tuple(r.value for r in Route)
-FEEDBACK = ("up", "down", "none", "any")
 REVIEW_USER = "curator"  # the default login name on the review site (`logs serve --user`)
 MAX_DAYS = 36_525  # 100 years: any longer duration or age is a typo (and would overflow the date arithmetic)
 MAX_COUNT = 1_000_000_000

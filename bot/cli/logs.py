@@ -35,7 +35,6 @@ from storage.purge import purge_old
 from storage.replay import replay
 from storage.reviews import review_stats
 
-NO_LIMIT = 1 << 62
 GAPS_DEFAULT_SINCE = "30d"  # `logs gaps` window unless --since/--all
 
 
@@ -44,8 +43,8 @@ def filter_args(args) -> dict[str, Any]:
     return {"route": args.route, "since": args.since, "channel": args.channel, "feedback": args.feedback}
 
 
-def _limit(args) -> int:
-    return NO_LIMIT if args.limit is not None and args.limit <= 0 else args.limit
+def _limit(args) -> int | None:
+    return args.limit if args.limit and args.limit > 0 else None  # -n 0: all (storage takes None as no limit)
 
 
 def cmd_list(args) -> int:

@@ -1,14 +1,16 @@
 """The `faqbot` command line: every command, verb and option in one parser.
 
 Subcommands are lazy: each names its function as ``"module:function"`` (``bot.cli.main`` imports the module only
-when the command runs), so building the parser imports only argparse and ``bot.cli.arguments``, and a one-shot
-`faqbot ask` never loads the review tools, rich or the database layer.
+when the command runs), so building the parser imports only argparse, ``bot.cli.arguments`` and the names in
+``storage.schema`` (no database code), and a one-shot `faqbot ask` never loads the review tools, rich or the
+database layer.
 """
 from __future__ import annotations
 
 import argparse
 
-from bot.cli.arguments import FEEDBACK, REVIEW_USER, ROUTES, parse_count, parse_duration, parse_port, parse_since
+from bot.cli.arguments import REVIEW_USER, ROUTES, parse_count, parse_duration, parse_port, parse_since
+from storage.schema import FEEDBACK_FILTERS
 
 # Kept here rather than read from storage.reviews.VERDICTS: building the parser must not import the database
 # layer (`faqbot ask` stays light); tests/cli/test_review.py checks the two agree.
@@ -99,7 +101,7 @@ def _add_logs(subparsers) -> None:
     filters.add_argument("--since", type=parse_since, metavar="WHEN",
                          help="only turns since WHEN: 7d, 24h, 30m or an ISO date/time (UTC unless it has an offset)")
     filters.add_argument("--channel", help="only this channel (telegram, matrix, console, cli)")
-    filters.add_argument("--feedback", choices=FEEDBACK,
+    filters.add_argument("--feedback", choices=FEEDBACK_FILTERS,
                          help="latest feedback: up (👍), down (👎), none (none of these / 都不是); any = some feedback")
 
     logs = subparsers.add_parser(

@@ -34,7 +34,7 @@ from mautrix.types import BaseMessageEventContentFuncs, EventType, MessageType, 
 
 from bot.answering import texts
 from bot.answering.follow_ups import follow_up, offers_notify
-from bot.answering.types import Conversation, Reason, Reply, Route
+from bot.answering.types import Conversation, FeedbackKind, Reason, Reply, Route
 from bot.matrix.curation import MatrixCuration
 from bot.matrix.format import looks_like_pick, mentions_user, reaction_kind, reply_content, strip_mention, text_content
 from bot.matrix.sending import ANSWER_MSGTYPE
@@ -187,7 +187,7 @@ class MatrixBot:
         if final is None:  # the core always ends with a Reply; be safe anyway
             return
         if final.reason == Reason.NONE_OF_THESE and offer is not None:
-            self.answerer.feedback(offer, "none")
+            self.answerer.feedback(offer, FeedbackKind.NONE)
         state.offer_turn_id = final.turn_id if final.route is Route.CLARIFY else None
         content = reply_content(final, in_reply_to=event_id, thread_root=thread_root, mention=sender,
                                 msgtype=ANSWER_MSGTYPE)
@@ -238,7 +238,7 @@ class MatrixBot:
         turn_id = self.answers.get(answer_id)
         if turn_id is None:
             return
-        now = present[-1] if present else "withdrawn"
+        now = present[-1] if present else FeedbackKind.WITHDRAWN
         self.answerer.feedback(turn_id, now)
         log.debug("Matrix: feedback %s withdrawn on turn %s (now %s)", kind, turn_id, now)
 

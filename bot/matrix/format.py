@@ -9,7 +9,7 @@ import re
 from typing import Any, Iterable
 from urllib.parse import unquote
 
-from bot.answering.types import Reply, Route
+from bot.answering.types import FeedbackKind, Reply, Route
 
 HTML_FORMAT = "org.matrix.custom.html"
 _LIST_ITEM_RE = re.compile(r"^(\d{1,3})[.、]\s*(.+)$")
@@ -136,15 +136,15 @@ def looks_like_pick(body: str, n_choices: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- reactions
-def reaction_kind(key: str | None) -> str | None:
-    """'up' for 👍 (any skin tone / variation selector), 'down' for 👎, else None."""
+def reaction_kind(key: str | None) -> FeedbackKind | None:
+    """UP for 👍 (any skin tone / variation selector), DOWN for 👎, else None."""
     if not key:
         return None
     bare = _EMOJI_DECORATION_RE.sub("", key).strip()
     if bare in (_THUMBS_UP, ":+1:", "+1"):
-        return "up"
+        return FeedbackKind.UP
     if bare in (_THUMBS_DOWN, ":-1:", "-1"):
-        return "down"
+        return FeedbackKind.DOWN
     return None
 
 

@@ -27,7 +27,7 @@ from aiogram.utils.formatting import Text
 
 from bot.answering import texts
 from bot.app.settings import Settings
-from bot.answering.types import Conversation, Reason, Route
+from bot.answering.types import Conversation, FeedbackKind, Reason, Route
 from bot.app.services import Services
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
@@ -188,7 +188,8 @@ async def on_feedback(callback: CallbackQuery, callback_data: FeedbackCB, servic
     if await _asker_only(callback):
         return
     services.answerer.feedback(callback_data.turn, callback_data.kind)
-    await callback.answer(texts.FEEDBACK_THANKS_UP if callback_data.kind == "up" else texts.FEEDBACK_THANKS_DOWN)
+    thanks = texts.FEEDBACK_THANKS_UP if callback_data.kind == FeedbackKind.UP else texts.FEEDBACK_THANKS_DOWN
+    await callback.answer(thanks)
     msg = callback.message
     if isinstance(msg, Message):
         try:  # one vote per answer: take the 👍 / 👎 row away
@@ -227,7 +228,7 @@ async def on_none_of_these(callback: CallbackQuery, callback_data: NoneCB, bot: 
                            conv: Conversation, chat_state: ChatState) -> None:
     if await _asker_only(callback):
         return
-    services.answerer.feedback(callback_data.turn, "none")
+    services.answerer.feedback(callback_data.turn, FeedbackKind.NONE)
     conv.pending_choices = []
     await callback.answer()
     target = _callback_target(callback, reply_to_question=True)

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from bot.answering import texts
 from bot.answering.follow_ups import offers_notify
-from bot.answering.types import NOT_A_QUESTION, Candidate, Reply, Route
+from bot.answering.types import NOT_A_QUESTION, Candidate, FeedbackKind, Reply, Route
 from knowledge.loader import KnowledgeBase
 
 TurnId = Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]  # Reply.turn_id: 16 hex digits
@@ -28,7 +28,7 @@ class FeedbackCB(CallbackData, prefix="fb"):
     """👍 / 👎 under an answer."""
 
     turn: TurnId
-    kind: Literal["up", "down"]
+    kind: Literal[FeedbackKind.UP, FeedbackKind.DOWN]
 
 
 class TopicCB(CallbackData, prefix="tp"):
@@ -108,8 +108,8 @@ def answer_keyboard(reply: Reply, *, notify: bool = False) -> InlineKeyboardMark
         rows.append(notify_row(turn, reply.traditional))
     if wants_feedback(reply):
         rows.append([
-            InlineKeyboardButton(text=texts.TG_THUMBS_UP, callback_data=_data(FeedbackCB, turn, "up")),
-            InlineKeyboardButton(text=texts.TG_THUMBS_DOWN, callback_data=_data(FeedbackCB, turn, "down")),
+            InlineKeyboardButton(text=texts.TG_THUMBS_UP, callback_data=_data(FeedbackCB, turn, FeedbackKind.UP)),
+            InlineKeyboardButton(text=texts.TG_THUMBS_DOWN, callback_data=_data(FeedbackCB, turn, FeedbackKind.DOWN)),
         ])
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.answering.types import FeedbackKind
 from storage import writer
 from storage.db import open_db_sync, utc_iso
-from storage.schema import (
-    FEEDBACK_FILTERS, FEEDBACK_KINDS, JSON_COLUMNS, REVIEW_VIEW, TURN_COLUMNS, VIEW_COLUMNS, FeedbackKind,
-)
+from storage.schema import FEEDBACK_FILTERS, FEEDBACK_KINDS, JSON_COLUMNS, REVIEW_VIEW, TURN_COLUMNS, VIEW_COLUMNS
 from storage.transactions import immediate_transaction
 
 REPO = Path(__file__).resolve().parents[2]
