@@ -22,7 +22,6 @@ from tests.load.harness import (
     distinct_questions,
     expected_texts,
     offline_answerer,
-    polling_bot,
     push_question,
     wait_all_answered,
 )
@@ -45,12 +44,12 @@ def _retry_of(failed: Call, calls: list[Call]) -> Call:
                          "was never delivered")
 
 
-async def test_bot_api_502_and_429_bursts_during_load(tmp_path):
+async def test_bot_api_502_and_429_bursts_during_load(polling):
     questions = distinct_questions(WAVES)
     answerer = offline_answerer()
     expected = {q: expected_texts(answerer.match(q)) for q in questions}
     with capture_errors() as errors:
-        async with FakeBotAPI() as fake, polling_bot(tmp_path, fake, options=OPTIONS) as bot:
+        async with FakeBotAPI() as fake, polling(fake, options=OPTIONS) as bot:
             asked = []
             for wave in range(WAVES):
                 if wave:

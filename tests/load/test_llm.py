@@ -33,7 +33,6 @@ from tests.load.harness import (
     llm_outcome,
     llm_settings,
     offline_answerer,
-    polling_bot,
     push_question,
     start_llm_process,
     wait_all_answered,
@@ -116,11 +115,11 @@ def llm_rows(db) -> list[tuple[str | None, str | None]]:
     return db_rows(db, "SELECT error, guard FROM turns WHERE route = 'llm'")
 
 
-async def test_llm_5xx_429_bursts_and_hangs_during_load(tmp_path):
+async def test_llm_5xx_429_bursts_and_hangs_during_load(polling):
     good = reply(LLM_GOOD, chunks=10)
     with capture_errors() as errors:
         async with FakeOpenAI(default=good) as llm, FakeBotAPI() as fake:
-            async with polling_bot(tmp_path, fake, **llm_settings(llm.base_url, llm_budget=BUDGET)) as bot:
+            async with polling(fake, **llm_settings(llm.base_url, llm_budget=BUDGET)) as bot:
                 # Wave 1, a short burst: the first request of every user fails (5xx, or 429 with Retry-After),
                 # the retries succeed -> everyone gets the verified answer.
                 llm.script(*[status(500), status(503), status(502), status(429, retry_after=0.2)] * (LLM_USERS // 4))
@@ -153,13 +152,13 @@ async def test_llm_5xx_429_bursts_and_hangs_during_load(tmp_path):
     print(f"\nshort 5xx/429 burst: {one}; outage: {two}; hanging: {three}")
 
 
-async def test_llm_server_killed_mid_stream_during_load(tmp_path):
+async def test_llm_server_killed_mid_stream_during_load(polling):
     proc, port = await start_llm_process(chunk_delay=0.1)  # 1.5 s per answer: the kill finds them streaming
     try:
         with capture_errors() as errors:
             async with FakeBotAPI() as fake:
                 settings = llm_settings(f"http://127.0.0.1:{port}", llm_budget=BUDGET)
-                async with polling_bot(tmp_path, fake, **settings) as bot:
+                async with polling(fake, **settings) as bot:
                     # Wave 1: the answers stream slowly; kill -9 the server once previews are showing.
                     wave = Wave(fake, 40_000)
                     await fake.wait_for("sendMessageDraft", count=LLM_USERS // 2, timeout=10)

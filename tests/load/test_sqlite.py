@@ -19,7 +19,6 @@ from tests.load.harness import (
     expected_texts,
     hold_exclusive_lock,
     offline_answerer,
-    polling_bot,
     push_question,
     turn_count,
     turn_ids,
@@ -32,12 +31,12 @@ USERS = 50
 SPACING = 2.0
 
 
-async def test_log_locked_by_another_process_for_10_s_during_load(tmp_path):
+async def test_log_locked_by_another_process_for_10_s_during_load(polling):
     questions = distinct_questions(10)
     answerer = offline_answerer()
     expected = {q: expected_texts(answerer.match(q)) for q in questions}
     with capture_errors() as errors:
-        async with FakeBotAPI() as fake, polling_bot(tmp_path, fake) as bot:
+        async with FakeBotAPI() as fake, polling(fake) as bot:
             log = bot.services.turn_log
             assert log is not None
             warm = [push_question(fake, 80_000 + u, questions[u % 10], expected=expected[questions[u % 10]])

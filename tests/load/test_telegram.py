@@ -19,7 +19,6 @@ from tests.load.harness import (
     distinct_questions,
     expected_texts,
     offline_answerer,
-    polling_bot,
     push_question,
     turn_ids,
 )
@@ -29,12 +28,12 @@ MESSAGES = 10
 FIRST_USER = 10_000
 
 
-async def test_200_users_x_10_messages_at_once(tmp_path):
+async def test_200_users_x_10_messages_at_once(polling):
     questions = distinct_questions(MESSAGES)
     answerer = offline_answerer()
     expected = {q: expected_texts(answerer.match(q)) for q in questions}
     with capture_errors() as errors:
-        async with FakeBotAPI() as fake, polling_bot(tmp_path, fake) as bot:
+        async with FakeBotAPI() as fake, polling(fake) as bot:
             asked = []
             started = time.monotonic()
             for n in range(MESSAGES):  # message n of every user, then message n+1 ...: users interleave

@@ -6,13 +6,13 @@ import shutil
 from bot.answering import texts
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
-from tests.telegram.harness import CLARIFY_Q, FAQ_Q, NONE_Q, knowledge, tg_env
+from tests.telegram.harness import CLARIFY_Q, FAQ_Q, NONE_Q, knowledge
 
 ADMIN, USER = 1001, 2002
 
 
-async def test_stats_and_gaps_for_the_admin_only(tmp_path):
-    async with tg_env(tmp_path, admin_ids=[ADMIN]) as env:
+async def test_stats_and_gaps_for_the_admin_only(tg):
+    async with tg(admin_ids=[ADMIN]) as env:
         await env.ask(FAQ_Q, user_id=USER)
         await env.ask(NONE_Q, user_id=USER)
         await env.ask("今天天气怎么样？", user_id=USER)
@@ -49,19 +49,19 @@ async def test_stats_and_gaps_for_the_admin_only(tmp_path):
         assert env.sent(env.fake.group_id) == []
 
 
-async def test_stats_before_any_log_exists(tmp_path):
-    async with tg_env(tmp_path, admin_ids=[ADMIN]) as env:
+async def test_stats_before_any_log_exists(tg):
+    async with tg(admin_ids=[ADMIN]) as env:
         env.services.turn_log = None  # no writer: the database file is never created
         env.settings.db.unlink(missing_ok=True)
         await env.ask("/stats", user_id=ADMIN)
         assert env.sent(ADMIN)[-1].params["text"] == texts.ADMIN_NO_LOG
 
 
-async def test_reload_with_a_broken_file_keeps_serving_then_reloads_the_fix(tmp_path):
+async def test_reload_with_a_broken_file_keeps_serving_then_reloads_the_fix(tmp_path, tg):
     kdir = tmp_path / "knowledge"
     shutil.copytree(PACKAGE_KNOWLEDGE_DIR, kdir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     kb = load_knowledge(kdir)
-    async with tg_env(tmp_path, kb=kb, knowledge_dir=kdir, admin_ids=[ADMIN]) as env:
+    async with tg(kb=kb, knowledge_dir=kdir, admin_ids=[ADMIN]) as env:
         version = env.services.answerer.kb.version
         lost = kdir / "faq" / "09_lost_reissue.toml"
         good = lost.read_text(encoding="utf-8")
@@ -92,10 +92,10 @@ async def test_reload_with_a_broken_file_keeps_serving_then_reloads_the_fix(tmp_
         assert env.services.answerer.kb.version == new_version
 
 
-async def test_admin_command_menu_is_set_per_admin(tmp_path):
+async def test_admin_command_menu_is_set_per_admin(tg):
     from bot.telegram.app import set_commands
 
-    async with tg_env(tmp_path, admin_ids=[ADMIN, 7007]) as env:
+    async with tg(admin_ids=[ADMIN, 7007]) as env:
         env.fake.fail("setMyCommands", status=400)  # one failure does not stop the other calls
         await set_commands(env.bot, env.settings)
         calls = env.fake.calls_to("setMyCommands")

@@ -10,7 +10,7 @@ import tomllib
 from bot.answering import texts
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from knowledge.loader import load_knowledge
-from tests.telegram.harness import buttons, tg_env
+from tests.telegram.harness import buttons
 
 ADMIN, USER, OTHER = 1001, 2002, 3003
 BUS = ["社保卡能坐公交吗", "社保卡能坐公交吗", "社保卡可以坐公交车吗", "社保卡能不能刷公交"]
@@ -29,10 +29,10 @@ async def _open(env, listing, question):
     return env.sent(ADMIN)[-1]
 
 
-async def test_admin_marks_clusters_and_writes_a_draft_by_reply(tmp_path):
+async def test_admin_marks_clusters_and_writes_a_draft_by_reply(tmp_path, tg):
     kdir = tmp_path / "knowledge"
     shutil.copytree(PACKAGE_KNOWLEDGE_DIR, kdir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    async with tg_env(tmp_path, kb=load_knowledge(kdir), knowledge_dir=kdir, admin_ids=[ADMIN]) as env:
+    async with tg(kb=load_knowledge(kdir), knowledge_dir=kdir, admin_ids=[ADMIN]) as env:
         for i, q in enumerate(BUS + WEATHER + ["社保卡密码被锁了怎么办"]):
             await env.ask(q, user_id=USER + i)  # several people (one person would hit the flood limit)
 
@@ -99,8 +99,8 @@ async def test_admin_marks_clusters_and_writes_a_draft_by_reply(tmp_path):
         assert env.sent(ADMIN)[-1].params["text"].startswith(entry.question)
 
 
-async def test_non_admins_never_see_curation(tmp_path):
-    async with tg_env(tmp_path, admin_ids=[ADMIN]) as env:
+async def test_non_admins_never_see_curation(tg):
+    async with tg(admin_ids=[ADMIN]) as env:
         for i, q in enumerate(WEATHER):
             await env.ask(q, user_id=USER + i)
         await env.ask("/gaps", user_id=ADMIN)

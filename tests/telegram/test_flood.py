@@ -7,7 +7,7 @@ import time
 
 from bot.answering import texts
 from bot.telegram.options import TelegramOptions
-from tests.telegram.harness import FAQ_Q, NONE_Q, TEST_OPTIONS, ScriptedFallback, knowledge, tg_env
+from tests.telegram.harness import FAQ_Q, NONE_Q, TEST_OPTIONS, ScriptedFallback, knowledge
 
 USER = 1001
 
@@ -16,8 +16,8 @@ def _opts(**kw) -> TelegramOptions:
     return TelegramOptions(**{**TEST_OPTIONS.__dict__, **kw})
 
 
-async def test_429_is_retried_after_retry_after_and_one_message_is_delivered(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_429_is_retried_after_retry_after_and_one_message_is_delivered(tg):
+    async with tg() as env:
         env.fake.fail("sendMessage", status=429, retry_after=1)
         started = time.monotonic()
         await env.ask(FAQ_Q)
@@ -29,8 +29,8 @@ async def test_429_is_retried_after_retry_after_and_one_message_is_delivered(tmp
         assert env.tg["inflight"].handled == 1
 
 
-async def test_retry_after_is_capped(tmp_path):
-    async with tg_env(tmp_path, options=_opts(retry_after_cap=0.2)) as env:
+async def test_retry_after_is_capped(tg):
+    async with tg(options=_opts(retry_after_cap=0.2)) as env:
         env.fake.fail("sendMessage", status=429, retry_after=30)
         started = time.monotonic()
         await env.ask(FAQ_Q)
@@ -38,8 +38,8 @@ async def test_retry_after_is_capped(tmp_path):
         assert len(env.sent(USER)) == 1
 
 
-async def test_502_html_page_then_success(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_502_html_page_then_success(tg):
+    async with tg() as env:
         env.fake.fail("sendMessage", status=502, times=2)
         await env.ask(FAQ_Q)
         calls = env.fake.calls_to("sendMessage")
@@ -48,8 +48,8 @@ async def test_502_html_page_then_success(tmp_path):
         assert answer.params["text"].startswith(knowledge().get("lost_reissue").question)
 
 
-async def test_retries_are_bounded(tmp_path):
-    async with tg_env(tmp_path, options=_opts(retry_attempts=2)) as env:
+async def test_retries_are_bounded(tg):
+    async with tg(options=_opts(retry_attempts=2)) as env:
         env.fake.fail("sendMessage", status=500, times=10)
         await env.ask(FAQ_Q)  # never raises out of the dispatcher
         assert len(env.fake.calls_to("sendMessage")) >= 3
@@ -57,8 +57,8 @@ async def test_retries_are_bounded(tmp_path):
         assert env.fake.calls_to("sendMessage")[2].status == 500  # 1 try + 2 retries, then the error handler
 
 
-async def test_a_message_is_not_resent_after_an_ambiguous_failure(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_a_message_is_not_resent_after_an_ambiguous_failure(tg):
+    async with tg() as env:
         # the connection drops mid-request: Telegram may or may not have posted it -> never sent twice
         env.fake.fail("sendMessage", status=0)
         await env.ask(FAQ_Q)
@@ -75,8 +75,8 @@ async def test_a_message_is_not_resent_after_an_ambiguous_failure(tmp_path):
         assert [c.status for c in env.fake.calls_to("answerCallbackQuery")] == [0, 200]
 
 
-async def test_incoming_flood_gets_one_notice_then_silence(tmp_path):
-    async with tg_env(tmp_path, options=_opts(throttle_rate=3, throttle_period=10, throttle_silence=0.5)) as env:
+async def test_incoming_flood_gets_one_notice_then_silence(tg):
+    async with tg(options=_opts(throttle_rate=3, throttle_period=10, throttle_silence=0.5)) as env:
         for _ in range(6):
             await env.ask(FAQ_Q)
         texts_sent = [c.params["text"] for c in env.sent(USER)]
@@ -93,10 +93,10 @@ async def test_incoming_flood_gets_one_notice_then_silence(tmp_path):
         assert env.query("SELECT count(*) FROM turns") == [(5,)]
 
 
-async def test_one_llm_answer_per_user_at_a_time(tmp_path):
+async def test_one_llm_answer_per_user_at_a_time(tg):
     hold = asyncio.Event()
     llm = ScriptedFallback(["正在"], "回答完毕。", delay=0.01, hold=hold)
-    async with tg_env(tmp_path, llm=llm) as env:
+    async with tg(llm=llm) as env:
         first = asyncio.create_task(env.ask(NONE_Q))
         await asyncio.wait_for(llm.started.wait(), 5)
         await env.ask("那支付宝呢")  # same user, while the first answer is being generated
@@ -115,9 +115,9 @@ async def test_one_llm_answer_per_user_at_a_time(tmp_path):
         assert env.sent(USER)[-1].params["text"] == "回答完毕。"
 
 
-async def test_previews_are_never_retried_and_never_hold_up_the_answer(tmp_path):
+async def test_previews_are_never_retried_and_never_hold_up_the_answer(tg):
     llm = ScriptedFallback([f"预览{i}" for i in range(10)], "最终回答。", delay=0.03)
-    async with tg_env(tmp_path, llm=llm, options=_opts(typing_delay=0.0)) as env:
+    async with tg(llm=llm, options=_opts(typing_delay=0.0)) as env:
         env.fake.fail("sendMessageDraft", status=429, retry_after=30)
         env.fake.fail("sendChatAction", status=500, times=10)  # typing is cosmetic
         started = time.monotonic()

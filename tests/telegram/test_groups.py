@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bot.answering import texts
-from tests.telegram.harness import CLARIFY_Q, FAQ_Q, NONE_Q, ScriptedFallback, button_data, knowledge, tg_env
+from tests.telegram.harness import CLARIFY_Q, FAQ_Q, NONE_Q, ScriptedFallback, button_data, knowledge
 
 GROUP = -1001234567890
 ASKER, OTHER = 2002, 3003
@@ -13,8 +13,8 @@ def _lost_question() -> str:
     return knowledge().get("lost_reissue").question
 
 
-async def test_unaddressed_messages_are_ignored_and_not_logged(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_unaddressed_messages_are_ignored_and_not_logged(tg):
+    async with tg() as env:
         await env.ask(FAQ_Q, chat_type="supergroup", user_id=ASKER)
         await env.ask("大家好", chat_type="supergroup", user_id=ASKER)
         await env.feed(env.fake.sticker_update(chat_type="supergroup", user_id=ASKER))
@@ -26,8 +26,8 @@ async def test_unaddressed_messages_are_ignored_and_not_logged(tmp_path):
         assert env.query("SELECT count(*) FROM turns") == [(0,)]
 
 
-async def test_mention_is_stripped_and_the_answer_replies_to_the_asker(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_mention_is_stripped_and_the_answer_replies_to_the_asker(tg):
+    async with tg() as env:
         for text in (f"{BOT} {FAQ_Q}", f"{FAQ_Q} {BOT}", f"{BOT.upper()}，{FAQ_Q}", f"{BOT}{FAQ_Q}"):
             asked = await env.ask(text, chat_type="supergroup", user_id=ASKER)
             answer = env.sent(GROUP)[-1]
@@ -40,8 +40,8 @@ async def test_mention_is_stripped_and_the_answer_replies_to_the_asker(tmp_path)
         assert chat_type == "supergroup" and chat_id == str(GROUP)  # group ids are not personal data
 
 
-async def test_reply_to_the_bot_and_commands_address_it(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_reply_to_the_bot_and_commands_address_it(tg):
+    async with tg() as env:
         await env.ask(f"{BOT} {NONE_Q}", chat_type="group", chat_id=-4001, user_id=ASKER)
         bot_msg = env.sent(-4001)[-1].result
         await env.ask(FAQ_Q, chat_type="group", chat_id=-4001, user_id=ASKER, reply_to=bot_msg["message_id"])
@@ -60,8 +60,8 @@ async def test_reply_to_the_bot_and_commands_address_it(tmp_path):
         assert len(env.sent(-4001)) == before
 
 
-async def test_forum_topic_is_kept(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_forum_topic_is_kept(tg):
+    async with tg() as env:
         asked = await env.ask(f"{BOT} {CLARIFY_Q}", chat_type="supergroup", user_id=ASKER, thread_id=77)
         clarify = env.sent(GROUP)[-1]
         assert clarify.params["message_thread_id"] == 77
@@ -81,8 +81,8 @@ async def test_forum_topic_is_kept(tmp_path):
         assert len(env.sent(GROUP)) == before
 
 
-async def test_answer_buttons_belong_to_the_asker(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_answer_buttons_belong_to_the_asker(tg):
+    async with tg() as env:
         await env.ask(f"{BOT} {CLARIFY_Q}", chat_type="supergroup", user_id=ASKER)
         clarify = env.sent(GROUP)[-1]
         for data in (button_data(clarify, "fb")[0], button_data(clarify, "ch")[0], button_data(clarify, "no")[0]):
@@ -98,8 +98,8 @@ async def test_answer_buttons_belong_to_the_asker(tmp_path):
         assert env.query("SELECT count(*) FROM feedback") == [(0,)]
 
 
-async def test_edited_group_message_addressed_to_the_bot(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_edited_group_message_addressed_to_the_bot(tg):
+    async with tg() as env:
         asked = await env.ask(f"{BOT} 社保", chat_type="supergroup", user_id=ASKER)
         n = len(env.sent(GROUP))
         await env.feed(env.fake.edited_message_update(f"{BOT} {FAQ_Q}", message_id=asked["message_id"],
@@ -113,8 +113,8 @@ async def test_edited_group_message_addressed_to_the_bot(tmp_path):
         assert len(env.sent(GROUP)) == n + 1
 
 
-async def test_auto_answer_only_on_a_confident_match(tmp_path):
-    async with tg_env(tmp_path, group_auto_answer=True) as env:
+async def test_auto_answer_only_on_a_confident_match(tg):
+    async with tg(group_auto_answer=True) as env:
         asked = await env.ask(FAQ_Q, chat_type="supergroup", user_id=ASKER, thread_id=5)
         [answer] = env.sent(GROUP)
         assert answer.params["text"].startswith(_lost_question())
@@ -127,17 +127,17 @@ async def test_auto_answer_only_on_a_confident_match(tmp_path):
         assert env.query("SELECT route FROM turns") == [("faq",)]  # un-addressed non-answers are not logged
 
 
-async def test_auto_answer_off_by_default(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_auto_answer_off_by_default(tg):
+    async with tg() as env:
         assert env.settings.group_auto_answer is False
         await env.ask(FAQ_Q, chat_type="supergroup", user_id=ASKER)
         assert env.sent() == []
 
 
-async def test_llm_in_a_group_edits_a_placeholder_at_most_every_interval(tmp_path):
+async def test_llm_in_a_group_edits_a_placeholder_at_most_every_interval(tg):
     drafts = [("电子社保卡" + "可以办理" * i) for i in range(1, 21)]  # 20 drafts, 0.05 s apart -> ~1 s
     llm = ScriptedFallback(drafts, "电子社保卡可以在服务网点办理。", delay=0.05)
-    async with tg_env(tmp_path, llm=llm) as env:
+    async with tg(llm=llm) as env:
         asked = await env.ask(f"{BOT} {NONE_Q}", chat_type="supergroup", user_id=ASKER, thread_id=9)
         [placeholder] = env.sent(GROUP)
         assert placeholder.params["text"].startswith(drafts[0]) and texts.TG_GENERATING.strip() in \
@@ -159,8 +159,8 @@ async def test_llm_in_a_group_edits_a_placeholder_at_most_every_interval(tmp_pat
         assert not env.fake.calls_to("sendMessageDraft")  # drafts are for private chats only
 
 
-async def test_non_text_in_group_only_when_addressed(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_non_text_in_group_only_when_addressed(tg):
+    async with tg() as env:
         await env.ask(f"{BOT} {FAQ_Q}", chat_type="supergroup", user_id=ASKER)
         bot_msg = env.sent(GROUP)[-1].result
         update = env.fake.sticker_update(chat_type="supergroup", user_id=ASKER)

@@ -6,7 +6,7 @@ import pytest
 from bot.answering import texts
 from bot.llm.fallback import LLMFallback
 from tests.fakes.openai_server import FakeOpenAI, reply
-from tests.telegram.harness import button_data, knowledge, make_settings, tg_env
+from tests.telegram.harness import button_data, knowledge, make_settings
 
 Q_NONE = "我想在手机上弄个社保卡，去哪儿搞"  # routed "none" by the matcher; retrieval finds "apply"
 GOOD_BODY = "可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。"
@@ -29,10 +29,10 @@ def _llm(tmp_path, server: FakeOpenAI) -> LLMFallback:
     return llm
 
 
-async def test_private_llm_answer_drafts_then_the_verified_answer(tmp_path, openai_fake):
+async def test_private_llm_answer_drafts_then_the_verified_answer(tmp_path, openai_fake, tg):
     openai_fake.script(reply(GOOD, chunks=12, chunk_delay=0.03))
     llm = _llm(tmp_path, openai_fake)
-    async with tg_env(tmp_path, llm=llm, openai_base_url=openai_fake.base_url + "/v1") as env:
+    async with tg(llm=llm, openai_base_url=openai_fake.base_url + "/v1") as env:
         await env.ask(Q_NONE)
         drafts = [c.params["text"] for c in env.fake.calls_to("sendMessageDraft")]
         assert drafts and all("来源" not in d for d in drafts)
@@ -44,10 +44,10 @@ async def test_private_llm_answer_drafts_then_the_verified_answer(tmp_path, open
     await llm.aclose()
 
 
-async def test_group_llm_guard_failure_replaces_the_preview_with_the_fallback(tmp_path, openai_fake):
+async def test_group_llm_guard_failure_replaces_the_preview_with_the_fallback(tmp_path, openai_fake, tg):
     openai_fake.script(reply(BAD, chunks=12, chunk_delay=0.03))
     llm = _llm(tmp_path, openai_fake)
-    async with tg_env(tmp_path, llm=llm, openai_base_url=openai_fake.base_url + "/v1") as env:
+    async with tg(llm=llm, openai_base_url=openai_fake.base_url + "/v1") as env:
         await env.ask(f"@faq_test_bot {Q_NONE}", chat_type="supergroup", user_id=2002)
         [placeholder] = env.sent(GROUP)
         assert texts.TG_GENERATING.strip() in placeholder.params["text"]  # the unverified preview

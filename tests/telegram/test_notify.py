@@ -13,7 +13,7 @@ from bot.answering.follow_ups import follow_up_text
 from knowledge.curation import DraftEntry
 from knowledge.loader import load_knowledge
 from storage import subscriptions
-from tests.telegram.harness import button_data, buttons, tg_env
+from tests.telegram.harness import button_data, buttons
 
 ADMIN, ASKER, OTHER, THIEF, LATE = 1001, 2002, 3003, 4004, 5005
 QUESTION = "社保卡能坐公交吗"
@@ -30,10 +30,10 @@ def _rows(path) -> list[tuple]:
         return c.execute("SELECT channel, chat_id, question, traditional FROM subscriptions ORDER BY id").fetchall()
 
 
-async def test_a_subscriber_gets_exactly_one_follow_up_and_nobody_else(tmp_path):
+async def test_a_subscriber_gets_exactly_one_follow_up_and_nobody_else(tmp_path, tg):
     kdir = tmp_path / "knowledge"
     shutil.copytree(PACKAGE_KNOWLEDGE_DIR, kdir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    async with tg_env(tmp_path, kb=load_knowledge(kdir), knowledge_dir=kdir, admin_ids=[ADMIN]) as env:
+    async with tg(kb=load_knowledge(kdir), knowledge_dir=kdir, admin_ids=[ADMIN]) as env:
         notify_db = subscriptions.path_for(env.db)
         await env.ask(QUESTION, user_id=ASKER)
         answer = env.sent(ASKER)[-1]
@@ -89,8 +89,8 @@ async def test_a_subscriber_gets_exactly_one_follow_up_and_nobody_else(tmp_path)
         assert len(env.sent(ASKER)) == before[ASKER] + 1
 
 
-async def test_no_button_in_groups_and_for_answers(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_no_button_in_groups_and_for_answers(tg):
+    async with tg() as env:
         await env.ask("社保卡丢了怎么办", user_id=ASKER)  # answered: no button
         assert not button_data(env.sent(ASKER)[-1], "nt")
         await env.ask("你好", user_id=ASKER)  # a greeting: no button
@@ -101,8 +101,8 @@ async def test_no_button_in_groups_and_for_answers(tmp_path):
         assert not button_data(group_answer, "nt")
 
 
-async def test_none_of_these_offers_the_button(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_none_of_these_offers_the_button(tg):
+    async with tg() as env:
         await env.ask("电子社保卡", user_id=ASKER)  # clarify
         offer = env.sent(ASKER)[-1]
         [none] = button_data(offer, "no")

@@ -17,14 +17,13 @@ from tests.telegram.harness import (
     button_data,
     buttons,
     knowledge,
-    tg_env,
 )
 
 USER = 1001
 
 
-async def test_faq_question_gets_curated_answer_bold_title_feedback_buttons_and_a_logged_turn(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_faq_question_gets_curated_answer_bold_title_feedback_buttons_and_a_logged_turn(tg):
+    async with tg() as env:
         await env.ask(FAQ_Q)
         [call] = env.sent(USER)
         e = knowledge().get("lost_reissue")
@@ -45,8 +44,8 @@ async def test_faq_question_gets_curated_answer_bold_title_feedback_buttons_and_
         assert chat_type == "private" and str(USER) not in (chat_id or "") and user_hash == pseudonymize(USER, SECRET)
 
 
-async def test_none_route_without_llm_says_out_of_scope(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_none_route_without_llm_says_out_of_scope(tg):
+    async with tg() as env:
         await env.ask(NONE_Q)
         [call] = env.sent(USER)
         assert call.params["text"].startswith(texts.OUT_OF_SCOPE)
@@ -55,8 +54,8 @@ async def test_none_route_without_llm_says_out_of_scope(tmp_path):
         assert env.query("SELECT route FROM turns") == [("none",)]
 
 
-async def test_clarify_choices_as_buttons_then_choice_and_none_of_these(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_clarify_choices_as_buttons_then_choice_and_none_of_these(tg):
+    async with tg() as env:
         await env.ask(CLARIFY_Q)
         [clarify] = env.sent(USER)
         assert clarify.params["text"].startswith(texts.CLARIFY_HEAD)
@@ -83,8 +82,8 @@ async def test_clarify_choices_as_buttons_then_choice_and_none_of_these(tmp_path
         assert env.query("SELECT turn_id, kind FROM feedback") == [(clarify_turn, "none")]
 
 
-async def test_numbered_reply_to_clarify_works_too(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_numbered_reply_to_clarify_works_too(tg):
+    async with tg() as env:
         await env.ask(CLARIFY_Q)
         first_choice = button_data(env.sent(USER)[0], "ch")[0].split(":")[2]
         await env.ask("1")
@@ -92,8 +91,8 @@ async def test_numbered_reply_to_clarify_works_too(tmp_path):
         assert env.sent(USER)[-1].params["text"].startswith(entry.question)
 
 
-async def test_start_help_faq_and_topic_buttons(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_start_help_faq_and_topic_buttons(tg):
+    async with tg() as env:
         await env.ask("/start")
         [start] = env.sent(USER)
         assert start.params["text"] == texts.WELCOME
@@ -120,8 +119,8 @@ async def test_start_help_faq_and_topic_buttons(tmp_path):
         assert env.sent(USER)[-1].params["text"].startswith(texts.OUT_OF_SCOPE)
 
 
-async def test_feedback_buttons_store_feedback_and_disappear(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_feedback_buttons_store_feedback_and_disappear(tg):
+    async with tg() as env:
         await env.ask(FAQ_Q)
         await env.ask(NONE_Q)
         [faq_answer, none_answer] = env.sent(USER)
@@ -143,9 +142,9 @@ async def test_feedback_buttons_store_feedback_and_disappear(tmp_path):
         assert rows == [("faq", "up"), ("none", "down")]
 
 
-async def test_forged_or_stale_callback_data_gets_a_polite_answer(tmp_path):
+async def test_forged_or_stale_callback_data_gets_a_polite_answer(tg):
     options = TelegramOptions(**{**TEST_OPTIONS.__dict__, "throttle_rate": 100})
-    async with tg_env(tmp_path, options=options) as env:
+    async with tg(options=options) as env:
         await env.ask(FAQ_Q)
         [msg] = env.sent(USER)
         for data in ["fb:not-a-turn:up", "fb:0123456789abcdef:maybe", "zz:1", "tp:../../etc/passwd",
@@ -158,8 +157,8 @@ async def test_forged_or_stale_callback_data_gets_a_polite_answer(tmp_path):
         assert env.query("SELECT count(*) FROM feedback") == [(0,)]
 
 
-async def test_non_text_messages_get_a_hint(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_non_text_messages_get_a_hint(tg):
+    async with tg() as env:
         for update in (env.fake.sticker_update(), env.fake.photo_update(caption="看图"), env.fake.voice_update()):
             await env.feed(update)
         assert [c.params["text"] for c in env.sent(USER)] == [texts.NON_TEXT] * 3
@@ -167,8 +166,8 @@ async def test_non_text_messages_get_a_hint(tmp_path):
         assert env.query("SELECT count(*) FROM turns") == [(0,)]
 
 
-async def test_edited_message_is_answered_as_a_new_question(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_edited_message_is_answered_as_a_new_question(tg):
+    async with tg() as env:
         original = await env.ask("今天天")
         await env.feed(env.fake.edited_message_update(FAQ_Q, message_id=original["message_id"]))
         [first, second] = env.sent(USER)
@@ -178,11 +177,11 @@ async def test_edited_message_is_answered_as_a_new_question(tmp_path):
         assert [r[0] for r in env.query("SELECT route FROM turns ORDER BY ts, id")] == ["none", "faq"]
 
 
-async def test_llm_answer_streams_drafts_then_sends_the_verified_text(tmp_path):
+async def test_llm_answer_streams_drafts_then_sends_the_verified_text(tg):
     llm = ScriptedFallback(["电子社保卡", "电子社保卡可以在", "电子社保卡可以在掌上12333申领"],
                            "电子社保卡可以在掌上12333申领。", delay=0.08)
     options = TelegramOptions(**{**TEST_OPTIONS.__dict__, "typing_delay": 0.0})
-    async with tg_env(tmp_path, llm=llm, options=options) as env:
+    async with tg(llm=llm, options=options) as env:
         await env.ask(NONE_Q)
         drafts = env.fake.calls_to("sendMessageDraft")
         assert [c.params["text"] for c in drafts] == llm.drafts
@@ -197,18 +196,18 @@ async def test_llm_answer_streams_drafts_then_sends_the_verified_text(tmp_path):
         assert env.query("SELECT route, guard, model FROM turns") == [("llm", "pass", "fake-model")]
 
 
-async def test_guard_failure_shows_only_the_fallback(tmp_path):
+async def test_guard_failure_shows_only_the_fallback(tg):
     llm = ScriptedFallback(["未经核实的说法"], texts.LLM_FALLBACK, guard="fail: unsupported claim")
-    async with tg_env(tmp_path, llm=llm) as env:
+    async with tg(llm=llm) as env:
         await env.ask(NONE_Q)
         [final] = env.sent(USER)
         assert final.params["text"] == texts.LLM_FALLBACK
         assert "未经核实" not in final.params["text"]
 
 
-async def test_drafts_refused_fall_back_to_an_edited_placeholder(tmp_path):
+async def test_drafts_refused_fall_back_to_an_edited_placeholder(tg):
     llm = ScriptedFallback(["第一段", "第一段第二段"], "第一段第二段。", delay=0.05)
-    async with tg_env(tmp_path, llm=llm) as env:
+    async with tg(llm=llm) as env:
         env.fake.fail("sendMessageDraft", status=400, description="Bad Request: method not available")
         await env.ask(NONE_Q)
         [placeholder] = env.sent(USER)  # the placeholder became the final answer by an edit
@@ -217,12 +216,12 @@ async def test_drafts_refused_fall_back_to_an_edited_placeholder(tmp_path):
         assert final_edit.params["text"] == "第一段第二段。" and button_data(final_edit, "fb")
 
 
-async def test_a_9000_character_answer_is_split_with_buttons_on_the_last_part(tmp_path):
+async def test_a_9000_character_answer_is_split_with_buttons_on_the_last_part(tg):
     long = "".join(f"第{i}条：电子社保卡可以在河北人社APP、微信、支付宝申领，如不会操作可以前往服务网点咨询。"
                    for i in range(200))
     assert len(long) > 9000
     llm = ScriptedFallback([], long, delay=0.0)
-    async with tg_env(tmp_path, llm=llm) as env:
+    async with tg(llm=llm) as env:
         await env.ask(NONE_Q)
         parts = env.sent(USER)
         assert len(parts) == 3
@@ -231,8 +230,8 @@ async def test_a_9000_character_answer_is_split_with_buttons_on_the_last_part(tm
         assert [bool(buttons(p)) for p in parts] == [False, False, True]
 
 
-async def test_a_very_long_message_is_answered_from_its_beginning(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_a_very_long_message_is_answered_from_its_beginning(tg):
+    async with tg() as env:
         await env.ask(FAQ_Q + "。" + "我再补充一些情况" * 500)  # 4000+ characters, the most Telegram allows
         [answer] = env.sent(USER)  # the core cuts the question and says so
         assert texts.TOO_LONG_NOTE in answer.params["text"]
@@ -243,8 +242,8 @@ async def test_a_very_long_message_is_answered_from_its_beginning(tmp_path):
         assert len(question) == env.settings.max_question_chars
 
 
-async def test_follow_up_questions_share_one_conversation_per_user(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_follow_up_questions_share_one_conversation_per_user(tg):
+    async with tg() as env:
         await env.ask(FAQ_Q)
         await env.ask(FAQ_Q, user_id=2002)
         await env.ask("谢谢")
@@ -256,8 +255,8 @@ async def test_follow_up_questions_share_one_conversation_per_user(tmp_path):
         assert env.query("SELECT count(DISTINCT conversation_id) FROM turns") == [(2,)]
 
 
-async def test_concurrent_users_are_answered_independently(tmp_path):
-    async with tg_env(tmp_path) as env:
+async def test_concurrent_users_are_answered_independently(tg):
+    async with tg() as env:
         users = range(3001, 3011)
         await asyncio.gather(*(env.ask(FAQ_Q, user_id=u) for u in users))
         assert sorted(c.params["chat_id"] for c in env.sent()) == list(users)
