@@ -452,13 +452,11 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(su
     """`faqbot ask --json --log` with the LLM on the loopback fake: the printed question and normalized key, the
     stored question and normalized columns, the request the LLM server received, and `logs export` (CSV and
     JSONL) hold no raw number, whichever way it was typed."""
-    import asyncio
     import json
     import sqlite3
-    import sys
 
-    from tests.conftest import REPO
     from tests.fakes.openai_server import FakeOpenAI, reply
+    from tests.support.cli import faqbot_async
 
     phone, card, ident = "13812345678", CARD16, VALID_ID
     questions = [
@@ -472,11 +470,8 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(su
     raws = [phone, card, ident, ident[:6] + ident[6:14], "1234 5678", "1234.5678", "1234　5678", "234 5678"]
 
     async def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else b""), 60)
-        return proc.returncode, out.decode(), err.decode()
+        p = await faqbot_async(*args, env=env, stdin=stdin or "")
+        return p.returncode, p.stdout, p.stderr
 
     def assert_clean(text: str, where: str) -> None:
         flat = "".join(ch for ch in text if ch.isdigit())

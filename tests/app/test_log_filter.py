@@ -214,23 +214,18 @@ def test_install_redaction_attaches_to_library_loggers_and_is_not_duplicated(roo
 async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subprocess_env, tmp_path):
     """A server that answers 401 "Incorrect API key provided: <key>": `faqbot ask --json --log` prints and stores
     the error with the key redacted, and `logs show` of an older row that still holds the key prints it redacted."""
-    import asyncio
     import json
     import sqlite3
-    import sys
 
-    from tests.conftest import REPO
     from tests.fakes.openai_server import FakeOpenAI, status
+    from tests.support.cli import faqbot_async
 
     key = "local-llm-key-for-tests-7731"  # configured, not shaped like any known key
     other = "sk-proj-Unconfigured0123456789abcdef"  # an unconfigured key of a well-known shape
 
     async def run(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        return proc.returncode, out.decode(), err.decode()
+        p = await faqbot_async(*args, env=env)
+        return p.returncode, p.stdout, p.stderr
 
     async with FakeOpenAI() as fake:
         message = f"Incorrect API key provided: {key} (also tried {other})"

@@ -6,24 +6,20 @@ sqlite3 and with `faqbot logs`.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from bot.answering.privacy import pseudonymize
 from storage.secret_key import load_or_create_secret
+from tests.support.cli import faqbot
+from tests.support.env import clean_environ
 
-REPO = Path(__file__).resolve().parents[2]
 PHONE = "13812345678"
 
 
 def _run(args, *, cwd: Path, db: Path, stdin: str = "", user: str = "alice"):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-    env.update(PYTHONPATH=str(REPO), FAQBOT_DB=str(db), USER=user, FAQBOT_HISTORY=str(cwd / "history"))
-    p = subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, env=env, input=stdin, capture_output=True,
-                       text=True, timeout=60)
+    env = {**clean_environ(), "FAQBOT_DB": str(db), "USER": user, "FAQBOT_HISTORY": str(cwd / "history")}
+    p = faqbot(*args, cwd=cwd, env=env, stdin=stdin)
     assert p.returncode == 0, p.stderr
     return p
 

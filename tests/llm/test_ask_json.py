@@ -1,26 +1,19 @@
 """`faqbot ask --json` with OPENAI_BASE_URL pointing at the loopback fake: the LLM fields are in the JSON."""
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
-from tests.conftest import REPO
 from tests.fakes.openai_server import FakeOpenAI, reply, status
+from tests.support.cli import faqbot_async
 
 GOOD = "可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]"
 
 
 async def run_ask(env: dict[str, str], *questions: str) -> tuple[int, list[dict], str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "ask", "--json", *(questions if len(questions) == 1 else ()),
-        stdin=asyncio.subprocess.PIPE if len(questions) > 1 else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env,
-    )
-    stdin = "\n".join(questions).encode() if len(questions) > 1 else None
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
-    rows = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-    return proc.returncode, rows, err.decode()
+    p = await faqbot_async("ask", "--json", *(questions if len(questions) == 1 else ()), env=env, timeout=30,
+                           stdin="\n".join(questions) if len(questions) > 1 else None)
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    return p.returncode, rows, p.stderr
 
 
 async def test_ask_json_reports_llm_fields(subprocess_env):

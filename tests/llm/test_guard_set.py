@@ -7,7 +7,6 @@ fallback (openai client -> loopback FakeOpenAI), whatever the model outputs.
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -17,7 +16,7 @@ from bot.llm.fallback import LLMFallback
 from bot.answering.types import Conversation, Draft
 from knowledge.normalize import to_simplified, to_traditional
 from prompts.loader import load_prompts
-from tests.conftest import DATA_DIR, REPO
+from tests.conftest import DATA_DIR
 from tests.fakes.openai_server import FakeOpenAI, reply
 from tests.llm.test_fallback import llm_settings
 
@@ -115,22 +114,16 @@ async def test_quote_mode_shows_only_curated_text_over_the_whole_set(kb, tmp_pat
     assert shown_faithful == sum(1 for i in ITEMS + _items(HELDOUT) if i["label"] == "faithful")
 
 
-def test_eval_guard_command(subprocess_env, tmp_path):
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-m", "bot", "eval-guard", str(SET), "--json", "--max-shown", "0",
-                          "--max-withheld", "5"], cwd=REPO, env=subprocess_env, capture_output=True, text=True,
-                         timeout=120)
+def test_eval_guard_command(faqbot, tmp_path):
+    out = faqbot("eval-guard", SET, "--json", "--max-shown", "0", "--max-withheld", "5", timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["items"] == len(ITEMS) and report["generate"]["fabrications_shown"] == 0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "label": "maybe", "answer": "", "context": []}\n', encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "bot", "eval-guard", str(bad)], cwd=REPO, env=subprocess_env,
-                         capture_output=True, text=True, timeout=120)
+    out = faqbot("eval-guard", bad, timeout=120)
     assert out.returncode == 1 and "label (faithful|fabricated)" in out.stderr and "Traceback" not in out.stderr
     # a stricter target than the set meets: exit 3
-    out = subprocess.run([sys.executable, "-m", "bot", "eval-guard", str(SET), "--max-withheld", "0"], cwd=REPO,
-                         env=subprocess_env, capture_output=True, text=True, timeout=120)
+    out = faqbot("eval-guard", SET, "--max-withheld", "0", timeout=120)
     assert out.returncode == 3 and "withholds" in out.stderr
 

@@ -18,7 +18,6 @@ from bot.answering import texts
 from bot.app.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
-from tests.support.ports import free_port
 from tests.telegram.harness import (
     FAQ_Q,
     NONE_Q,
@@ -88,8 +87,7 @@ async def test_shutdown_waits_for_answers_in_flight(tmp_path):
         conn.close()
 
 
-async def test_webhook_mode(tmp_path):
-    port = free_port()
+async def test_webhook_mode(tmp_path, port):
     async with FakeBotAPI() as fake:
         url = f"http://127.0.0.1:{port}/tg/hook"
         settings = make_settings(tmp_path, fake, telegram_webhook_url=url, telegram_webhook_secret="hook-secret-42",
@@ -118,10 +116,9 @@ async def test_webhook_mode(tmp_path):
         await services.aclose()
 
 
-async def test_webhook_shutdown_waits_for_answers_in_flight(tmp_path):
+async def test_webhook_shutdown_waits_for_answers_in_flight(tmp_path, port):
     """Webhook updates run in background tasks aiogram keeps to itself: our middleware's record is what shutdown
     waits for, so an answer in the making is still sent and logged."""
-    port = free_port()
     llm = ScriptedFallback(["慢慢", "慢慢地回答"], "慢慢地回答完了。", delay=0.4)
     async with FakeBotAPI() as fake:
         url = f"http://127.0.0.1:{port}/tg/hook"
