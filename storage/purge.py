@@ -22,12 +22,24 @@ TARGET_SHARE = 0.3
 FIRST_BATCH = 200  # turns; about 10-20 ms on the 2-core VM, so the first measurement is cheap on any machine
 MIN_BATCH, MAX_BATCH = 10, 20_000
 MIN_VACUUM_STEP, MAX_VACUUM_STEP = 20, 20_000  # pages for one PRAGMA incremental_vacuum step
-# The bot's writer waits for the lock in SQLite's busy handler, which sleeps between tries (1, 2, 5, 10, 15, 20,
-# 25 ms ..., up to 100 ms after a while). With the next batch starting right after a checkpoint, the lock was free
-# only for a few ms between two batches and a waiting writer rarely tried then (answer -> committed p99 1.5 s
-# during a purge at 1M turns, measured). A pause longer than the writer's sleep -- while it has waited no longer
-# than one batch -- lets it in between every two batches.
-YIELD_S = 0.03
+# The bot's writer waits for the lock in SQLite's busy handler, which sleeps between tries -- 1, 2, 5, 10, 15, 20, 25,
+# 25, 25, 50, 50, then 100 ms (sqliteDefaultBusyCallback) -- so it tries again within the delay it has reached. With
+# the next batch starting right after a checkpoint, the lock was free only for a few ms between two batches and a
+# waiting writer rarely tried then (answer -> committed p99 1.5 s during a purge at 1M turns, measured). So after a
+# batch that held the lock L seconds, the lock stays free for the delay a writer that has waited L has reached.
+_BUSY_DELAYS_MS = (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100)
+GAP_MARGIN_S = 0.005
+
+
+def writer_gap(lock_s: float) -> float:
+    """Seconds to leave the lock free after holding it ``lock_s``: long enough that a writer that started waiting
+    during that time tries again meanwhile (SQLite's busy-handler delays), plus a margin."""
+    waited_ms = 0
+    for delay in _BUSY_DELAYS_MS:
+        if waited_ms + delay > lock_s * 1000:
+            return delay / 1000 + GAP_MARGIN_S
+        waited_ms += delay
+    return _BUSY_DELAYS_MS[-1] / 1000 + GAP_MARGIN_S
 
 
 def next_batch_size(size: int, took_s: float, target_s: float, *, smallest: int = MIN_BATCH,
@@ -102,14 +114,15 @@ class _Purge:
 
     def _between_transactions(self) -> None:
         """Copy the WAL back into the database (PASSIVE: without the write lock, so the bot's writer goes on), then
-        leave the lock free for the rest of YIELD_S."""
+        leave the lock free for the rest of ``writer_gap`` of the last lock."""
         t0 = time.perf_counter()
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         took = time.perf_counter() - t0
         self.checkpoint_s += took
-        if took < YIELD_S:
-            time.sleep(YIELD_S - took)
-            self.pause_s += YIELD_S - took
+        gap = writer_gap(self.locks[-1])
+        if took < gap:
+            time.sleep(gap - took)
+            self.pause_s += gap - took
 
     def _delete_batch(self, cutoff: str, size: int) -> int:
         conn = self.conn
@@ -185,16 +198,8 @@ class _Purge:
             mode = "full"
         elif conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
             pages = 100
-            # One page is freed per step of this pragma, and Python's execute() steps a statement that returns rows
-            # without columns only once (measured: one page per execute() whatever the argument); executescript()
-            # steps it to the end.
             while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-                # Its own transaction (executescript() commits an open one first): timed as a whole, so waiting
-                # for the lock counts too and makes the next step smaller -- an overestimate, never an underestimate.
-                t0 = time.perf_counter()
-                conn.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages)}); COMMIT;")
-                self.locks.append(time.perf_counter() - t0)
-                self._between_transactions()
+                self._transaction(lambda: _free_pages(conn, pages))
                 pages = next_batch_size(pages, self.locks[-1], self.target, smallest=MIN_VACUUM_STEP,
                                         largest=MAX_VACUUM_STEP)
             mode = "incremental"
@@ -219,6 +224,17 @@ class _Purge:
                 "max_delete_lock_ms": ms(delete_lock), "max_vacuum_lock_ms": ms(max(vacuum_locks, default=0.0)),
                 "batch_sizes": {"first": sizes[0] if sizes else 0, "min": min(sizes, default=0),
                                 "max": max(sizes, default=0), "mean": round(deleted / batches) if batches else 0}}
+
+
+def _free_pages(conn: sqlite3.Connection, pages: int) -> None:
+    """Hand up to ``pages`` free pages back to the file system, in the open transaction.
+
+    The pragma frees one page per step and its rows have no columns, so Python's execute() steps it once: one page
+    per execute(), whatever the argument (measured). executescript() would step it through, but it commits an open
+    transaction first, and its own would then be timed with the wait for the lock (up to 521 ms measured while the
+    bot's writer committed); one execute() a page costs the same time (0.33 vs 0.35 s for 12,858 pages)."""
+    for _ in range(int(pages)):
+        conn.execute("PRAGMA incremental_vacuum(1)")
 
 
 def _subtract_batch_from_summary(conn: sqlite3.Connection) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import sqlite3
@@ -26,13 +25,13 @@ from bot.answering.types import Conversation, Reply, Route
 from bot.cli.datasette_process import datasette_args, guard_config
 from bot.cli.serve import datasette_metadata
 from storage.writer import TurnLog
+from tests.support.cli import child_env
 from tests.support.logs import SECRET
 from tests.support.ports import free_port
 
 pytest.importorskip("datasette")
 from datasette.utils import escape_fts  # noqa: E402  (after the skip)
 
-REPO = Path(__file__).resolve().parents[2]
 ROUTES = [Route.FAQ, Route.NONE, Route.CLARIFY, Route.LLM]
 
 
@@ -66,41 +65,47 @@ def _log(path: Path, matching: int, other: int) -> list[str]:
     return asyncio.run(_write(path, matching, other))
 
 
-class Datasette:
-    """`faqbot logs serve` (the default), or the same Datasette command line with a changed metadata file."""
+def _json(ds, path: str) -> dict:
+    status, body = ds.get(path)
+    assert status == 200, (status, body[:500])
+    return json.loads(body)
 
-    def __init__(self, db: Path, tmp: Path, *, max_matches: int | None = None):
+
+def _html(ds, path: str) -> str:
+    status, body = ds.get(path)
+    assert status == 200, (status, body[:500])
+    return body.decode()
+
+
+class CappedDatasette:
+    """The Datasette command line of `faqbot logs serve`, with the metadata's ``max_matches`` changed (the one thing
+    `faqbot logs serve` (the ``serve`` fixture, tests/cli/datasette.py) does not let a test set)."""
+
+    def __init__(self, db: Path, folder: Path, max_matches: int):
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_"))}
-        env["PYTHONPATH"] = str(REPO)
-        if max_matches is None:
-            cmd = [sys.executable, "-m", "bot", "logs", "serve", "--db", str(db), "--port", str(self.port)]
-        else:
-            meta = datasette_metadata(db.stem, password=False)
-            meta["databases"][db.stem]["tables"]["turns"]["plugins"]["faqbot_search"]["max_matches"] = max_matches
-            meta.setdefault("plugins", {})["faqbot_serve_guard"] = guard_config(port=self.port, check_host=True)
-            meta_path = tmp / f"meta-{self.port}.json"
-            meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-            cmd = [sys.executable, "-m", "datasette", *datasette_args(db, "127.0.0.1", self.port, meta_path)]
-        self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=open(tmp / f"ds-{self.port}.log", "w"))
+        meta = datasette_metadata(db.stem, password=False)
+        meta["databases"][db.stem]["tables"]["turns"]["plugins"]["faqbot_search"]["max_matches"] = max_matches
+        meta.setdefault("plugins", {})["faqbot_serve_guard"] = guard_config(port=self.port, check_host=True)
+        meta_path = folder / f"meta-{self.port}.json"
+        meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        self.log = folder / f"ds-{self.port}.log"
+        with open(self.log, "w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "datasette", *datasette_args(db, "127.0.0.1", self.port, meta_path)],
+                cwd=folder, env=child_env(), stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (tmp / f"ds-{self.port}.log").read_text()
+            assert self.proc.poll() is None, self.log.read_text()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
+                    return
             except OSError:
                 time.sleep(0.05)
-        self.base = f"http://127.0.0.1:{self.port}/{db.stem}"
+        raise AssertionError("datasette did not start in time")
 
-    def get(self, path: str) -> str:
-        with urllib.request.urlopen(self.base + path, timeout=30) as resp:
-            assert resp.status == 200
-            return resp.read().decode()
-
-    def json(self, path: str) -> dict:
-        return json.loads(self.get(path))
+    def get(self, path: str) -> tuple[int, bytes]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as resp:
+            return resp.status, resp.read()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -112,11 +117,11 @@ class Datasette:
 
 
 @pytest.fixture
-def serve(tmp_path):
-    started: list[Datasette] = []
+def serve_capped(tmp_path):
+    started: list[CappedDatasette] = []
 
-    def start(db: Path, **kw) -> Datasette:
-        started.append(Datasette(db, tmp_path, **kw))
+    def start(db: Path, max_matches: int) -> CappedDatasette:
+        started.append(CappedDatasette(db, tmp_path, max_matches))
         return started[-1]
 
     yield start
@@ -128,9 +133,9 @@ def q(text: str) -> str:
     return urllib.parse.quote(text)
 
 
-def _all_pages(ds: Datasette, path: str) -> tuple[list[str], dict]:
+def _all_pages(ds, path: str) -> tuple[list[str], dict]:
     """Every row id of a table page and the pages after it (following Datasette's next links); the first page."""
-    first = page = ds.json(path)
+    first = page = _json(ds, path)
     ids = []
     while True:
         cols = page["columns"]
@@ -144,18 +149,18 @@ def test_search_box_lists_every_match_newest_first_with_its_count(tmp_path, serv
     db = tmp_path / "faqbot.db"
     hits = _log(db, matching=150, other=450)
     ds = serve(db)
-    ids, first = _all_pages(ds, "/turns.json?_search=" + q("社保卡") + "&_size=60")
+    ids, first = _all_pages(ds, "/faqbot/turns.json?_search=" + q("社保卡") + "&_size=60")
     assert first["filtered_table_rows_count"] == 150
     assert ids == sorted(hits, reverse=True)  # every match once, newest (highest time-ordered id) first
-    html = ds.get("/turns?_search=" + q("社保卡"))
+    html = _html(ds, "/faqbot/turns?_search=" + q("社保卡"))
     assert re.search(r"150 rows\s+where search matches &#34;社保卡&#34;", html)
     assert 'name="_search" value="社保卡"' in html  # the search box is there, with what was searched
     # A longer phrase, a word with no match, a blank search: as Datasette's own search box answers them.
-    assert ds.json("/turns.json?_search=" + q("第7个问题：社保卡"))["filtered_table_rows_count"] == 1
-    assert ds.json("/turns.json?_search=" + q("不存在的词语"))["rows"] == []
-    assert ds.json("/turns.json?_search=%20")["filtered_table_rows_count"] == 600
+    assert _json(ds, "/faqbot/turns.json?_search=" + q("第7个问题：社保卡"))["filtered_table_rows_count"] == 1
+    assert _json(ds, "/faqbot/turns.json?_search=" + q("不存在的词语"))["rows"] == []
+    assert _json(ds, "/faqbot/turns.json?_search=%20")["filtered_table_rows_count"] == 600
     # Other tables keep Datasette's behaviour (no search box: no search index).
-    assert 'name="_search"' not in ds.get("/feedback")
+    assert 'name="_search"' not in _html(ds, "/faqbot/feedback")
 
 
 def _steps(conn: sqlite3.Connection, sql: str, params: dict) -> int:
@@ -172,15 +177,15 @@ def _steps(conn: sqlite3.Connection, sql: str, params: dict) -> int:
     return steps * 100
 
 
-def test_search_reads_at_most_max_matches_whatever_their_number(tmp_path, serve):
+def test_search_reads_at_most_max_matches_whatever_their_number(tmp_path, serve_capped):
     small, big = tmp_path / "small.db", tmp_path / "big.db"
     _log(small, matching=100, other=100)
     hits = _log(big, matching=1500, other=100)
-    ds = serve(big, max_matches=40)
-    page = ds.json("/turns.json?_search=" + q("社保卡") + "&_size=100")
+    ds = serve_capped(big, 40)
+    page = _json(ds, "/big/turns.json?_search=" + q("社保卡") + "&_size=100")
     assert page["filtered_table_rows_count"] == 40
     assert [r[page["columns"].index("id")] for r in page["rows"]] == sorted(hits, reverse=True)[:40]
-    html = ds.get("/turns?_search=" + q("社保卡"))
+    html = _html(ds, "/big/turns?_search=" + q("社保卡"))
     assert "the newest 40 of 1,500 matching turns" in html
 
     # Replay the page's SQL and its count on both logs: 15x the matches, about the same work.
@@ -202,7 +207,7 @@ def test_facets_come_from_the_column_indexes(tmp_path, serve):
     db = tmp_path / "faqbot.db"
     _log(db, matching=60, other=240)
     ds = serve(db)
-    page = ds.json("/turns.json")  # route and channel facets by default
+    page = _json(ds, "/faqbot/turns.json")  # route and channel facets by default
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     for col in ("route", "channel"):
         facet = {r["value"]: r["count"] for r in page["facet_results"][col]["results"]}
@@ -213,8 +218,8 @@ def test_facets_come_from_the_column_indexes(tmp_path, serve):
         plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"USING COVERING INDEX turns_{col}" in plan, plan
     # On a search page the facets count the matches.
-    found = ds.json("/turns.json?_search=" + q("社保卡"))
+    found = _json(ds, "/faqbot/turns.json?_search=" + q("社保卡"))
     assert sum(r["count"] for r in found["facet_results"]["route"]["results"]) == 60
-    html = ds.get("/turns")  # the page shows both, none timed out
+    html = _html(ds, "/faqbot/turns")  # the page shows both, none timed out
     assert 'data-column="route"' in html and 'data-column="channel"' in html and "timed out" not in html
     conn.close()

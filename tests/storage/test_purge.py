@@ -6,7 +6,7 @@ import datetime as dt
 import sqlite3
 
 from storage.db import open_db_sync, utc_iso
-from storage.purge import FIRST_BATCH, MAX_BATCH, MIN_BATCH, next_batch_size, purge_old
+from storage.purge import FIRST_BATCH, GAP_MARGIN_S, MAX_BATCH, MIN_BATCH, next_batch_size, purge_old, writer_gap
 from tests.storage.test_scale import _check
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -25,6 +25,14 @@ def test_next_batch_size_follows_the_lock_time():
     assert next_batch_size(MIN_BATCH, 5.0, 0.06) == MIN_BATCH
     assert next_batch_size(MAX_BATCH, 0.0001, 0.06) == MAX_BATCH
     assert next_batch_size(100, 1.0, 0.06, smallest=50) == 50
+
+
+def test_the_lock_stays_free_long_enough_for_a_writer_that_waited_meanwhile():
+    # SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms between tries: a writer that has
+    # waited through a lock of L ms is at the delay after its sleeps so far add up to L; the gap is that delay.
+    for lock_ms, delay_ms in [(0.5, 1), (2, 2), (7, 5), (10, 10), (30, 15), (50, 20), (60, 25), (120, 25),
+                              (150, 50), (200, 50), (300, 100), (5000, 100)]:
+        assert abs(writer_gap(lock_ms / 1000) - (delay_ms / 1000 + GAP_MARGIN_S)) < 1e-9, lock_ms
 
 
 def _log(path, old: int, new: int) -> sqlite3.Connection:
