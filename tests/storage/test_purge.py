@@ -83,8 +83,8 @@ def test_conversations_without_turns_left_go_and_the_others_stay(tmp_path):
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'turns_conversation'").fetchone()[0] == 0
     done = purge_old(conn, dt.timedelta(days=90))
     assert done["deleted"] == 400
-    # 1 had only old turns; 2 and 3 have new ones; 4 never had a turn (not the purge's to judge).
-    assert [r[0] for r in conn.execute("SELECT id FROM conversations ORDER BY id")] == [2, 3, 4]
+    # 1 had only old turns and 4 none at all; 2 and 3 have new ones.
+    assert [r[0] for r in conn.execute("SELECT id FROM conversations ORDER BY id")] == [2, 3]
     assert conn.execute("SELECT count(*) FROM turns").fetchone()[0] == 40
     assert conn.execute("SELECT count(*) FROM feedback WHERE turn_id NOT IN (SELECT id FROM turns)").fetchone()[0] == 0
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # switched off for the deletes only
