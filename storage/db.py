@@ -1,18 +1,22 @@
 """Opening the conversation log database: pragmas, migrations, timestamps.
 
-``open_db_sync`` (sqlite3) opens it for the bot's log writer (on the writer's own thread) and for the CLI.
+``open_db`` (async, aiosqlite) is for the bot's writer; ``open_db_sync`` (sqlite3) for CLI review queries.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import os
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
+
 from storage.migrations import MIGRATIONS, applied_migrations, migrate
 from storage.safety import check_readable_file, prepare_private_db
 
 __all__ = [
+    "open_db",
     "open_db_sync",
     "migrate",
     "applied_migrations",
@@ -152,4 +156,38 @@ def open_db_sync(
         conn.close()
         raise
     conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _migrate_path(path: Path, busy_timeout_ms: int) -> None:
+    conn = _connect_sync(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+async def open_db(
+    path: str | Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> aiosqlite.Connection:
+    """An aiosqlite connection in autocommit mode (``isolation_level=None``) with the log's pragmas set.
+
+    Unless ``readonly``, creates the parent folder and applies pending migrations first (on a short-lived
+    sqlite3 connection in a worker thread, so the event loop never waits on the schema lock).
+    """
+    path = Path(path)
+    if readonly:
+        _check_files(path, True, False)
+    else:
+        await asyncio.to_thread(_migrate_path, path, busy_timeout_ms)
+    conn = await aiosqlite.connect(
+        _uri(path, readonly), uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000
+    )
+    try:
+        for sql in _pragmas(busy_timeout_ms, readonly):
+            await conn.execute(sql)
+    except BaseException:
+        await conn.close()
+        raise
+    conn.row_factory = aiosqlite.Row
     return conn

@@ -1,7 +1,7 @@
 """`faqbot ask`, `shell` and `run`: talk to the bot from the command line, or start its transports.
 
 `ask` is a one-shot command in scripts: it loads the answering core only, never aiogram, openai, mautrix or
-aiohttp, and no rich either (tests/cli/test_main.py checks the first four).
+aiosqlite (unless --log asks for the log), and no rich either (tests/test_cli.py checks the first four).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What a `faqbot` command reads: the settings and the conversation log (read-only or for writing).
 
 A missing log raises ``CommandError``; ``bot.cli.main.main`` prints it.
-``storage.db`` is imported where a log is opened: a one-shot `faqbot ask` does not need it.
+``storage.db`` is imported where a log is opened: it loads aiosqlite, which a one-shot `faqbot ask` does not need.
 """
 from __future__ import annotations
 

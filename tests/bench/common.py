@@ -117,7 +117,7 @@ def machine() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "sqlite": __import__("sqlite3").sqlite_version,
-        "packages": {d: _version(d) for d in ("aiogram", "openai", "rapidfuzz", "opencc", "aiohttp",
+        "packages": {d: _version(d) for d in ("aiogram", "openai", "aiosqlite", "rapidfuzz", "opencc", "aiohttp",
                                                "pydantic-settings", "psutil")},
         "git": _git_head(),
         "loadavg_at_start": tuple(round(x, 2) for x in load),

@@ -162,9 +162,9 @@ def fmt_ask(r: dict) -> tuple[str, list]:
     imports = ", ".join(f"{i['module']} {i['cumulative_ms']:.0f}" for i in r["ask_imports"][:8])
     text += (f"\n\n{r['runs']} runs of each, alternating, after one unmeasured run of each; fresh processes, "
              "no `.env`, no LLM/Telegram settings. Heavy packages `ask` loads: "
-             f"{', '.join(r['ask_loads']) or 'none'} (not aiogram, openai, aiohttp). Largest top-level "
+             f"{', '.join(r['ask_loads']) or 'none'} (not aiogram, openai, aiosqlite, aiohttp). Largest top-level "
              f"imports of `ask` (`python -X importtime -m bot ask …`, cumulative ms): {imports}.")
-    return text, [["`faqbot ask` / import of aiogram+openai+rapidfuzz", "≤ 0.5", f"{r['ratio']:.3f}",
+    return text, [["`faqbot ask` / import of aiogram+openai+aiosqlite+rapidfuzz", "≤ 0.5", f"{r['ratio']:.3f}",
                    verdict(r["ratio"] <= 0.5)]]
 
 

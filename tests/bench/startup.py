@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.bench.common import REPO, clean_env, faqbot_command
 
-BASELINE_CODE = "import aiogram, openai, rapidfuzz"
+BASELINE_CODE = "import aiogram, openai, aiosqlite, rapidfuzz"
 QUESTION = "社保卡丢了怎么办"
 
 
@@ -83,7 +83,7 @@ def ask_vs_imports(n: int = 5, *, baseline: str = BASELINE_CODE, warmup: bool = 
             [sys.executable, "-c",
              "import sys, runpy; sys.argv=['faqbot','ask','" + QUESTION + "'];\n"
              "try:\n    runpy.run_module('bot', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "heavy=[m for m in ('aiogram','openai','aiohttp','httpx','rich','pydantic','opencc','rapidfuzz') "
+             "heavy=[m for m in ('aiogram','openai','aiosqlite','aiohttp','httpx','rich','pydantic','opencc','rapidfuzz') "
              "if m in sys.modules]; print('HEAVY', ','.join(heavy), file=sys.stderr)"],
             env=env, cwd=cwd, capture_output=True, timeout=120)
         m = re.search(r"HEAVY (.*)", probe.stderr.decode(errors="replace"))

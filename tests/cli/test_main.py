@@ -110,7 +110,7 @@ def test_ask_imports_no_chat_framework(tmp_path, subprocess_env):
         "import sys\n"
         "from bot.cli.main import main\n"
         "rc = main(['ask', '社保卡丢了怎么办', '--json'])\n"
-        "heavy = sorted(m for m in ('aiogram', 'openai', 'mautrix', 'aiohttp') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('aiogram', 'openai', 'mautrix', 'aiohttp', 'aiosqlite') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
         "sys.exit(rc)\n"
     )

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from storage import queries
-from storage.db import open_db_sync, utc_iso
+from storage.db import open_db, open_db_sync, utc_iso
 from storage.migrations import MIGRATIONS, applied_migrations, migrate
 
 ALL = [fn.__name__ for fn in MIGRATIONS]
@@ -104,26 +104,27 @@ def test_migrate_refuses_unknown_target(tmp_path):
         migrate(_connect(tmp_path / "x.db"), upto="m999_nope")
 
 
-def test_open_db_sync_for_writing_sets_pragmas_and_migrates(tmp_path):
+async def test_open_db_sets_pragmas_and_migrates(tmp_path):
     path = tmp_path / "nested" / "dir" / "log.db"  # parent folders are created
-    conn = open_db_sync(path, readonly=False)
+    conn = await open_db(path)
     try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
-        assert [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")] == ALL
+        assert (await (await conn.execute("PRAGMA journal_mode")).fetchone())[0] == "wal"
+        assert (await (await conn.execute("PRAGMA synchronous")).fetchone())[0] == 2  # FULL
+        assert (await (await conn.execute("PRAGMA foreign_keys")).fetchone())[0] == 1
+        assert (await (await conn.execute("PRAGMA busy_timeout")).fetchone())[0] == 5000
+        rows = await conn.execute_fetchall("SELECT name FROM _migrations ORDER BY name")
+        assert [r[0] for r in rows] == ALL
         assert conn.isolation_level is None
     finally:
-        conn.close()
+        await conn.close()
 
-    ro = open_db_sync(path)
+    ro = await open_db(path, readonly=True)
     try:
-        assert ro.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert (await (await ro.execute("PRAGMA foreign_keys")).fetchone())[0] == 1
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            ro.execute("INSERT INTO reviews (turn_id, ts) VALUES ('x', 'y')")
+            await ro.execute("INSERT INTO reviews (turn_id, ts) VALUES ('x', 'y')")
     finally:
-        ro.close()
+        await ro.close()
 
 
 def test_open_db_sync_readonly_and_missing(tmp_path):
