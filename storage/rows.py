@@ -1,7 +1,7 @@
 """One answered turn -> the rows the log stores: personal data masked, ids pseudonymized, the trace compacted.
 
 ``prepare_turn`` is a pure function of its arguments (no database, no clock, no state): the log writer
-(storage/writer.py) calls it for every queued turn on its own thread, tests call it directly
+(storage/writer.py) calls it for every queued turn on a worker thread, tests call it directly
 (tests/storage/test_rows.py). The pseudonymizing function is passed in, so the writer can cache the HMACs.
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The bot's conversation log writer: answering never waits on disk.
 
 ``record_turn`` / ``record_feedback`` only put a snapshot of their arguments on an ``asyncio.Queue``. One writer
-task takes them off in order, in batches, and hands each batch to the log's own thread in one call: there the
-turns become privacy-safe rows (``storage.rows.prepare_turn``) and the batch is written in one transaction
-(``storage.transactions.immediate_transaction``) on a plain ``sqlite3`` connection that only this thread uses.
+task takes them off in order, in batches; a worker thread turns each batch into privacy-safe rows
+(``storage.rows.prepare_turn``: masking, HMAC, JSON -- off the event loop), and the batch is written in one
+transaction (``storage.transactions.async_immediate_transaction``) through an aiosqlite connection, a few statements
+a batch.
 When the database is unavailable (locked past the busy timeout, read-only, disk full, I/O error, folder missing)
 the rows stay in memory (bounded), one warning is logged per outage, and the writer retries every
 ``retry_interval`` until the database is back.
@@ -11,7 +12,6 @@ the rows stay in memory (bounded), one warning is logged per outage, and the wri
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import sqlite3
@@ -19,16 +19,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
+
+import aiosqlite
 
 from bot.answering.privacy import pseudonymize
 from bot.answering.types import Conversation, Reply
-from storage.db import BUSY_TIMEOUT_MS, open_db_sync, utc_iso
+from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
 from storage.rows import TurnRows, prepare_turn
 from storage.schema import FEEDBACK_KINDS, TURN_COLUMNS
-from storage.transactions import immediate_transaction
-
-T = TypeVar("T")
+from storage.transactions import async_immediate_transaction
 
 # Errors caused by one row's data rather than by the database being unavailable: retrying cannot fix them.
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
@@ -45,11 +45,13 @@ _TURN_VALUES = {
 _VERSION_AT = TURN_COLUMNS.index("knowledge_id")  # where a prepared turn row holds the version
 
 
-# Rows go in as multi-row INSERTs, up to _CHUNK rows per statement. Why: executemany steps the statement once per
-# row, and sqlite3 releases the GIL around every step; while the event loop thread is busy answering, taking it
-# back waits up to the interpreter's switch interval (5 ms) -- per row. Under load the log then fell seconds behind
-# the answers (tests/load/test_signals.py, kill -9). A chunk takes the GIL back once.
-_CHUNK = 32
+# Rows go in as multi-row INSERTs, as many rows per statement as SQLite's variable limit allows (a 200-row batch of
+# turns is one statement). Why: executemany steps the statement once per row, and sqlite3 releases the GIL around
+# every step; while the event loop thread is busy answering, taking it back waits up to the interpreter's switch
+# interval (5 ms) -- per row. And every statement through aiosqlite is a round trip to the event loop, which is
+# slow exactly when the bot is busy. Under load the log then fell seconds behind the answers
+# (tests/load/test_signals.py, kill -9). A whole table's rows in one statement take the GIL back once, in one trip.
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's default limit
 # (statement head, one row's placeholders, tail) per table.
 _INSERTS = {
     "conversations": ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
@@ -60,19 +62,20 @@ _INSERTS = {
 }
 
 
-@functools.lru_cache(maxsize=2 * _CHUNK)
+@functools.lru_cache(maxsize=64)
 def _multi_row_sql(table: str, n: int) -> str:
     head, row, tail = _INSERTS[table]
     return head + ", ".join([row] * n) + tail
 
 
-def _insert_chunks(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> int:
-    """Insert ``rows`` in statements of up to _CHUNK rows; returns the number of rows inserted."""
+async def _insert_rows(conn: aiosqlite.Connection, table: str, rows: list[tuple]) -> int:
+    """Insert ``rows`` in as few statements as the variable limit allows; returns the number of rows inserted."""
     inserted = 0
-    for i in range(0, len(rows), _CHUNK):
-        chunk = rows[i:i + _CHUNK]
-        cur = conn.execute(_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row])
-        inserted += cur.rowcount
+    per_statement = max(1, _MAX_VARIABLES // max(1, len(rows[0]))) if rows else 1
+    for i in range(0, len(rows), per_statement):
+        chunk = rows[i:i + per_statement]
+        async with conn.execute(_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row]) as cur:
+            inserted += cur.rowcount
     return inserted
 
 
@@ -142,10 +145,7 @@ class TurnLog:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._buf: deque[_RawTurn | _Feedback] = deque()  # taken off the queue, waiting to be written
         self._inflight: list[_RawTurn | _Feedback] = []  # the batch being written now
-        # The log's own thread (one worker: the connection is used only there, in the order calls are made) and
-        # its connection, opened, used and closed in that thread.
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._conn: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -165,7 +165,7 @@ class TurnLog:
         self._warned_closed = False
         self._warned_prepare = False
         # The same few users ask many questions: their HMAC is cached (bounded, in memory only). lru_cache, not a
-        # plain LRU map: the log's thread (preparing rows) and the event loop (`pseudonym`) both call it.
+        # plain LRU map: the worker thread (preparing rows) and the event loop (`pseudonym`) both call it.
         self._pseudonym = functools.lru_cache(maxsize=10_000)(self._hmac)
         self.remasked = 0  # turns whose question still held personal data when recorded (an upstream miss)
 
@@ -272,7 +272,6 @@ class TurnLog:
             return
         if self._closing:
             raise RuntimeError("TurnLog was closed")
-        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnlog")
         try:
             self._conn = await self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -326,8 +325,6 @@ class TurnLog:
                 "conversation log closed with %d rows not written (%s)", lost, self.last_error or "writer stopped"
             )
         await self._reset_conn()
-        if self._thread is not None:
-            self._thread.shutdown(wait=False)  # idle now: its last call (closing the connection) has returned
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(RuntimeError("conversation log closed before the rows were written"))
@@ -339,10 +336,11 @@ class TurnLog:
         if conn is None:
             return {}
 
-        def read() -> dict[str, Any]:
-            return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("journal_mode", "synchronous")}
-
-        return await self._in_thread(read)
+        out = {}
+        for name in ("journal_mode", "synchronous"):
+            async with conn.execute(f"PRAGMA {name}") as cur:
+                out[name] = (await cur.fetchone())[0]
+        return out
 
     async def __aenter__(self) -> TurnLog:
         await self.start()
@@ -353,21 +351,15 @@ class TurnLog:
 
     # ------------------------------------------------------------------ writer task
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the log's own thread (after every call made before it) and return its result."""
-        assert self._thread is not None, "TurnLog.start() was not called"
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def _open(self) -> sqlite3.Connection:
-        """Open (creating and migrating) the log on the log's thread: sqlite3 connections stay in their thread."""
-        return await self._in_thread(
-            functools.partial(open_db_sync, self.path, False, busy_timeout_ms=int(self.busy_timeout * 1000)))
+    async def _open(self) -> aiosqlite.Connection:
+        """Open (creating and migrating) the log; the checks and migrations run off the event loop (storage.db)."""
+        return await open_db(self.path, busy_timeout_ms=int(self.busy_timeout * 1000))
 
     async def _reset_conn(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await self._in_thread(conn.close)
+                await conn.close()
             except Exception:
                 pass
 
@@ -562,11 +554,12 @@ class TurnLog:
         assert conn is not None
         raw = [i for i in batch if isinstance(i, _RawTurn)]
         feedback = [i for i in batch if isinstance(i, _Feedback)]
-        # The whole batch in one call to the log's thread, preparing the rows included (masking, HMAC, JSON): under
-        # load the event loop is busy answering, and with a round trip per statement, or the rows prepared on the
-        # loop, the log fell one to two seconds behind the answers (tests/load/test_signals.py: what a kill -9
-        # loses).
-        unknown, duplicates, failed, remasked = await self._in_thread(self._prepare_and_write, conn, raw, feedback)
+        # Rows are prepared (masking, HMAC, JSON) on a worker thread: under load the event loop is busy answering,
+        # and with the rows prepared on the loop the log fell one to two seconds behind the answers
+        # (tests/load/test_signals.py: what a kill -9 loses).
+        turns, failed = await asyncio.to_thread(self._prepare_turns, raw)
+        unknown, duplicates = await _write_rows(conn, turns, feedback)
+        remasked = sum(t.remasked for t in turns)
         self.transactions += 1
         if remasked:
             if not self.remasked:  # a bug upstream: say it once, count the rest
@@ -586,41 +579,37 @@ class TurnLog:
             self.logger.warning("conversation log: %d turn id(s) were already logged; kept the first copy", duplicates)
         return len(unknown) + duplicates + len(failed)
 
-    def _prepare_and_write(
-        self, conn: sqlite3.Connection, raw: list[_RawTurn], feedback: list[_Feedback]
-    ) -> tuple[list[_Feedback], int, list[tuple[str, str]], int]:
-        """On the log's thread: prepare the turns, write the batch; (unknown feedback, duplicate turns, turns that
-        could not be prepared with the error, turns whose question had to be masked again)."""
+    def _prepare_turns(self, raw: list[_RawTurn]) -> tuple[list[TurnRows], list[tuple[str, str]]]:
+        """On a worker thread: the rows of each turn, and (turn id, error) for turns that could not be prepared."""
         turns: list[TurnRows] = []
-        failed: list[tuple[str, str]] = []  # (turn id, error)
+        failed: list[tuple[str, str]] = []
         for r in raw:
             try:
                 turns.append(self._prepare_turn(r))
             except Exception as exc:  # a malformed reply: drop that row, keep the batch
                 failed.append((r.turn_id, f"{type(exc).__name__}: {exc}"))
-        unknown, duplicates = _write_rows(conn, turns, feedback)
-        return unknown, duplicates, failed, sum(t.remasked for t in turns)
+        return turns, failed
 
 
-def _write_rows(
-    conn: sqlite3.Connection, turns: list[TurnRows], feedback: list[_Feedback]
+async def _write_rows(
+    conn: aiosqlite.Connection, turns: list[TurnRows], feedback: list[_Feedback]
 ) -> tuple[list[_Feedback], int]:
     """Insert prepared turns and feedback in one transaction; (feedback for unknown turns, duplicate turn ids)."""
     unknown: list[_Feedback] = []
     duplicates = 0
-    with immediate_transaction(conn):
+    async with async_immediate_transaction(conn):
         if turns:
-            _insert_chunks(conn, "conversations", [t.conversation for t in turns])
-            conn.executemany(_VERSION_SQL, _versions(turns))
-            inserted = _insert_chunks(conn, "turns", [t.turn for t in turns])
+            await _insert_rows(conn, "conversations", [t.conversation for t in turns])
+            await conn.executemany(_VERSION_SQL, _versions(turns))  # one or two versions a batch
+            inserted = await _insert_rows(conn, "turns", [t.turn for t in turns])
             if 0 <= inserted < len(turns):
                 duplicates = len(turns) - inserted
         if feedback:
             ids = sorted({f.turn_id for f in feedback})
             marks = ",".join("?" * len(ids))
-            known = {r[0] for r in conn.execute(f"SELECT id FROM turns WHERE id IN ({marks})", ids).fetchall()}
+            known = {r[0] for r in await conn.execute_fetchall(f"SELECT id FROM turns WHERE id IN ({marks})", ids)}
             unknown = [f for f in feedback if f.turn_id not in known]
             good = [(f.turn_id, f.kind, f.ts) for f in feedback if f.turn_id in known]
             if good:
-                conn.executemany(_FEEDBACK_SQL, good)
+                await conn.executemany(_FEEDBACK_SQL, good)
     return unknown, duplicates

@@ -148,7 +148,8 @@ def fmt_writer(r: dict) -> tuple[str, list]:
     text += ("\n\nAll rows recorded at once, then `flush()`: time from the first `record_turn` to the commit of the "
              f"last row. Batches of up to {r['batch_max']} rows per `BEGIN IMMEDIATE` transaction, FTS5 trigram "
              "index maintained by triggers. `record_turn` only queues a snapshot; preparing the rows (masking, HMAC "
-             "of ids, JSON) and the transaction run on the log's own thread, one call per batch.")
+             "of ids, JSON) runs on a worker thread, one call per batch; the transaction goes through aiosqlite, one "
+             "multi-row INSERT per table.")
     return text, [["log writer rows/s (batched, FULL)", "(figure)", f"{r['rows_per_s']:,.0f}", "–"]]
 
 

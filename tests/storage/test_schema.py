@@ -5,6 +5,8 @@ or when the single definition and the migrated database disagree.
 """
 from __future__ import annotations
 
+import ast
+
 import re
 import sqlite3
 from pathlib import Path
@@ -14,9 +16,9 @@ import yaml
 
 from bot.answering.types import FeedbackKind
 from storage import writer
-from storage.db import open_db_sync, utc_iso
+from storage.db import open_db, open_db_sync, utc_iso
 from storage.schema import FEEDBACK_FILTERS, FEEDBACK_KINDS, JSON_COLUMNS, REVIEW_VIEW, TURN_COLUMNS, VIEW_COLUMNS
-from storage.transactions import immediate_transaction
+from storage.transactions import async_immediate_transaction, immediate_transaction
 
 REPO = Path(__file__).resolve().parents[2]
 STORAGE = REPO / "storage"
@@ -129,9 +131,19 @@ def test_datasette_canned_queries_read_turns_through_the_review_view():
         assert not re.search(r"\b(from|join)\s+turns\b", sql, re.I), f"{name} reads the turns table directly"
 
 
+def _code_strings(path: Path) -> list[str]:
+    """The string constants of a module's code (docstrings left out), f-string parts included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
 def test_write_transactions_are_begun_only_by_the_helper():
-    begins = [p.relative_to(REPO).as_posix() for p in STORAGE.rglob("*.py")
-              if "BEGIN IMMEDIATE\")" in p.read_text() or "BEGIN IMMEDIATE')" in p.read_text()]
+    begins = sorted(p.relative_to(REPO).as_posix() for p in STORAGE.rglob("*.py")
+                    if any("BEGIN IMMEDIATE" in s.upper() for s in _code_strings(p)))
     assert begins == ["storage/transactions.py"]
 
 
@@ -171,3 +183,28 @@ def test_datasette_canned_queries_use_the_turns_indexes(db):
         assert not {"SCAN t", "SCAN f", "SCAN turns", "SCAN feedback"} & set(plan), (name, plan)
     plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + queries["latest_reviews"]["sql"])]
     assert plan[0] == "SCAN r" and plan[1].startswith("SEARCH t USING INDEX"), plan
+
+
+async def test_async_immediate_transaction_commits_or_rolls_back_whole(tmp_path):
+    # The log writer's transaction, on an aiosqlite connection as the writer opens it.
+    path = tmp_path / "log.db"
+    conn = await open_db(path)
+    sql = ("INSERT INTO turns (id, conversation_id, ts, channel, route, answer, llm_raw) "
+           "VALUES (?, 1, '2026-01-01T00:00:00.000Z', 'cli', 'faq', 'A', '')")
+    try:
+        await conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
+        with pytest.raises(RuntimeError):
+            async with async_immediate_transaction(conn):
+                await conn.execute(sql, ("b",))
+                raise RuntimeError("boom")
+        assert not conn.in_transaction
+        with pytest.raises(sqlite3.IntegrityError):
+            async with async_immediate_transaction(conn):
+                await conn.execute(sql, ("c",))
+                await conn.execute(sql, ("c",))
+        async with async_immediate_transaction(conn):
+            await conn.execute(sql, ("d",))
+    finally:
+        await conn.close()
+    with open_db_sync(path) as ro:
+        assert [r[0] for r in ro.execute("SELECT id FROM turns ORDER BY id")] == ["d"]
