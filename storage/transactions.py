@@ -1,20 +1,16 @@
 """Write transactions on the conversation log: ``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error.
 
-Every writer uses one of these two: ``immediate_transaction`` on a sqlite3 connection (migrations, reviews,
-purge, compaction) and ``async_immediate_transaction``, the same on the bot's aiosqlite connection (the log
-writer). IMMEDIATE takes the write lock at the start, so a transaction waits for the lock (busy timeout) before
-doing any work instead of failing half-way when it first writes. Connections are opened with ``isolation_level=None`` (storage.db): no
-implicit transactions, only these.
+Every writer on a sqlite3 connection (migrations, reviews, purge, compaction) uses ``immediate_transaction``; the
+bot's log writer, on an aiosqlite connection, queues the same ``BEGIN`` / ``COMMIT`` / ``ROLLBACK`` (storage/writer.py
+says why it queues them instead of awaiting each). IMMEDIATE takes the write lock at the start, so a transaction
+waits for the lock (busy timeout) before doing any work instead of failing half-way when it first writes.
+Connections are opened with ``isolation_level=None`` (storage.db): no implicit transactions, only these.
 """
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for the annotation: review commands need not load aiosqlite
-    import aiosqlite
+from collections.abc import Iterator
 
 BEGIN, COMMIT, ROLLBACK = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
 
@@ -36,18 +32,3 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
                 pass
         raise
 
-
-@contextlib.asynccontextmanager
-async def async_immediate_transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """``immediate_transaction`` for an aiosqlite connection (aiosqlite's public ``execute``)."""
-    await conn.execute(BEGIN)
-    try:
-        yield conn
-        await conn.execute(COMMIT)
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                await conn.execute(ROLLBACK)
-            except sqlite3.Error:
-                pass
-        raise

@@ -1,10 +1,10 @@
 """The bot's conversation log writer: answering never waits on disk.
 
 ``record_turn`` / ``record_feedback`` only put a snapshot of their arguments on an ``asyncio.Queue``. One writer
-task takes them off in order, in batches; a worker thread turns each batch into privacy-safe rows
+task takes them off in order, in batches; the log's own thread turns each batch into privacy-safe rows
 (``storage.rows.prepare_turn``: masking, HMAC, JSON -- off the event loop), and the batch is written in one
-transaction (``storage.transactions.async_immediate_transaction``) through an aiosqlite connection, a few statements
-a batch.
+``BEGIN IMMEDIATE`` transaction through an aiosqlite connection (its public API only), in two trips through the
+event loop a batch (``_write_batch`` says why).
 When the database is unavailable (locked past the busy timeout, read-only, disk full, I/O error, folder missing)
 the rows stay in memory (bounded), one warning is logged per outage, and the writer retries every
 ``retry_interval`` until the database is back.
@@ -12,6 +12,7 @@ the rows stay in memory (bounded), one warning is logged per outage, and the wri
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import sqlite3
@@ -28,12 +29,14 @@ from bot.answering.types import Conversation, Reply
 from storage.db import BUSY_TIMEOUT_MS, open_db, utc_iso
 from storage.rows import TurnRows, prepare_turn
 from storage.schema import FEEDBACK_KINDS, TURN_COLUMNS
-from storage.transactions import async_immediate_transaction
+from storage.transactions import BEGIN, COMMIT, ROLLBACK
 
 # Errors caused by one row's data rather than by the database being unavailable: retrying cannot fix them.
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
 
-_FEEDBACK_SQL = "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)"
+# Feedback on a turn the log has, once per (turn, kind, time): a retried batch must not count a click twice.
+_FEEDBACK_SQL = ("INSERT INTO feedback (turn_id, kind, ts) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM turns WHERE id = ?) "
+                 "AND NOT EXISTS (SELECT 1 FROM feedback WHERE turn_id = ? AND kind = ? AND ts = ?)")
 # A knowledge version is stored once (storage/trace.py); a turn row refers to it.
 _VERSION_SQL = "INSERT OR IGNORE INTO knowledge_versions (version) VALUES (?)"
 # A turn row holds a value for each of schema.TURN_COLUMNS, in that order, except for the two references: the
@@ -68,15 +71,11 @@ def _multi_row_sql(table: str, n: int) -> str:
     return head + ", ".join([row] * n) + tail
 
 
-async def _insert_rows(conn: aiosqlite.Connection, table: str, rows: list[tuple]) -> int:
-    """Insert ``rows`` in as few statements as the variable limit allows; returns the number of rows inserted."""
-    inserted = 0
+def _insert_statements(table: str, rows: list[tuple]) -> list[tuple[str, list]]:
+    """(sql, parameters) inserting ``rows`` in as few statements as SQLite's variable limit allows."""
     per_statement = max(1, _MAX_VARIABLES // max(1, len(rows[0]))) if rows else 1
-    for i in range(0, len(rows), per_statement):
-        chunk = rows[i:i + per_statement]
-        async with conn.execute(_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row]) as cur:
-            inserted += cur.rowcount
-    return inserted
+    return [(_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row])
+            for chunk in (rows[i:i + per_statement] for i in range(0, len(rows), per_statement))]
 
 
 def _versions(turns: list[TurnRows]) -> list[tuple[str]]:
@@ -146,6 +145,9 @@ class TurnLog:
         self._buf: deque[_RawTurn | _Feedback] = deque()  # taken off the queue, waiting to be written
         self._inflight: list[_RawTurn | _Feedback] = []  # the batch being written now
         self._conn: aiosqlite.Connection | None = None
+        # Rows are prepared on a thread of the log's own, not asyncio's default executor: aiogram runs synchronous
+        # filters there (bot/telegram/filters.py), and under load a batch waited behind hundreds of them.
+        self._prepare_thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -272,6 +274,7 @@ class TurnLog:
             return
         if self._closing:
             raise RuntimeError("TurnLog was closed")
+        self._prepare_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnlog")
         try:
             self._conn = await self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -325,6 +328,8 @@ class TurnLog:
                 "conversation log closed with %d rows not written (%s)", lost, self.last_error or "writer stopped"
             )
         await self._reset_conn()
+        if self._prepare_thread is not None:
+            self._prepare_thread.shutdown(wait=False)  # idle: the writer task has ended
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(RuntimeError("conversation log closed before the rows were written"))
@@ -554,10 +559,14 @@ class TurnLog:
         assert conn is not None
         raw = [i for i in batch if isinstance(i, _RawTurn)]
         feedback = [i for i in batch if isinstance(i, _Feedback)]
-        # Rows are prepared (masking, HMAC, JSON) on a worker thread: under load the event loop is busy answering,
-        # and with the rows prepared on the loop the log fell one to two seconds behind the answers
-        # (tests/load/test_signals.py: what a kill -9 loses).
-        turns, failed = await asyncio.to_thread(self._prepare_turns, raw)
+        # Under load the event loop is busy answering, and every await here is a trip through it: with the rows
+        # prepared on the loop, or one trip per statement, the log fell seconds behind the answers
+        # (tests/load/test_signals.py: what a kill -9 loses). So a batch takes two trips: the rows are prepared
+        # (masking, HMAC, JSON) on the log's own thread while BEGIN IMMEDIATE waits for the write lock on
+        # aiosqlite's; then every statement and the COMMIT are queued on aiosqlite's thread at once.
+        prepared = asyncio.get_running_loop().run_in_executor(self._prepare_thread, self._prepare_turns, raw)
+        begun = asyncio.ensure_future(conn.execute(BEGIN))
+        (turns, failed), _ = await asyncio.gather(prepared, begun)
         unknown, duplicates = await _write_rows(conn, turns, feedback)
         remasked = sum(t.remasked for t in turns)
         self.transactions += 1
@@ -594,22 +603,45 @@ class TurnLog:
 async def _write_rows(
     conn: aiosqlite.Connection, turns: list[TurnRows], feedback: list[_Feedback]
 ) -> tuple[list[_Feedback], int]:
-    """Insert prepared turns and feedback in one transaction; (feedback for unknown turns, duplicate turn ids)."""
-    unknown: list[_Feedback] = []
-    duplicates = 0
-    async with async_immediate_transaction(conn):
-        if turns:
-            await _insert_rows(conn, "conversations", [t.conversation for t in turns])
-            await conn.executemany(_VERSION_SQL, _versions(turns))  # one or two versions a batch
-            inserted = await _insert_rows(conn, "turns", [t.turn for t in turns])
-            if 0 <= inserted < len(turns):
-                duplicates = len(turns) - inserted
-        if feedback:
-            ids = sorted({f.turn_id for f in feedback})
-            marks = ",".join("?" * len(ids))
-            known = {r[0] for r in await conn.execute_fetchall(f"SELECT id FROM turns WHERE id IN ({marks})", ids)}
-            unknown = [f for f in feedback if f.turn_id not in known]
-            good = [(f.turn_id, f.kind, f.ts) for f in feedback if f.turn_id in known]
-            if good:
-                await conn.executemany(_FEEDBACK_SQL, good)
-    return unknown, duplicates
+    """Insert prepared turns and feedback in the transaction begun on ``conn`` and commit it; (feedback for unknown
+    turns, duplicate turn ids).
+
+    The statements and the COMMIT are queued on aiosqlite's thread at once and run there back to back (aiosqlite
+    runs its queue in order; tasks start in the order they are made). Should one fail, the ones after it still run
+    before the error is seen here -- the COMMIT too, or after SQLite's own rollback (disk full, I/O error) each
+    statement on its own. So every statement is idempotent (conversations and versions INSERT OR IGNORE, turns ON
+    CONFLICT DO NOTHING, feedback only once per turn, kind and time): the writer retries the batch, and the retry
+    completes what a partial write left."""
+    conversations = _insert_statements("conversations", [t.conversation for t in turns])
+    versions = [(_VERSION_SQL, v) for v in _versions(turns)]  # one or two versions a batch
+    new_turns = _insert_statements("turns", [t.turn for t in turns])
+    ids = sorted({f.turn_id for f in feedback})
+    known_sql = [(f"SELECT id FROM turns WHERE id IN ({','.join('?' * len(ids))})", ids)] if ids else []
+    statements = [
+        *conversations, *versions, *new_turns,
+        *((_FEEDBACK_SQL, (f.turn_id, f.kind, f.ts, f.turn_id, f.turn_id, f.kind, f.ts)) for f in feedback),
+        *known_sql,  # the ids the log has (this batch's included), to name the others
+    ]
+    try:
+        cursors = await _run_queued(conn, [*statements, (COMMIT, ())])
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                await conn.execute(ROLLBACK)
+            except sqlite3.Error:
+                pass
+        raise
+    known = {r[0] for r in await cursors[len(statements) - 1].fetchall()} if ids else set()
+    first = len(conversations) + len(versions)
+    inserted = sum(c.rowcount for c in cursors[first:first + len(new_turns)])
+    duplicates = len(turns) - inserted if turns and 0 <= inserted < len(turns) else 0
+    return [f for f in feedback if f.turn_id not in known], duplicates
+
+
+async def _run_queued(conn: aiosqlite.Connection, statements: list[tuple[str, Any]]) -> list[aiosqlite.Cursor]:
+    """Queue every statement at once, wait for all; raise the first error after all have run."""
+    results = await asyncio.gather(*(conn.execute(sql, params) for sql, params in statements), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results

@@ -16,9 +16,9 @@ import yaml
 
 from bot.answering.types import FeedbackKind
 from storage import writer
-from storage.db import open_db, open_db_sync, utc_iso
+from storage.db import open_db_sync, utc_iso
 from storage.schema import FEEDBACK_FILTERS, FEEDBACK_KINDS, JSON_COLUMNS, REVIEW_VIEW, TURN_COLUMNS, VIEW_COLUMNS
-from storage.transactions import async_immediate_transaction, immediate_transaction
+from storage.transactions import immediate_transaction
 
 REPO = Path(__file__).resolve().parents[2]
 STORAGE = REPO / "storage"
@@ -183,28 +183,3 @@ def test_datasette_canned_queries_use_the_turns_indexes(db):
         assert not {"SCAN t", "SCAN f", "SCAN turns", "SCAN feedback"} & set(plan), (name, plan)
     plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + queries["latest_reviews"]["sql"])]
     assert plan[0] == "SCAN r" and plan[1].startswith("SEARCH t USING INDEX"), plan
-
-
-async def test_async_immediate_transaction_commits_or_rolls_back_whole(tmp_path):
-    # The log writer's transaction, on an aiosqlite connection as the writer opens it.
-    path = tmp_path / "log.db"
-    conn = await open_db(path)
-    sql = ("INSERT INTO turns (id, conversation_id, ts, channel, route, answer, llm_raw) "
-           "VALUES (?, 1, '2026-01-01T00:00:00.000Z', 'cli', 'faq', 'A', '')")
-    try:
-        await conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
-        with pytest.raises(RuntimeError):
-            async with async_immediate_transaction(conn):
-                await conn.execute(sql, ("b",))
-                raise RuntimeError("boom")
-        assert not conn.in_transaction
-        with pytest.raises(sqlite3.IntegrityError):
-            async with async_immediate_transaction(conn):
-                await conn.execute(sql, ("c",))
-                await conn.execute(sql, ("c",))
-        async with async_immediate_transaction(conn):
-            await conn.execute(sql, ("d",))
-    finally:
-        await conn.close()
-    with open_db_sync(path) as ro:
-        assert [r[0] for r in ro.execute("SELECT id FROM turns ORDER BY id")] == ["d"]

@@ -19,8 +19,10 @@ import pytest
 from bot.answering.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
 from bot.answering.types import Candidate, Conversation, Reply, Route
 from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
-from storage.rows import conversation_key
-from storage.writer import TurnLog
+from storage.db import open_db
+from storage.rows import conversation_key, prepare_turn
+from storage.transactions import BEGIN
+from storage.writer import TurnLog, _Feedback, _write_rows
 
 SECRET = b"test-secret-for-hmac"
 CHILD = Path(__file__).parent / "writer_child.py"
@@ -516,3 +518,28 @@ async def test_pseudonyms_are_cached_bounded_and_agree_across_threads(tmp_path):
     assert [log.pseudonym(v) for v in values] == on_thread
     assert on_thread[42] == pseudonymize("42", b"k" * 32)
     assert log._pseudonym.cache_info().currsize == 10_000  # the least recently used 50 are gone
+
+
+async def test_a_retried_batch_completes_it_without_counting_anything_twice(tmp_path):
+    """The writer queues a batch's statements at once, so after a failure some may have run (and been committed)
+    before the retry: every statement is idempotent. Writing the same prepared batch twice stores it once."""
+    path = tmp_path / "log.db"
+    turns = [prepare_turn(Reply(route=Route.FAQ, text="答", question=f"问题{i}", normalized=f"问题{i}", faq_id="apply",
+                                section=1, score=90.0, turn_id=f"t{i}", knowledge_version="kv"),
+                          when=1_767_225_600.0 + i, channel="cli", chat_id=1, chat_type="cli", user_id=1,
+                          pseudonym=lambda v: pseudonymize(v, b"s" * 32)) for i in range(3)]
+    feedback = [_Feedback(0, "t1", "up", "2026-01-01T00:00:01.000Z"), _Feedback(0, "nope", "up", "2026-01-01T00:00:01.000Z")]
+    conn = await open_db(path)
+    try:
+        for attempt in range(2):
+            await conn.execute(BEGIN)
+            unknown, duplicates = await _write_rows(conn, turns, feedback)
+            assert [f.turn_id for f in unknown] == ["nope"]
+            assert duplicates == (0 if attempt == 0 else 3)
+            assert not conn.in_transaction
+    finally:
+        await conn.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 3
+        assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 1
+        assert db.execute("SELECT turn_id, kind FROM feedback").fetchall() == [("t1", "up")]
