@@ -261,12 +261,12 @@ async def _record_while(log: TurnLog, conv: Conversation, start: int, until: asy
 
 
 def _assert_never_blocked(took: list[float]) -> None:
-    # A call that waited on the database would take seconds (the lock is held for 1.5-3 s). Each call is well
-    # under 5 ms; a rare single spike above that is the interpreter (GC, GIL hand-off) on a busy 2-core machine.
+    # A call that waited on the database would take as long as the lock is held (1.5-3 s) or the busy timeout. Each
+    # call is an append, well under a millisecond; on a starved 2-core machine a call can still be descheduled for
+    # tens of milliseconds (GIL hand-off to the writer's threads, other processes), so the bounds are far from both.
     took = sorted(took)
-    assert took[len(took) // 2] < 0.001, f"median record_turn {took[len(took) // 2] * 1000:.2f} ms"
-    assert sum(t >= 0.005 for t in took) <= max(1, len(took) // 100), [round(t * 1000, 1) for t in took[-5:]]
-    assert took[-1] < 0.05, f"record_turn blocked for {took[-1] * 1000:.1f} ms"
+    assert took[len(took) // 2] < 0.005, f"median record_turn {took[len(took) // 2] * 1000:.2f} ms"
+    assert took[-1] < 0.5, f"record_turn blocked for {took[-1] * 1000:.1f} ms"
 
 
 @pytest.mark.load
