@@ -16,7 +16,7 @@ from bot.answering import texts
 from bot.answering.settings import AnsweringSettings
 from bot.answering.types import NOT_A_QUESTION, Candidate, Conversation, Draft, FeedbackKind, Reason, Reply, Route
 from knowledge.loader import KnowledgeBase, load_knowledge
-from knowledge.match import Matcher, MatchReason, MatchResult, Thresholds
+from knowledge.match import MatchReason, MatchResult, Thresholds, matcher_for
 from knowledge.normalize import to_traditional
 from storage.safe_text import clean_text
 
@@ -45,7 +45,7 @@ class Answerer:
                  turn_sink: TurnSink | None = None):
         self.settings = settings
         self.kb = kb if kb is not None else load_knowledge(settings.knowledge_dir)
-        self.matcher = Matcher(self.kb)
+        self.matcher = matcher_for(self.kb)
         self.llm = llm
         self.turn_sink = turn_sink  # where finished turns and feedback go (the log writer), if anywhere
 
@@ -57,7 +57,7 @@ class Answerer:
     def reload(self, directory=None) -> KnowledgeBase:
         """Load and validate the knowledge again; on error raise and keep serving the running version."""
         kb = load_knowledge(directory or self.kb.directory or self.settings.knowledge_dir)
-        matcher = Matcher(kb)
+        matcher = matcher_for(kb)
         self.kb, self.matcher = kb, matcher  # swapped together, after validation succeeded
         reload_llm = getattr(self.llm, "reload", None)
         if reload_llm is not None:

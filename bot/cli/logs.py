@@ -25,7 +25,7 @@ from bot.cli.inputs import db_path, no_log, open_log_readonly, settings
 from bot.cli.render import print_json
 from bot.cli.review import cmd_export_reviewed
 from knowledge.loader import load_knowledge
-from knowledge.match import Matcher
+from knowledge.match import matcher_for
 from storage import queries
 from storage.compact import compact_log, pending_rows
 from storage.db import open_db_sync, utc_iso
@@ -115,7 +115,7 @@ def cmd_gaps(args) -> int:
     conn = open_log_readonly(args)
     try:
         since = None if args.all else (args.since or parse_since(GAPS_DEFAULT_SINCE))
-        clusters = gap_clusters(conn, Matcher(kb), since=since, limit=args.limit,
+        clusters = gap_clusters(conn, matcher_for(kb), since=since, limit=args.limit,
                                 threshold=args.similarity, alternate_threshold=alt)
     finally:
         conn.close()

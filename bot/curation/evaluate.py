@@ -163,9 +163,9 @@ def render(report: dict) -> None:
 def knowledge_conflicts(kb) -> list[dict]:
     """Alternates of one entry that score higher against another entry's phrases (leave-one-out)."""
     from knowledge.bigrams import bigram_set
-    from knowledge.match import Matcher
+    from knowledge.match import matcher_for
 
-    m = Matcher(kb)
+    m = matcher_for(kb)
     out = []
     for i, e in enumerate(m.entries):
         for p in m.by_entry[i]:

@@ -32,7 +32,7 @@ from knowledge.curation import (
     write_changes,
 )
 from knowledge.loader import KnowledgeBase
-from knowledge.match import Matcher
+from knowledge.match import Matcher, matcher_for
 from storage import reviews
 
 CLUSTER_SIMILARITY = 0.5  # rapidfuzz ratio (0-1) of the content words for two "new entry" questions to group
@@ -89,7 +89,7 @@ def plan_suggestions(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str 
     """What the open reviews (latest verdict ``entry`` / ``new-entry``, not yet applied) would change."""
     assert kb.directory is not None, "suggestions need a knowledge folder"
     kdir = Path(kb.directory)
-    matcher = Matcher(kb)
+    matcher = matcher_for(kb)
     norm = matcher.normalizer
     owner = {}
     for e in kb.entries:
@@ -225,7 +225,7 @@ def draft_from_answer(kb: KnowledgeBase, questions: list[str], answer: str, *, t
     if not qs:
         raise ValueError("no question without masked personal data to build an entry from")
     base = base_id or "draft_" + hashlib.sha1(qs[0].encode()).hexdigest()[:6]
-    d = make_draft(kb, Matcher(kb), qs, taken=existing_ids(kdir, kb), base_id=base, turn_ids=turn_ids,
+    d = make_draft(kb, matcher_for(kb), qs, taken=existing_ids(kdir, kb), base_id=base, turn_ids=turn_ids,
                    answer=_clean(answer), curator=curator)
     [path] = write_changes(kdir, {f"drafts/{d.id}.toml": d.render()})
     return d, path

@@ -29,7 +29,7 @@ from bot.answering.privacy import mask_pii
 from bot.answering.types import Candidate, Conversation, Draft, Reason, Reply, Route
 from bot.llm.settings import FallbackSettings
 from knowledge.loader import Entry, KnowledgeBase
-from knowledge.match import Matcher
+from knowledge.match import matcher_for
 from knowledge.normalize import to_traditional
 from knowledge.retrieve import Retriever
 from prompts.loader import Prompts, load_prompts, render
@@ -104,7 +104,7 @@ class LLMFallback:
         self.canary = new_canary()
         self.prompts: Prompts = load_prompts(settings.prompts_dir)
         self.kb = kb
-        self.matcher = Matcher(kb)
+        self.matcher = matcher_for(kb)
         self.retriever = Retriever(kb, self.matcher)
         self.units = quote.index_units(kb.entries)
         self._build_leak()
@@ -129,7 +129,7 @@ class LLMFallback:
         """New knowledge and prompts from disk. Each part that fails keeps what is running (and is logged)."""
         if kb is not None and kb is not self.kb:
             try:
-                matcher = Matcher(kb)
+                matcher = matcher_for(kb)
                 retriever = Retriever(kb, matcher)
             except Exception:
                 log.exception("LLM fallback: could not index the new knowledge; keeping the running version")
