@@ -113,6 +113,10 @@ class KnowledgeBase:
     def get(self, faq_id: str) -> Entry | None:
         return self.by_id.get(faq_id)
 
+    def content(self) -> tuple:
+        """What the indexes are built from (frozen dataclasses, compared by value; see knowledge/built.py)."""
+        return tuple(self.entries), self.terms, self.aspects
+
 
 def _read_toml(path: Path, problems: list[Problem]) -> dict | None:
     try:

@@ -13,22 +13,20 @@ Routing (`route`): a long question is scored as a whole and by its asking parts 
 of partial.toml (`partial_aspect`: a line under the answer, or choices instead of a direct answer), and the
 thresholds decide between faq, clarify and none.
 
-`matcher_for(kb)` returns the Matcher of a knowledge base's content, built once: a reload that changed nothing, every
-Answerer, the LLM fallback and the CLI verbs on the same knowledge share one index (routing thresholds are arguments
-of `route`, not part of the index).
+`matcher_for(kb)` returns the Matcher of a knowledge base's content, built once (knowledge/built.py); routing
+thresholds are arguments of `route`, not part of the index.
 """
 from __future__ import annotations
 
 import enum
 import math
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
-from cachetools import LRUCache
 from rapidfuzz import fuzz, process
 
 from knowledge.bigrams import bigram_set
+from knowledge.built import BuiltPerContent
 from knowledge.loader import Aspect, Entry, KnowledgeBase
 from knowledge.normalize import Normalizer
 
@@ -110,7 +108,6 @@ class Matcher:
     the same values), so one Matcher serves any number of answerers and threads: see `matcher_for`."""
 
     def __init__(self, kb: KnowledgeBase, normalizer: Normalizer | None = None):
-        self.content = _content(kb)  # what the index is built from (see matcher_for)
         self.entries = kb.entries
         self.normalizer = normalizer or Normalizer(kb.terms)
         raw: list[tuple[int, str, bool]] = []
@@ -490,25 +487,5 @@ class Matcher:
         return MatchResult("none", ranked, MatchReason.LOW_SCORE, foreign, anchored)
 
 
-# A few contents at a time: the running knowledge, the one a reload is checking, and what tests and the CLI load.
-_BUILT: LRUCache[str, Matcher] = LRUCache(maxsize=4)
-_BUILT_LOCK = threading.Lock()  # LRUCache is not thread-safe; the build itself runs outside the lock
-
-
-def _content(kb: KnowledgeBase) -> tuple:
-    """What a Matcher is built from (all frozen dataclasses, compared by value)."""
-    return tuple(kb.entries), kb.terms, kb.aspects
-
-
-def matcher_for(kb: KnowledgeBase) -> Matcher:
-    """The Matcher of `kb`'s content: built on first use, then shared (bounded; least recently used dropped)."""
-    with _BUILT_LOCK:
-        cached = _BUILT.get(kb.version)
-    # `version` is a digest of the files; the content is compared as well, so a knowledge base built in code (or
-    # edited after loading) is never served another one's index.
-    if cached is not None and cached.content == _content(kb):
-        return cached
-    matcher = Matcher(kb)
-    with _BUILT_LOCK:
-        _BUILT[kb.version] = matcher
-    return matcher
+matcher_for: BuiltPerContent[Matcher] = BuiltPerContent(Matcher)
+"""The Matcher of a knowledge base's content, built once (knowledge/built.py)."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from knowledge.bigrams import bigrams
 from knowledge.loader import Entry, KnowledgeBase
-from knowledge.match import Matcher
+from knowledge.built import BuiltPerContent
+from knowledge.match import Matcher, matcher_for
 
 K1 = 1.2
 B = 0.75
@@ -101,3 +102,7 @@ class Retriever:
         if k <= 0:
             return []
         return [e for e, _ in self.ranked(normalized_query, matcher_ids)[:k]]
+
+
+retriever_for: BuiltPerContent[Retriever] = BuiltPerContent(lambda kb: Retriever(kb, matcher_for(kb)))
+"""The Retriever of a knowledge base's content (on its shared Matcher), built once (knowledge/built.py)."""

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from bot.answering.types import Route
-from knowledge.retrieve import Retriever
+from knowledge.retrieve import retriever_for
 
 
 class LabelledFileError(ValueError):
@@ -47,7 +47,7 @@ def evaluate(settings, kb, path: str | Path) -> dict:
     from bot.answering.answerer import Answerer
 
     answerer = Answerer(settings, kb)
-    retriever = Retriever(kb, answerer.matcher)
+    retriever = retriever_for(kb)
     rows = load_labelled(path)
     in_scope = direct_correct = direct_wrong = clarify_ok = recall3 = ctx_hits = useful = 0
     oos = oos_direct = excluded = 0

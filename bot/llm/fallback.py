@@ -31,7 +31,7 @@ from bot.llm.settings import FallbackSettings
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import matcher_for
 from knowledge.normalize import to_traditional
-from knowledge.retrieve import Retriever
+from knowledge.retrieve import retriever_for
 from prompts.loader import Prompts, load_prompts, render
 
 
@@ -105,7 +105,7 @@ class LLMFallback:
         self.prompts: Prompts = load_prompts(settings.prompts_dir)
         self.kb = kb
         self.matcher = matcher_for(kb)
-        self.retriever = Retriever(kb, self.matcher)
+        self.retriever = retriever_for(kb)
         self.units = quote.index_units(kb.entries)
         self._build_leak()
         self.client = ChatClient(settings)
@@ -130,7 +130,7 @@ class LLMFallback:
         if kb is not None and kb is not self.kb:
             try:
                 matcher = matcher_for(kb)
-                retriever = Retriever(kb, matcher)
+                retriever = retriever_for(kb)
             except Exception:
                 log.exception("LLM fallback: could not index the new knowledge; keeping the running version")
             else:

@@ -446,32 +446,3 @@ def test_an_entry_can_require_one_of_its_words(answerer, kb):
     baby = answerer.match("宝宝第一次办社保卡去哪办")
     assert (baby.route, baby.faq_id) == (Route.FAQ, "newborn")
 
-
-def test_one_matcher_per_knowledge_content(kb, knowledge_copy):
-    """`matcher_for` builds the index once per content: the same files loaded again share it; an edited entry, or a
-    knowledge base that claims the same version with other content, gets its own index that answers from it."""
-    from dataclasses import replace
-
-    from knowledge.loader import load_knowledge
-    from knowledge.match import matcher_for
-
-    shared = matcher_for(kb)
-    assert matcher_for(load_knowledge(kb.directory)) is shared
-    assert matcher_for(load_knowledge(knowledge_copy)) is shared  # same files in another folder
-
-    path = next((knowledge_copy / "faq").glob("*.toml"))
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace('alternates = [', 'alternates = [\n  "紫色长颈鹿的养老金怎么领",', 1),
-                    encoding="utf-8")
-    edited = load_knowledge(knowledge_copy)
-    assert edited.version != kb.version
-    m = matcher_for(edited)
-    assert m is not shared and matcher_for(edited) is m
-    owner = next(e for e in edited.entries if e.source_file == path.name)
-    assert m.rank(m.normalizer.normalize("紫色长颈鹿的养老金怎么领").text)[0].entry.id == owner.id
-
-    impostor = replace(edited, version=kb.version)  # built in code: same version string, other entries
-    assert matcher_for(impostor) is not shared
-    assert matcher_for(impostor).rank(m.normalizer.normalize("紫色长颈鹿的养老金怎么领").text)[0].entry.id == owner.id
-    assert matcher_for(kb) is not shared  # the impostor replaced it under that version; kb gets a fresh, equal one
-    assert [s.entry.id for s in matcher_for(kb).rank("社保卡丢了")] == [s.entry.id for s in shared.rank("社保卡丢了")]
