@@ -61,14 +61,17 @@ def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):
 
 
 # Root may write anywhere (and CI runs as root): the CLI then runs as user 65534. The interpreter lives where only
-# root may read (e.g. /root/.pyenv), so the child imports what the command needs first, then drops to nobody.
+# root may read (e.g. /root/.pyenv), so the child imports what the command needs first, then drops to nobody: every
+# module of bot and storage (the verbs import theirs lazily) except the chat channels, which no `logs` verb uses
+# (importing aiogram alone took seconds of the test); a module missed here fails the command with an ImportError.
 _AS_NOBODY = """
 import importlib, os, pkgutil, sys
-import bot, storage
-for pkg in (bot, storage):  # every module of both packages (the verbs import theirs lazily)
-    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
-        if not m.name.startswith(("bot.matrix", "bot.__main__")):
-            importlib.import_module(m.name)
+def load(name):  # the package and its modules, recursively (walk_packages would import the channels to recurse)
+    pkg = importlib.import_module(name)
+    for m in pkgutil.iter_modules(pkg.__path__, name + "."):
+        if m.name not in ("bot.matrix", "bot.telegram", "bot.__main__"):
+            load(m.name) if m.ispkg else importlib.import_module(m.name)
+load("bot"); load("storage")
 import bot.cli.main, bot.app.settings
 import rich.console, rich.table, rich.text, rich.box, rich.markup, rich.cells, json, sqlite3
 bot.cli.main.build_parser()
