@@ -396,13 +396,20 @@ def test_vectorized_rank_equals_the_per_phrase_formula(kb):
         _same(got, _reference_rank(m, q), question)
 
 
-def test_vectorized_rank_with_a_large_knowledge_base(tmp_path):
-    # Over 40 entries the inverted index preselects entries first; the scores of those must still be exact.
+@pytest.fixture(scope="module")
+def large(tmp_path_factory) -> tuple[Matcher, list[str]]:
+    """A Matcher on a generated 300-entry knowledge base (over PRESELECT entries) and questions aimed at its entries;
+    built once for the module (generating, loading and indexing it is most of a test's time). Read-only."""
     from knowledge.loader import load_knowledge
     from tests.bench.synth import generate_knowledge
 
-    directory, aimed = generate_knowledge(tmp_path / "kb", 300, seed=3)
-    m = Matcher(load_knowledge(directory))
+    directory, aimed = generate_knowledge(tmp_path_factory.mktemp("large") / "kb", 300, seed=3)
+    return Matcher(load_knowledge(directory)), aimed
+
+
+def test_vectorized_rank_with_a_large_knowledge_base(large):
+    # Over 40 entries the inverted index preselects entries first; the scores of those must still be exact.
+    m, aimed = large
     for question in aimed[:60] + ["社保卡丢了怎么办", "密码忘了"]:
         q = m.normalizer.normalize(question).text
         cand = m._candidate_entries(bigram_set(q))
@@ -412,18 +419,15 @@ def test_vectorized_rank_with_a_large_knowledge_base(tmp_path):
         assert got[0][0] == m.rank(q, limit=1)[0].entry.id
 
 
-def test_rank_many_equals_rank_for_each_part(kb, tmp_path):
+def test_rank_many_equals_rank_for_each_part(kb, large):
     """The asking parts of a question are scored in one batch (`rank_many`); each part's ranking must be the one
     `rank` gives it alone (among the same entries on a large knowledge base)."""
-    from knowledge.loader import load_knowledge
-    from tests.bench.synth import generate_knowledge
-
     small = Matcher(kb)
-    directory, aimed = generate_knowledge(tmp_path / "kb", 300, seed=4)
-    large = Matcher(load_knowledge(directory))
+    big, aimed = large
+    # Aimed questions the vectorized test does not use (it takes the first 60).
     questions = ["我以前在天津办过卡，现在回河北又办了一张，两张社保卡到底用哪张？",
-                 "上周钱包丢了，里面有银行卡和社保卡。请问社保卡丢了怎么补办？", *aimed[:20]]
-    for m in (small, large):
+                 "上周钱包丢了，里面有银行卡和社保卡。请问社保卡丢了怎么补办？", *aimed[-20:]]
+    for m in (small, big):
         for question in questions:
             n = m.normalizer.normalize(question)
             parts = [n.text, *(a for a, _ in n.asks)]
