@@ -35,6 +35,15 @@ def fx(tmp_path_factory):
     return build_log(tmp_path_factory.mktemp("guard") / "faqbot.db")
 
 
+@pytest.fixture(scope="module")
+def site(fx, tmp_path_factory):
+    """One `faqbot logs serve` without a login on ``fx``, shared by the tests that only read from it (starting a
+    server is most of such a test's time); the tests that log in, kill it or look at its environment start their own."""
+    s = Datasette(fx.path, tmp_path_factory.mktemp("site"))
+    yield s
+    s.stop()
+
+
 def raw_get(port: int, host_header: str, path: str = "/faqbot.json") -> int:
     """A GET with exactly this Host header (what a DNS-rebinding page's requests carry)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -45,8 +54,8 @@ def raw_get(port: int, host_header: str, path: str = "/faqbot.json") -> int:
     return int(data.split(b" ", 2)[1])
 
 
-def test_the_no_login_site_answers_only_to_loopback_names(fx, serve):
-    s = serve(fx.path)
+def test_the_no_login_site_answers_only_to_loopback_names(site):
+    s = site
     assert s.info["password_required"] is False
     for good in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", f"LOCALHOST:{s.port}", f"[::1]:{s.port}"):
         assert raw_get(s.port, good) == 200, good
@@ -125,8 +134,8 @@ def test_sigkill_of_logs_serve_stops_datasette(fx, serve):
         socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
 
 
-def test_sql_cannot_build_huge_values(fx, serve):
-    s = serve(fx.path)
+def test_sql_cannot_build_huge_values(site):
+    s = site
     sql = urllib.parse.quote("select length(randomblob(50000000)) as n")
     status, _, body = s.request(f"/faqbot.json?sql={sql}&_shape=objects")
     data = json.loads(body)
