@@ -1,4 +1,5 @@
-"""The `faqbot` command line, run as real subprocesses: ask (JSON, batch, plain), shell, run, knowledge check."""
+"""The `faqbot` command line, run as real subprocesses: ask (JSON, batch, plain), shell, run, knowledge check, usage
+errors; where the real process was checked once, the variants run in-process (tests/support/cli.py `faqbot_main`)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import pytest
 
 from bot.answering import texts
 from knowledge.normalize import to_traditional
+from tests.support.cli import faqbot_main
 
 REPO = Path(__file__).resolve().parents[2]
 CANDIDATE_KEYS = {"faq_id", "section", "score", "question"}
@@ -177,15 +179,15 @@ def test_run_without_token_is_the_console(faqbot, subprocess_env, kb):
 
 
 # -- knowledge check ------------------------------------------------------------------------------------------
-def test_knowledge_check_ok(faqbot, kb):
+def test_knowledge_check_ok(faqbot, kb, capsys):
     p = faqbot("knowledge", "check")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"OK: {len(kb.entries)} entries")
     assert kb.version in p.stdout
 
-    p = faqbot("knowledge", "check", "--json")
-    assert p.returncode == 0, p.stderr
-    d = json.loads(p.stdout)
+    code, out, err = faqbot_main(capsys, "knowledge", "check", "--json")  # the same command; the process is above
+    assert code == 0, err
+    d = json.loads(out)
     assert d["ok"] is True and d["version"] == kb.version and d["entries"] == len(kb.entries)
     assert d["alternates"] == sum(len(e.alternates) for e in kb.entries)
     assert isinstance(d["conflicts"], list) and isinstance(d["warnings"], list)
@@ -194,7 +196,7 @@ def test_knowledge_check_ok(faqbot, kb):
         assert c["other_score"] >= c["own_score"] and c["other_id"] != c["faq_id"]  # rounded to 0.1
 
 
-def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_copy):
+def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_copy, capsys):
     phone = knowledge_copy / "faq" / "10_change_phone.toml"
     phone.write_text(phone.read_text(encoding="utf-8").replace('id = "change_phone"', 'id = "lost_reissue"'),
                      encoding="utf-8")
@@ -204,18 +206,27 @@ def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_
     assert "10_change_phone.toml [lost_reissue]: duplicate id (also in 09_lost_reissue.toml)" in p.stderr
     assert "Traceback" not in p.stderr
 
-    p = faqbot("knowledge", "check", "--json", "--dir", str(knowledge_copy))
-    assert p.returncode == 1
-    d = json.loads(p.stdout)
+    code, out, _ = faqbot_main(capsys, "knowledge", "check", "--json", "--dir", knowledge_copy)
+    assert code == 1
+    d = json.loads(out)
     assert d["ok"] is False
     assert any("10_change_phone.toml [lost_reissue]: duplicate id" in e for e in d["errors"])
 
 
-@pytest.mark.parametrize("args", [[], ["nosuchcommand"], ["knowledge"], ["eval"]])
-def test_usage_errors_exit_2(faqbot, args):
-    p = faqbot(*args)
+def test_a_usage_error_exits_2_with_one_line(faqbot):
+    p = faqbot("nosuchcommand")
     assert p.returncode == 2
     [line] = p.stderr.splitlines()  # one line that says what is wrong and where help is, not argparse's usage block
+    assert "error:" in line and "--help" in line
+
+
+@pytest.mark.parametrize("args", [[], ["nosuchcommand"], ["knowledge"], ["eval"]])
+def test_usage_errors_exit_2(capsys, args):
+    """Each kind of usage error in-process (the exit code through a real process is checked above)."""
+    with pytest.raises(SystemExit) as exc:
+        faqbot_main(capsys, *args)
+    assert exc.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
     assert "error:" in line and "--help" in line
 
 

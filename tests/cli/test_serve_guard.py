@@ -122,6 +122,7 @@ def test_datasette_gets_no_secrets_in_its_environment(fx, serve):
     assert raw_get(s.port, f"127.0.0.1:{s.port}") == 200  # and it works with that
 
 
+@pytest.mark.load  # a whole-process fault test: waits for the orphaned child to notice and exit
 def test_sigkill_of_logs_serve_stops_datasette(fx, serve):
     s = serve(fx.path)
     server = psutil.Process(s.server_pid)
