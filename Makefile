@@ -24,8 +24,10 @@ run: $(STAMP)
 synapse-venv: constraints-synapse.txt
 	@PYTHON=$(PYTHON) bash scripts/synapse-venv.sh .venv-synapse
 
-## Set up and run the whole test suite.
+## Lint and format check (Ruff, configured in pyproject.toml), then the whole test suite.
 test: $(STAMP) synapse-venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 eval: $(STAMP)

@@ -1,4 +1,5 @@
 """`python -m bot`: the `faqbot` command (bot.cli.main)."""
+
 import sys
 
 from bot.cli.main import main

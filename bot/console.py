@@ -1,4 +1,5 @@
 """Console chat: interactive (line editing and history via readline) or piped (one answer per input line)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -65,13 +66,18 @@ async def run_console(settings, *, stdin=None, stdout=None) -> int:
 
         # Keep the chat readable: only warnings and errors between the answers.
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
-    conv = Conversation(channel="console", chat_id="console", chat_type="console", user_id=os.environ.get("USER", "console"))
+    conv = Conversation(
+        channel="console", chat_id="console", chat_type="console", user_id=os.environ.get("USER", "console")
+    )
     loop = asyncio.get_running_loop()
     readline = None
     try:
         if interactive:
             readline = _setup_readline()
-            stdout.write(texts.WELCOME.replace("点击下方的话题", "输入 /faq 查看全部问题") + "\n（输入 /quit 或按 Ctrl-D 退出）\n")
+            stdout.write(
+                texts.WELCOME.replace("点击下方的话题", "输入 /faq 查看全部问题")
+                + "\n（输入 /quit 或按 Ctrl-D 退出）\n"
+            )
         while True:
             try:
                 if interactive:

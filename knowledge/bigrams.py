@@ -1,6 +1,7 @@
 """Character bigrams: the unit text overlap is measured in everywhere in faqbot (matching, retrieval, the LLM
 guard and claim checks, gap clustering). Chinese needs no word segmenter for this: most words are two characters,
 and a pair of characters already says far more than one."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ are read-only once built, so every Answerer, the LLM fallback, a reload that cha
 same knowledge can share one. Keyed by `KnowledgeBase.version` (a digest of the files) and checked against the
 content itself, so a knowledge base built in code, or edited after loading, is never served another one's index.
 """
+
 from __future__ import annotations
 
 import threading

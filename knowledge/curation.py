@@ -7,6 +7,7 @@ Drafts live in ``<knowledge>/drafts/<id>.toml``. The loader reads only ``faq/*.t
 and does not change the knowledge version. A draft is an entry file with a comment header (where it came from,
 which turns asked it); ``approve`` checks it, loads the knowledge with it, and moves it to ``faq/NN_<id>.toml``.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -55,14 +56,13 @@ def append_alternates(text: str, new: list[str]) -> str:
     end = re.compile(r"^\]", re.MULTILINE).search(text, m.end())
     if end is None:
         raise CurationError("the alternates array does not end with ']' on its own line")
-    body = text[m.end():end.start()]
+    body = text[m.end() : end.start()]
     lines = "".join(f"  {toml_str(q)},\n" for q in new)
     # The last old item normally ends with a comma (possibly followed by a comment); if not, one is added.
     # Whichever reads back as old + new is kept.
-    attempts = [body + ("" if body.endswith("\n") or not body else "\n") + lines,
-                body.rstrip() + ",\n" + lines]
+    attempts = [body + ("" if body.endswith("\n") or not body else "\n") + lines, body.rstrip() + ",\n" + lines]
     for candidate in attempts:
-        out = text[:m.end()] + candidate + text[end.start():]
+        out = text[: m.end()] + candidate + text[end.start() :]
         try:
             if tomllib.loads(out).get("alternates") == [*old, *new]:
                 return out
@@ -86,8 +86,10 @@ class DraftEntry:
         lines = [f"# draft entry: not served until `faqbot knowledge approve {self.id}` moves it to faq/"]
         lines += [f"# {n}" for n in self.notes]
         if self.answer.strip() == PLACEHOLDER_ANSWER:
-            lines.append(f"# write the answer (from the source FAQ) in place of {PLACEHOLDER_ANSWER}; "
-                         f"at least {MIN_ALTERNATES} alternates")
+            lines.append(
+                f"# write the answer (from the source FAQ) in place of {PLACEHOLDER_ANSWER}; "
+                f"at least {MIN_ALTERNATES} alternates"
+            )
         if self.turn_ids:
             lines.append("# turns: " + " ".join(self.turn_ids))
         lines += [
@@ -135,9 +137,14 @@ def draft_turns(text: str) -> list[str]:
 
 
 def unified_diff(rel: str, old: str | None, new: str) -> str:
-    return "".join(difflib.unified_diff(
-        (old or "").splitlines(keepends=True), new.splitlines(keepends=True),
-        fromfile=f"a/{rel}" if old is not None else "/dev/null", tofile=f"b/{rel}"))
+    return "".join(
+        difflib.unified_diff(
+            (old or "").splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"a/{rel}" if old is not None else "/dev/null",
+            tofile=f"b/{rel}",
+        )
+    )
 
 
 def load_with_changes(kdir: Path, changes: dict[str, str]) -> KnowledgeBase:
@@ -191,24 +198,40 @@ def check_draft(kdir: Path, entry_id: str, *, approver: str = "", today: _dt.dat
     path = drafts_dir(kdir) / f"{entry_id}.toml"
     if not ID_RE.match(entry_id or "") or not path.is_file():
         have = sorted(p.stem for p in drafts_dir(kdir).glob("*.toml"))
-        raise CurationError(f"no draft {entry_id!r} in {drafts_dir(kdir)}"
-                            + (f" (drafts: {', '.join(have)})" if have else " (no drafts)"))
+        raise CurationError(
+            f"no draft {entry_id!r} in {drafts_dir(kdir)}"
+            + (f" (drafts: {', '.join(have)})" if have else " (no drafts)")
+        )
     text = path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KnowledgeError([Problem(f"{DRAFTS_DIR}/{path.name}", entry_id, f"TOML syntax error: {exc}")]) from None
     if data.get("id") != entry_id:
-        raise KnowledgeError([Problem(f"{DRAFTS_DIR}/{path.name}", entry_id,
-                                      f"the file's id is {data.get('id')!r}: it must equal the file name")])
+        raise KnowledgeError(
+            [
+                Problem(
+                    f"{DRAFTS_DIR}/{path.name}",
+                    entry_id,
+                    f"the file's id is {data.get('id')!r}: it must equal the file name",
+                )
+            ]
+        )
     if str(data.get("answer", "")).strip() in ("", PLACEHOLDER_ANSWER):
-        raise KnowledgeError([Problem(f"{DRAFTS_DIR}/{path.name}", entry_id,
-                                      f"the answer is still '{PLACEHOLDER_ANSWER}': write it first")])
+        raise KnowledgeError(
+            [
+                Problem(
+                    f"{DRAFTS_DIR}/{path.name}", entry_id, f"the answer is still '{PLACEHOLDER_ANSWER}': write it first"
+                )
+            ]
+        )
     turn_ids = draft_turns(text)
     # The served file keeps the entry, not the draft's bookkeeping comments.
     body = "\n".join(line for line in text.splitlines() if not line.startswith("#")).lstrip("\n") + "\n"
     stamp = (today or _dt.date.today()).isoformat()
-    served = f"# approved from {DRAFTS_DIR}/{path.name}" + (f" by {approver}" if approver else "") + f" on {stamp}\n" + body
+    served = (
+        f"# approved from {DRAFTS_DIR}/{path.name}" + (f" by {approver}" if approver else "") + f" on {stamp}\n" + body
+    )
     target = next_entry_file(kdir, entry_id)
     kb = load_with_changes(kdir, {target: served})
     return Approval(draft=path, target=target, text=served, kb=kb, turn_ids=turn_ids)

@@ -5,6 +5,7 @@ Layout: `knowledge/faq/*.toml` (one entry per file), `knowledge/terms.toml` (syn
 (place names: Hebei's, and the others that get a "local rules may differ" note).
 Every problem is reported with the file, the entry and what is wrong; nothing half-loaded is ever returned.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ PACKAGE_KNOWLEDGE_DIR = Path(__file__).resolve().parent  # the built-in FAQ ship
 SEED_SECTIONS = range(0, 14)
 ID_RE = re.compile(r"^[a-z0-9_]{2,40}$")
 MIN_ALTERNATES = 12
-_ID_LINE_RE = re.compile(r'''^\s*id\s*=\s*["']([^"'\n]+)["']''', re.MULTILINE)
+_ID_LINE_RE = re.compile(r"""^\s*id\s*=\s*["']([^"'\n]+)["']""", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,9 @@ def load_terms(path: Path, problems: list[Problem]) -> Terms:
         particles=_str_list(fillers.get("particles"), path.name, "fillers", "particles", problems),
         foreign=_str_list((data.get("foreign") or {}).get("terms"), path.name, "foreign", "terms", problems),
         anchors=_str_list((data.get("domain") or {}).get("anchors"), path.name, "domain", "anchors", problems),
-        question_words=_str_list((data.get("question_words") or {}).get("words"), path.name, "question_words", "words",
-                                 problems),
+        question_words=_str_list(
+            (data.get("question_words") or {}).get("words"), path.name, "question_words", "words", problems
+        ),
     )
 
 
@@ -173,7 +175,7 @@ _CHOICES_RE = re.compile(r"\[([^\[\]]*)\]")
 
 
 def expand_choices(variant: str) -> list[str]:
-    """"[帮|给]家人开通" -> ["帮家人开通", "给家人开通"] (every combination of the bracketed choices)."""
+    """ "[帮|给]家人开通" -> ["帮家人开通", "给家人开通"] (every combination of the bracketed choices)."""
     m = _CHOICES_RE.search(variant)
     if m is None:
         if "[" in variant or "]" in variant:
@@ -182,7 +184,7 @@ def expand_choices(variant: str) -> list[str]:
     choices = [c.strip() for c in m.group(1).split("|")]
     if not all(choices):
         raise ValueError(f"empty choice in '{variant}'")
-    head, tail = variant[: m.start()], variant[m.end():]
+    head, tail = variant[: m.start()], variant[m.end() :]
     return [x for c in choices for x in expand_choices(head + c + tail)]
 
 
@@ -214,16 +216,27 @@ def load_paraphrases(path: Path, problems: list[Problem]) -> tuple[Paraphrase, .
             problems.append(Problem(path.name, label, "'variants' must list at least one phrase"))
             continue
         if any(canon.strip() in v for v in variants):
-            problems.append(Problem(path.name, label, f"a variant contains the canonical '{canon.strip()}' "
-                                                      "(it would be rewritten again and again)"))
+            problems.append(
+                Problem(
+                    path.name,
+                    label,
+                    f"a variant contains the canonical '{canon.strip()}' (it would be rewritten again and again)",
+                )
+            )
             continue
         try:
             variants = tuple(x for v in variants for x in expand_choices(v))
         except ValueError as exc:
             problems.append(Problem(path.name, label, str(exc)))
             continue
-        out.append(Paraphrase(canon.strip(), variants, _str_list(rule.get("when"), path.name, label, "when", problems),
-                              _str_list(rule.get("unless"), path.name, label, "unless", problems)))
+        out.append(
+            Paraphrase(
+                canon.strip(),
+                variants,
+                _str_list(rule.get("when"), path.name, label, "when", problems),
+                _str_list(rule.get("unless"), path.name, label, "unless", problems),
+            )
+        )
     return tuple(out)
 
 
@@ -238,8 +251,10 @@ def load_places(path: Path, problems: list[Problem]) -> Places:
     name = path.name
     places = Places(
         home=_str_list(home.get("names"), name, "home", "names", problems),
-        other=(_str_list(other.get("provinces"), name, "other", "provinces", problems)
-               + _str_list(other.get("cities"), name, "other", "cities", problems)),
+        other=(
+            _str_list(other.get("provinces"), name, "other", "provinces", problems)
+            + _str_list(other.get("cities"), name, "other", "cities", problems)
+        ),
         need_suffix=_str_list(other.get("need_suffix"), name, "other", "need_suffix", problems),
         elsewhere=_str_list(other.get("elsewhere"), name, "other", "elsewhere", problems),
     )
@@ -291,9 +306,16 @@ def load_aspects(path: Path, problems: list[Problem]) -> tuple[Aspect, ...]:
             ok = False
         if ok:
             seen.add(aid)
-            out.append(Aspect(aid, words, says.strip(), mode,
-                              _str_list(item.get("entries"), path.name, label, "entries", problems),
-                              _str_list(item.get("unless"), path.name, label, "unless", problems)))
+            out.append(
+                Aspect(
+                    aid,
+                    words,
+                    says.strip(),
+                    mode,
+                    _str_list(item.get("entries"), path.name, label, "entries", problems),
+                    _str_list(item.get("unless"), path.name, label, "unless", problems),
+                )
+            )
     return tuple(out)
 
 
@@ -357,8 +379,9 @@ def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
         if path.exists():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     terms = load_terms(terms_path, problems)
-    terms = replace(terms, paraphrases=load_paraphrases(paraphrases_path, problems),
-                    places=load_places(places_path, problems))
+    terms = replace(
+        terms, paraphrases=load_paraphrases(paraphrases_path, problems), places=load_places(places_path, problems)
+    )
     aspects = load_aspects(partial_path, problems)
 
     entries: list[Entry] = []
@@ -391,7 +414,11 @@ def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
             other = owner.get(key)
             if other is not None and other.id != e.id:
                 problems.append(
-                    Problem(e.source_file, e.id, f"alternate '{phrase}' is shared with entry '{other.id}' ({other.source_file})")
+                    Problem(
+                        e.source_file,
+                        e.id,
+                        f"alternate '{phrase}' is shared with entry '{other.id}' ({other.source_file})",
+                    )
                 )
             elif other is not None:
                 warnings.append(Problem(e.source_file, e.id, f"alternate '{phrase}' repeats within the entry"))
@@ -403,5 +430,11 @@ def load_knowledge(directory: Path | str | None = None) -> KnowledgeBase:
     if problems:
         raise KnowledgeError(problems)
     entries.sort(key=lambda e: (e.section, e.id))
-    return KnowledgeBase(entries=entries, terms=terms, version=digest.hexdigest()[:12], directory=directory,
-                         warnings=warnings, aspects=aspects)
+    return KnowledgeBase(
+        entries=entries,
+        terms=terms,
+        version=digest.hexdigest()[:12],
+        directory=directory,
+        warnings=warnings,
+        aspects=aspects,
+    )

@@ -16,6 +16,7 @@ thresholds decide between faq, clarify and none.
 `matcher_for(kb)` returns the Matcher of a knowledge base's content, built once (knowledge/built.py); routing
 thresholds are arguments of `route`, not part of the index.
 """
+
 from __future__ import annotations
 
 import enum
@@ -173,14 +174,25 @@ class Matcher:
             for g in gs:
                 self.postings.setdefault(g, []).append(i)
         # Words an entry needs in the question for a direct answer (`requires` in its file), normalized.
-        self.requires = {e.id: tuple({self.normalizer.normalize(w).text for w in e.requires} - {""})
-                         for e in self.entries if e.requires}
+        self.requires = {
+            e.id: tuple({self.normalizer.normalize(w).text for w in e.requires} - {""})
+            for e in self.entries
+            if e.requires
+        }
         # Half-covered details, with their words normalized like the questions.
-        self.aspects = [(a, tuple({self.normalizer.normalize(w).text for w in a.words} - {""}),
-                         tuple({self.normalizer.normalize(w).text for w in a.unless} - {""})) for a in kb.aspects]
+        self.aspects = [
+            (
+                a,
+                tuple({self.normalizer.normalize(w).text for w in a.words} - {""}),
+                tuple({self.normalizer.normalize(w).text for w in a.unless} - {""}),
+            )
+            for a in kb.aspects
+        ]
         self._answers: dict[str, str] = {}
         self.anchors = tuple({self.normalizer.normalize(a).text for a in kb.terms.anchors} - {""})
-        self.foreign = tuple(sorted({self.normalizer.normalize(f).text for f in kb.terms.foreign} - {""}, key=len, reverse=True))
+        self.foreign = tuple(
+            sorted({self.normalizer.normalize(f).text for f in kb.terms.foreign} - {""}, key=len, reverse=True)
+        )
 
     # -- scoring -----------------------------------------------------------------------------------
     def _w(self, g: str) -> float:
@@ -254,8 +266,9 @@ class Matcher:
                     posts.append(post)
                     weights.append(idf[g])
             if posts:
-                common = np.bincount(np.concatenate(posts), weights=np.repeat(weights, [len(p) for p in posts]),
-                                     minlength=len(texts))
+                common = np.bincount(
+                    np.concatenate(posts), weights=np.repeat(weights, [len(p) for p in posts]), minlength=len(texts)
+                )
             else:
                 common = np.zeros(len(texts))
         else:
@@ -292,8 +305,10 @@ class Matcher:
         used = [(n, a, b) for n, (a, b) in enumerate(ranges) if a < b]
         tops = np.maximum.reduceat(score, [a for _, a, _ in used]).tolist()
         # Clamped: float sums over sets (order varies with the hash seed) can land a hair above 100.
-        best = sorted(((min(100.0, sc), entry_of[n], a, b) for (n, a, b), sc in zip(used, tops) if sc > 0),
-                      key=lambda x: (-x[0], x[1]))
+        best = sorted(
+            ((min(100.0, sc), entry_of[n], a, b) for (n, a, b), sc in zip(used, tops, strict=False) if sc > 0),
+            key=lambda x: (-x[0], x[1]),
+        )
         out = []
         for sc, e, a, b in best[:limit]:
             k = a + int(score[a:b].argmax())  # the first best phrase, as a loop with `>` would keep
@@ -308,8 +323,10 @@ class Matcher:
             ps = self.by_entry[i]
             ids = [[self._gram_ids[g] for g in p.grams] for p in ps]
             # int32: at 10,000 entries all of them together take ~17 MB, built only as entries come up.
-            cached = (np.repeat(np.arange(len(ps), dtype=np.int32), [len(x) for x in ids]),
-                      np.array([g for x in ids for g in x], dtype=np.int32))
+            cached = (
+                np.repeat(np.arange(len(ps), dtype=np.int32), [len(x) for x in ids]),
+                np.array([g for x in ids for g in x], dtype=np.int32),
+            )
             self._gram_arrays[i] = cached
         return cached
 
@@ -365,8 +382,10 @@ class Matcher:
             commons = [common_all[:, j] for j in range(len(queries))]
             pweight, entry_of = np.array(weights), cand
         shapes = process.cdist(queries, texts, scorer=fuzz.ratio, dtype=np.float64, workers=1)
-        return [self._best_entries(q, w, c, shapes[j], texts, pweight, ranges, entry_of, limit)
-                for j, (q, w, c) in enumerate(zip(queries, qweights, commons))]
+        return [
+            self._best_entries(q, w, c, shapes[j], texts, pweight, ranges, entry_of, limit)
+            for j, (q, w, c) in enumerate(zip(queries, qweights, commons, strict=False))
+        ]
 
     # -- routing ----------------------------------------------------------------------------------
     def partial_aspect(self, q: str, entry: Entry, mode: str | None = None) -> Aspect | None:
@@ -396,8 +415,15 @@ class Matcher:
             text = self._answers[entry.id] = self.normalizer.normalize(entry.answer).text
         return text
 
-    def rank_parts(self, q: str, asks: tuple[tuple[str, float], ...] = (), limit: int = 5,
-                   trust_whole: float = 101.0, near: float = 8.0, whole: list[Scored] | None = None) -> list[Scored]:
+    def rank_parts(
+        self,
+        q: str,
+        asks: tuple[tuple[str, float], ...] = (),
+        limit: int = 5,
+        trust_whole: float = 101.0,
+        near: float = 8.0,
+        whole: list[Scored] | None = None,
+    ) -> list[Scored]:
         """Entries ranked by their best score over the whole key `q` and its asking parts `asks` ((key, factor)).
 
         A part cut loose from the segment before it (factor < 1) drops words the question may need ("可以不办实体卡，
@@ -411,7 +437,7 @@ class Matcher:
         best: dict[str, Scored] = {s.entry.id: Scored(s.entry, s.score, s.phrase, q) for s in whole}
         confident = bool(whole) and whole[0].score >= trust_whole
         allowed = {s.entry.id for s in whole if whole[0].score - s.score <= near}
-        for (part, factor), scored in zip(asks, parts):
+        for (part, factor), scored in zip(asks, parts, strict=False):
             for s in scored:
                 if factor < 1.0 and confident and s.entry.id not in allowed:
                     continue
@@ -449,8 +475,7 @@ class Matcher:
         # "宝宝第一次办社保卡" but is not about a newborn's card); a phrasing without them was put there on purpose.
         anchored = not self.anchors or any(a in q for a in self.anchors)
         needs = self.requires.get(top.entry.id)
-        lacks_entry_word = (bool(needs) and any(w in top.phrase for w in needs)
-                            and not any(w in q for w in needs))
+        lacks_entry_word = bool(needs) and any(w in top.phrase for w in needs) and not any(w in q for w in needs)
         second = next((s for s in ranked[1:] if s.entry.section != top.entry.section), None)
         gap = top.score - (second.score if second else 0.0)
         # Details the FAQ does not cover (partial.toml). Those that withhold a direct answer are looked for in the part
@@ -459,8 +484,11 @@ class Matcher:
         partial = self.partial_aspect(asked, top.entry)
         if partial is None or partial.mode != "offer":
             partial = self.partial_aspect(q, top.entry, mode="answer") or partial
-        if partial is not None and partial.mode == "offer" and (top.score >= th.related or
-                                                                (not partial.entries and anchored)):
+        if (
+            partial is not None
+            and partial.mode == "offer"
+            and (top.score >= th.related or (not partial.entries and anchored))
+        ):
             # Tied to named entries: offer them. A detail of no entry (activating the physical card): say so only.
             route = "clarify" if partial.entries else "none"
             return MatchResult(route, ranked, MatchReason.PARTIAL.about(partial.id), foreign, anchored, partial)

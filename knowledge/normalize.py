@@ -14,6 +14,7 @@ asking part, so background sentences cannot drown the question. A segment openin
 顺便问一下 / 还有就是 starts another matter: the matter before it counts as asked too (people state a problem without a
 question word, then ask a second thing), so two matters in one message are both scored on their own.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,9 @@ MIN_ASK_CHARS = 5  # a shorter asking part ("怎么办") says too little on its 
 # A segment opening with one of these starts another matter ("……，另外我还想把手机号改一下，该怎么弄？"): the sentence
 # before it ends there, so its asking part is looked for on its own, and the connector itself is dropped.
 # 另外 before an act means "separately" ("……，另外再办一张吗"), not another matter.
-_SHIFT_RE = re.compile(r"^(?:另外(?![再办收交缴])|此外|再就是|还有就是|还有个问题|还有一个问题|顺便问一?下|顺便|其次|二是|其二|第二个?问题)")
+_SHIFT_RE = re.compile(
+    r"^(?:另外(?![再办收交缴])|此外|再就是|还有就是|还有个问题|还有一个问题|顺便问一?下|顺便|其次|二是|其二|第二个?问题)"
+)
 
 
 @lru_cache(maxsize=1)
@@ -83,7 +86,7 @@ def clean(text: str) -> str:
 
 def looks_traditional(original: str, simplified: str) -> bool:
     """True when OpenCC changed enough characters to call the text Traditional (one stray variant is not enough)."""
-    changed = sum(1 for a, b in zip(original, simplified) if a != b)
+    changed = sum(1 for a, b in zip(original, simplified, strict=False) if a != b)
     han = sum(1 for ch in original if "\u4e00" <= ch <= "\u9fff")
     return changed >= 2 or (changed == 1 and han <= 8)
 
@@ -126,7 +129,9 @@ class Normalizer:
         self.terms = terms
         greetings = sorted({g.lower() for g in terms.greetings}, key=len, reverse=True)
         self._greet_re = (
-            re.compile("^(?:" + "|".join(map(re.escape, greetings)) + ")+|(?:" + "|".join(map(re.escape, greetings)) + ")+$")
+            re.compile(
+                "^(?:" + "|".join(map(re.escape, greetings)) + ")+|(?:" + "|".join(map(re.escape, greetings)) + ")+$"
+            )
             if greetings
             else None
         )
@@ -156,8 +161,9 @@ class Normalizer:
         # ~400 names tried at every character of a long message costs ~0.4 ms; with it, ~0.03 ms).
         first = "".join(sorted({n[0] for n in (*names, *suffixed, *home)}))
         self._place_re = re.compile(f"(?=[{re.escape(first)}])(?:{'|'.join(alts)})") if alts else None
-        self._elsewhere_re = (re.compile("|".join(map(re.escape, sorted(pl.elsewhere, key=len, reverse=True))))
-                              if pl.elsewhere else None)
+        self._elsewhere_re = (
+            re.compile("|".join(map(re.escape, sorted(pl.elsewhere, key=len, reverse=True)))) if pl.elsewhere else None
+        )
         self._syn_re = _literals_re(pairs)
         # Paraphrase rules, in file order: (pattern, replacement, words one of which the segment must name,
         # words none of which it may name). Conditions are checked on the segment after the earlier rewrites.
@@ -165,11 +171,17 @@ class Normalizer:
         for rule in terms.paraphrases:
             variants = sorted({self._syn_sub(v.lower()) for v in rule.variants} - {""}, key=len, reverse=True)
             if variants:
-                self._rules.append((re.compile("|".join(map(re.escape, variants))), rule.canonical,
-                                    tuple(self._syn_sub(w.lower()) for w in rule.when),
-                                    tuple(self._syn_sub(w.lower()) for w in rule.unless)))
-        self._any_rule_re = _literals_re(v for rule in terms.paraphrases
-                                         for v in {self._syn_sub(x.lower()) for x in rule.variants} - {""})
+                self._rules.append(
+                    (
+                        re.compile("|".join(map(re.escape, variants))),
+                        rule.canonical,
+                        tuple(self._syn_sub(w.lower()) for w in rule.when),
+                        tuple(self._syn_sub(w.lower()) for w in rule.unless),
+                    )
+                )
+        self._any_rule_re = _literals_re(
+            v for rule in terms.paraphrases for v in {self._syn_sub(x.lower()) for x in rule.variants} - {""}
+        )
 
     def _syn_sub(self, text: str) -> str:
         if self._syn_re is None:
@@ -232,7 +244,7 @@ class Normalizer:
             mark = pieces[k + 1] if k + 1 < len(pieces) else "。"
             shift = _SHIFT_RE.match(raw.lstrip())
             if shift is not None:
-                raw = raw.lstrip()[shift.end():]
+                raw = raw.lstrip()[shift.end() :]
                 starts.append(len(segments))
                 if segments:  # what came before is a matter of its own: asked too, even without a question word
                     k0, _, _ = segments[-1]
@@ -250,10 +262,18 @@ class Normalizer:
                 segments[-1] = (k0, a0 or "?" in mark, True)
         joined = "".join(k for k, _, _ in segments)
         bounds = sorted({0, *starts, len(segments)})
-        matters = tuple(m for m in ("".join(k for k, _, _ in segments[a:b]) for a, b in zip(bounds, bounds[1:])) if m)
-        return Normalized(text=joined, traditional=traditional, cleaned=cleaned.strip(),
-                          asks=self._asking_parts(segments, joined), places=tuple(places), elsewhere=elsewhere,
-                          matters=matters if len(matters) > 1 else ())
+        matters = tuple(
+            m for m in ("".join(k for k, _, _ in segments[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) if m
+        )
+        return Normalized(
+            text=joined,
+            traditional=traditional,
+            cleaned=cleaned.strip(),
+            asks=self._asking_parts(segments, joined),
+            places=tuple(places),
+            elsewhere=elsewhere,
+            matters=matters if len(matters) > 1 else (),
+        )
 
     def _place(self, m: re.Match, found: list[str]) -> str:
         """A Hebei name stays in the text; another place is recorded (without 市/省) and removed."""

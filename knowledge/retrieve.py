@@ -7,6 +7,7 @@ phrasings, BM25 also sees the answer text ("掌上12333", "户口簿") that a qu
 
 Small and dependency-free on purpose: the knowledge base has tens of entries, a query costs well under 1 ms.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from knowledge.bigrams import bigrams
-from knowledge.loader import Entry, KnowledgeBase
 from knowledge.built import BuiltPerContent
+from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import Matcher, matcher_for
 
 K1 = 1.2

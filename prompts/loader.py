@@ -12,6 +12,7 @@ Files (UTF-8):
 Placeholders are filled in a single pass (`render`), so text inserted for one placeholder (a user's question that
 contains "{canary}") is never expanded again.
 """
+
 from __future__ import annotations
 
 import re
@@ -103,14 +104,26 @@ def load_prompts(directory: str | Path | None = None) -> Prompts:
         missing = REQUIRED[name] - found
         unknown = found - ALLOWED[name]
         if missing:
-            raise PromptError(f"{directory / name}: missing placeholder(s) {', '.join('{%s}' % m for m in sorted(missing))}")
+            raise PromptError(
+                f"{directory / name}: missing placeholder(s) {', '.join(f'{{{m}}}' for m in sorted(missing))}"
+            )
         if unknown:
-            raise PromptError(f"{directory / name}: unknown placeholder(s) {', '.join('{%s}' % m for m in sorted(unknown))}")
+            raise PromptError(
+                f"{directory / name}: unknown placeholder(s) {', '.join(f'{{{m}}}' for m in sorted(unknown))}"
+            )
     refusal = _read(directory, "refusal.txt")
     if "\n" in refusal or len(refusal) > 200:
         raise PromptError(f"{directory / 'refusal.txt'}: must be one sentence of at most 200 characters")
     if placeholders(refusal):
         raise PromptError(f"{directory / 'refusal.txt'}: must not contain placeholders")
-    return Prompts(system=texts["system.txt"], user=texts["user.txt"], refusal=refusal, phrases=_phrases(directory),
-                   directory=directory, quote_system=texts["quote_system.txt"], quote_user=texts["quote_user.txt"],
-                   verify_system=texts["verify_system.txt"], verify_user=texts["verify_user.txt"])
+    return Prompts(
+        system=texts["system.txt"],
+        user=texts["user.txt"],
+        refusal=refusal,
+        phrases=_phrases(directory),
+        directory=directory,
+        quote_system=texts["quote_system.txt"],
+        quote_user=texts["quote_user.txt"],
+        verify_system=texts["verify_system.txt"],
+        verify_user=texts["verify_user.txt"],
+    )

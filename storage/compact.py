@@ -5,11 +5,12 @@ Rows written before migration m004 keep their candidates as a list of objects wi
 writing meanwhile; an interrupted run loses nothing and the next run picks up the rows still in the old format.
 The file does not shrink by itself: freed pages are reused by new turns, or handed back by ``VACUUM`` (README).
 """
+
 from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from storage.trace import OLD_FORMAT_PREFIX, compact_candidates
 from storage.transactions import immediate_transaction
@@ -22,8 +23,9 @@ def pending_rows(conn: sqlite3.Connection) -> int:
     return conn.execute(f"SELECT count(*) FROM turns WHERE {_OLD}", (OLD_FORMAT_PREFIX,)).fetchone()[0]
 
 
-def compact_log(conn: sqlite3.Connection, *, batch: int = 2000,
-                progress: Callable[[int], None] | None = None) -> dict[str, int | float]:
+def compact_log(
+    conn: sqlite3.Connection, *, batch: int = 2000, progress: Callable[[int], None] | None = None
+) -> dict[str, int | float]:
     """Rewrite old-format rows in batches of ``batch`` (rowid order); ``progress(n)`` after each batch.
 
     Needs a writable connection outside a transaction. Returns {converted, batches, bytes_before, bytes_after,
@@ -50,5 +52,10 @@ def compact_log(conn: sqlite3.Connection, *, batch: int = 2000,
         after += sum(len(t.encode()) for t, _ in updates)
         if progress:
             progress(len(rows))
-    return {"converted": converted, "batches": batches, "bytes_before": before, "bytes_after": after,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "converted": converted,
+        "batches": batches,
+        "bytes_before": before,
+        "bytes_after": after,
+        "seconds": time.perf_counter() - t0,
+    }

@@ -2,6 +2,7 @@
 
 ``open_db`` (async, aiosqlite) is for the bot's writer; ``open_db_sync`` (sqlite3) for CLI review queries.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,11 +38,11 @@ def utc_iso(when: _dt.datetime | None = None) -> str:
     A naive datetime is taken as UTC.
     """
     if when is None:
-        when = _dt.datetime.now(_dt.timezone.utc)
+        when = _dt.datetime.now(_dt.UTC)
     elif when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
+        when = when.replace(tzinfo=_dt.UTC)
     else:
-        when = when.astimezone(_dt.timezone.utc)
+        when = when.astimezone(_dt.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
@@ -180,9 +181,7 @@ async def open_db(
         _check_files(path, True, False)
     else:
         await asyncio.to_thread(_migrate_path, path, busy_timeout_ms)
-    conn = await aiosqlite.connect(
-        _uri(path, readonly), uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000
-    )
+    conn = await aiosqlite.connect(_uri(path, readonly), uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000)
     try:
         for sql in _pragmas(busy_timeout_ms, readonly):
             await conn.execute(sql)

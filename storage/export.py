@@ -5,6 +5,7 @@ Every CSV cell goes through ``safe_text.csv_cell`` (no formulas, no control char
 controls escaped. ``export_to_file`` never writes over the database it reads (or its -wal/-shm/-journal) and
 writes through a temporary file renamed into place only when the whole export succeeded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,9 @@ import os
 import sqlite3
 import stat
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
+from typing import IO, Any, TypeVar
 
 from storage import queries
 from storage.safe_text import csv_cell, json_for_terminal
@@ -29,7 +31,10 @@ T = TypeVar("T")
 _EXTRA = ("chat_type", "thumbs_up", "thumbs_down", "none_of_these")
 _FIRST = ("turn_id", "ts", "channel", "via", "chat_type", "conversation_id")  # the columns a reader looks at first
 COLUMNS = (
-    *_FIRST, *(c for c in TURN_READ_COLUMNS if c not in _FIRST and c != "id"), "feedback", *_EXTRA[1:],
+    *_FIRST,
+    *(c for c in TURN_READ_COLUMNS if c not in _FIRST and c != "id"),
+    "feedback",
+    *_EXTRA[1:],
 )
 
 
@@ -44,8 +49,9 @@ def iter_turns(
 ) -> Iterator[dict[str, Any]]:
     """Turns as dicts (COLUMNS; JSON columns decoded to lists), oldest first: ``queries.iter_turns`` with the
     export's columns. Filters as ``logs list``; ``limit`` keeps the most recent N (None or 0 = all)."""
-    return queries.iter_turns(conn, route=route, since=since, channel=channel, feedback=feedback, order="oldest",
-                              limit=limit, extra=_EXTRA)
+    return queries.iter_turns(
+        conn, route=route, since=since, channel=channel, feedback=feedback, order="oldest", limit=limit, extra=_EXTRA
+    )
 
 
 def write_export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
@@ -96,8 +102,7 @@ def export_to_file(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str, *
     return write_file_safely(path, lambda fh: write_export(rows, fh, fmt), db=db, encoding=encoding)
 
 
-def write_file_safely(path: str | Path, write: Callable[[IO[str]], T], *, db: str | Path,
-                      encoding: str = "utf-8") -> T:
+def write_file_safely(path: str | Path, write: Callable[[IO[str]], T], *, db: str | Path, encoding: str = "utf-8") -> T:
     """Call ``write(text_stream)`` to produce ``path``; return what it returns. Refuses ``db`` and its companion
     files (ExportError).
 

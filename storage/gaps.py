@@ -14,6 +14,7 @@ Each cluster gets the nearest entry (``matcher.rank`` of its representative ques
 snippet: alternates to add to that entry's file when it scores at least ``alternate_threshold``, otherwise a new
 entry skeleton (deliberately incomplete, so ``faqbot knowledge check`` fails until a curator fills it in).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -42,9 +43,37 @@ MAX_COMPARED = 12  # members of a cluster a new question is compared with (its m
 # Words that say nothing about *what* is asked in this domain: the card's names and question words.
 # Removed (longest first) before comparing questions; the knowledge base's own IDF handles the rest.
 GENERIC_TERMS = (
-    "电子社会保障卡", "社会保障卡", "实体社保卡", "电子社保卡", "社保卡", "电子社保", "社保",
-    "可不可以", "能不能", "行不行", "是不是", "有没有", "要不要", "怎么办", "怎么样", "怎么", "如何", "什么",
-    "可以", "能否", "是否", "需要", "请问", "为什么", "吗", "呢", "吧", "啊", "呀", "么", "嘛",
+    "电子社会保障卡",
+    "社会保障卡",
+    "实体社保卡",
+    "电子社保卡",
+    "社保卡",
+    "电子社保",
+    "社保",
+    "可不可以",
+    "能不能",
+    "行不行",
+    "是不是",
+    "有没有",
+    "要不要",
+    "怎么办",
+    "怎么样",
+    "怎么",
+    "如何",
+    "什么",
+    "可以",
+    "能否",
+    "是否",
+    "需要",
+    "请问",
+    "为什么",
+    "吗",
+    "呢",
+    "吧",
+    "啊",
+    "呀",
+    "么",
+    "嘛",
 )
 _GENERIC_RE = re.compile("|".join(re.escape(t) for t in sorted(GENERIC_TERMS, key=len, reverse=True)))
 
@@ -133,8 +162,10 @@ def new_entry_snippet(questions: list[str], nearest: dict[str, Any] | None = Non
         "# new file knowledge/faq/NN_<id>.toml — fill in id, section and answer; at least 12 alternates",
     ]
     if nearest:
-        lines.append(f"# nearest existing entry: {nearest['faq_id']} (section {nearest['section']}, "
-                     f"score {nearest['score']:.0f}) — {nearest['question']}")
+        lines.append(
+            f"# nearest existing entry: {nearest['faq_id']} (section {nearest['section']}, "
+            f"score {nearest['score']:.0f}) — {nearest['question']}"
+        )
     lines += [
         'id = "..."  # 2-40 characters: a-z 0-9 _',
         "section = ?  # which section (0-13) of the source FAQ supports the answer? none = out of scope, no entry",
@@ -245,9 +276,11 @@ def gap_clusters(
                 }
         # Questions already present verbatim (after normalization) as a phrase would be rejected by the loader;
         # questions with masked personal data ("[手机号]") are no wording to teach the matcher.
-        new_phrases = [q for q in questions
-                       if not _has_placeholder(q)
-                       and (normalizer is None or normalizer.normalize(q).text not in phrase_texts)]
+        new_phrases = [
+            q
+            for q in questions
+            if not _has_placeholder(q) and (normalizer is None or normalizer.normalize(q).text not in phrase_texts)
+        ]
         answered_here = nearest is not None and all(
             route == Route.FAQ and faq_id == nearest["faq_id"] for route, faq_id in st.route_faq
         )
@@ -256,15 +289,19 @@ def gap_clusters(
             snippet = alternate_snippet(nearest["file"], nearest["faq_id"], new_phrases)
             anchors = getattr(matcher, "anchors", ())
             if anchors and not any(a in rep_key for a in anchors):
-                snippet = ("# note: these questions name nothing of the FAQ's domain (e.g. 社保); even as alternates\n"
-                           "# they get \"did you mean\" choices, not a direct answer (see [domain] anchors in terms.toml)\n"
-                           + snippet)
+                snippet = (
+                    "# note: these questions name nothing of the FAQ's domain (e.g. 社保); even as alternates\n"
+                    '# they get "did you mean" choices, not a direct answer (see [domain] anchors in terms.toml)\n'
+                    + snippet
+                )
         else:
             suggestion = "new-entry"
             snippet = new_entry_snippet(new_phrases or [rep_key], nearest)
             if answered_here:
-                snippet = (f"# answered directly from {nearest['faq_id']} ({nearest['file']}) but marked unhelpful:\n"
-                           "# check that entry's answer first; if the question needs its own answer:\n" + snippet)
+                snippet = (
+                    f"# answered directly from {nearest['faq_id']} ({nearest['file']}) but marked unhelpful:\n"
+                    "# check that entry's answer first; if the question needs its own answer:\n" + snippet
+                )
         out.append(
             {
                 "count": st.count,

@@ -5,11 +5,12 @@ Each migration is a plain function taking a ``sqlite3.Connection``, registered i
 transaction (``storage.transactions``; SQLite DDL is transactional, so a migration is applied whole or not at all).
 Never edit a migration that has shipped; add a new one.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 from storage.transactions import immediate_transaction
 
@@ -24,7 +25,7 @@ def migration(fn: MigrationFn) -> MigrationFn:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _has_migrations_table(conn: sqlite3.Connection) -> bool:
@@ -66,9 +67,7 @@ def migrate(conn: sqlite3.Connection, *, upto: str | None = None) -> list[str]:
     for fn in wanted:
         name = fn.__name__
         with immediate_transaction(conn):
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-            )
+            conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
             if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
                 continue  # another process applied it meanwhile (leaving the block commits)
             fn(conn)
@@ -224,6 +223,7 @@ def m003_feedback_withdrawn(conn: sqlite3.Connection) -> None:
         ],
     )
 
+
 # Latency bucket of the daily summary: the latency rounded to two significant digits (0.1 ms steps below 10 ms,
 # 1 ms below 100 ms, 10 ms below 1 s, ...), so a percentile read from the buckets is within 5% of the exact one.
 LATENCY_BUCKET_SQL = (
@@ -268,7 +268,7 @@ def _feedback_move(turn_id: str, before: str, after: str) -> str:
             fb_up = fb_up - ({before} = 'up') + ({after} = 'up'),
             fb_down = fb_down - ({before} = 'down') + ({after} = 'down'),
             fb_none = fb_none - ({before} = 'none') + ({after} = 'none')
-        WHERE (day, channel, route, faq_id) = (SELECT {_STATS_KEY.format(t='t')} FROM turns t WHERE t.id = {turn_id});
+        WHERE (day, channel, route, faq_id) = (SELECT {_STATS_KEY.format(t="t")} FROM turns t WHERE t.id = {turn_id});
     """
 
 
@@ -279,47 +279,55 @@ def m004_log_at_scale(conn: sqlite3.Connection) -> None:
     # 1. The search index covers the question only: indexing the normalized question and the answer too tripled its
     #    size (~660 of ~2,300 bytes a turn) while curators search what people asked. detail=full (the default)
     #    stays: Datasette's ?_search= sends phrase queries, which detail=none cannot answer.
-    _run(conn, [
-        "DROP TRIGGER IF EXISTS turns_fts_ai",
-        "DROP TRIGGER IF EXISTS turns_fts_ad",
-        "DROP TRIGGER IF EXISTS turns_fts_au",
-        "DROP TABLE IF EXISTS turns_fts",
-        """
+    _run(
+        conn,
+        [
+            "DROP TRIGGER IF EXISTS turns_fts_ai",
+            "DROP TRIGGER IF EXISTS turns_fts_ad",
+            "DROP TRIGGER IF EXISTS turns_fts_au",
+            "DROP TABLE IF EXISTS turns_fts",
+            """
         CREATE VIRTUAL TABLE turns_fts USING fts5(
             question, content='turns', content_rowid='rowid', tokenize='trigram'
         )
         """,
-        """
+            """
         CREATE TRIGGER turns_fts_ai AFTER INSERT ON turns BEGIN
             INSERT INTO turns_fts (rowid, question) VALUES (new.rowid, new.question);
         END
         """,
-        """
+            """
         CREATE TRIGGER turns_fts_ad AFTER DELETE ON turns BEGIN
             INSERT INTO turns_fts (turns_fts, rowid, question) VALUES ('delete', old.rowid, old.question);
         END
         """,
-        """
+            """
         CREATE TRIGGER turns_fts_au AFTER UPDATE OF question ON turns BEGIN
             INSERT INTO turns_fts (turns_fts, rowid, question) VALUES ('delete', old.rowid, old.question);
             INSERT INTO turns_fts (rowid, question) VALUES (new.rowid, new.question);
         END
         """,
-        "INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')",
-    ])
+            "INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')",
+        ],
+    )
     # 2. Indexes. Per-column indexes on channel and faq_id served only `stats` (now the summary) and cost ~30 bytes
     #    a turn; route gets (route, ts) so `list --route X` and the gap queries read one range, newest first.
-    _run(conn, [
-        "DROP INDEX IF EXISTS turns_channel",
-        "DROP INDEX IF EXISTS turns_faq_id",
-        "DROP INDEX IF EXISTS turns_route",
-        "CREATE INDEX turns_route_ts ON turns(route, ts)",
-    ])
+    _run(
+        conn,
+        [
+            "DROP INDEX IF EXISTS turns_channel",
+            "DROP INDEX IF EXISTS turns_faq_id",
+            "DROP INDEX IF EXISTS turns_route",
+            "CREATE INDEX turns_route_ts ON turns(route, ts)",
+        ],
+    )
     # 3. The daily summary `stats` reads instead of the turns: one row per (UTC day, channel, route, entry) with
     #    counts, the latest feedback of each turn, and latency buckets. Kept by triggers, so every writer (the bot,
     #    purge, a curator's UPDATE) keeps it exact in the same transaction.
-    _run(conn, [
-        """
+    _run(
+        conn,
+        [
+            """
         CREATE TABLE stats_daily (
             day TEXT NOT NULL, channel TEXT NOT NULL, route TEXT NOT NULL, faq_id TEXT NOT NULL,
             turns INTEGER NOT NULL DEFAULT 0, guard_failures INTEGER NOT NULL DEFAULT 0,
@@ -328,53 +336,58 @@ def m004_log_at_scale(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (day, channel, route, faq_id)
         ) WITHOUT ROWID
         """,
-        """
+            """
         CREATE TABLE stats_latency (
             day TEXT NOT NULL, bucket REAL NOT NULL, n INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (day, bucket)
         ) WITHOUT ROWID
         """,
-        "CREATE TRIGGER stats_turns_ai AFTER INSERT ON turns BEGIN " + "".join(_stats_add("new", "+")) + " END",
-        # BEFORE: the turn's feedback is still there (a cascade removes it after the row).
-        "CREATE TRIGGER stats_turns_bd BEFORE DELETE ON turns BEGIN " + "".join(_stats_add("old", "-")) + " END",
-        "CREATE TRIGGER stats_turns_au AFTER UPDATE OF ts, channel, route, faq_id, guard, error, latency_ms ON turns "
-        "BEGIN " + "".join(_stats_add("old", "-")) + "".join(_stats_add("new", "+")) + " END",
-        # Feedback: only the latest kind of a turn counts, so a new latest moves the turn from the old kind.
-        f"""
+            "CREATE TRIGGER stats_turns_ai AFTER INSERT ON turns BEGIN " + "".join(_stats_add("new", "+")) + " END",
+            # BEFORE: the turn's feedback is still there (a cascade removes it after the row).
+            "CREATE TRIGGER stats_turns_bd BEFORE DELETE ON turns BEGIN " + "".join(_stats_add("old", "-")) + " END",
+            "CREATE TRIGGER stats_turns_au AFTER UPDATE OF ts, channel, route, faq_id, guard, error, latency_ms ON turns "
+            "BEGIN " + "".join(_stats_add("old", "-")) + "".join(_stats_add("new", "+")) + " END",
+            # Feedback: only the latest kind of a turn counts, so a new latest moves the turn from the old kind.
+            f"""
         CREATE TRIGGER stats_feedback_ai AFTER INSERT ON feedback
         WHEN NOT EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = new.turn_id AND f.id > new.id)
         BEGIN
-            {_feedback_move('new.turn_id',
-                            "coalesce((SELECT f.kind FROM feedback f WHERE f.turn_id = new.turn_id AND f.id < new.id "
-                            "ORDER BY f.id DESC LIMIT 1), '')",
-                            'new.kind')}
+            {
+                _feedback_move(
+                    "new.turn_id",
+                    "coalesce((SELECT f.kind FROM feedback f WHERE f.turn_id = new.turn_id AND f.id < new.id "
+                    "ORDER BY f.id DESC LIMIT 1), '')",
+                    "new.kind",
+                )
+            }
         END
         """,
-        # Removing the latest feedback makes the one before it (or none) count. When the turn itself is being
-        # deleted (a cascade), the turn row is gone and nothing is updated: its counts left with it.
-        f"""
+            # Removing the latest feedback makes the one before it (or none) count. When the turn itself is being
+            # deleted (a cascade), the turn row is gone and nothing is updated: its counts left with it.
+            f"""
         CREATE TRIGGER stats_feedback_ad AFTER DELETE ON feedback
         WHEN NOT EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = old.turn_id AND f.id > old.id)
         BEGIN
-            {_feedback_move('old.turn_id', 'old.kind', "coalesce(" + _LATEST_KIND.format(tid='old.turn_id') + ", '')")}
+            {_feedback_move("old.turn_id", "old.kind", "coalesce(" + _LATEST_KIND.format(tid="old.turn_id") + ", '')")}
         END
         """,
-        # Existing rows: one pass.
-        f"""
+            # Existing rows: one pass.
+            f"""
         INSERT INTO stats_daily (day, channel, route, faq_id, turns, guard_failures, errors, fb_up, fb_down, fb_none)
         SELECT day, channel, route, faq_id, count(*), sum(g), sum(e), sum(k = 'up'), sum(k = 'down'), sum(k = 'none')
         FROM (SELECT substr(t.ts, 1, 10) AS day, t.channel, t.route,
                      coalesce(t.faq_id, '') AS faq_id, coalesce(t.guard LIKE 'fail%', 0) AS g,
-                     t.error IS NOT NULL AS e, coalesce({_LATEST_KIND.format(tid='t.id')}, '') AS k
+                     t.error IS NOT NULL AS e, coalesce({_LATEST_KIND.format(tid="t.id")}, '') AS k
               FROM turns t)
         GROUP BY day, channel, route, faq_id
         """,
-        f"""
+            f"""
         INSERT INTO stats_latency (day, bucket, n)
-        SELECT substr(ts, 1, 10), {LATENCY_BUCKET_SQL.format(x='latency_ms')} AS b, count(*)
+        SELECT substr(ts, 1, 10), {LATENCY_BUCKET_SQL.format(x="latency_ms")} AS b, count(*)
         FROM turns WHERE latency_ms IS NOT NULL GROUP BY 1, 2
         """,
-    ])
+        ],
+    )
 
 
 @migration
@@ -419,12 +432,15 @@ BULK_DELETE_TABLE = "_stats_bulk_delete"
 
 @migration
 def m007_purge_summary_in_bulk(conn: sqlite3.Connection) -> None:
-    _run(conn, [
-        f"CREATE TABLE {BULK_DELETE_TABLE} (id INTEGER PRIMARY KEY)",
-        "DROP TRIGGER stats_turns_bd",
-        f"CREATE TRIGGER stats_turns_bd BEFORE DELETE ON turns WHEN NOT EXISTS (SELECT 1 FROM {BULK_DELETE_TABLE}) "
-        "BEGIN " + "".join(_stats_add("old", "-")) + " END",
-    ])
+    _run(
+        conn,
+        [
+            f"CREATE TABLE {BULK_DELETE_TABLE} (id INTEGER PRIMARY KEY)",
+            "DROP TRIGGER stats_turns_bd",
+            f"CREATE TRIGGER stats_turns_bd BEFORE DELETE ON turns WHEN NOT EXISTS (SELECT 1 FROM {BULK_DELETE_TABLE}) "
+            "BEGIN " + "".join(_stats_add("old", "-")) + " END",
+        ],
+    )
 
 
 @migration
@@ -433,19 +449,22 @@ def m008_knowledge_versions_and_llm_raw(conn: sqlite3.Connection) -> None:
     value per release) moves to `knowledge_versions`, referenced by `turns.knowledge_id`; an LLM's raw output equal
     to the answer (~90% of LLM turns, ~75 bytes a turn on average) is stored as ''. Existing rows are converted here,
     in this migration's transaction (one pass over the table)."""
-    _run(conn, [
-        "CREATE TABLE knowledge_versions (id INTEGER PRIMARY KEY, version TEXT UNIQUE NOT NULL)",
-        "ALTER TABLE turns ADD COLUMN knowledge_id INTEGER REFERENCES knowledge_versions(id)",
-        "INSERT INTO knowledge_versions (version) SELECT knowledge_version FROM turns "
-        "WHERE knowledge_version IS NOT NULL GROUP BY knowledge_version ORDER BY min(ts)",
-        """
+    _run(
+        conn,
+        [
+            "CREATE TABLE knowledge_versions (id INTEGER PRIMARY KEY, version TEXT UNIQUE NOT NULL)",
+            "ALTER TABLE turns ADD COLUMN knowledge_id INTEGER REFERENCES knowledge_versions(id)",
+            "INSERT INTO knowledge_versions (version) SELECT knowledge_version FROM turns "
+            "WHERE knowledge_version IS NOT NULL GROUP BY knowledge_version ORDER BY min(ts)",
+            """
         UPDATE turns SET
             knowledge_id = (SELECT kv.id FROM knowledge_versions kv WHERE kv.version = turns.knowledge_version),
             llm_raw = CASE WHEN llm_raw = '' THEN NULL WHEN llm_raw = answer THEN '' ELSE llm_raw END
         WHERE knowledge_version IS NOT NULL OR llm_raw = '' OR llm_raw = answer
         """,
-        "ALTER TABLE turns DROP COLUMN knowledge_version",
-    ])
+            "ALTER TABLE turns DROP COLUMN knowledge_version",
+        ],
+    )
 
 
 @migration
@@ -470,7 +489,10 @@ def m009_turn_review_view(conn: sqlite3.Connection) -> None:
     def count(kind: str) -> str:
         return f"(SELECT count(*) FROM feedback f WHERE f.turn_id = t.id AND f.kind = '{kind}')"
 
-    _run(conn, [f"""
+    _run(
+        conn,
+        [
+            f"""
         CREATE VIEW turn_review AS
         SELECT t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route, t.faq_id,
                t.section, t.score, t.candidates, t.context_ids, t.model,
@@ -481,21 +503,23 @@ def m009_turn_review_view(conn: sqlite3.Connection) -> None:
                t.rowid AS turn_rowid,
                (SELECT c.chat_type FROM conversations c WHERE c.id = t.conversation_id) AS chat_type,
                {latest_feedback} AS feedback,
-               {count('up')} AS thumbs_up, {count('down')} AS thumbs_down, {count('none')} AS none_of_these,
+               {count("up")} AS thumbs_up, {count("down")} AS thumbs_down, {count("none")} AS none_of_these,
                ({gap_route} OR {gap_guard} OR {gap_feedback}) AS is_gap,
                (SELECT max(r.id) FROM reviews r WHERE r.turn_id = t.id) AS review_id,
-               {latest_review('status')} AS review_status,
-               {latest_review('label')} AS review_verdict,
-               {latest_review('faq_id')} AS review_entry,
+               {latest_review("status")} AS review_status,
+               {latest_review("label")} AS review_verdict,
+               {latest_review("faq_id")} AS review_entry,
                -- the latest review leaves nothing to do (verdict correct / out-of-scope / spam, or applied)
-               coalesce({latest_review('status')} IN ('closed', 'applied'), 0) AS settled,
+               coalesce({latest_review("status")} IN ('closed', 'applied'), 0) AS settled,
                -- why the turn is a gap, space-separated ('' when it is none)
                trim(CASE WHEN {gap_route} THEN 'route:' || t.route || ' ' ELSE '' END
                     || CASE WHEN {gap_guard} THEN 'guard-fail ' ELSE '' END
                     || CASE {latest_feedback} WHEN 'down' THEN 'thumbs-down' WHEN 'none' THEN 'none-of-these'
                        ELSE '' END) AS gap_reasons
         FROM turns t
-    """])
+    """
+        ],
+    )
 
 
 @migration
@@ -510,8 +534,11 @@ def m010_facet_indexes(conn: sqlite3.Connection) -> None:
     batch of the oldest turns rewrote most pages of that index (about 60% of the pages a batch wrote at a million
     turns); storage/purge.py now finds the conversations left without turns without it. Net, the log grows by
     about 6 bytes a turn."""
-    _run(conn, [
-        "DROP INDEX IF EXISTS turns_conversation",
-        "CREATE INDEX IF NOT EXISTS turns_route ON turns(route)",
-        "CREATE INDEX IF NOT EXISTS turns_channel ON turns(channel)",
-    ])
+    _run(
+        conn,
+        [
+            "DROP INDEX IF EXISTS turns_conversation",
+            "CREATE INDEX IF NOT EXISTS turns_route ON turns(route)",
+            "CREATE INDEX IF NOT EXISTS turns_channel ON turns(channel)",
+        ],
+    )

@@ -5,9 +5,11 @@ Work is done in short write transactions so the bot's writer never waits long fo
 (``next_batch_size``), so a slow or busy machine gets smaller batches and a fast one larger. The WAL checkpoint
 after each batch runs outside the lock and is timed on its own.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import sqlite3
 import time
 from typing import Any
@@ -42,8 +44,9 @@ def writer_gap(lock_s: float) -> float:
     return _BUSY_DELAYS_MS[-1] / 1000 + GAP_MARGIN_S
 
 
-def next_batch_size(size: int, took_s: float, target_s: float, *, smallest: int = MIN_BATCH,
-                    largest: int = MAX_BATCH) -> int:
+def next_batch_size(
+    size: int, took_s: float, target_s: float, *, smallest: int = MIN_BATCH, largest: int = MAX_BATCH
+) -> int:
     """The size of the next batch after one of ``size`` items held the lock ``took_s`` seconds.
 
     Scaled by ``target_s / took_s`` (a batch that took twice the target halves the next one), but growing by at
@@ -62,8 +65,14 @@ def purge(conn: sqlite3.Connection, older_than: _dt.timedelta, **kwargs: Any) ->
     return int(purge_old(conn, older_than, **kwargs)["deleted"])
 
 
-def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s: float = 0.2,
-              vacuum: bool = False, progress: Any = None) -> dict[str, Any]:
+def purge_old(
+    conn: sqlite3.Connection,
+    older_than: _dt.timedelta,
+    *,
+    max_lock_s: float = 0.2,
+    vacuum: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Delete turns older than ``older_than`` (with their feedback and reviews) and conversations left without
     turns, in batches that each hold the write lock for about ``TARGET_SHARE * max_lock_s``.
 
@@ -80,7 +89,7 @@ def purge_old(conn: sqlite3.Connection, older_than: _dt.timedelta, *, max_lock_s
         raise ValueError("older_than must not be negative")
     if conn.in_transaction:
         raise RuntimeError("purge needs a connection outside a transaction")
-    cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older_than)
+    cutoff = utc_iso(_dt.datetime.now(_dt.UTC) - older_than)
     # SQLite's auto-checkpoint runs inside COMMIT's call (after the lock is released), so timing a batch would
     # count the checkpoint's disk writes as lock time and shrink batches for the wrong reason. It is done
     # explicitly after each transaction instead -- as often as the default does here (a batch writes more than
@@ -135,8 +144,10 @@ class _Purge:
         conn = self.conn
         # The oldest `size` turns (ts index); explicit deletes are correct even without foreign_keys=ON.
         conn.execute("DELETE FROM temp._purge_batch")
-        conn.execute("INSERT INTO temp._purge_batch (rid) SELECT rowid FROM turns WHERE ts < ? ORDER BY ts LIMIT ?",
-                     (cutoff, size))
+        conn.execute(
+            "INSERT INTO temp._purge_batch (rid) SELECT rowid FROM turns WHERE ts < ? ORDER BY ts LIMIT ?",
+            (cutoff, size),
+        )
         chosen = "SELECT t.id FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch)"
         conn.execute(f"DELETE FROM feedback WHERE turn_id IN ({chosen})")  # its trigger moves the feedback counts
         conn.execute(f"DELETE FROM reviews WHERE turn_id IN ({chosen})")
@@ -162,15 +173,21 @@ class _Purge:
         # NOT IN below is what makes it safe.
         lo = -1
         while True:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM temp._purge_convs WHERE id > ? ORDER BY id LIMIT ?", (lo, chunk))]
+            ids = [
+                r[0]
+                for r in conn.execute("SELECT id FROM temp._purge_convs WHERE id > ? ORDER BY id LIMIT ?", (lo, chunk))
+            ]
             if not ids:
                 break
             lo = ids[-1]
-            self._transaction(lambda: conn.execute(
-                "DELETE FROM conversations WHERE id IN (SELECT id FROM temp._purge_convs WHERE id BETWEEN ? AND ?) "
-                "AND id NOT IN (SELECT conversation_id FROM turns WHERE rowid > ? AND conversation_id IS NOT NULL)",
-                (ids[0], ids[-1], last)))
+            self._transaction(
+                functools.partial(
+                    conn.execute,
+                    "DELETE FROM conversations WHERE id IN (SELECT id FROM temp._purge_convs WHERE id BETWEEN ? AND ?) "
+                    "AND id NOT IN (SELECT conversation_id FROM turns WHERE rowid > ? AND conversation_id IS NOT NULL)",
+                    (ids[0], ids[-1], last),
+                )
+            )
 
     def run(self, cutoff: str, *, vacuum: bool, progress: Any) -> dict[str, Any]:
         conn = self.conn
@@ -180,7 +197,7 @@ class _Purge:
         conn.execute("DELETE FROM temp._purge_convs")
         size, deleted, batches, sizes = FIRST_BATCH, 0, 0, []
         while True:
-            n = self._transaction(lambda: self._delete_batch(cutoff, size))
+            n = self._transaction(functools.partial(self._delete_batch, cutoff, size))
             if n <= 0:
                 break
             deleted += n
@@ -201,9 +218,10 @@ class _Purge:
         elif conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
             pages = 100
             while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-                self._transaction(lambda: _free_pages(conn, pages))
-                pages = next_batch_size(pages, self.locks[-1], self.target, smallest=MIN_VACUUM_STEP,
-                                        largest=MAX_VACUUM_STEP)
+                self._transaction(functools.partial(_free_pages, conn, pages))
+                pages = next_batch_size(
+                    pages, self.locks[-1], self.target, smallest=MIN_VACUUM_STEP, largest=MAX_VACUUM_STEP
+                )
             mode = "incremental"
         vacuum_locks = self.locks[n_delete_locks:]
         # Hand the WAL's space back too. A TRUNCATE checkpoint holds the write lock while it waits for readers, so it
@@ -217,15 +235,26 @@ class _Purge:
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
         ms = lambda s: round(s * 1000, 1)  # noqa: E731
-        return {"deleted": deleted, "batches": batches, "max_lock_ms": ms(max(self.locks, default=0.0)),
-                "seconds": round(time.perf_counter() - t_start, 3), "vacuum": mode,
-                "delete_seconds": round(t_deleted - t_start, 3),
-                "vacuum_seconds": round(time.perf_counter() - t_deleted, 3),
-                "checkpoint_seconds": round(self.checkpoint_s, 3), "pause_seconds": round(self.pause_s, 3),
-                "lock_seconds": round(sum(self.locks), 3),
-                "max_delete_lock_ms": ms(delete_lock), "max_vacuum_lock_ms": ms(max(vacuum_locks, default=0.0)),
-                "batch_sizes": {"first": sizes[0] if sizes else 0, "min": min(sizes, default=0),
-                                "max": max(sizes, default=0), "mean": round(deleted / batches) if batches else 0}}
+        return {
+            "deleted": deleted,
+            "batches": batches,
+            "max_lock_ms": ms(max(self.locks, default=0.0)),
+            "seconds": round(time.perf_counter() - t_start, 3),
+            "vacuum": mode,
+            "delete_seconds": round(t_deleted - t_start, 3),
+            "vacuum_seconds": round(time.perf_counter() - t_deleted, 3),
+            "checkpoint_seconds": round(self.checkpoint_s, 3),
+            "pause_seconds": round(self.pause_s, 3),
+            "lock_seconds": round(sum(self.locks), 3),
+            "max_delete_lock_ms": ms(delete_lock),
+            "max_vacuum_lock_ms": ms(max(vacuum_locks, default=0.0)),
+            "batch_sizes": {
+                "first": sizes[0] if sizes else 0,
+                "min": min(sizes, default=0),
+                "max": max(sizes, default=0),
+                "mean": round(deleted / batches) if batches else 0,
+            },
+        }
 
 
 def _free_pages(conn: sqlite3.Connection, pages: int) -> None:
@@ -247,13 +276,15 @@ def _subtract_batch_from_summary(conn: sqlite3.Connection) -> None:
         "      sum(coalesce(t.guard LIKE 'fail%', 0)) AS g, sum(t.error IS NOT NULL) AS e "
         "      FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch) GROUP BY 1, 2, 3, 4) AS b "
         "WHERE (stats_daily.day, stats_daily.channel, stats_daily.route, stats_daily.faq_id) "
-        "    = (b.day, b.channel, b.route, b.faq_id)")
+        "    = (b.day, b.channel, b.route, b.faq_id)"
+    )
     conn.execute(
         "UPDATE stats_latency SET n = stats_latency.n - b.cnt "
         f"FROM (SELECT substr(t.ts, 1, 10) AS day, {LATENCY_BUCKET_SQL.format(x='t.latency_ms')} AS bucket, "
         "      count(*) AS cnt FROM turns t WHERE t.rowid IN (SELECT rid FROM temp._purge_batch) "
         "      AND t.latency_ms IS NOT NULL GROUP BY 1, 2) AS b "
-        "WHERE (stats_latency.day, stats_latency.bucket) = (b.day, b.bucket)")
+        "WHERE (stats_latency.day, stats_latency.bucket) = (b.day, b.bucket)"
+    )
 
 
 def _full_vacuum(conn: sqlite3.Connection) -> None:

@@ -2,19 +2,22 @@
 
 All functions take a ``sqlite3.Connection`` from ``storage.db.open_db_sync`` and return plain dicts; JSON columns (``candidates``, ``context_ids``) come back as lists.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import math
 import sqlite3
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from bot.answering.types import Route
 from storage.db import utc_iso
 from storage.migrations import LATENCY_BUCKET_SQL
 from storage.schema import FEEDBACK_FILTERS, JSON_COLUMNS, REVIEW_VIEW, TURN_READ_COLUMNS
 from storage.trace import decode_candidates
+
 
 # Every turn read selects from the review view (alias t): it defines the latest feedback, what a gap is and the
 # latest review once (migration m009).
@@ -41,7 +44,7 @@ JSON_DECODERS = {"candidates": decode_candidates, "context_ids": _json_list}
 
 def _turn_dict(row: sqlite3.Row | tuple, cursor_description: Any) -> dict[str, Any]:
     names = [d[0] for d in cursor_description]
-    d = dict(zip(names, tuple(row)))
+    d = dict(zip(names, tuple(row), strict=False))
     d.pop("turn_rowid", None)
     d["turn_id"] = d["id"]
     for col in JSON_COLUMNS:
@@ -66,8 +69,13 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def turn_filters(*, route: str | None = None, since: _dt.datetime | str | None = None, channel: str | None = None,
-                 feedback: str | None = None) -> tuple[list[str], list[Any]]:
+def turn_filters(
+    *,
+    route: str | None = None,
+    since: _dt.datetime | str | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+) -> tuple[list[str], list[Any]]:
     """WHERE clauses (on alias ``t`` = the review view) and parameters shared by every verb that filters turns like
     ``logs list``."""
     where: list[str] = []
@@ -171,14 +179,16 @@ def get_turn(conn: sqlite3.Connection, turn_id_or_prefix: str) -> dict[str, Any]
         (turn["conversation_id"],),
     ).fetchone()
     turn["conversation"] = (
-        dict(zip(("channel", "chat_id", "chat_type", "user_hash", "started"), tuple(conv))) if conv else None
+        dict(zip(("channel", "chat_id", "chat_type", "user_hash", "started"), tuple(conv), strict=False))
+        if conv
+        else None
     )
     turn["feedback_events"] = [
         {"kind": r[0], "ts": r[1]}
         for r in conn.execute("SELECT kind, ts FROM feedback WHERE turn_id = ? ORDER BY id", (turn["id"],))
     ]
     turn["reviews"] = [
-        dict(zip(("id", "status", "label", "faq_id", "note", "reviewer", "ts"), tuple(r)))
+        dict(zip(("id", "status", "label", "faq_id", "note", "reviewer", "ts"), tuple(r), strict=False))
         for r in conn.execute(
             "SELECT id, status, label, faq_id, note, reviewer, ts FROM reviews WHERE turn_id = ? ORDER BY id",
             (turn["id"],),
@@ -315,8 +325,9 @@ def gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None) -> lis
     return list(iter_gap_rows(conn, since=since))
 
 
-def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None, *,
-                  candidates: bool = True) -> Iterator[dict[str, Any]]:
+def iter_gap_rows(
+    conn: sqlite3.Connection, since: _dt.datetime | None = None, *, candidates: bool = True
+) -> Iterator[dict[str, Any]]:
     """Turns that show a gap in the FAQ: routed clarify/none, failed the LLM guard, or whose latest feedback is
     thumbs-down or 'none of these' (withdrawn or changed feedback no longer counts), unless a curator's latest
     review settled it (``storage.reviews``: correct, out of scope, spam, or applied) -- the review view's ``is_gap``
@@ -329,7 +340,8 @@ def iter_gap_rows(conn: sqlite3.Connection, since: _dt.datetime | None = None, *
         params.append(_since(since))
     sql = (
         "SELECT t.id, t.ts, t.question, t.normalized, t.route, t.faq_id, "
-        + ("t.candidates" if candidates else "NULL") + ", t.guard, t.feedback, t.gap_reasons "
+        + ("t.candidates" if candidates else "NULL")
+        + ", t.guard, t.feedback, t.gap_reasons "
         f"FROM {REVIEW_VIEW} t WHERE " + " AND ".join(where) + " ORDER BY t.ts, t.turn_rowid"
     )
     for r in conn.execute(sql, params):

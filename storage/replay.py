@@ -8,13 +8,15 @@ the matcher now answers it directly and as unchanged otherwise (it would still g
 Kinds: ``improved`` (clarify/none/llm -> faq), ``regressed`` (faq -> anything else), ``changed`` (faq -> another
 entry, the same entry with a different answer text, or clarify <-> none), ``unchanged``.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import itertools
 import sqlite3
 from collections import Counter
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 
@@ -30,8 +32,9 @@ class _Matches(Protocol):
     def match(self, question: str, conv: Any = None) -> Any: ...
 
 
-def classify(old_route: str, old_faq: str | None, new_route: str, new_faq: str | None,
-             answer_changed: bool = False) -> str:
+def classify(
+    old_route: str, old_faq: str | None, new_route: str, new_faq: str | None, answer_changed: bool = False
+) -> str:
     if old_route == Route.FAQ:
         if new_route != Route.FAQ:
             return "regressed"
@@ -88,7 +91,9 @@ def replay(
         new_route = new.route.value
         old_route = r["route"]
         answer_changed = (
-            old_route == Route.FAQ and new_route == Route.FAQ and new.faq_id == r.get("faq_id")
+            old_route == Route.FAQ
+            and new_route == Route.FAQ
+            and new.faq_id == r.get("faq_id")
             and (new.text or "").strip() not in (r.get("answer") or "")
         )
         kind = classify(old_route, r.get("faq_id"), new_route, new.faq_id, answer_changed)

@@ -14,11 +14,13 @@ The gap inbox leaves out turns whose latest review needs nothing more (closed or
 Triggers (migration m003) reject an unknown verdict, ``entry`` without an entry id and reviews of unknown turns
 for every writer, including Datasette's canned queries, which connect without ``foreign_keys``.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import sqlite3
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bot.answering.types import Route
 from storage.db import utc_iso
@@ -32,7 +34,6 @@ STATUSES = ("open", "closed", "applied")
 # Joining reviews to their turns: CROSS JOIN makes SQLite read the reviews (a few thousand) and find each turn by
 # its id; with a plain JOIN it may read every turn instead, as it did on a log whose reviews table was still empty.
 _REVIEWS_DRIVE = "CROSS JOIN"
-
 
 
 class ReviewError(ValueError):
@@ -58,15 +59,30 @@ def check_verdict(verdict: str, faq_id: str | None) -> tuple[str, str | None]:
     return v, faq_id
 
 
-def add_review(conn: sqlite3.Connection, turn_id: str, verdict: str, *, curator: str, faq_id: str | None = None,
-               note: str | None = None, when: _dt.datetime | None = None) -> dict[str, Any]:
+def add_review(
+    conn: sqlite3.Connection,
+    turn_id: str,
+    verdict: str,
+    *,
+    curator: str,
+    faq_id: str | None = None,
+    note: str | None = None,
+    when: _dt.datetime | None = None,
+) -> dict[str, Any]:
     """Store one verdict on a turn (full id) and return the stored row. Needs a writable connection."""
     return add_reviews(conn, [turn_id], verdict, curator=curator, faq_id=faq_id, note=note, when=when)[0]
 
 
-def add_reviews(conn: sqlite3.Connection, turn_ids: Iterable[str], verdict: str, *, curator: str,
-                faq_id: str | None = None, note: str | None = None,
-                when: _dt.datetime | None = None) -> list[dict[str, Any]]:
+def add_reviews(
+    conn: sqlite3.Connection,
+    turn_ids: Iterable[str],
+    verdict: str,
+    *,
+    curator: str,
+    faq_id: str | None = None,
+    note: str | None = None,
+    when: _dt.datetime | None = None,
+) -> list[dict[str, Any]]:
     """The same verdict on several turns, in one transaction (all or nothing)."""
     verdict, faq_id = check_verdict(verdict, faq_id)
     curator = (curator or "").strip()
@@ -84,15 +100,25 @@ def add_reviews(conn: sqlite3.Connection, turn_ids: Iterable[str], verdict: str,
                 "INSERT INTO reviews (turn_id, status, label, faq_id, note, reviewer, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (turn_id, status, verdict, faq_id, note, curator, ts),
             )
-            out.append({"id": cur.lastrowid, "turn_id": turn_id, "verdict": verdict, "faq_id": faq_id,
-                        "status": status, "note": note, "curator": curator, "ts": ts})
+            out.append(
+                {
+                    "id": cur.lastrowid,
+                    "turn_id": turn_id,
+                    "verdict": verdict,
+                    "faq_id": faq_id,
+                    "status": status,
+                    "note": note,
+                    "curator": curator,
+                    "ts": ts,
+                }
+            )
     return out
 
 
 def history(conn: sqlite3.Connection, turn_id: str) -> list[dict[str, Any]]:
     """Every review of one turn, oldest first (the last one counts)."""
     return [
-        dict(zip(("id", "verdict", "faq_id", "status", "note", "curator", "ts"), tuple(r)))
+        dict(zip(("id", "verdict", "faq_id", "status", "note", "curator", "ts"), tuple(r), strict=False))
         for r in conn.execute(
             "SELECT id, label, faq_id, status, note, reviewer, ts FROM reviews WHERE turn_id = ? ORDER BY id",
             (turn_id,),
@@ -105,8 +131,13 @@ def latest(conn: sqlite3.Connection, turn_id: str) -> dict[str, Any] | None:
     return rows[-1] if rows else None
 
 
-def latest_reviews(conn: sqlite3.Connection, *, verdicts: Iterable[str] | None = None, status: str | None = None,
-                   since: str | None = None) -> list[dict[str, Any]]:
+def latest_reviews(
+    conn: sqlite3.Connection,
+    *,
+    verdicts: Iterable[str] | None = None,
+    status: str | None = None,
+    since: str | None = None,
+) -> list[dict[str, Any]]:
     """The latest review of every reviewed turn with the turn's question and route, oldest review first.
 
     ``verdicts`` / ``status`` filter on the latest review; ``since`` (ISO timestamp) on the review's time.
@@ -130,9 +161,25 @@ def latest_reviews(conn: sqlite3.Connection, *, verdicts: Iterable[str] | None =
         f"FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id "
         "WHERE " + " AND ".join(where) + " ORDER BY r.id"
     )
-    keys = ("id", "turn_id", "verdict", "faq_id", "status", "note", "curator", "ts", "question", "normalized",
-            "route", "turn_faq_id", "turn_section", "via", "turn_ts", "masked")
-    return [dict(zip(keys, tuple(row))) for row in conn.execute(sql, params)]
+    keys = (
+        "id",
+        "turn_id",
+        "verdict",
+        "faq_id",
+        "status",
+        "note",
+        "curator",
+        "ts",
+        "question",
+        "normalized",
+        "route",
+        "turn_faq_id",
+        "turn_section",
+        "via",
+        "turn_ts",
+        "masked",
+    )
+    return [dict(zip(keys, tuple(row), strict=False)) for row in conn.execute(sql, params)]
 
 
 def mark_applied(conn: sqlite3.Connection, review_ids: Iterable[int]) -> int:
@@ -167,8 +214,7 @@ def review_stats(conn: sqlite3.Connection, since: str | None = None) -> dict[str
     sql = (
         f"SELECT r.label, r.status, t.route, count(*) "
         f"FROM reviews r {_REVIEWS_DRIVE} {REVIEW_VIEW} t ON t.id = r.turn_id "
-        "WHERE r.id = t.review_id" + where
-        + " GROUP BY r.label, r.status, t.route"
+        "WHERE r.id = t.review_id" + where + " GROUP BY r.label, r.status, t.route"
     )
     for label, status, route, n in conn.execute(sql, params):
         by_verdict[label] = by_verdict.get(label, 0) + n
@@ -196,8 +242,15 @@ def _queue_parts(route, since, channel, feedback) -> tuple[list[tuple[str, list[
     return [("gap", ["t.is_gap", *base]), ("filter", ["NOT t.is_gap", *base])], params
 
 
-def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.datetime | str | None = None,
-          channel: str | None = None, feedback: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def queue(
+    conn: sqlite3.Connection,
+    *,
+    route: str | None = None,
+    since: _dt.datetime | str | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Turns waiting for a review, selected like ``logs list`` (route, since, channel, feedback): unreviewed gaps
     first, then the other unreviewed turns; newest first within each part; at most ``limit`` (default
     QUEUE_PAGE). Returns [{turn_id, part: 'gap' | 'filter'}]."""
@@ -208,17 +261,27 @@ def queue(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.date
         rest = limit - len(out)
         if rest <= 0:
             break
-        sql = f"SELECT t.id FROM {REVIEW_VIEW} t WHERE " + " AND ".join(conds) + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
+        sql = (
+            f"SELECT t.id FROM {REVIEW_VIEW} t WHERE " + " AND ".join(conds) + " ORDER BY t.ts DESC, t.id DESC LIMIT ?"
+        )
         out += [{"turn_id": tid, "part": part} for (tid,) in conn.execute(sql, [*params, rest])]
     return out
 
 
-def queue_size(conn: sqlite3.Connection, *, route: str | None = None, since: _dt.datetime | str | None = None,
-               channel: str | None = None, feedback: str | None = None) -> int:
+def queue_size(
+    conn: sqlite3.Connection,
+    *,
+    route: str | None = None,
+    since: _dt.datetime | str | None = None,
+    channel: str | None = None,
+    feedback: str | None = None,
+) -> int:
     """How many turns ``queue`` would offer without a limit."""
     parts, params = _queue_parts(route, since, channel, feedback)
-    return sum(conn.execute(f"SELECT count(*) FROM {REVIEW_VIEW} t WHERE " + " AND ".join(conds), params).fetchone()[0]
-               for _, conds in parts)
+    return sum(
+        conn.execute(f"SELECT count(*) FROM {REVIEW_VIEW} t WHERE " + " AND ".join(conds), params).fetchone()[0]
+        for _, conds in parts
+    )
 
 
 def open_gap_turns(conn: sqlite3.Connection, questions: Iterable[str]) -> list[str]:
@@ -228,8 +291,15 @@ def open_gap_turns(conn: sqlite3.Connection, questions: Iterable[str]) -> list[s
     out: list[str] = []
     for i in range(0, len(qs), 500):
         chunk = qs[i : i + 500]
-        out += [tid for (tid,) in conn.execute(
-            f"SELECT t.id FROM {REVIEW_VIEW} t WHERE t.is_gap AND NOT t.settled"
-            + " AND coalesce(nullif(trim(t.question), ''), t.normalized) IN (" + ", ".join("?" * len(chunk)) + ")"
-            " ORDER BY t.ts DESC, t.id DESC", chunk)]
+        out += [
+            tid
+            for (tid,) in conn.execute(
+                f"SELECT t.id FROM {REVIEW_VIEW} t WHERE t.is_gap AND NOT t.settled"
+                + " AND coalesce(nullif(trim(t.question), ''), t.normalized) IN ("
+                + ", ".join("?" * len(chunk))
+                + ")"
+                " ORDER BY t.ts DESC, t.id DESC",
+                chunk,
+            )
+        ]
     return out

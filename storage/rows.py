@@ -4,6 +4,7 @@
 (storage/writer.py) calls it for every queued turn on a worker thread, tests call it directly
 (tests/storage/test_rows.py). The pseudonymizing function is passed in, so the writer can cache the HMACs.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -61,7 +62,7 @@ def prepare_turn(
         m = mask_pii(redact(str(text)))
         return m.text, _counts(m)
 
-    ts = utc_iso(_dt.datetime.fromtimestamp(when, _dt.timezone.utc))
+    ts = utc_iso(_dt.datetime.fromtimestamp(when, _dt.UTC))
     channel = str(channel)
     user = None if user_id in (None, "") else str(user_id)
     user_hash = pseudonym(user) if user is not None else None

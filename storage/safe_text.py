@@ -15,6 +15,7 @@ follow, each handled here in one place:
 * ``json_for_terminal``: JSON text with DEL and the C1 range written as ``\\u00XX`` escapes (``json.dumps``
   already escapes C0 but writes C1 raw, and some terminals act on UTF-8-encoded C1 controls).
 """
+
 from __future__ import annotations
 
 import re

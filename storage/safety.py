@@ -17,6 +17,7 @@ New files are created with mode 0600 in folders created with mode 0700. Read-onl
 etc.) only requires a regular file that is not a symbolic link: a curator may review a log owned by the bot's
 account.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,8 +25,16 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["UnsafeFileError", "check_private_file", "check_readable_file", "check_folder", "ensure_private_folder",
-           "prepare_private_db", "read_private_file", "COMPANION_SUFFIXES"]
+__all__ = [
+    "UnsafeFileError",
+    "check_private_file",
+    "check_readable_file",
+    "check_folder",
+    "ensure_private_folder",
+    "prepare_private_db",
+    "read_private_file",
+    "COMPANION_SUFFIXES",
+]
 
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 

@@ -4,6 +4,7 @@ One place for facts every reader and writer needs. The migrations (storage/migra
 builds this schema and keep their own literal SQL (a shipped migration never changes); tests/storage/test_schema.py
 checks that a migrated database has exactly these columns, so a column added by a new migration must be added here.
 """
+
 from __future__ import annotations
 
 from bot.answering.types import FeedbackKind
@@ -17,9 +18,29 @@ FEEDBACK_FILTERS = tuple(k.value for k in FeedbackKind if k is not FeedbackKind.
 # added it). `conversation_id` and `knowledge_id` refer to rows of `conversations` and `knowledge_versions`; the
 # writer fills them from the conversation key and the version text.
 TURN_COLUMNS = (
-    "id", "conversation_id", "ts", "channel", "via", "question", "normalized", "route", "faq_id", "section", "score",
-    "candidates", "context_ids", "model", "llm_raw", "guard", "answer", "latency_ms", "knowledge_id", "error",
-    "masked_id", "masked_phone", "masked_bank",
+    "id",
+    "conversation_id",
+    "ts",
+    "channel",
+    "via",
+    "question",
+    "normalized",
+    "route",
+    "faq_id",
+    "section",
+    "score",
+    "candidates",
+    "context_ids",
+    "model",
+    "llm_raw",
+    "guard",
+    "answer",
+    "latency_ms",
+    "knowledge_id",
+    "error",
+    "masked_id",
+    "masked_phone",
+    "masked_bank",
 )
 # Columns holding JSON arrays (candidates: storage/trace.py's compact format; context_ids: entry ids).
 JSON_COLUMNS = ("candidates", "context_ids")
@@ -36,7 +57,18 @@ TURN_READ_COLUMNS = tuple("knowledge_version" if c == "knowledge_id" else c for 
 # gap in the FAQ, and its latest review (id, status, verdict, entry) with `settled` (that review needs nothing more)
 # and the gap's reasons (space-separated: route:clarify, route:none, guard-fail, thumbs-down, none-of-these).
 REVIEW_COLUMNS = (
-    "turn_rowid", "chat_type", "feedback", "thumbs_up", "thumbs_down", "none_of_these", "is_gap",
-    "review_id", "review_status", "review_verdict", "review_entry", "settled", "gap_reasons",
+    "turn_rowid",
+    "chat_type",
+    "feedback",
+    "thumbs_up",
+    "thumbs_down",
+    "none_of_these",
+    "is_gap",
+    "review_id",
+    "review_status",
+    "review_verdict",
+    "review_entry",
+    "settled",
+    "gap_reasons",
 )
 VIEW_COLUMNS = TURN_READ_COLUMNS + REVIEW_COLUMNS

@@ -3,6 +3,7 @@
 The key itself is only bytes to `bot.answering.privacy.pseudonymize`; where it lives and how it is created safely is
 storage's job (`storage.safety` checks the file).
 """
+
 from __future__ import annotations
 
 import logging

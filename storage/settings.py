@@ -6,13 +6,14 @@ application's ``Settings``. They all read ``FAQBOT_<FIELD>`` from the environmen
 only the names of other services (``OPENAI_*``, ``TELEGRAM_*``, ``MATRIX_*``) are spelled out on their fields.
 Every variable is documented in ``.env.example``.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -36,8 +37,9 @@ CsvStrs = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 class FaqbotSettings(BaseSettings):
     """The base of every settings class: ``FAQBOT_`` variables from the environment and ``.env``."""
 
-    model_config = SettingsConfigDict(env_prefix="FAQBOT_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FAQBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
 
 
 class LogSettings(FaqbotSettings):

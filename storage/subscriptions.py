@@ -6,6 +6,7 @@ the conversation log (``<log>.notify.db``, mode 0600). Keeping it out of the log
 Datasette, exported, replayed, copied into turns or backed up with the log. A request is deleted when its answer
 is sent (claimed first, so it is sent at most once) and purged when it expires (30 days).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -48,10 +49,19 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def subscribe(path: Path, *, channel: str, chat_id: str, turn_id: str, question: str, traditional: bool = False,
-              days: int = DAYS, now: _dt.datetime | None = None) -> bool:
+def subscribe(
+    path: Path,
+    *,
+    channel: str,
+    chat_id: str,
+    turn_id: str,
+    question: str,
+    traditional: bool = False,
+    days: int = DAYS,
+    now: _dt.datetime | None = None,
+) -> bool:
     """Store a request; False when this chat already asked to be told about this turn."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     conn = _connect(path)
     try:
         # Expired requests go whenever the file is written, not only when the knowledge is reloaded.
@@ -59,8 +69,15 @@ def subscribe(path: Path, *, channel: str, chat_id: str, turn_id: str, question:
         cur = conn.execute(
             "INSERT OR IGNORE INTO subscriptions (channel, chat_id, turn_id, question, traditional, created, expires) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (channel, str(chat_id), turn_id, question, int(bool(traditional)), utc_iso(now),
-             utc_iso(now + _dt.timedelta(days=days))),
+            (
+                channel,
+                str(chat_id),
+                turn_id,
+                question,
+                int(bool(traditional)),
+                utc_iso(now),
+                utc_iso(now + _dt.timedelta(days=days)),
+            ),
         )
         return cur.rowcount == 1
     finally:
@@ -85,8 +102,12 @@ def pending(path: Path, channel: str) -> list[dict[str, Any]]:
     try:
         cur = conn.execute(
             "SELECT id, chat_id, turn_id, question, traditional, created FROM subscriptions "
-            "WHERE channel = ? AND expires >= ? ORDER BY id", (channel, utc_iso()))
-        return [dict(zip(("id", "chat_id", "turn_id", "question", "traditional", "created"), r)) for r in cur]
+            "WHERE channel = ? AND expires >= ? ORDER BY id",
+            (channel, utc_iso()),
+        )
+        return [
+            dict(zip(("id", "chat_id", "turn_id", "question", "traditional", "created"), r, strict=False)) for r in cur
+        ]
     finally:
         conn.close()
 

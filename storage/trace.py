@@ -5,10 +5,12 @@ Stored as JSON arrays without keys and without the entry's question: ``[["lost_r
 of the ~540 bytes the candidates took; review tools look it up in the knowledge base when they show it. Rows
 written before this format (a list of objects with keys) are still read, and `faqbot logs compact` converts them.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 OLD_FORMAT_PREFIX = "[{"  # a JSON list of objects: the format before compaction
 
@@ -39,8 +41,13 @@ def decode_candidates(value: str | None) -> list[dict[str, Any]]:
         if isinstance(item, dict):
             out.append(item)
         elif isinstance(item, list) and item:
-            out.append({"faq_id": item[0], "section": item[1] if len(item) > 1 else None,
-                        "score": item[2] if len(item) > 2 else None})
+            out.append(
+                {
+                    "faq_id": item[0],
+                    "section": item[1] if len(item) > 1 else None,
+                    "score": item[2] if len(item) > 2 else None,
+                }
+            )
     return out
 
 

@@ -6,6 +6,7 @@ says why it queues them instead of awaiting each). IMMEDIATE takes the write loc
 waits for the lock (busy timeout) before doing any work instead of failing half-way when it first writes.
 Connections are opened with ``isolation_level=None`` (storage.db): no implicit transactions, only these.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,4 +32,3 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
             except sqlite3.Error:
                 pass
         raise
-

@@ -9,6 +9,7 @@ When the database is unavailable (locked past the busy timeout, read-only, disk 
 the rows stay in memory (bounded), one warning is logged per outage, and the writer retries every
 ``retry_interval`` until the database is back.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,10 @@ from storage.transactions import BEGIN, COMMIT, ROLLBACK
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError)
 
 # Feedback on a turn the log has, once per (turn, kind, time): a retried batch must not count a click twice.
-_FEEDBACK_SQL = ("INSERT INTO feedback (turn_id, kind, ts) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM turns WHERE id = ?) "
-                 "AND NOT EXISTS (SELECT 1 FROM feedback WHERE turn_id = ? AND kind = ? AND ts = ?)")
+_FEEDBACK_SQL = (
+    "INSERT INTO feedback (turn_id, kind, ts) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM turns WHERE id = ?) "
+    "AND NOT EXISTS (SELECT 1 FROM feedback WHERE turn_id = ? AND kind = ? AND ts = ?)"
+)
 # A knowledge version is stored once (storage/trace.py); a turn row refers to it.
 _VERSION_SQL = "INSERT OR IGNORE INTO knowledge_versions (version) VALUES (?)"
 # A turn row holds a value for each of schema.TURN_COLUMNS, in that order, except for the two references: the
@@ -57,11 +60,16 @@ _VERSION_AT = TURN_COLUMNS.index("knowledge_id")  # where a prepared turn row ho
 _MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's default limit
 # (statement head, one row's placeholders, tail) per table.
 _INSERTS = {
-    "conversations": ("INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
-                      "VALUES ", "(?, ?, ?, ?, ?, ?)", ""),
-    "turns": (f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ",
-              "(" + ", ".join(_TURN_VALUES.get(c, "?") for c in TURN_COLUMNS) + ")",
-              " ON CONFLICT(id) DO NOTHING"),
+    "conversations": (
+        "INSERT OR IGNORE INTO conversations (key, channel, chat_id, chat_type, user_hash, started) VALUES ",
+        "(?, ?, ?, ?, ?, ?)",
+        "",
+    ),
+    "turns": (
+        f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ",
+        "(" + ", ".join(_TURN_VALUES.get(c, "?") for c in TURN_COLUMNS) + ")",
+        " ON CONFLICT(id) DO NOTHING",
+    ),
 }
 
 
@@ -74,8 +82,10 @@ def _multi_row_sql(table: str, n: int) -> str:
 def _insert_statements(table: str, rows: list[tuple]) -> list[tuple[str, list]]:
     """(sql, parameters) inserting ``rows`` in as few statements as SQLite's variable limit allows."""
     per_statement = max(1, _MAX_VARIABLES // max(1, len(rows[0]))) if rows else 1
-    return [(_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row])
-            for chunk in (rows[i:i + per_statement] for i in range(0, len(rows), per_statement))]
+    return [
+        (_multi_row_sql(table, len(chunk)), [v for row in chunk for v in row])
+        for chunk in (rows[i : i + per_statement] for i in range(0, len(rows), per_statement))
+    ]
 
 
 def _versions(turns: list[TurnRows]) -> list[tuple[str]]:
@@ -181,9 +191,7 @@ class TurnLog:
     @property
     def healthy(self) -> bool:
         """The writer runs and the last write (or open) succeeded."""
-        return (
-            self._task is not None and not self._task.done() and self._outage_since is None and not self._closing
-        )
+        return self._task is not None and not self._task.done() and self._outage_since is None and not self._closing
 
     # ------------------------------------------------------------------ producer side (never blocks)
 
@@ -193,8 +201,9 @@ class TurnLog:
             if self._closing:
                 self._drop_after_close()
                 return
-            item = _RawTurn(0, str(reply.turn_id), time.time(), conv.channel, conv.chat_id, conv.chat_type,
-                            conv.user_id, reply)
+            item = _RawTurn(
+                0, str(reply.turn_id), time.time(), conv.channel, conv.chat_id, conv.chat_type, conv.user_id, reply
+            )
         except Exception:
             self._prepare_failed()
             return
@@ -205,8 +214,10 @@ class TurnLog:
         if not self._warned_prepare:
             self._warned_prepare = True
             if failed:
-                self.logger.error("conversation log: could not prepare turn(s) for storage; not logged: %s",
-                               "; ".join(f"{t}: {e}" for t, e in failed[:3]))
+                self.logger.error(
+                    "conversation log: could not prepare turn(s) for storage; not logged: %s",
+                    "; ".join(f"{t}: {e}" for t, e in failed[:3]),
+                )
             else:
                 self.logger.exception("conversation log: could not prepare a turn for storage; it is not logged")
 
@@ -258,9 +269,16 @@ class TurnLog:
         return pseudonymize(value, self._secret)
 
     def _prepare_turn(self, raw: _RawTurn) -> TurnRows:
-        return prepare_turn(raw.reply, when=raw.when, channel=raw.channel, chat_id=raw.chat_id,
-                            chat_type=raw.chat_type, user_id=raw.user_id, pseudonym=self._pseudonym,
-                            redact=self._redact)
+        return prepare_turn(
+            raw.reply,
+            when=raw.when,
+            channel=raw.channel,
+            chat_id=raw.chat_id,
+            chat_type=raw.chat_type,
+            user_id=raw.user_id,
+            pseudonym=self._pseudonym,
+            redact=self._redact,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -316,7 +334,7 @@ class TurnLog:
             self._queue.put_nowait(_WAKE)
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             except Exception:  # the task itself failed; already logged there
@@ -618,7 +636,9 @@ async def _write_rows(
     ids = sorted({f.turn_id for f in feedback})
     known_sql = [(f"SELECT id FROM turns WHERE id IN ({','.join('?' * len(ids))})", ids)] if ids else []
     statements = [
-        *conversations, *versions, *new_turns,
+        *conversations,
+        *versions,
+        *new_turns,
         *((_FEEDBACK_SQL, (f.turn_id, f.kind, f.ts, f.turn_id, f.turn_id, f.kind, f.ts)) for f in feedback),
         *known_sql,  # the ids the log has (this batch's included), to name the others
     ]
@@ -633,7 +653,7 @@ async def _write_rows(
         raise
     known = {r[0] for r in await cursors[len(statements) - 1].fetchall()} if ids else set()
     first = len(conversations) + len(versions)
-    inserted = sum(c.rowcount for c in cursors[first:first + len(new_turns)])
+    inserted = sum(c.rowcount for c in cursors[first : first + len(new_turns)])
     duplicates = len(turns) - inserted if turns and 0 <= inserted < len(turns) else 0
     return [f for f in feedback if f.turn_id not in known], duplicates
 

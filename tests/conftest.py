@@ -12,6 +12,7 @@ tests/telegram), helpers without state in tests/support/.
                         (tests/support/cli.py), by default with ``subprocess_env`` in ``tmp_path``.
 * ``port``           -- a free TCP port on 127.0.0.1 (tests/support/ports.py).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -85,8 +86,7 @@ def clean_env(monkeypatch) -> None:
 @pytest.fixture
 def faqbot(subprocess_env, tmp_path):
     def run(*args, env=None, cwd=None, **kw):
-        return run_faqbot(*args, env=subprocess_env if env is None else env, cwd=tmp_path if cwd is None else cwd,
-                          **kw)
+        return run_faqbot(*args, env=subprocess_env if env is None else env, cwd=tmp_path if cwd is None else cwd, **kw)
 
     return run
 

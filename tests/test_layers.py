@@ -12,6 +12,7 @@ The layers, lowest first (a module belongs to the first prefix it starts with, m
 Every import counts, also one inside a function or under ``TYPE_CHECKING``: a lazy import does not make a layering
 problem go away.
 """
+
 from __future__ import annotations
 
 import ast

@@ -4,6 +4,7 @@ normalize -> match the curated FAQ -> faq (curated answer) / clarify (choices) /
 configured, a grounded LLM answer for what matching could not answer confidently. Every finished exchange is
 handed to the log (if any) without waiting for the disk.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,14 @@ class Fallback(Protocol):
 
 
 class Answerer:
-    def __init__(self, settings: AnsweringSettings, kb: KnowledgeBase | None = None, *, llm: Fallback | None = None,
-                 turn_sink: TurnSink | None = None):
+    def __init__(
+        self,
+        settings: AnsweringSettings,
+        kb: KnowledgeBase | None = None,
+        *,
+        llm: Fallback | None = None,
+        turn_sink: TurnSink | None = None,
+    ):
         self.settings = settings
         self.kb = kb if kb is not None else load_knowledge(settings.knowledge_dir)
         self.matcher = matcher_for(self.kb)
@@ -85,8 +92,15 @@ class Answerer:
         match_text = _PII_LABEL_RE.sub(" ", q_text)
         norm = self.matcher.normalizer.normalize(match_text, max_chars=self.settings.max_question_chars)
         key = norm.text[: self.settings.match_prefix_chars]
-        reply = Reply(route=Route.NONE, text="", question=q_text, normalized=key, traditional=norm.traditional,
-                      masked={k: v for k, v in masked.counts.items() if v}, knowledge_version=self.kb.version)
+        reply = Reply(
+            route=Route.NONE,
+            text="",
+            question=q_text,
+            normalized=key,
+            traditional=norm.traditional,
+            masked={k: v for k, v in masked.counts.items() if v},
+            knowledge_version=self.kb.version,
+        )
 
         # A numbered answer to a clarify offer (console, Matrix): "2", "２", "2。", "2、".
         # isdecimal, not isdigit: int() rejects some "digits" (e.g. U+10A40) and would raise.
@@ -125,8 +139,9 @@ class Answerer:
 
     def _apply(self, result: MatchResult, reply: Reply) -> None:
         th = self.thresholds
-        reply.candidates = [Candidate(s.entry.id, s.entry.section, s.score, s.entry.question, s.entry.title)
-                            for s in result.ranked]
+        reply.candidates = [
+            Candidate(s.entry.id, s.entry.section, s.score, s.entry.question, s.entry.title) for s in result.ranked
+        ]
         reply.score = result.ranked[0].score if result.ranked else 0.0
         reply.reason = result.reason
         if result.route == Route.FAQ:
@@ -210,8 +225,13 @@ class Answerer:
                     reply = final
         except Exception as exc:  # never an exception to the user
             log.exception("answering failed")
-            reply = Reply(route=Route.NONE, text=texts.ERROR, error=f"{type(exc).__name__}: {exc}",
-                          knowledge_version=self.kb.version, reason=Reason.ERROR)
+            reply = Reply(
+                route=Route.NONE,
+                text=texts.ERROR,
+                error=f"{type(exc).__name__}: {exc}",
+                knowledge_version=self.kb.version,
+                reason=Reason.ERROR,
+            )
         reply.latency_ms = (time.perf_counter() - started) * 1000
         self._record(conv, reply)
         yield reply
@@ -224,15 +244,27 @@ class Answerer:
         assert final is not None
         return final
 
-    def answer_entry(self, faq_id: str, conv: Conversation, *, via: str = "button", traditional: bool = False) -> Reply | None:
+    def answer_entry(
+        self, faq_id: str, conv: Conversation, *, via: str = "button", traditional: bool = False
+    ) -> Reply | None:
         """The curated answer of one entry (a topic button or a clarify choice). None when the id is unknown."""
         e = self.kb.get(faq_id)
         if e is None:
             return None
-        reply = Reply(route=Route.FAQ, text=texts.faq_text(e.question, e.answer), question=e.question,
-                      normalized="", faq_id=e.id, section=e.section, score=100.0, reason=Reason.CHOSEN, via=via,
-                      candidates=[Candidate(e.id, e.section, 100.0, e.question, e.title)],
-                      knowledge_version=self.kb.version, traditional=traditional)
+        reply = Reply(
+            route=Route.FAQ,
+            text=texts.faq_text(e.question, e.answer),
+            question=e.question,
+            normalized="",
+            faq_id=e.id,
+            section=e.section,
+            score=100.0,
+            reason=Reason.CHOSEN,
+            via=via,
+            candidates=[Candidate(e.id, e.section, 100.0, e.question, e.title)],
+            knowledge_version=self.kb.version,
+            traditional=traditional,
+        )
         if traditional:
             reply.text = to_traditional(reply.text)
         self._record(conv, reply)

@@ -4,6 +4,7 @@ its own ``send``). Requests are stored by ``storage.subscriptions`` (opt-in, 30 
 
 Whether a question "now gets a direct answer" is the replay logic: the current matcher routes it ``faq``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,7 @@ Send = Callable[[str, str], Awaitable[Any]]
 
 def offers_notify(reply) -> bool:
     """An out-of-scope answer to a real question: the asker may ask to be told when it has an answer."""
-    return reply.route is Route.NONE and not reply.error and bool(reply.question) \
-        and reply.reason not in NOT_A_QUESTION
+    return reply.route is Route.NONE and not reply.error and bool(reply.question) and reply.reason not in NOT_A_QUESTION
 
 
 def follow_up_text(question: str, answer: str, traditional: bool = False) -> str:

@@ -46,6 +46,7 @@ apart), so "138,1234,5678" is not masked; neither are numbers spelled in Chinese
 
 Placeholders: ``[身份证号]``, ``[手机号]``, ``[银行卡号]``. They contain no digits, so masking is idempotent.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,7 +56,6 @@ import operator
 import re
 import unicodedata
 from dataclasses import dataclass, field
-
 
 __all__ = [
     "Masked",
@@ -74,8 +74,10 @@ PLACEHOLDERS: dict[str, str] = {"id": "[身份证号]", "phone": "[手机号]", 
 _SEPARATORS = frozenset(" \t\r\n\f\v.-/\\_·・‧")
 # Digit-like characters, for the cheap pre-check: decimal digits of any script (\d: ASCII, full-width, Arabic-Indic,
 # mathematical...), super/subscripts, circled/parenthesized/full-stop digits (①⑴⒈⓪⓵), dingbat digits (❶➀➊).
-_DIGITISH = re.compile("[\\d\u00b2\u00b3\u00b9\u2070\u2074-\u2079\u2080-\u2089\u2460-\u249b\u24ea-\u24ff"
-                       "\u2776-\u2793\u3251-\u325f\u32b1-\u32bf\U0001f100-\U0001f10a]")
+_DIGITISH = re.compile(
+    "[\\d\u00b2\u00b3\u00b9\u2070\u2074-\u2079\u2080-\u2089\u2460-\u249b\u24ea-\u24ff"
+    "\u2776-\u2793\u3251-\u325f\u32b1-\u32bf\U0001f100-\U0001f10a]"
+)
 _SEP = " "  # a run of separators in the detection copy
 
 
@@ -144,6 +146,7 @@ _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _BLANK = "\x00"  # what a masked span becomes in the working copy: not a digit, separator or keyword character
 
+
 @dataclass(frozen=True)
 class Masked:
     text: str
@@ -193,8 +196,9 @@ Found = tuple[str, int, int]  # (kind, start, end) in the detection copy
 
 
 # First two digits of a resident ID: the province (GB/T 2260), or 9 for foreigners' permanent residence IDs.
-_PROVINCES = frozenset("11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 "
-                       "65 71 81 82 83".split())
+_PROVINCES = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 71 81 82 83".split()
+)
 
 
 def _accept_id18(work: str, m: re.Match[str]) -> Found | None:
@@ -303,8 +307,20 @@ def mask_pii(text: str) -> Masked:
 # Fields that name a person in the objects libraries dump into their log records: Telegram's User/Chat (raw JSON
 # "first_name": "...", a dict repr 'first_name': '...', a pydantic repr first_name='...') and Matrix events
 # (sender, displayname). Their values are replaced whole; numbers elsewhere go through mask_pii.
-_NAME_KEYS = ("first_name", "last_name", "username", "full_name", "display_name", "displayname", "sender",
-              "state_key", "user_id", "phone_number", "email", "vcard")
+_NAME_KEYS = (
+    "first_name",
+    "last_name",
+    "username",
+    "full_name",
+    "display_name",
+    "displayname",
+    "sender",
+    "state_key",
+    "user_id",
+    "phone_number",
+    "email",
+    "vcard",
+)
 _NAMED_VALUE = re.compile(
     r"""(?P<key>(?<![A-Za-z0-9_])["']?(?:""" + "|".join(_NAME_KEYS) + r""")["']?\s*[:=]\s*)"""
     r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""",
@@ -323,7 +339,7 @@ def mask_log_text(text: str) -> str:
         names: set[str] = set()
 
         def blank(m: re.Match[str]) -> str:
-            value = m.group()[len(m["key"]) + 1:-1]
+            value = m.group()[len(m["key"]) + 1 : -1]
             if len(value) >= 2:
                 names.add(value)
             return f"{m['key']}{m['q']}{NAME_PLACEHOLDER}{m['q']}"

@@ -1,4 +1,5 @@
 """Settings of the answering core: the knowledge it loads, matching thresholds and question limits."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,5 +23,10 @@ class AnsweringSettings(FaqbotSettings):
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(direct=self.direct_threshold, clarify=self.clarify_threshold, margin=self.direct_margin,
-                          related=self.related_threshold, lead=self.direct_lead)
+        return Thresholds(
+            direct=self.direct_threshold,
+            clarify=self.clarify_threshold,
+            margin=self.direct_margin,
+            related=self.related_threshold,
+            lead=self.direct_lead,
+        )

@@ -1,4 +1,5 @@
 """Every sentence a chat user sees, in one place (Simplified Chinese). Channels share these."""
+
 from __future__ import annotations
 
 from bot.answering.types import Candidate
@@ -44,7 +45,9 @@ QUOTE_LEAD = "以下内容摘自电子社保卡常见问题原文："
 PARTIAL_HEAD = "常见问题中与此相关的内容："
 PARTIAL_TAIL_NUMBERED = "请回复序号查看；如果都不是，请回复 0。"
 PLACE_NOTE = "（您提到了{place}：以上回答来自河北省的电子社保卡常见问题，{place}的具体规定可能不同，请以当地社会保障卡服务网点的说明为准。）"
-ELSEWHERE_NOTE = "（以上回答来自河北省的电子社保卡常见问题，其他地区的具体规定可能不同，请以当地社会保障卡服务网点的说明为准。）"
+ELSEWHERE_NOTE = (
+    "（以上回答来自河北省的电子社保卡常见问题，其他地区的具体规定可能不同，请以当地社会保障卡服务网点的说明为准。）"
+)
 PII_NOTE = "（为保护您的隐私，您消息中的身份证号、手机号或银行卡号不会被保存。请不要在聊天中发送这些信息。）"
 
 # Short greetings / thanks that deserve a friendly reply rather than "out of scope".
@@ -103,7 +106,11 @@ TG_GENERATING = "\n\n（正在生成回答……）"
 TG_FAQ_HEAD = "电子社保卡常见问题（点击问题查看答案）："
 TG_NOT_YOURS = "这些按钮是给提问的用户使用的，您可以直接向我提问。"
 TG_COMMANDS = {"start": "开始使用", "help": "使用帮助", "faq": "常见问题列表"}
-TG_ADMIN_COMMANDS = {"stats": "使用统计（管理员）", "gaps": "待补充的问题（管理员）", "reload": "重新加载知识库（管理员）"}
+TG_ADMIN_COMMANDS = {
+    "stats": "使用统计（管理员）",
+    "gaps": "待补充的问题（管理员）",
+    "reload": "重新加载知识库（管理员）",
+}
 ADMIN_NO_LOG = "还没有对话日志数据库。"
 ADMIN_STATS_HEAD = "使用统计（全部记录）"
 ADMIN_STATS_TOTAL = "问答总数"
@@ -148,12 +155,16 @@ CURATE_MARKED_NEW = "已标记 {n} 条提问：需要新问答。运行 faqbot k
 CURATE_MARKED_OOS = "已标记 {n} 条提问：不在范围内，已移出待补充列表。"
 CURATE_NOTHING_LEFT = "这组问题已经处理过了。"
 CURATE_STALE = "列表已过期，请重新发送 /gaps。"
-CURATE_DRAFT_OK = ("已创建问答草稿 {draft_id}（{path}），不会对外提供。\n"
-                   "请补全分类和至少 12 个问法后运行 faqbot knowledge approve {draft_id}，再发送 /reload。")
+CURATE_DRAFT_OK = (
+    "已创建问答草稿 {draft_id}（{path}），不会对外提供。\n"
+    "请补全分类和至少 12 个问法后运行 faqbot knowledge approve {draft_id}，再发送 /reload。"
+)
 CURATE_DRAFT_FAILED = "无法创建草稿：{error}"
 CURATE_ANSWER_EMPTY = "请回复答案的文字内容。"
-MATRIX_CURATE_HELP = ("命令：!gap 序号（查看问题）；!mark 序号 entry 问答ID / new / oos（标记）；"
-                      "!answer 序号 答案文字（创建草稿）；!gaps（刷新列表）；!reload（重新加载知识库）")
+MATRIX_CURATE_HELP = (
+    "命令：!gap 序号（查看问题）；!mark 序号 entry 问答ID / new / oos（标记）；"
+    "!answer 序号 答案文字（创建草稿）；!gaps（刷新列表）；!reload（重新加载知识库）"
+)
 MATRIX_CURATE_PICK = "请先发送 !gaps，再用列表中的序号，例如 !gap 1。"
 
 
@@ -164,9 +175,7 @@ MATRIX_WELCOME = (
     "我列出几个问题时，请回复序号；每条回答可以用 👍 或 👎 表示是否有帮助。\n"
     "请勿发送身份证号、手机号或银行卡号等个人信息。"
 )
-MATRIX_UNDECRYPTABLE = (
-    "抱歉，您刚才发送的加密消息我无法解密（缺少解密密钥，已向您的设备请求）。请再发送一次您的问题。"
-)
+MATRIX_UNDECRYPTABLE = "抱歉，您刚才发送的加密消息我无法解密（缺少解密密钥，已向您的设备请求）。请再发送一次您的问题。"
 MATRIX_ENCRYPTED_ROOM = (
     "抱歉，本助手只能在未加密的房间中使用，无法读取加密消息，现在将退出本房间。"
     "请新建一个关闭了端到端加密的房间（或私聊）再邀请我。"

@@ -1,4 +1,5 @@
 """Channel-neutral data the answering core hands to every adapter and to the log."""
+
 from __future__ import annotations
 
 import enum
@@ -56,8 +57,9 @@ class Reason(enum.StrEnum):
 
 
 # Replies to something that is no question: no feedback buttons, nothing to follow up, no LLM call.
-NOT_A_QUESTION = frozenset({Reason.EMPTY, Reason.GREETING, Reason.THANKS, Reason.NONE_OF_THESE, Reason.ERROR,
-                            Reason.STALE_CHOICE})
+NOT_A_QUESTION = frozenset(
+    {Reason.EMPTY, Reason.GREETING, Reason.THANKS, Reason.NONE_OF_THESE, Reason.ERROR, Reason.STALE_CHOICE}
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,12 @@ class Candidate:
     title: str = ""  # short label for buttons
 
     def as_dict(self) -> dict[str, Any]:
-        return {"faq_id": self.faq_id, "section": self.section, "score": round(self.score, 1), "question": self.question}
+        return {
+            "faq_id": self.faq_id,
+            "section": self.section,
+            "score": round(self.score, 1),
+            "question": self.question,
+        }
 
 
 _last_ms = 0

@@ -18,6 +18,7 @@ Where it is attached (`install_redaction`), and why:
 
 Calling `install_redaction` again replaces the previously installed filters (no duplicates).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,12 +27,20 @@ import re
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TextIO
-
-from bot.answering.privacy import mask_log_text
 from urllib.parse import quote
 
-__all__ = ["RedactSecretsFilter", "RedactingStream", "install_redaction", "secret_redactor", "REDACTED",
-           "BOT_TOKEN_RE", "API_KEY_RE", "LIBRARY_LOGGERS"]
+from bot.answering.privacy import mask_log_text
+
+__all__ = [
+    "RedactSecretsFilter",
+    "RedactingStream",
+    "install_redaction",
+    "secret_redactor",
+    "REDACTED",
+    "BOT_TOKEN_RE",
+    "API_KEY_RE",
+    "LIBRARY_LOGGERS",
+]
 
 REDACTED = "***"
 BOT_TOKEN_RE = r"\d{6,12}:[A-Za-z0-9_-]{30,}"

@@ -8,6 +8,7 @@ Returns 0 after a clean stop, 1 if a transport failed or the knowledge is invali
 The bot token is never printed: logging goes through the redaction filter installed by `setup_logging`, and
 nothing here logs a setting's value.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,10 @@ def _config_error(settings: Settings, transports: list[str]) -> str | None:
     if "telegram" in transports and not settings.telegram_configured:
         return "the telegram transport needs TELEGRAM_BOT_TOKEN"
     if "matrix" in transports and not settings.matrix_configured:
-        return ("the matrix transport needs MATRIX_HOMESERVER and MATRIX_ACCESS_TOKEN (its user is asked with whoami), "
-                "or MATRIX_HOMESERVER, MATRIX_USER_ID and MATRIX_PASSWORD")
+        return (
+            "the matrix transport needs MATRIX_HOMESERVER and MATRIX_ACCESS_TOKEN (its user is asked with whoami), "
+            "or MATRIX_HOMESERVER, MATRIX_USER_ID and MATRIX_PASSWORD"
+        )
     return None
 
 
@@ -93,8 +96,10 @@ async def run_transports(settings: Settings, transports: list[str], *, freeze_gc
             loop.add_signal_handler(sig, _on_signal, sig, stop)
             installed.append(sig)
 
-    tasks = {asyncio.create_task(run(services, settings, stop), name=f"transport-{name}"): name
-             for name, run in runners.items()}
+    tasks = {
+        asyncio.create_task(run(services, settings, stop), name=f"transport-{name}"): name
+        for name, run in runners.items()
+    }
     failed = False
     try:
         pending = set(tasks)

@@ -1,4 +1,5 @@
 """Wiring: build the answering core with its optional log and LLM from settings (used by every entry point)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.app.settings import Settings
     from bot.answering.answerer import Answerer
+    from bot.app.settings import Settings
     from storage.writer import TurnLog
 
 log = logging.getLogger("faqbot")
@@ -30,6 +31,7 @@ class Services:
                 await follow()
             except Exception:  # one channel failing must not keep the others from their follow-ups
                 log.exception("follow-ups after the reload failed on %s", name)
+
     secret: bytes | None = None  # the pseudonymizing key of the log (None without a log)
 
     async def aclose(self) -> None:
@@ -69,18 +71,26 @@ async def build_services(settings: Settings, *, with_log: bool = True, with_llm:
     turn_log = None
     secret = None
     if with_log:
-        from storage.secret_key import load_or_create_secret
         from bot.app.log_filter import secret_redactor
+        from storage.secret_key import load_or_create_secret
         from storage.writer import TurnLog
 
         configured = settings.secret.get_secret_value() if settings.secret else None
         try:
             secret = load_or_create_secret(configured, settings.secret_file)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot create the pseudonymization key ({exc.strerror or exc}); set "
-                          "FAQBOT_SECRET or make the folder writable", str(settings.secret_file)) from None
-        turn_log = TurnLog(settings.db, secret=secret, logger=logging.getLogger("faqbot.log"),
-                           redact=secret_redactor(settings.secret_values()))
+            raise OSError(
+                exc.errno,
+                f"cannot create the pseudonymization key ({exc.strerror or exc}); set "
+                "FAQBOT_SECRET or make the folder writable",
+                str(settings.secret_file),
+            ) from None
+        turn_log = TurnLog(
+            settings.db,
+            secret=secret,
+            logger=logging.getLogger("faqbot.log"),
+            redact=secret_redactor(settings.secret_values()),
+        )
         await turn_log.start()
     answerer = Answerer(settings, kb, llm=llm, turn_sink=turn_log)
     return Services(settings=settings, answerer=answerer, turn_log=turn_log, llm=llm, secret=secret)

@@ -7,6 +7,7 @@ class only: ``storage.settings.LogSettings``, ``bot.answering.settings.Answering
 ``OPENAI_API_KEY`` are spelled out on their fields), so combining them by inheritance keeps every variable name.
 Every variable is documented in ``.env.example`` (tests/test_llm_client.py checks both ways).
 """
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -26,9 +27,16 @@ class Settings(FallbackSettings, LogSettings, ReviewSettings, TelegramSettings, 
     def secret_values(self) -> list[str]:
         """Every configured secret, for log redaction."""
         out = []
-        for s in (self.telegram_bot_token, self.openai_api_key, self.telegram_webhook_secret,
-                  self.matrix_access_token, self.matrix_password, self.matrix_recovery_key, self.review_password,
-                  self.secret):
+        for s in (
+            self.telegram_bot_token,
+            self.openai_api_key,
+            self.telegram_webhook_secret,
+            self.matrix_access_token,
+            self.matrix_password,
+            self.matrix_recovery_key,
+            self.review_password,
+            self.secret,
+        ):
             if s is not None and s.get_secret_value():
                 out.append(s.get_secret_value())
         return out

@@ -3,6 +3,7 @@
 Each type raises ``argparse.ArgumentTypeError``, which argparse turns into a one-line usage error (exit 2). Light
 imports only: the parser is built on every run, also for a one-shot `faqbot ask`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ def parse_since(text: str) -> _dt.datetime:
 
     A date or time without an offset is UTC, like the timestamps in the log."""
     if _DURATION_RE.match(text or ""):
-        return _dt.datetime.now(_dt.timezone.utc) - parse_duration(text)
+        return _dt.datetime.now(_dt.UTC) - parse_duration(text)
     try:
         when = _dt.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -69,8 +70,8 @@ def parse_since(text: str) -> _dt.datetime:
             f"not a time: {text!r} (use e.g. 7d, 24h, 2025-03-01 or 2025-03-01T08:00:00+08:00)"
         ) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
+        when = when.replace(tzinfo=_dt.UTC)
     try:
-        return when.astimezone(_dt.timezone.utc)
+        return when.astimezone(_dt.UTC)
     except OverflowError:
         raise argparse.ArgumentTypeError(f"not a usable time: {text!r}") from None

@@ -3,6 +3,7 @@
 `ask` is a one-shot command in scripts: it loads the answering core only, never aiogram, openai, mautrix or
 aiosqlite (unless --log asks for the log), and no rich either (tests/test_cli.py checks the first four).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -11,6 +11,7 @@
   SQLite limits); ``guard_config`` is its configuration. The same folder holds faqbot_search.py, the turns table's
   search box (configured in storage/datasette/metadata.yml).
 """
+
 from __future__ import annotations
 
 import os
@@ -69,13 +70,33 @@ def guard_config(*, port: int, check_host: bool, max_failures: int = 5, window_s
 
 def datasette_args(db: Path, host: str, port: int, metadata: Path) -> list[str]:
     # Plain read-only mode (mode=ro), not --immutable: the bot keeps writing the log while it is served.
-    return ["serve", str(db), "--host", host, "--port", str(port), "--metadata", str(metadata),
-            "--plugins-dir", str(GUARD_DIR),
-            "--setting", "sql_time_limit_ms", str(SQL_TIME_LIMIT_MS),
-            "--setting", "facet_time_limit_ms", str(FACET_TIME_LIMIT_MS),
-            "--setting", "default_page_size", "100",
-            "--setting", "max_returned_rows", "1000",
-            "--setting", "max_csv_mb", "50"]
+    return [
+        "serve",
+        str(db),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--metadata",
+        str(metadata),
+        "--plugins-dir",
+        str(GUARD_DIR),
+        "--setting",
+        "sql_time_limit_ms",
+        str(SQL_TIME_LIMIT_MS),
+        "--setting",
+        "facet_time_limit_ms",
+        str(FACET_TIME_LIMIT_MS),
+        "--setting",
+        "default_page_size",
+        "100",
+        "--setting",
+        "max_returned_rows",
+        "1000",
+        "--setting",
+        "max_csv_mb",
+        "50",
+    ]
 
 
 def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
@@ -83,8 +104,9 @@ def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     end, which the caller keeps open while it runs (close it, or exit, and the child stops)."""
     read_end, write_end = os.pipe()  # both non-inheritable: only the child gets read_end (pass_fds)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli.datasette_process", str(read_end), *args], env=env,
-                                pass_fds=(read_end,))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli.datasette_process", str(read_end), *args], env=env, pass_fds=(read_end,)
+        )
     except BaseException:
         os.close(write_end)
         raise

@@ -5,6 +5,7 @@ file, the knowledge base) is raised as it is. ``describe(exc)`` turns either int
 ``bot.cli.main.main`` -- the one place that handles errors -- prints the message on stderr and exits with the code.
 Set ``FAQBOT_DEBUG=1`` to get the traceback of an unexpected error as well (for bug reports).
 """
+
 from __future__ import annotations
 
 import errno

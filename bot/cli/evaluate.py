@@ -2,6 +2,7 @@
 
 Exit codes: 0 ok, 1 a file or the knowledge cannot be read, 3 a threshold given on the command line was missed.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,9 +28,17 @@ def cmd_eval(args) -> int:
     else:
         for report in reports:
             matching.render(report)
-    problems = [p for r in reports for p in matching.threshold_problems(
-        r, min_direct=args.min_direct, max_wrong=args.max_wrong, min_recall=args.min_recall,
-        min_useful=args.min_useful)]
+    problems = [
+        p
+        for r in reports
+        for p in matching.threshold_problems(
+            r,
+            min_direct=args.min_direct,
+            max_wrong=args.max_wrong,
+            min_recall=args.min_recall,
+            min_useful=args.min_useful,
+        )
+    ]
     for p in problems:
         print(p, file=sys.stderr)
     return MISSED if problems else 0
@@ -52,7 +61,9 @@ def cmd_eval_guard(args) -> int:
         return MISSED
     rate = report["generate"]["faithful_withheld_rate"] * 100
     if args.max_withheld is not None and rate > args.max_withheld:
-        print(f"generate mode withholds {rate:.1f}% of faithful answers, above --max-withheld {args.max_withheld}%",
-              file=sys.stderr)
+        print(
+            f"generate mode withholds {rate:.1f}% of faithful answers, above --max-withheld {args.max_withheld}%",
+            file=sys.stderr,
+        )
         return MISSED
     return 0

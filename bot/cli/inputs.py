@@ -3,6 +3,7 @@
 A missing log raises ``CommandError``; ``bot.cli.main.main`` prints it.
 ``storage.db`` is imported where a log is opened: it loads aiosqlite, which a one-shot `faqbot ask` does not need.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

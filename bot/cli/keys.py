@@ -1,11 +1,12 @@
 """Keys for the interactive `faqbot logs review`, one at a time from standard input: in a terminal in cbreak mode (no
 Enter needed, restored on exit), from a pipe as they come (``printf '14q' | faqbot logs review``), which is how
 scripts and tests drive it."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class KeyInput:

@@ -10,6 +10,7 @@ came from get an "entry ID" review, so they join the regression set (``logs expo
 
 Exit codes: 0 ok, 1 no database / the knowledge would not load / a draft is not ready, 2 usage error.
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,19 +47,29 @@ def cmd_check(args) -> int:
         return FAILED
     conflicts = knowledge_conflicts(kb)
     if args.json:
-        print_json_line({"ok": True, "version": kb.version, "entries": len(kb.entries),
-                         "alternates": sum(len(e.alternates) for e in kb.entries),
-                         "warnings": [str(w) for w in kb.warnings], "conflicts": conflicts})
+        print_json_line(
+            {
+                "ok": True,
+                "version": kb.version,
+                "entries": len(kb.entries),
+                "alternates": sum(len(e.alternates) for e in kb.entries),
+                "warnings": [str(w) for w in kb.warnings],
+                "conflicts": conflicts,
+            }
+        )
         return 0
-    print(f"OK: {len(kb.entries)} entries, {sum(len(e.alternates) for e in kb.entries)} alternates, "
-          f"version {kb.version}")
+    print(
+        f"OK: {len(kb.entries)} entries, {sum(len(e.alternates) for e in kb.entries)} alternates, version {kb.version}"
+    )
     for w in kb.warnings:
         print(f"warning: {w}")
     if conflicts:
         print(f"{len(conflicts)} alternates score higher against another entry:")
         for c in conflicts:
-            print(f"  {c['file']} [{c['faq_id']}] '{c['alternate']}' -> {c['other_id']} "
-                  f"({c['other_score']:.0f} vs own {c['own_score']:.0f})")
+            print(
+                f"  {c['file']} [{c['faq_id']}] '{c['alternate']}' -> {c['other_id']} "
+                f"({c['other_score']:.0f} vs own {c['own_score']:.0f})"
+            )
     else:
         print("No conflicts: every alternate scores highest on its own entry.")
     return 0
@@ -76,13 +87,13 @@ def cmd_suggest(args) -> int:
         try:
             plan = plan_suggestions(conn, kb, since=None if args.since is None else utc_iso(args.since))
         except KnowledgeError as exc:
-            raise CommandError(FAILED, "the suggestions would break the knowledge base; nothing written.\n"
-                               + str(exc)) from None
+            raise CommandError(
+                FAILED, "the suggestions would break the knowledge base; nothing written.\n" + str(exc)
+            ) from None
         except CurationError as exc:
             raise CommandError(FAILED, f"cannot edit a knowledge file automatically: {exc}") from None
         if plan.changes and plan.kb is not None:
-            plan.replay = replay(conn, Answerer(config, plan.kb),
-                                 since=args.replay_since, limit=None)
+            plan.replay = replay(conn, Answerer(config, plan.kb), since=args.replay_since, limit=None)
         written = []
         if args.write and (plan.changes or plan.review_ids):
             written = write_plan(plan, kdir, conn)
@@ -100,23 +111,36 @@ def cmd_suggest(args) -> int:
         sys.stdout.write(plan.diff())
         sys.stdout.flush()
     for s in plan.skipped:
-        con.print(f"skipped: {s['question']!r} → {s['faq_id'] or 'new entry'}: {s['reason']}", markup=False, soft_wrap=True)
+        con.print(
+            f"skipped: {s['question']!r} → {s['faq_id'] or 'new entry'}: {s['reason']}", markup=False, soft_wrap=True
+        )
     if plan.conflicts:
         con.print(f"{len(plan.conflicts)} new alternate(s) score higher against another entry (knowledge check):")
         for c in plan.conflicts:
-            con.print(f"  [{c['faq_id']}] '{c['alternate']}' -> {c['other_id']} "
-                      f"({c['other_score']:.0f} vs own {c['own_score']:.0f})", markup=False, soft_wrap=True)
+            con.print(
+                f"  [{c['faq_id']}] '{c['alternate']}' -> {c['other_id']} "
+                f"({c['other_score']:.0f} vs own {c['own_score']:.0f})",
+                markup=False,
+                soft_wrap=True,
+            )
     if plan.replay is not None:
         cnt = plan.replay["counts"]
-        con.print(f"logs replay with these changes ({plan.replay['replayed']} logged question(s)): "
-                  f"improved {cnt['improved']} · regressed {cnt['regressed']} · changed {cnt['changed']} · "
-                  f"unchanged {cnt['unchanged']}", soft_wrap=True)
+        con.print(
+            f"logs replay with these changes ({plan.replay['replayed']} logged question(s)): "
+            f"improved {cnt['improved']} · regressed {cnt['regressed']} · changed {cnt['changed']} · "
+            f"unchanged {cnt['unchanged']}",
+            soft_wrap=True,
+        )
     if plan.drafts:
-        con.print(f"{len(plan.drafts)} draft(s) go to {kdir / 'drafts'} (never served): write the answer, then "
-                  "`faqbot knowledge approve ID`.")
+        con.print(
+            f"{len(plan.drafts)} draft(s) go to {kdir / 'drafts'} (never served): write the answer, then "
+            "`faqbot knowledge approve ID`."
+        )
     if args.write:
-        con.print(f"written: {', '.join(str(p) for p in written) or 'nothing'}; "
-                  f"{len(plan.review_ids)} review(s) marked applied. Then `faqbot knowledge check` and /reload.")
+        con.print(
+            f"written: {', '.join(str(p) for p in written) or 'nothing'}; "
+            f"{len(plan.review_ids)} review(s) marked applied. Then `faqbot knowledge check` and /reload."
+        )
     elif not plan.empty:
         con.print("Dry run: nothing written. Run again with --write to apply.")
     return 0
@@ -136,16 +160,25 @@ def cmd_approve(args) -> int:
     conflicts = [c for c in knowledge_conflicts(approval.kb) if args.id in (c["faq_id"], c["other_id"])]
     target = approve(kdir, approval)
     relabelled = _relabel_turns(args, config, approval.turn_ids, args.id, curator)
-    result = {"id": args.id, "file": str(target), "version": approval.kb.version,
-              "conflicts": conflicts, "relabelled_turns": relabelled}
+    result = {
+        "id": args.id,
+        "file": str(target),
+        "version": approval.kb.version,
+        "conflicts": conflicts,
+        "relabelled_turns": relabelled,
+    }
     if args.json:
         print_json(result)
         return 0
-    print(f"approved {args.id}: {target} (knowledge version {approval.kb.version}). "
-          "Send /reload to the bot (or restart it) to serve it.")
+    print(
+        f"approved {args.id}: {target} (knowledge version {approval.kb.version}). "
+        "Send /reload to the bot (or restart it) to serve it."
+    )
     for c in conflicts:
-        print(f"warning: [{c['faq_id']}] '{c['alternate']}' scores higher against {c['other_id']} "
-              f"({c['other_score']:.0f} vs own {c['own_score']:.0f})")
+        print(
+            f"warning: [{c['faq_id']}] '{c['alternate']}' scores higher against {c['other_id']} "
+            f"({c['other_score']:.0f} vs own {c['own_score']:.0f})"
+        )
     if relabelled:
         print(f"{relabelled} logged turn(s) it came from are now reviewed as entry {args.id} (regression set)")
     return 0

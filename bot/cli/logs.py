@@ -8,6 +8,7 @@ lets both proceed). Failures are raised; ``bot.cli.main.main`` prints them.
 
 Exit codes: 0 ok, 1 not found / no database / bad knowledge, 2 usage error (bad arguments, ambiguous id prefix).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -89,8 +90,9 @@ def cmd_search(args) -> int:
         rows = queries.search_turns(conn, args.text, limit=_limit(args))
     finally:
         conn.close()
-    render.print_turns(rows, render.text(f"{len(rows)} turn(s) containing {args.text!r}, newest first"),
-                       as_json=args.json)
+    render.print_turns(
+        rows, render.text(f"{len(rows)} turn(s) containing {args.text!r}, newest first"), as_json=args.json
+    )
     return 0
 
 
@@ -115,8 +117,9 @@ def cmd_gaps(args) -> int:
     conn = open_log_readonly(args)
     try:
         since = None if args.all else (args.since or parse_since(GAPS_DEFAULT_SINCE))
-        clusters = gap_clusters(conn, matcher_for(kb), since=since, limit=args.limit,
-                                threshold=args.similarity, alternate_threshold=alt)
+        clusters = gap_clusters(
+            conn, matcher_for(kb), since=since, limit=args.limit, threshold=args.similarity, alternate_threshold=alt
+        )
     finally:
         conn.close()
     if args.json:
@@ -135,8 +138,9 @@ def cmd_replay(args) -> int:
         total = None
         if sys.stderr.isatty():  # the bar's total: one count over the same selection
             where, params = queries.turn_filters(**filter_args(args))
-            total = conn.execute("SELECT count(*) FROM turns t" + (" WHERE " + " AND ".join(where) if where else ""),
-                                 params).fetchone()[0]
+            total = conn.execute(
+                "SELECT count(*) FROM turns t" + (" WHERE " + " AND ".join(where) if where else ""), params
+            ).fetchone()[0]
             if args.limit and args.limit > 0:
                 total = min(total, args.limit)
         with render.Progress("replaying", total) as bar:
@@ -184,7 +188,7 @@ def cmd_purge(args) -> int:
     older = args.older_than if args.older_than is not None else _dt.timedelta(days=config.retention_days)
     if not os.path.lexists(path):
         raise no_log(path)
-    cutoff = utc_iso(_dt.datetime.now(_dt.timezone.utc) - older)
+    cutoff = utc_iso(_dt.datetime.now(_dt.UTC) - older)
 
     def size() -> int:
         return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
@@ -196,13 +200,20 @@ def cmd_purge(args) -> int:
             n = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
         finally:
             conn.close()
-        result = {"dry_run": True, "would_delete": n, "older_than_days": older.total_seconds() / 86400,
-                  "cutoff": cutoff, "bytes_before": before}
+        result = {
+            "dry_run": True,
+            "would_delete": n,
+            "older_than_days": older.total_seconds() / 86400,
+            "cutoff": cutoff,
+            "bytes_before": before,
+        }
         if args.json:
             print_json(result)
         else:
-            print(f"dry run: would delete {n} turn(s) older than {render.fmt_days(older)} (before {cutoff}); "
-                  "nothing deleted")
+            print(
+                f"dry run: would delete {n} turn(s) older than {render.fmt_days(older)} (before {cutoff}); "
+                "nothing deleted"
+            )
         return 0
     # create=False: an empty or foreign file is refused (LogSchemaError), never turned into a log.
     conn = open_db_sync(path, readonly=False, create=False)
@@ -214,16 +225,37 @@ def cmd_purge(args) -> int:
         conn.close()
     n = done["deleted"]
     after = size()
-    result = {"dry_run": False, "deleted": n, "older_than_days": older.total_seconds() / 86400, "cutoff": cutoff,
-              "bytes_before": before, "bytes_after": after, "batches": done["batches"],
-              "max_lock_ms": done["max_lock_ms"], "vacuum": done["vacuum"],
-              **{k: done[k] for k in ("max_delete_lock_ms", "max_vacuum_lock_ms", "delete_seconds", "vacuum_seconds",
-                                      "lock_seconds", "checkpoint_seconds", "pause_seconds", "batch_sizes")}}
+    result = {
+        "dry_run": False,
+        "deleted": n,
+        "older_than_days": older.total_seconds() / 86400,
+        "cutoff": cutoff,
+        "bytes_before": before,
+        "bytes_after": after,
+        "batches": done["batches"],
+        "max_lock_ms": done["max_lock_ms"],
+        "vacuum": done["vacuum"],
+        **{
+            k: done[k]
+            for k in (
+                "max_delete_lock_ms",
+                "max_vacuum_lock_ms",
+                "delete_seconds",
+                "vacuum_seconds",
+                "lock_seconds",
+                "checkpoint_seconds",
+                "pause_seconds",
+                "batch_sizes",
+            )
+        },
+    }
     if args.json:
         print_json(result)
     else:
-        print(f"deleted {n} turn(s) older than {render.fmt_days(older)} (before {cutoff}) with their feedback and "
-              f"reviews; {path}: {render.fmt_bytes(before)} → {render.fmt_bytes(after)}")
+        print(
+            f"deleted {n} turn(s) older than {render.fmt_days(older)} (before {cutoff}) with their feedback and "
+            f"reviews; {path}: {render.fmt_bytes(before)} → {render.fmt_bytes(after)}"
+        )
     return 0
 
 
@@ -242,7 +274,9 @@ def cmd_compact(args) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"compacted {result['converted']} turn(s) in {result['batches']} batch(es): candidates "
-              f"{render.fmt_bytes(result['bytes_before'])} → {render.fmt_bytes(result['bytes_after'])}. The file keeps "
-              "its size until the freed pages are reused or `faqbot logs purge --vacuum` runs (see README).")
+        print(
+            f"compacted {result['converted']} turn(s) in {result['batches']} batch(es): candidates "
+            f"{render.fmt_bytes(result['bytes_before'])} → {render.fmt_bytes(result['bytes_after'])}. The file keeps "
+            "its size until the freed pages are reused or `faqbot logs purge --vacuum` runs (see README)."
+        )
     return 0

@@ -4,6 +4,7 @@ an exit code -- the one place the CLI handles errors (bot.cli.errors.describe wo
 Every command prints through a redacting stream: a configured secret (or anything shaped like a bot token or an API
 key) echoed by a server, stored in an old log row or raised in an error never reaches the terminal.
 """
+
 from __future__ import annotations
 
 import importlib

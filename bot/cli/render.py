@@ -4,6 +4,7 @@ Storage returns rows and dicts (``storage.queries``, ``storage.gaps``, ``storage
 ``bot.cli.logs`` hand them to the functions here. Logged text is attacker-chosen: every cell goes through
 ``text()`` (terminal escapes stripped, never parsed as rich markup) or ``clip()``.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -16,7 +17,8 @@ from rich import box
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.markup import escape as _escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as _RichProgress
 from rich.table import Table
 from rich.text import Text
 
@@ -45,8 +47,7 @@ def print_json_rows(rows) -> int:
     n = 0
     out.write("[")
     for row in rows:
-        out.write(("\n  " if n == 0 else ",\n  ")
-                  + json_for_terminal(json.dumps(row, ensure_ascii=False, default=str)))
+        out.write(("\n  " if n == 0 else ",\n  ") + json_for_terminal(json.dumps(row, ensure_ascii=False, default=str)))
         n += 1
     out.write("\n]\n" if n else "]\n")
     return n
@@ -96,8 +97,14 @@ class Progress:
     def __init__(self, description: str, total: int | None):
         self._bar = None
         if sys.stderr.isatty():
-            self._bar = _RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar = _RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._task = self._bar.add_task(description, total=total)
 
     def __enter__(self) -> Progress:
@@ -121,8 +128,15 @@ def turns_table(rows: list[dict[str, Any]], title, *, header: bool = True, fixed
     def w(n: int) -> dict[str, int]:
         return {"width": n} if fixed else {}
 
-    t = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
-              collapse_padding=True, show_header=header)
+    t = Table(
+        title=title or None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+        show_header=header,
+    )
     t.add_column("id", no_wrap=True, **w(20))
     t.add_column("time UTC", no_wrap=True, **w(11))
     t.add_column("channel", no_wrap=True, max_width=8, overflow="ellipsis", **w(8))
@@ -135,9 +149,13 @@ def turns_table(rows: list[dict[str, Any]], title, *, header: bool = True, fixed
         if r.get("faq_id"):
             q.append(f" → {clip(r['faq_id'], 40)}", style="dim")
         t.add_row(
-            text(r["turn_id"]), text(short_ts(r["ts"])[5:16]), text(r["channel"]), text(r["route"]),
+            text(r["turn_id"]),
+            text(short_ts(r["ts"])[5:16]),
+            text(r["channel"]),
+            text(r["route"]),
             "" if r.get("score") is None else f"{r['score']:.0f}",
-            FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or ""), q,
+            FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or ""),
+            q,
         )
     return t
 
@@ -161,8 +179,10 @@ def print_turn_stream(rows, title: str) -> int:
             q += f" → {clip(r['faq_id'], 40)}"
         score = "" if r.get("score") is None else f"{r['score']:.0f}"
         mark = clip(FEEDBACK_MARK.get(r.get("feedback"), r.get("feedback") or ""), 2)
-        out.write(f"{clip(r['turn_id'], 32):<20}  {clip(short_ts(r['ts'])[5:16], 11):<11}  "
-                  f"{cells(clip(r['channel'], 8), 8)}  {clip(r['route'], 7):<7}  {score:>5}  {cells(mark, 2)}  {q}\n")
+        out.write(
+            f"{clip(r['turn_id'], 32):<20}  {clip(short_ts(r['ts'])[5:16], 11):<11}  "
+            f"{cells(clip(r['channel'], 8), 8)}  {clip(r['route'], 7):<7}  {score:>5}  {cells(mark, 2)}  {q}\n"
+        )
         n += 1
     out.write(f"{n} turn(s)\n")
     return n
@@ -179,8 +199,11 @@ def print_turn(turn: dict[str, Any]) -> None:
     masked = ", ".join(f"{k} {turn.get('masked_' + k)}" for k in ("id", "phone", "bank") if turn.get("masked_" + k))
     fields = [
         ("time (UTC)", turn["ts"]),
-        ("channel", f"{turn['channel']} · via {turn.get('via') or '-'} · chat {conv.get('chat_type') or '-'}"
-                    f" · user {(conv.get('user_hash') or '-')[:12]}"),
+        (
+            "channel",
+            f"{turn['channel']} · via {turn.get('via') or '-'} · chat {conv.get('chat_type') or '-'}"
+            f" · user {(conv.get('user_hash') or '-')[:12]}",
+        ),
         ("question", turn.get("question")),
         ("normalized", turn.get("normalized")),
         ("route", turn["route"]),
@@ -195,8 +218,14 @@ def print_turn(turn: dict[str, Any]) -> None:
         ("knowledge", turn.get("knowledge_version") or "-"),
         ("error", turn.get("error") or "-"),
         ("masked", masked or "-"),
-        ("feedback", ", ".join(f"{FEEDBACK_MARK.get(f['kind'], f['kind'])} {short_ts(f['ts'])}"
-                               for f in turn.get("feedback_events") or []) or "-"),
+        (
+            "feedback",
+            ", ".join(
+                f"{FEEDBACK_MARK.get(f['kind'], f['kind'])} {short_ts(f['ts'])}"
+                for f in turn.get("feedback_events") or []
+            )
+            or "-",
+        ),
     ]
     for name, value in fields:
         t.add_row(name, text(value))
@@ -204,13 +233,18 @@ def print_turn(turn: dict[str, Any]) -> None:
     if turn.get("candidates"):
         c = Table(title="candidates", title_justify="left")
         # Compact rows (storage.trace) keep no entry question: the column is shown only for older rows.
-        cols = ("entry", "section", "score") + (("question",) if any(x.get("question") for x in turn["candidates"])
-                                               else ())
+        cols = ("entry", "section", "score") + (
+            ("question",) if any(x.get("question") for x in turn["candidates"]) else ()
+        )
         for col in cols:
             c.add_column(col, justify="right" if col == "score" else "left")
         for cand in turn["candidates"]:
-            c.add_row(text(cand.get("faq_id")), text(cand.get("section")), f"{float(cand.get('score') or 0):.1f}",
-                      *([text(cand.get("question"))] if len(cols) == 4 else []))
+            c.add_row(
+                text(cand.get("faq_id")),
+                text(cand.get("section")),
+                f"{float(cand.get('score') or 0):.1f}",
+                *([text(cand.get("question"))] if len(cols) == 4 else []),
+            )
         con.print(c)
     if turn.get("reviews"):
         rv = Table(title="reviews", title_justify="left")
@@ -229,8 +263,11 @@ def print_stats(s: dict[str, Any], since: _dt.datetime | None) -> None:
     def ms(v):
         return "-" if v is None else f"{v:.0f} ms"
 
-    t = Table(title="conversation log" + (f" since {short_ts(since.isoformat())} UTC" if since else ""),
-              title_justify="left", show_header=False)
+    t = Table(
+        title="conversation log" + (f" since {short_ts(since.isoformat())} UTC" if since else ""),
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column("metric", style="bold")
     t.add_column("value", justify="right")
     for name, value in (
@@ -287,8 +324,11 @@ def print_gaps(clusters: list[dict[str, Any]], *, snippets: bool) -> None:
 
     for i, c in enumerate(clusters, 1):
         n = c["nearest"]
-        near = (f"nearest: {n['faq_id']} (section {n['section']}, score {n['score']:.0f}) {n['question']}"
-                if n else "nearest: -")
+        near = (
+            f"nearest: {n['faq_id']} (section {n['section']}, score {n['score']:.0f}) {n['question']}"
+            if n
+            else "nearest: -"
+        )
         con.print(f"[bold]{c['count']}×[/bold] {escape(c['representative'])} — {escape(near)}")
         routes = ", ".join(f"{k} {v}" for k, v in c["routes"].items())
         reasons = ", ".join(f"{k} {v}" for k, v in c["reasons"].items())
@@ -312,8 +352,10 @@ def print_replay(result: dict[str, Any]) -> None:
         f"Replayed {result['replayed']} of {result['selected']} turn(s) against knowledge {result['knowledge_version']}"
         f" ({result['knowledge_dir']}); skipped {result['skipped']} (buttons, choices, no question)."
     )
-    con.print(f"improved {cnt['improved']} · regressed {cnt['regressed']} · changed {cnt['changed']} · "
-              f"unchanged {cnt['unchanged']}")
+    con.print(
+        f"improved {cnt['improved']} · regressed {cnt['regressed']} · changed {cnt['changed']} · "
+        f"unchanged {cnt['unchanged']}"
+    )
     if not result["changes"]:
         return
     grouped: Counter = Counter()

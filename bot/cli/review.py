@@ -7,6 +7,7 @@ the curator stopped (skipped turns come back next time). Verdicts and their mean
 
 Keys are read by ``bot.cli.keys.KeyInput`` (``printf '14q' | faqbot logs review`` labels two turns and quits).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -32,8 +33,13 @@ from storage.reviews import ReviewError, add_review, check_verdict, queue, queue
 from storage.safe_text import json_for_terminal
 
 KEYS = {"1": "correct", "2": "entry", "3": "new-entry", "4": "out-of-scope", "5": "spam"}
-VERDICT_LABELS = {"correct": "correct", "entry": "should be entry …", "new-entry": "needs a new entry",
-                  "out-of-scope": "out of scope (declining was right)", "spam": "spam / abuse"}
+VERDICT_LABELS = {
+    "correct": "correct",
+    "entry": "should be entry …",
+    "new-entry": "needs a new entry",
+    "out-of-scope": "out of scope (declining was right)",
+    "spam": "spam / abuse",
+}
 
 
 def curator_name(args, config) -> str:
@@ -52,8 +58,10 @@ def curator_name(args, config) -> str:
 
 def _check_entry(kb, faq_id: str | None) -> None:
     if faq_id and kb.get(faq_id) is None:
-        raise CommandError(USAGE, f"unknown entry {faq_id!r} (see `faqbot knowledge check`; ids: "
-                                  f"{', '.join(e.id for e in kb.entries)})")
+        raise CommandError(
+            USAGE,
+            f"unknown entry {faq_id!r} (see `faqbot knowledge check`; ids: {', '.join(e.id for e in kb.entries)})",
+        )
 
 
 def cmd_label(args) -> int:
@@ -109,16 +117,19 @@ def _turn_panel(turn: dict[str, Any], pos: int, total: int, part: str):
         body.add_row("guard", text(turn["guard"]))
     cands = Table.grid(padding=(0, 1))
     for i, c in enumerate(turn.get("candidates") or [], 1):
-        cands.add_row(f"[{i}]", text(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}",
-                      Text(clip(c.get("question"), 50)))
+        cands.add_row(
+            f"[{i}]", text(c.get("faq_id")), f"{float(c.get('score') or 0):.0f}", Text(clip(c.get("question"), 50))
+        )
     parts: list[Any] = [head, body]
     if turn.get("candidates"):
         parts += [Text("candidates (for 2 = should be entry …):", style="dim"), cands]
     return Panel(Group(*parts), title="review", title_align="left")
 
 
-HELP_LINE = ("[bold]1[/] correct  [bold]2[/] entry…  [bold]3[/] new entry  [bold]4[/] out of scope  "
-             "[bold]5[/] spam  [bold]n[/] note  [bold]s[/] skip  [bold]q[/] quit")
+HELP_LINE = (
+    "[bold]1[/] correct  [bold]2[/] entry…  [bold]3[/] new entry  [bold]4[/] out of scope  "
+    "[bold]5[/] spam  [bold]n[/] note  [bold]s[/] skip  [bold]q[/] quit"
+)
 
 
 def _pick_entry(keys: KeyInput, con, kb, turn: dict[str, Any]) -> str | None:
@@ -152,9 +163,11 @@ def cmd_review(args) -> int:
             con.print("Nothing to review: every selected turn has a verdict.")
             return 0
         total = queue_size(conn, **selected)
-        con.print(f"{total} turn(s) to review as [bold]{curator}[/] — unreviewed gaps first"
-                  + (f", {len(items)} in this session" if len(items) < total else "")
-                  + ". Labels are saved at once; q quits, start again to resume.")
+        con.print(
+            f"{total} turn(s) to review as [bold]{curator}[/] — unreviewed gaps first"
+            + (f", {len(items)} in this session" if len(items) < total else "")
+            + ". Labels are saved at once; q quits, start again to resume."
+        )
         with keys.active():
             quit_ = False
             for pos, item in enumerate(items, 1):
@@ -219,8 +232,12 @@ def cmd_export_reviewed(args) -> int:
     finally:
         conn.close()
     body = eval_jsonl(rows)
-    summary = {"rows": len(rows), "format": "eval", "skipped": dict(skipped),
-               "file": None if not args.output or args.output == "-" else args.output}
+    summary = {
+        "rows": len(rows),
+        "format": "eval",
+        "skipped": dict(skipped),
+        "file": None if not args.output or args.output == "-" else args.output,
+    }
     if summary["file"]:
         try:  # never onto the log itself; a temporary file renamed when complete
             write_file_safely(args.output, lambda fh: fh.write(body), db=db_path(args, config))
@@ -229,9 +246,11 @@ def cmd_export_reviewed(args) -> int:
     else:
         sys.stdout.write(json_for_terminal(body))
         sys.stdout.flush()
-    note = (f"exported {len(rows)} reviewed question(s) in the eval format"
-            + (f" to {args.output}" if summary["file"] else "")
-            + ("; left out: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else ""))
+    note = (
+        f"exported {len(rows)} reviewed question(s) in the eval format"
+        + (f" to {args.output}" if summary["file"] else "")
+        + ("; left out: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else "")
+    )
     if args.json:
         (print_json if summary["file"] else lambda s: to_stderr(json.dumps(s, ensure_ascii=False)))(summary)
     elif summary["file"]:

@@ -6,6 +6,7 @@ started, confined and stopped with us is ``bot.cli.datasette_process``.
 Exit codes: 0 the server stopped, 1 no database / Datasette not installed, 2 refused (a password is needed and none
 or a short one is set), 130 Ctrl-C.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -74,18 +75,27 @@ def cmd_serve(args) -> int:
     need_password = args.require_password or not loopback
     if need_password and not password:
         why = "--require-password was given" if loopback else f"--host {args.host} is not a loopback address"
-        raise CommandError(USAGE, f"refusing to start: {why}, so the review site needs a password, and none is "
-                                  "set.\nSet FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the "
-                                  "default).")
+        raise CommandError(
+            USAGE,
+            f"refusing to start: {why}, so the review site needs a password, and none is "
+            "set.\nSet FAQBOT_REVIEW_PASSWORD (environment or .env), or bind to 127.0.0.1 (the "
+            "default).",
+        )
     if need_password and len(password) < datasette_process.MIN_PASSWORD_CHARS:
-        raise CommandError(USAGE, f"refusing to start: FAQBOT_REVIEW_PASSWORD has {len(password)} characters; the "
-                                  f"review site needs at least {datasette_process.MIN_PASSWORD_CHARS} (failed logins "
-                                  "are throttled, but a short password is guessed offline from a leaked hash in "
-                                  "minutes)")
+        raise CommandError(
+            USAGE,
+            f"refusing to start: FAQBOT_REVIEW_PASSWORD has {len(password)} characters; the "
+            f"review site needs at least {datasette_process.MIN_PASSWORD_CHARS} (failed logins "
+            "are throttled, but a short password is guessed offline from a leaked hash in "
+            "minutes)",
+        )
     if not path.exists():
         raise no_log(path)
-    missing = [m for m in ("datasette",) + (("datasette_auth_passwords",) if need_password else ())
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("datasette",) + (("datasette_auth_passwords",) if need_password else ())
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise CommandError(FAILED, f"{', '.join(missing)} not installed: pip install 'faqbot[review]' (or '.[review]')")
 
@@ -93,7 +103,8 @@ def cmd_serve(args) -> int:
     meta = datasette_metadata(db_name, password=need_password, user=args.user)
     # Host-header check (DNS rebinding) wherever the site is on a loopback address; login throttle; SQL limits.
     meta.setdefault("plugins", {})[datasette_process.GUARD_PLUGIN] = datasette_process.guard_config(
-        port=args.port, check_host=loopback)
+        port=args.port, check_host=loopback
+    )
     extra_env = {}
     if need_password:
         from datasette_auth_passwords.utils import hash_password  # optional ([review] extra): checked just above
@@ -104,24 +115,38 @@ def cmd_serve(args) -> int:
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/{db_name}"
     queries = list((meta.get("databases", {}).get(db_name) or {}).get("queries") or {})
     # Behind the password the curator may label turns (the writable canned query); otherwise nothing writes.
-    info = {"url": url, "database": str(path), "read_only": not need_password, "password_required": need_password,
-            "user": args.user if need_password else None, "queries": queries}
+    info = {
+        "url": url,
+        "database": str(path),
+        "read_only": not need_password,
+        "password_required": need_password,
+        "user": args.user if need_password else None,
+        "queries": queries,
+    }
     with tempfile.TemporaryDirectory(prefix="faqbot-datasette-") as tmp:
         meta_path = Path(tmp) / "metadata.json"
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
         cmd = datasette_process.datasette_args(path, args.host, args.port, meta_path) + [
             # Facet suggestions run a query per column of every table page: seconds on a large log.
-            "--setting", "suggest_facets", "off"]
+            "--setting",
+            "suggest_facets",
+            "off",
+        ]
         # Only PATH, locale and the like: no FAQBOT_SECRET, tokens or API keys in the server's environment.
         proc, lifeline = datasette_process.start(cmd, datasette_process.child_env(extra_env))
         info["server_pid"] = proc.pid
         if args.json:
             sys.stdout.write(json.dumps(info, ensure_ascii=False) + "\n")  # one line: easy to read from a pipe
         else:
-            print(f"Serving {path} {'' if need_password else 'read-only '}at {url}"
-                  + (f" (log in at /-/login as '{args.user}'; labelling: the 'Label a turn' query)"
-                     if need_password else "")
-                  + f"\ncanned queries: {', '.join(queries)}\nCtrl-C to stop.")
+            print(
+                f"Serving {path} {'' if need_password else 'read-only '}at {url}"
+                + (
+                    f" (log in at /-/login as '{args.user}'; labelling: the 'Label a turn' query)"
+                    if need_password
+                    else ""
+                )
+                + f"\ncanned queries: {', '.join(queries)}\nCtrl-C to stop."
+            )
         sys.stdout.flush()
 
         def forward(signum, frame):  # stop the server with us; never leave it running alone

@@ -1,4 +1,5 @@
 """Settings of the curators' command-line tools (`faqbot logs label/review/serve`, `faqbot knowledge ...`)."""
+
 from __future__ import annotations
 
 from pydantic import SecretStr

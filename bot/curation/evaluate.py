@@ -1,4 +1,5 @@
 """`faqbot eval` and `faqbot knowledge check`: how well matching generalises, and where alternates collide."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def load_labelled(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise LabelledFileError(f"{path}:{n}: not JSON: {exc}") from None
         if not isinstance(row, dict) or not isinstance(row.get("q"), str):
-            raise LabelledFileError(f"{path}:{n}: expected an object with a string \"q\"")
+            raise LabelledFileError(f'{path}:{n}: expected an object with a string "q"')
         rows.append({"q": row["q"], "sections": list(row.get("sections") or []), "kind": row.get("kind", "in")})
     return rows
 
@@ -60,9 +61,17 @@ def evaluate(settings, kb, path: str | Path) -> dict:
         want = set(row["sections"])
         top3 = [c.section for c in reply.candidates[:3]]
         shown = [c.section for c in reply.choices]
-        item = {"q": row["q"], "kind": row["kind"], "want": sorted(want), "route": reply.route.value,
-                "section": reply.section, "top3": top3, "shown": shown, "score": round(reply.score, 1),
-                "reason": reply.reason}
+        item = {
+            "q": row["q"],
+            "kind": row["kind"],
+            "want": sorted(want),
+            "route": reply.route.value,
+            "section": reply.section,
+            "top3": top3,
+            "shown": shown,
+            "score": round(reply.score, 1),
+            "reason": reply.reason,
+        }
         if want:
             in_scope += 1
             hit3 = bool(want & set(top3))
@@ -156,8 +165,13 @@ def render(report: dict) -> None:
         c.print(f"misses ({len(report['failures'])}): not answered directly and correctly", style="bold")
         for x in report["failures"]:
             got = x["route"] + (f" {x['section']}" if x["section"] is not None else "")
-            c.print(f"  {x['problem']:<12} want {x['want']} got {got}, shown {x['shown']}, top3 {x['top3']}, "
-                    f"score {x['score']}: {x['q']}", markup=False, highlight=False, soft_wrap=True)
+            c.print(
+                f"  {x['problem']:<12} want {x['want']} got {got}, shown {x['shown']}, top3 {x['top3']}, "
+                f"score {x['score']}: {x['q']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def knowledge_conflicts(kb) -> list[dict]:
@@ -181,6 +195,14 @@ def knowledge_conflicts(kb) -> list[dict]:
                 if s > best_other:
                     best_other, other_id = s, m.entries[j].id
             if other_id and best_other > own:
-                out.append({"file": e.source_file, "faq_id": e.id, "alternate": q, "own_score": round(own, 1),
-                            "other_id": other_id, "other_score": round(best_other, 1)})
+                out.append(
+                    {
+                        "file": e.source_file,
+                        "faq_id": e.id,
+                        "alternate": q,
+                        "own_score": round(own, 1),
+                        "other_id": other_id,
+                        "other_score": round(best_other, 1),
+                    }
+                )
     return out

@@ -9,6 +9,7 @@
 * Chat curation helpers shared by Telegram and Matrix: ``gap_listing``, ``label_cluster``, ``draft_for_cluster``,
   ``turn_owner_and_question`` (blocking: run them in a thread).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,14 +65,22 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         return {
             "alternates": self.alternates,
-            "drafts": [{"id": d.id, "section": d.section, "question": d.question, "alternates": d.alternates,
-                        "turns": d.turn_ids} for d in self.drafts],
+            "drafts": [
+                {
+                    "id": d.id,
+                    "section": d.section,
+                    "question": d.question,
+                    "alternates": d.alternates,
+                    "turns": d.turn_ids,
+                }
+                for d in self.drafts
+            ],
             "skipped": self.skipped,
             "conflicts": self.conflicts,
             "files": sorted(self.changes),
-            "replay": None if self.replay is None else {k: self.replay[k] for k in
-                                                       ("selected", "replayed", "counts", "transitions")
-                                                       if k in self.replay},
+            "replay": None
+            if self.replay is None
+            else {k: self.replay[k] for k in ("selected", "replayed", "counts", "transitions") if k in self.replay},
         }
 
 
@@ -136,16 +145,23 @@ def plan_suggestions(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str 
     # 2. "needs a new entry": drafts, one per group of similar questions.
     taken = existing_ids(kdir, kb)
     for group in _group_new_entries([r for r in rows if r["verdict"] == "new-entry"], norm):
-        questions = [q for q, _ in Counter(_clean(r["question"]) for r in group).most_common()
-                     if q and not _has_placeholder(q)]
+        questions = [
+            q for q, _ in Counter(_clean(r["question"]) for r in group).most_common() if q and not _has_placeholder(q)
+        ]
         if not questions:
-            plan.skipped += [{"question": _clean(r["question"]), "faq_id": None, "turn_id": r["turn_id"],
-                              "reason": "contains masked personal data"} for r in group]
+            plan.skipped += [
+                {
+                    "question": _clean(r["question"]),
+                    "faq_id": None,
+                    "turn_id": r["turn_id"],
+                    "reason": "contains masked personal data",
+                }
+                for r in group
+            ]
             continue
         proposed = next((r["faq_id"] for r in group if r["faq_id"]), None)
         base = proposed or "draft_" + hashlib.sha1(questions[0].encode()).hexdigest()[:6]
-        d = make_draft(kb, matcher, questions, taken=taken, base_id=base,
-                       turn_ids=[r["turn_id"] for r in group])
+        d = make_draft(kb, matcher, questions, taken=taken, base_id=base, turn_ids=[r["turn_id"] for r in group])
         taken.add(d.id)
         plan.drafts.append(d)
         plan.changes[f"drafts/{d.id}.toml"] = d.render()
@@ -162,20 +178,37 @@ def plan_suggestions(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str 
     return plan
 
 
-def make_draft(kb: KnowledgeBase, matcher: Matcher, questions: list[str], *, taken: set[str], base_id: str,
-               turn_ids: list[str], answer: str | None = None, curator: str = "") -> DraftEntry:
+def make_draft(
+    kb: KnowledgeBase,
+    matcher: Matcher,
+    questions: list[str],
+    *,
+    taken: set[str],
+    base_id: str,
+    turn_ids: list[str],
+    answer: str | None = None,
+    curator: str = "",
+) -> DraftEntry:
     """A draft entry for ``questions`` (most frequent first); its section is guessed from the nearest entry."""
     ranked = matcher.rank(matcher.normalizer.normalize(questions[0]).text, limit=1)
     near = ranked[0] if ranked else None
     notes = []
     if near is not None:
-        notes.append(f"section guessed from the nearest entry {near.entry.id} (section {near.entry.section}, "
-                     f"score {near.score:.0f}): check it")
+        notes.append(
+            f"section guessed from the nearest entry {near.entry.id} (section {near.entry.section}, "
+            f"score {near.score:.0f}): check it"
+        )
     if curator:
         notes.append(f"answer written by {curator}")
-    d = DraftEntry(id=draft_id(base_id, taken), section=near.entry.section if near else 0, question=questions[0],
-                   alternates=questions[1:], turn_ids=turn_ids,
-                   notes=notes, title=questions[0][:12])
+    d = DraftEntry(
+        id=draft_id(base_id, taken),
+        section=near.entry.section if near else 0,
+        question=questions[0],
+        alternates=questions[1:],
+        turn_ids=turn_ids,
+        notes=notes,
+        title=questions[0][:12],
+    )
     if answer is not None:
         d.answer = answer
     return d
@@ -195,9 +228,15 @@ def _group_new_entries(rows: list[dict[str, Any]], norm) -> list[list[dict[str, 
         if r["faq_id"] and r["faq_id"] in by_id:
             i = by_id[r["faq_id"]]
         else:
-            i = next((gi for gi, ks in enumerate(keys)
-                      if not (r["faq_id"] and any(x["faq_id"] and x["faq_id"] != r["faq_id"] for x in groups[gi]))
-                      and any(ratio(key, k) / 100 >= CLUSTER_SIMILARITY for k in ks)), None)
+            i = next(
+                (
+                    gi
+                    for gi, ks in enumerate(keys)
+                    if not (r["faq_id"] and any(x["faq_id"] and x["faq_id"] != r["faq_id"] for x in groups[gi]))
+                    and any(ratio(key, k) / 100 >= CLUSTER_SIMILARITY for k in ks)
+                ),
+                None,
+            )
         if i is None:
             i = len(groups)
             groups.append([])
@@ -216,8 +255,15 @@ def write_plan(plan: Plan, kdir: Path, conn: sqlite3.Connection) -> list[Path]:
     return written
 
 
-def draft_from_answer(kb: KnowledgeBase, questions: list[str], answer: str, *, turn_ids: list[str],
-                      curator: str, base_id: str | None = None) -> tuple[DraftEntry, Path]:
+def draft_from_answer(
+    kb: KnowledgeBase,
+    questions: list[str],
+    answer: str,
+    *,
+    turn_ids: list[str],
+    curator: str,
+    base_id: str | None = None,
+) -> tuple[DraftEntry, Path]:
     """Write a draft entry whose answer a curator typed (chat curation); returns it and its file."""
     assert kb.directory is not None
     kdir = Path(kb.directory)
@@ -225,8 +271,16 @@ def draft_from_answer(kb: KnowledgeBase, questions: list[str], answer: str, *, t
     if not qs:
         raise ValueError("no question without masked personal data to build an entry from")
     base = base_id or "draft_" + hashlib.sha1(qs[0].encode()).hexdigest()[:6]
-    d = make_draft(kb, matcher_for(kb), qs, taken=existing_ids(kdir, kb), base_id=base, turn_ids=turn_ids,
-                   answer=_clean(answer), curator=curator)
+    d = make_draft(
+        kb,
+        matcher_for(kb),
+        qs,
+        taken=existing_ids(kdir, kb),
+        base_id=base,
+        turn_ids=turn_ids,
+        answer=_clean(answer),
+        curator=curator,
+    )
     [path] = write_changes(kdir, {f"drafts/{d.id}.toml": d.render()})
     return d, path
 
@@ -273,8 +327,9 @@ def eval_rows(conn: sqlite3.Connection, kb: KnowledgeBase, *, since: str | None 
 
 
 def eval_jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps({"q": r["q"], "sections": r["sections"], "kind": r["kind"]}, ensure_ascii=False) + "\n"
-                   for r in rows)
+    return "".join(
+        json.dumps({"q": r["q"], "sections": r["sections"], "kind": r["kind"]}, ensure_ascii=False) + "\n" for r in rows
+    )
 
 
 # ------------------------------------------------------------------------------------------------ chat curation
@@ -311,8 +366,9 @@ def label_cluster(db: Path, cluster: dict[str, Any], verdict: str, faq_id: str |
         conn.close()
 
 
-def draft_for_cluster(db: Path, kb: KnowledgeBase, cluster: dict[str, Any], answer: str, *,
-                      curator: str) -> tuple[str, str]:
+def draft_for_cluster(
+    db: Path, kb: KnowledgeBase, cluster: dict[str, Any], answer: str, *, curator: str
+) -> tuple[str, str]:
     """A curator's answer for a cluster becomes a draft entry; its open turns are reviewed as that new entry
     (applied: the draft exists). Returns the draft id and its path relative to the knowledge folder."""
     from storage.db import open_db_sync
@@ -322,8 +378,9 @@ def draft_for_cluster(db: Path, kb: KnowledgeBase, cluster: dict[str, Any], answ
         turns = reviews.open_gap_turns(conn, cluster_questions(cluster))
         draft, path = draft_from_answer(kb, cluster_questions(cluster), answer, turn_ids=turns, curator=curator)
         if turns:
-            rows = reviews.add_reviews(conn, turns, "new-entry", curator=curator, faq_id=draft.id,
-                                       note="draft from chat")
+            rows = reviews.add_reviews(
+                conn, turns, "new-entry", curator=curator, faq_id=draft.id, note="draft from chat"
+            )
             reviews.mark_applied(conn, [r["id"] for r in rows])
     finally:
         conn.close()
@@ -345,7 +402,9 @@ def turn_owner_and_question(db: Path, turn_id: str) -> tuple[str | None, str | N
     try:
         row = conn.execute(
             "SELECT c.user_hash, t.question FROM turns t JOIN conversations c ON c.id = t.conversation_id "
-            "WHERE t.id = ?", (turn_id,)).fetchone()
+            "WHERE t.id = ?",
+            (turn_id,),
+        ).fetchone()
     finally:
         conn.close()
     return None if row is None else (row[0], row[1])

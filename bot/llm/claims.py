@@ -26,6 +26,7 @@ an answer *claims* with the cited entries (Simplified text, citation markers rem
 Matching a clause to the source is by character-bigram coverage, so the rules hold for any FAQ, not only this one.
 Every function here is pure; per-entry preparation is cached by the entry's text.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,21 +46,73 @@ _CLAUSE_RE = re.compile(r"[，,。；;！？!?\n]+")
 # --- vocabularies (general, not this FAQ's wording) ---------------------------------------------------------------
 _NUM = r"(\d+(?:\.\d+)?|[零〇一二两三四五六七八九十百千万]+)"
 _UNITS = {
-    "小时": "h", "个小时": "h", "钟头": "h", "个钟头": "h", "分钟": "min", "天": "d", "日": "date", "个工作日": "wd",
-    "工作日": "wd", "周": "w", "个星期": "w", "星期": "w", "个月": "mon", "月": "month", "年": "y", "周岁": "age",
-    "岁": "age", "元": "yuan", "块": "yuan", "块钱": "yuan",
+    "小时": "h",
+    "个小时": "h",
+    "钟头": "h",
+    "个钟头": "h",
+    "分钟": "min",
+    "天": "d",
+    "日": "date",
+    "个工作日": "wd",
+    "工作日": "wd",
+    "周": "w",
+    "个星期": "w",
+    "星期": "w",
+    "个月": "mon",
+    "月": "month",
+    "年": "y",
+    "周岁": "age",
+    "岁": "age",
+    "元": "yuan",
+    "块": "yuan",
+    "块钱": "yuan",
 }
 _UNIT_RE = re.compile(_NUM + r"\s*(" + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True)) + ")")
 _COST_RE = re.compile(r"免费|收费|费用|工本费|手续费|服务费|押金|付费|缴费|交费|花钱|要钱|不要钱|成本费")
 _DOC_ALIASES = {
-    "身份证": "身份证", "户口簿": "户口簿", "户口本": "户口簿", "户口": "户口簿", "结婚证": "结婚证", "离婚证": "离婚证",
-    "出生证明": "出生证明", "出生医学证明": "出生证明", "居住证": "居住证", "暂住证": "居住证", "护照": "护照",
-    "驾驶证": "驾驶证", "驾照": "驾驶证", "照片": "照片", "证件照": "照片", "委托书": "委托书", "授权书": "委托书",
-    "介绍信": "介绍信", "存折": "存折", "通行证": "通行证", "学生证": "学生证", "残疾证": "残疾证", "军官证": "军官证",
-    "社保卡": "社保卡", "社会保障卡": "社保卡", "银行卡": "银行卡", "医保卡": "医保卡", "复印件": "复印件",
-    "证明材料": "证明", "单位证明": "证明", "证明": "证明", "公证": "公证", "回执": "回执", "凭条": "回执",
-    "存根": "回执", "收据": "收据", "发票": "收据", "申请表": "申请表", "登记表": "申请表", "表格": "申请表",
-    "协议": "协议", "合同": "协议", "执照": "执照",
+    "身份证": "身份证",
+    "户口簿": "户口簿",
+    "户口本": "户口簿",
+    "户口": "户口簿",
+    "结婚证": "结婚证",
+    "离婚证": "离婚证",
+    "出生证明": "出生证明",
+    "出生医学证明": "出生证明",
+    "居住证": "居住证",
+    "暂住证": "居住证",
+    "护照": "护照",
+    "驾驶证": "驾驶证",
+    "驾照": "驾驶证",
+    "照片": "照片",
+    "证件照": "照片",
+    "委托书": "委托书",
+    "授权书": "委托书",
+    "介绍信": "介绍信",
+    "存折": "存折",
+    "通行证": "通行证",
+    "学生证": "学生证",
+    "残疾证": "残疾证",
+    "军官证": "军官证",
+    "社保卡": "社保卡",
+    "社会保障卡": "社保卡",
+    "银行卡": "银行卡",
+    "医保卡": "医保卡",
+    "复印件": "复印件",
+    "证明材料": "证明",
+    "单位证明": "证明",
+    "证明": "证明",
+    "公证": "公证",
+    "回执": "回执",
+    "凭条": "回执",
+    "存根": "回执",
+    "收据": "收据",
+    "发票": "收据",
+    "申请表": "申请表",
+    "登记表": "申请表",
+    "表格": "申请表",
+    "协议": "协议",
+    "合同": "协议",
+    "执照": "执照",
 }
 _DOC_RE = re.compile("|".join(sorted(map(re.escape, _DOC_ALIASES), key=len, reverse=True)))
 _WHO = {
@@ -71,10 +124,41 @@ _WHO = {
     "elderly": ("老人", "老年人"),
 }
 _CHANNELS = {
-    "online": ("线上", "网上", "在线", "网页", "网站", "官网", "APP", "App", "app", "客户端", "小程序", "公众号",
-               "手机银行", "掌上", "手机上", "微信", "支付宝", "云闪付"),
-    "offline": ("线下", "网点", "柜面", "柜台", "窗口", "大厅", "营业厅", "现场办理", "到现场", "去现场", "当面",
-                "服务点", "服务中心"),
+    "online": (
+        "线上",
+        "网上",
+        "在线",
+        "网页",
+        "网站",
+        "官网",
+        "APP",
+        "App",
+        "app",
+        "客户端",
+        "小程序",
+        "公众号",
+        "手机银行",
+        "掌上",
+        "手机上",
+        "微信",
+        "支付宝",
+        "云闪付",
+    ),
+    "offline": (
+        "线下",
+        "网点",
+        "柜面",
+        "柜台",
+        "窗口",
+        "大厅",
+        "营业厅",
+        "现场办理",
+        "到现场",
+        "去现场",
+        "当面",
+        "服务点",
+        "服务中心",
+    ),
 }
 _PLATFORMS = ("微信", "支付宝", "云闪付", "抖音", "淘宝", "京东", "国家政务服务平台", "掌上12333", "12333")
 _FEATURE_TERMS: list[tuple[str, str]] = (
@@ -90,10 +174,13 @@ for _t, _f in _FEATURE_TERMS:
 # Negation. Words with a negation character that negate nothing are removed first; "X不X" asks a question.
 _NOT_NEGATION_RE = re.compile(
     r"未成年|不同|不少|不久|不断|不仅|不论|不管|无论|非常|未来|查无此人|毫无疑问|无误|"
-    r"识别|区别|特别|分别|告别|类别|级别|性别|个别|辨别|鉴别|无线|(.)不\1|(.)没\2")
+    r"识别|区别|特别|分别|告别|类别|级别|性别|个别|辨别|鉴别|无线|(.)不\1|(.)没\2"
+)
 _NEGATOR_RE = re.compile(r"不需要|不用|无需|不必|不要|不能|无法|不可以|不可|不会|不了|没有|没法|没|未|无|不|非|别|勿")
-_REFUTE_RE = re.compile(r"错误|不对|不正确|误传|谣言|误解|无关|没有关系|没关系|不影响|不需要|无需|不用|不必|也可以|也能|"
-                        r"照样|照常|并非|不是|同样可以|一样可以|可以直接")
+_REFUTE_RE = re.compile(
+    r"错误|不对|不正确|误传|谣言|误解|无关|没有关系|没关系|不影响|不需要|无需|不用|不必|也可以|也能|"
+    r"照样|照常|并非|不是|同样可以|一样可以|可以直接"
+)
 _RESTRICT_RE = re.compile(r"只能|仅限|只限|只有|只需|只要|仅|唯一")
 _NEED_NEGATOR_RE = re.compile(r"不需要|无需|不用|不必|不要|不须|免去")
 _NEED_RE = re.compile(r"必须|一定要|务必")
@@ -188,7 +275,7 @@ def negation_contexts(text: str) -> tuple[frozenset[str], ...]:
     "绑不了" -> {绑} (a potential complement negates the verb before it)."""
     out = []
     for m in negations(text):
-        around = content(text[max(0, m.start() - 1):m.start()]) + content(text[m.end():m.end() + 4])[:3]
+        around = content(text[max(0, m.start() - 1) : m.start()]) + content(text[m.end() : m.end() + 4])[:3]
         out.append(frozenset(around))
     return tuple(out)
 
@@ -234,15 +321,31 @@ def _entry_source(question: str, answer: str) -> Source:
         # does not ("①挂失：…APP…" names the channels of 挂失, not of the 补卡 sentence after it).
         body = "".join(units[h - 1].text for h in unit.heads if units[h - 1].line != unit.line) + unit.text
         full = question + body
-        units_text.append(UnitInfo(full, features(full), content_bigrams(without_features(without_negators(body))),
-                                   negation_contexts(body), bool(_RESTRICT_RE.search(full))))
+        units_text.append(
+            UnitInfo(
+                full,
+                features(full),
+                content_bigrams(without_features(without_negators(body))),
+                negation_contexts(body),
+                bool(_RESTRICT_RE.search(full)),
+            )
+        )
         for part in _CLAUSE_RE.split(unit.text):
             if not content(part):
                 continue
             negs = negations(part)
-            words = tuple(content(part[m.end():m.end() + 2])[:2] for m in negs)
-            clauses.append(Clause(part, content_bigrams(without_negators(part)), bool(negs), words, len(units_text) - 1,
-                                  negation_contexts(part), any(part in w for w in wrong_texts)))
+            words = tuple(content(part[m.end() : m.end() + 2])[:2] for m in negs)
+            clauses.append(
+                Clause(
+                    part,
+                    content_bigrams(without_negators(part)),
+                    bool(negs),
+                    words,
+                    len(units_text) - 1,
+                    negation_contexts(part),
+                    any(part in w for w in wrong_texts),
+                )
+            )
     text = f"{question}\n{answer}"
     # What only the wrong statement says: its bigrams minus those of every other sentence of the entry.
     wrong = []
@@ -250,9 +353,17 @@ def _entry_source(question: str, answer: str) -> Source:
         rest = frozenset().union(*(content_bigrams(u.text) for u in units if m.group(0) not in u.text))
         wrong.append(content_bigrams(m.group(1)) - rest)
     wrong = tuple(w for w in wrong if w)
-    return Source(text, (content_bigrams(text),), tuple(units_text), tuple(clauses), frozenset(unit_pairs(text)),
-                  frozenset(m.group(0) for m in _COST_RE.finditer(text)),
-                  frozenset(_DOC_ALIASES[m.group(0)] for m in _DOC_RE.finditer(text)), wrong, _clause_df(clauses))
+    return Source(
+        text,
+        (content_bigrams(text),),
+        tuple(units_text),
+        tuple(clauses),
+        frozenset(unit_pairs(text)),
+        frozenset(m.group(0) for m in _COST_RE.finditer(text)),
+        frozenset(_DOC_ALIASES[m.group(0)] for m in _DOC_RE.finditer(text)),
+        wrong,
+        _clause_df(clauses),
+    )
 
 
 def source_of(entries: Sequence[Entry]) -> Source:
@@ -264,13 +375,20 @@ def source_of(entries: Sequence[Entry]) -> Source:
     for p in parts:
         offset = len(units)
         units.extend(p.units)
-        clauses.extend(Clause(c.text, c.grams, c.negated, c.negated_words, c.unit + offset, c.contexts, c.wrong)
-                       for c in p.clauses)
-    return Source("\n".join(p.text for p in parts), tuple(g for p in parts for g in p.entry_grams), tuple(units),
-                  tuple(clauses),
-                  frozenset().union(*(p.pairs for p in parts)), frozenset().union(*(p.costs for p in parts)),
-                  frozenset().union(*(p.docs for p in parts)), tuple(w for p in parts for w in p.wrong),
-                  _clause_df(clauses))
+        clauses.extend(
+            Clause(c.text, c.grams, c.negated, c.negated_words, c.unit + offset, c.contexts, c.wrong) for c in p.clauses
+        )
+    return Source(
+        "\n".join(p.text for p in parts),
+        tuple(g for p in parts for g in p.entry_grams),
+        tuple(units),
+        tuple(clauses),
+        frozenset().union(*(p.pairs for p in parts)),
+        frozenset().union(*(p.costs for p in parts)),
+        frozenset().union(*(p.docs for p in parts)),
+        tuple(w for p in parts for w in p.wrong),
+        _clause_df(clauses),
+    )
 
 
 # --- the answer side -----------------------------------------------------------------------------------------------
@@ -292,7 +410,7 @@ def _weighted_coverage(grams: frozenset[str], by: frozenset[str], src: Source) -
 
 
 def check(answer: str, entries: Sequence[Entry]) -> str:
-    """"" when no claim contradicts or goes beyond the entries; else a short reason ("polarity:…")."""
+    """ "" when no claim contradicts or goes beyond the entries; else a short reason ("polarity:…")."""
     src = source_of(entries)
     for pair in sorted(unit_pairs(answer) - src.pairs):
         return f"number-unit:{pair[0]}{pair[1]}"
@@ -324,21 +442,21 @@ def _common(a: str, b: str, n: int = 3) -> str:
     a = content(a)
     for size in range(len(a), n - 1, -1):
         for i in range(len(a) - size + 1):
-            if a[i:i + size] in b:
-                return a[i:i + size]
+            if a[i : i + size] in b:
+                return a[i : i + size]
     return ""
 
 
 def _sequence_reversed(sentence: str, src: Source) -> str:
-    """"先A……再B" where the source sentence naming both does B first ("先绑定金融功能，……再进行实名认证")."""
+    """ "先A……再B" where the source sentence naming both does B first ("先绑定金融功能，……再进行实名认证")."""
     first = _FIRST_RE.search(sentence)
     if not first:
         return ""
     then = _THEN_RE.search(sentence, first.end() + 1)
     if not then:
         return ""
-    a_text = _CLAUSE_END_RE.split(sentence[first.end():then.start()])[0][:30]  # a step is short; bounded work
-    b_text = _CLAUSE_END_RE.split(sentence[then.end():])[0][:30]
+    a_text = _CLAUSE_END_RE.split(sentence[first.end() : then.start()])[0][:30]  # a step is short; bounded work
+    b_text = _CLAUSE_END_RE.split(sentence[then.end() :])[0][:30]
     for unit in src.units:
         body = content(unit.text)
         a = _common(a_text, body)
@@ -346,16 +464,16 @@ def _sequence_reversed(sentence: str, src: Source) -> str:
         if not a or not b or a in b or b in a:
             continue
         pos_a = body.find(a)
-        if b in body[:pos_a] and b not in body[pos_a + len(a):]:
+        if b in body[:pos_a] and b not in body[pos_a + len(a) :]:
             return f"sequence:{a}/{b}"
     return ""
 
 
 def _order_flipped(text: str, src: Source) -> str:
-    """"X后" where the source clause that best matches the rest of the answer clause says "X前" (or the reverse)."""
+    """ "X后" where the source clause that best matches the rest of the answer clause says "X前" (or the reverse)."""
     for m in _ORDER_RE.finditer(text):
         before = m.group(2) in ("之前", "以前", "前")
-        rest = content_bigrams(without_negators(text[: m.start()] + " " + text[m.end():]))
+        rest = content_bigrams(without_negators(text[: m.start()] + " " + text[m.end() :]))
         best, flipped = 0.0, False
         df: dict[str, int] = {}
         for c in src.clauses:
@@ -394,23 +512,23 @@ def _spliced(grams: frozenset[str], src: Source) -> str:
         return ""
     own = [grams & g for g in src.entry_grams]
     for i, a in enumerate(own):
-        for b in own[i + 1:]:
+        for b in own[i + 1 :]:
             if len(a - b) >= SPLICE_GRAMS and len(b - a) >= SPLICE_GRAMS:
                 return "splice"
     return ""
 
 
 def _need_flipped(text: str, src: Source) -> str:
-    """"不用办理变更手续" where the source says "需要……办理变更手续": a requirement the answer waives."""
+    """ "不用办理变更手续" where the source says "需要……办理变更手续": a requirement the answer waives."""
     for m in _NEED_NEGATOR_RE.finditer(text):
-        predicate = content(text[m.end():m.end() + 4])[:2]
+        predicate = content(text[m.end() : m.end() + 4])[:2]
         if len(predicate) < 2:
             continue
         for c in src.clauses:
             i = c.text.find(predicate)
             if i < 0 or c.wrong:
                 continue
-            before = c.text[max(0, i - 12):i]
+            before = c.text[max(0, i - 12) : i]
             if _NEED_SOURCE_RE.search(before) and not negations(before):
                 return f"requirement:{m.group(0)}{predicate}"
     return ""
@@ -452,8 +570,9 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
         # Every negation must be one the matching source sentence makes about the same words.
         share, aligned = _aligned_units(content_bigrams(without_features(without_negators(text))), src)
         if share >= ALIGN and aligned:
-            exempt = any(u.restricted and (u.features & feats - {f for f in feats if f.startswith("doc:")})
-                         for u in src.units)  # the complement of a stated restriction ("仅限成人" -> 未成年人不能)
+            exempt = any(
+                u.restricted and (u.features & feats - {f for f in feats if f.startswith("doc:")}) for u in src.units
+            )  # the complement of a stated restriction ("仅限成人" -> 未成年人不能)
             for ctx in negation_contexts(text):
                 if not exempt and not any(ctx & other for u in aligned for other in u.negations):
                     return f"polarity:{text[:20]}"
@@ -462,9 +581,14 @@ def _check_clause(clause: str, src: Source, refuted: bool = False) -> str:
         scored = [(_coverage(grams, c.grams), c) for c in src.clauses]
         best = max((x for x, _ in scored), default=0.0)
         for x, c in scored:
-            if c.negated and not c.wrong and (
+            if (
+                c.negated
+                and not c.wrong
+                and (
                     (x >= ALIGN and x >= 0.8 * best and any(w and w[0] in content(text) for w in c.negated_words))
-                    or (len(c.grams) >= 4 and _weighted_coverage(c.grams, grams, src) >= RESTATE)):
+                    or (len(c.grams) >= 4 and _weighted_coverage(c.grams, grams, src) >= RESTATE)
+                )
+            ):
                 return f"polarity:{text[:20]}"
     share, aligned = _aligned_units(content_bigrams(without_features(text)), src)
     if share < MODAL_ALIGN or not aligned:

@@ -13,6 +13,7 @@ Request parameters follow the model (`request_params`): OpenAI reasoning models 
 that still answers 400 naming `max_tokens`, `temperature` or `response_format` gets the request again without the
 parameter it refused (once; the client remembers it for the rest of the process).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -112,8 +113,9 @@ class CircuitBreaker:
         self.consecutive += 1
         if self._trial or self.consecutive >= self.threshold:
             if self.opened_at is None or self._trial:
-                log.warning("LLM circuit breaker open for %.0f s after %d consecutive failures",
-                            self.cooldown, self.consecutive)
+                log.warning(
+                    "LLM circuit breaker open for %.0f s after %d consecutive failures", self.cooldown, self.consecutive
+                )
             self.opened_at = self.clock()
         self._trial = False
 
@@ -237,7 +239,7 @@ class ChatClient:
         hinted = getattr(err, "retry_after", None)
         if hinted is not None:
             return min(float(hinted), self.retry_after_cap)
-        base = min(self.backoff_base * (2 ** attempt), self.backoff_cap)
+        base = min(self.backoff_base * (2**attempt), self.backoff_cap)
         return base * (1 + random.random() * 0.25)
 
     def params(self, *, max_tokens: int | None = None, response_format: dict | None = None) -> dict[str, Any]:
@@ -261,8 +263,14 @@ class ChatClient:
         log.warning("LLM server refused the parameter %r; sending the requests without it from now on", name)
         return True
 
-    async def complete(self, messages: list[dict[str, str]], *, deadline: float, max_tokens: int | None = None,
-                       response_format: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        deadline: float,
+        max_tokens: int | None = None,
+        response_format: dict | None = None,
+    ) -> Completion:
         """One whole answer (not streamed), with the same retries, budget and parameter adaptation as `stream`."""
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -282,8 +290,9 @@ class ChatClient:
                 attempt += 1
                 await asyncio.sleep(wait)
 
-    async def _one_completion(self, messages: list[dict[str, str]], deadline: float,
-                              kwargs: dict[str, Any]) -> Completion:
+    async def _one_completion(
+        self, messages: list[dict[str, str]], deadline: float, kwargs: dict[str, Any]
+    ) -> Completion:
         s = self.settings
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
@@ -292,8 +301,11 @@ class ChatClient:
         try:
             async with asyncio.timeout_at(deadline):
                 out = await self.client.chat.completions.create(
-                    model=s.openai_model, messages=messages, stream=False,
-                    timeout=min(s.llm_timeout, remaining), **kwargs,
+                    model=s.openai_model,
+                    messages=messages,
+                    stream=False,
+                    timeout=min(s.llm_timeout, remaining),
+                    **kwargs,
                 )
         except TimeoutError as exc:
             raise LLMError("timeout", "time budget used up waiting for the response") from exc
@@ -343,8 +355,9 @@ class ChatClient:
                 attempt += 1
                 await asyncio.sleep(wait)
 
-    async def _one_attempt(self, messages: list[dict[str, str]], deadline: float,
-                           kwargs: dict[str, Any]) -> AsyncIterator[str]:
+    async def _one_attempt(
+        self, messages: list[dict[str, str]], deadline: float, kwargs: dict[str, Any]
+    ) -> AsyncIterator[str]:
         s = self.settings
         loop = asyncio.get_running_loop()
         remaining = deadline - loop.time()

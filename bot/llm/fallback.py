@@ -10,6 +10,7 @@ Two modes (`FAQBOT_LLM_MODE`):
 the answer, the configured refusal, or the safe fallback (related questions and the service-point referral).
 Every failure ends in the safe fallback with `error` set; guard failures carry `guard="fail: <reason>"`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,17 +24,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bot.answering import texts
-from bot.llm import guard, quote
-from bot.llm.client import ChatClient, CircuitBreaker, LLMError
 from bot.answering.privacy import mask_pii
 from bot.answering.types import Candidate, Conversation, Draft, Reason, Reply, Route
+from bot.llm import guard, quote
+from bot.llm.client import ChatClient, CircuitBreaker, LLMError
 from bot.llm.settings import FallbackSettings
 from knowledge.loader import Entry, KnowledgeBase
 from knowledge.match import matcher_for
 from knowledge.normalize import to_traditional
 from knowledge.retrieve import retriever_for
 from prompts.loader import Prompts, load_prompts, render
-
 
 log = logging.getLogger("faqbot.llm")
 
@@ -43,7 +43,9 @@ VERIFY_MAX_TOKENS = 200  # the verifier lists claims; it needs no more (reasonin
 PROVINCE_RE = re.compile(r"河北|衡水|省")
 # A short question, or one that opens/ends like a follow-up, is read together with the previous question.
 FOLLOW_UP_CHARS = 10
-_FOLLOW_UP_RE = re.compile(r"^(?:那|那么|那如果|还有|另外|如果|要是|它|这个|那个|这样|然后|再)|(?:呢|吗|么)[?？。！!]*$")
+_FOLLOW_UP_RE = re.compile(
+    r"^(?:那|那么|那如果|还有|另外|如果|要是|它|这个|那个|这样|然后|再)|(?:呢|吗|么)[?？。！!]*$"
+)
 
 
 def new_canary() -> str:
@@ -119,8 +121,15 @@ class LLMFallback:
 
     def _build_leak(self) -> None:
         self._system = render(self.prompts.system, canary=self.canary, refusal=self.prompts.refusal)
-        allowed = [self.prompts.refusal, texts.REFERRAL, texts.SOURCE_NOTE, texts.LLM_FALLBACK, texts.WELCOME,
-                   texts.HELP, texts.OUT_OF_SCOPE]
+        allowed = [
+            self.prompts.refusal,
+            texts.REFERRAL,
+            texts.SOURCE_NOTE,
+            texts.LLM_FALLBACK,
+            texts.WELCOME,
+            texts.HELP,
+            texts.OUT_OF_SCOPE,
+        ]
         for e in self.kb.entries:
             allowed.extend((e.question, e.answer, *e.alternates))
         self.leak = guard.LeakDetector(self._system, self.canary, allowed)
@@ -166,14 +175,17 @@ class LLMFallback:
         if not history or self.settings.llm_history_turns <= 0 or not self.is_follow_up(base):
             return current, False
         prev = history[-1]
-        prev_norm = self.matcher.normalizer.normalize(mask_pii(prev.question).text,
-                                                      max_chars=self.settings.match_prefix_chars).text
+        prev_norm = self.matcher.normalizer.normalize(
+            mask_pii(prev.question).text, max_chars=self.settings.match_prefix_chars
+        ).text
         combined = self.retriever.retrieve(prev_norm + base.normalized, k)
         seen: set[str] = set()
         merged: list[Entry] = []
         # The previous answer's entry first: "那支付宝呢？" continues it.
         prev_entry = self.kb.get(prev.faq_id) if prev.faq_id else None
-        ordered = ([prev_entry] if prev_entry else []) + [x for pair in zip(combined, current) for x in pair]
+        ordered = ([prev_entry] if prev_entry else []) + [
+            x for pair in zip(combined, current, strict=False) for x in pair
+        ]
         ordered += combined + current
         for e in ordered:
             if e.id not in seen:
@@ -202,8 +214,12 @@ class LLMFallback:
         question = escape_data(mask_pii(base.question or "").text[: self.settings.max_question_chars])
         p = self.prompts
         if self.settings.llm_mode == "quote":
-            user = render(p.quote_user, entries="\n\n".join(quote.entry_block(self.units[e.id]) for e in entries),
-                          history=self._history_block(conv), question=question)
+            user = render(
+                p.quote_user,
+                entries="\n\n".join(quote.entry_block(self.units[e.id]) for e in entries),
+                history=self._history_block(conv),
+                question=question,
+            )
             messages = [{"role": "system", "content": p.quote_system}, {"role": "user", "content": user}]
             return Prepared(entries, messages, question, follow_up)
         user = render(
@@ -220,10 +236,18 @@ class LLMFallback:
     # -- the answer ----------------------------------------------------------------------------------
     def _reply(self, base: Reply) -> Reply:
         return Reply(
-            route=Route.LLM, text="", question=base.question, normalized=base.normalized,
-            score=base.score, candidates=list(base.candidates), masked=dict(base.masked),
-            traditional=base.traditional, knowledge_version=base.knowledge_version or self.kb.version,
-            via=base.via, turn_id=base.turn_id, model=self.settings.openai_model,
+            route=Route.LLM,
+            text="",
+            question=base.question,
+            normalized=base.normalized,
+            score=base.score,
+            candidates=list(base.candidates),
+            masked=dict(base.masked),
+            traditional=base.traditional,
+            knowledge_version=base.knowledge_version or self.kb.version,
+            via=base.via,
+            turn_id=base.turn_id,
+            model=self.settings.openai_model,
         )
 
     def _notes(self, base: Reply) -> list[str]:
@@ -364,8 +388,10 @@ class LLMFallback:
                     raise
                 log.info("quote mode: unparseable selection (%s); asking once more", err.detail)
                 retry = render(self.prompts.phrases["quote_retry"], error=err.detail[:120])
-                messages += [{"role": "assistant", "content": completion.text[:2000]},
-                             {"role": "user", "content": retry}]
+                messages += [
+                    {"role": "assistant", "content": completion.text[:2000]},
+                    {"role": "user", "content": retry},
+                ]
         raise AssertionError("unreachable")
 
     def _llm_failed(self, out: Reply, err: LLMError) -> None:
@@ -415,28 +441,37 @@ class LLMFallback:
 
     # -- the verifier pass (generate mode) -------------------------------------------------------------
     async def _verify(self, cited: list[Entry], answer: str, deadline: float) -> str:
-        """"" when a second model call finds every claim supported; else a short reason (fails closed)."""
+        """ "" when a second model call finds every claim supported; else a short reason (fails closed)."""
         p = self.prompts
-        user = render(p.verify_user, entries="\n\n".join(entry_block(e) for e in cited),
-                      answer=escape_data(mask_pii(answer).text))
+        user = render(
+            p.verify_user, entries="\n\n".join(entry_block(e) for e in cited), answer=escape_data(mask_pii(answer).text)
+        )
         messages = [{"role": "system", "content": p.verify_system}, {"role": "user", "content": user}]
-        schema = {"type": "object", "properties": {"unsupported": {"type": "array", "items": {"type": "string"}}},
-                  "required": ["unsupported"], "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": {"unsupported": {"type": "array", "items": {"type": "string"}}},
+            "required": ["unsupported"],
+            "additionalProperties": False,
+        }
         fmt = None
         if self.settings.llm_response_format in ("auto", "json_schema"):
-            fmt = {"type": "json_schema", "json_schema": {"name": "unsupported_claims", "strict": True, "schema": schema}}
+            fmt = {
+                "type": "json_schema",
+                "json_schema": {"name": "unsupported_claims", "strict": True, "schema": schema},
+            }
         elif self.settings.llm_response_format == "json_object":
             fmt = {"type": "json_object"}
         try:
-            completion = await self.client.complete(messages, deadline=deadline, response_format=fmt,
-                                                    max_tokens=VERIFY_MAX_TOKENS)
+            completion = await self.client.complete(
+                messages, deadline=deadline, response_format=fmt, max_tokens=VERIFY_MAX_TOKENS
+            )
         except LLMError as err:
             return f"error:{err.kind}"
         return verifier_problem(completion.text)
 
 
 def verifier_problem(raw: str) -> str:
-    """"" when the verifier's output is exactly {"unsupported": []}; else the first claim or why it is unusable."""
+    """ "" when the verifier's output is exactly {"unsupported": []}; else the first claim or why it is unusable."""
     text = guard.strip_reasoning(raw or "").strip()
     m = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
     if m:

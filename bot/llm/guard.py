@@ -12,6 +12,7 @@ An answer passes only if
     documents, who/where together, polarity, restriction, before/after, statements the source calls wrong).
 Traditional answers are converted to Simplified before checking (the knowledge is Simplified).
 """
+
 from __future__ import annotations
 
 import re
@@ -42,20 +43,74 @@ _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _CN_NUMBER_RE = re.compile(
     r"([零〇一二两三四五六七八九十百千万]+)(?=年|个月|月|日|天|周岁|岁|小时|分钟|工作日|个工作日|周|星期|元|块|角|分钱|万元|%|％|倍)"
 )
-_URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s，。；、）)\]】]+|\b[a-z0-9][a-z0-9\-]*(?:\.[a-z0-9\-]+)*\.(?:com|cn|net|org|gov|edu|io|info)(?:/[^\s，。；、）)\]】]*)?")
-_BRACKET_NAME_RE = re.compile(r"〈([^〈〉\n]{1,30})〉|《([^《》\n]{1,30})》|「([^「」\n]{1,30})」|『([^『』\n]{1,30})』|<([^<>\n]{1,30})>")
+_URL_RE = re.compile(
+    r"(?i)\b(?:https?://|www\.)[^\s，。；、）)\]】]+|\b[a-z0-9][a-z0-9\-]*(?:\.[a-z0-9\-]+)*\.(?:com|cn|net|org|gov|edu|io|info)(?:/[^\s，。；、）)\]】]*)?"
+)
+_BRACKET_NAME_RE = re.compile(
+    r"〈([^〈〉\n]{1,30})〉|《([^《》\n]{1,30})》|「([^「」\n]{1,30})」|『([^『』\n]{1,30})』|<([^<>\n]{1,30})>"
+)
 _KIND_WORDS = r"(?:APP|App|app|客户端|小程序|公众号|服务号|网站|官网|热线)"
 _QUOTED_NAME_RE = re.compile(r"[“\"'〈《「『]([^”\"'〉》」』\n]{1,30})[”\"'〉》」』]\s*(" + _KIND_WORDS + ")")
 _NAMED_KIND_RE = re.compile(r"([\u4e00-\u9fffA-Za-z0-9]{0,16})\s*(" + _KIND_WORDS + ")")
 # Words that end a verb phrase before a name ("用河北人社APP", "搜索衡水人社公众号"): the name starts after them.
 _BOUNDARY_WORDS = sorted(
-    ["用", "在", "通过", "登录", "登陆", "打开", "下载", "搜索", "关注", "进入", "使用", "的", "和", "或", "及", "与",
-     "是", "到", "去", "里", "中", "点击", "选择", "找到", "安装", "从", "经", "由", "向", "对", "把", "等", "即",
-     "如", "以", "可", "或者", "以及", "还有", "上", "微信搜索", "支付宝搜索"],
-    key=len, reverse=True,
+    [
+        "用",
+        "在",
+        "通过",
+        "登录",
+        "登陆",
+        "打开",
+        "下载",
+        "搜索",
+        "关注",
+        "进入",
+        "使用",
+        "的",
+        "和",
+        "或",
+        "及",
+        "与",
+        "是",
+        "到",
+        "去",
+        "里",
+        "中",
+        "点击",
+        "选择",
+        "找到",
+        "安装",
+        "从",
+        "经",
+        "由",
+        "向",
+        "对",
+        "把",
+        "等",
+        "即",
+        "如",
+        "以",
+        "可",
+        "或者",
+        "以及",
+        "还有",
+        "上",
+        "微信搜索",
+        "支付宝搜索",
+    ],
+    key=len,
+    reverse=True,
 )
-_KIND_ALIASES = {"app": ("app", "客户端"), "客户端": ("app", "客户端"), "小程序": ("小程序",), "公众号": ("公众号", "服务号"),
-                 "服务号": ("公众号", "服务号"), "网站": ("网站", "官网"), "官网": ("网站", "官网"), "热线": ("热线",)}
+_KIND_ALIASES = {
+    "app": ("app", "客户端"),
+    "客户端": ("app", "客户端"),
+    "小程序": ("小程序",),
+    "公众号": ("公众号", "服务号"),
+    "服务号": ("公众号", "服务号"),
+    "网站": ("网站", "官网"),
+    "官网": ("网站", "官网"),
+    "热线": ("热线",),
+}
 _SENTENCE_SPLIT_RE = re.compile(r"[。！？!?；;\n]+")
 
 # Pleasantries state nothing about the FAQ ("希望对您有帮助", "祝您办理顺利"): not held to the overlap rule (the
@@ -63,9 +118,12 @@ _SENTENCE_SPLIT_RE = re.compile(r"[。！？!?；;\n]+")
 COURTESY_RE = re.compile(
     r"^(?:(?:您好|你好)[呀啊]?[！!～~。]*$|(?:您好|你好)?[，,！!～~]?(?:很高兴为您(?:解答|服务)|感谢您?的?(?:咨询|提问|耐心|理解)|希望(?:以上)?(?:内容|回答|信息)?"
     r"(?:对您|能)?有(?:所)?帮助|祝您?.{0,6}(?:顺利|愉快)|(?:如果|如)?(?:还有|有)其他问题.{0,12}(?:问我|咨询|提问|联系)"
-    r"|不客气|别着急|别担心|请放心)[。！!～~]*$)")
+    r"|不客气|别着急|别担心|请放心)[。！!～~]*$)"
+)
 MIN_SENTENCE_CHARS = 6  # shorter sentences ("具体如下：", "您好！") are connectives, not claims
-DEFAULT_THRESHOLD = 0.35  # the claim checks catch contradictions, so paraphrase may drift further (tests/data/guard_answers.jsonl)
+DEFAULT_THRESHOLD = (
+    0.35  # the claim checks catch contradictions, so paraphrase may drift further (tests/data/guard_answers.jsonl)
+)
 LEAK_CHARS = 12
 
 
@@ -158,7 +216,7 @@ def _strip_boundary(run: str) -> str:
         i = run.rfind(w)
         if i >= 0 and i + len(w) > best + best_len:
             best, best_len = i, len(w)
-    return run[best + best_len:] if best >= 0 else run
+    return run[best + best_len :] if best >= 0 else run
 
 
 def names(text: str) -> list[tuple[str, str]]:

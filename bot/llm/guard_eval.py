@@ -12,6 +12,7 @@ model could try to get the claim shown — the prose itself, the claim as a labe
 through the strict parser and the composer the fallback uses; whatever would be shown must be curated text, line by
 line. No model, no network.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,9 @@ def curated_lines(kb: KnowledgeBase) -> tuple[set[str], list[str]]:
 def not_curated(text: str, kb: KnowledgeBase) -> list[str]:
     """Lines of a quote-mode reply that are neither our fixed text nor a run of curated answer text."""
     fixed, answers = curated_lines(kb)
-    return [line for line in text.split("\n") if line.strip() and line not in fixed
-            and not any(line in a for a in answers)]
+    return [
+        line for line in text.split("\n") if line.strip() and line not in fixed and not any(line in a for a in answers)
+    ]
 
 
 def quote_reply(raw: str, context_ids: list[str], units: dict[str, quote.EntryUnits]) -> str | None:
@@ -79,12 +81,16 @@ def quote_attempts(item: dict, units: dict[str, quote.EntryUnits]) -> list[str]:
         return [json.dumps({"answerable": True, "quotes": item.get("select") or []}, ensure_ascii=False)]
     first = units[item["context"][0]].units[0].label
     claim = item.get("claim") or item["answer"]
-    return [item["answer"],
-            json.dumps({"answerable": True, "quotes": [first, claim]}, ensure_ascii=False),
-            json.dumps({"answerable": True, "quotes": [first], "answer": claim}, ensure_ascii=False)]
+    return [
+        item["answer"],
+        json.dumps({"answerable": True, "quotes": [first, claim]}, ensure_ascii=False),
+        json.dumps({"answerable": True, "quotes": [first], "answer": claim}, ensure_ascii=False),
+    ]
 
 
-def evaluate(items: list[dict], kb: KnowledgeBase, prompts: Prompts, threshold: float = guard.DEFAULT_THRESHOLD) -> dict:
+def evaluate(
+    items: list[dict], kb: KnowledgeBase, prompts: Prompts, threshold: float = guard.DEFAULT_THRESHOLD
+) -> dict:
     canary = "CNRYEVAL0000"
     system = render(prompts.system, canary=canary, refusal=prompts.refusal)
     allowed = [prompts.refusal, texts.REFERRAL, texts.SOURCE_NOTE, texts.LLM_FALLBACK]
@@ -98,16 +104,28 @@ def evaluate(items: list[dict], kb: KnowledgeBase, prompts: Prompts, threshold: 
     misses: list[dict] = []
     for item in items:
         label = item["label"]
-        verdict = guard.check(item["answer"], context={i: kb.get(i) for i in item["context"]},
-                              refusal=prompts.refusal, leak=leak, boilerplate=(texts.SOURCE_NOTE, texts.REFERRAL),
-                              threshold=threshold)
+        verdict = guard.check(
+            item["answer"],
+            context={i: kb.get(i) for i in item["context"]},
+            refusal=prompts.refusal,
+            leak=leak,
+            boilerplate=(texts.SOURCE_NOTE, texts.REFERRAL),
+            threshold=threshold,
+        )
         shown = verdict.ok and not verdict.refusal
         gen[label]["shown" if shown else "withheld"] += 1
         kind = by_kind.setdefault(f"{label}:{item.get('kind', '')}", Counter())
         kind["shown" if shown else "withheld"] += 1
         if (label == "faithful") != shown:
-            misses.append({"id": item["id"], "label": label, "kind": item.get("kind", ""),
-                           "verdict": verdict.label, "answer": item["answer"][:80]})
+            misses.append(
+                {
+                    "id": item["id"],
+                    "label": label,
+                    "kind": item.get("kind", ""),
+                    "verdict": verdict.label,
+                    "answer": item["answer"][:80],
+                }
+            )
         for raw in quote_attempts(item, units):
             text = quote_reply(raw, item["context"], units)
             if text is None:
@@ -126,8 +144,9 @@ def evaluate(items: list[dict], kb: KnowledgeBase, prompts: Prompts, threshold: 
             "faithful_withheld_rate": round(f["withheld"] / max(1, f["shown"] + f["withheld"]), 4),
             "fabricated_outputs": x["shown"] + x["withheld"],
             "fabrications_shown": x["shown"] if mode == "generate" else x["not_curated"],
-            "fabrications_shown_rate": round((x["shown"] if mode == "generate" else x["not_curated"])
-                                             / max(1, x["shown"] + x["withheld"]), 4),
+            "fabrications_shown_rate": round(
+                (x["shown"] if mode == "generate" else x["not_curated"]) / max(1, x["shown"] + x["withheld"]), 4
+            ),
         }
         if mode == "quote":
             report[mode]["lines_not_curated"] = f["not_curated"] + x["not_curated"]

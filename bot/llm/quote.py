@@ -10,6 +10,7 @@ two keys, known labels only. Nothing the model writes is ever shown; `compose` b
 A unit under a heading ("①线下修改：" above "成年人：…"; "②补办：…" above "未成年人：…") is always quoted with that
 heading, so a quoted condition never loses the channel or the case it belongs to.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def split_units(entry: Entry) -> EntryUnits:
     units: list[Unit] = []
     intro_head: int | None = None  # a "…：" line that introduces what follows ("可通过以下操作步骤进行重置密码：")
     step_head: int | None = None  # first unit of the current ①/② block
-    for line_no, line in enumerate(l.strip() for l in entry.answer.split("\n")):
+    for line_no, line in enumerate(raw.strip() for raw in entry.answer.split("\n")):
         if not line:
             continue
         step = bool(_STEP_RE.match(line))
@@ -147,7 +148,9 @@ def parse(raw: str, allowed: Iterable[str]) -> Selection:
     if not isinstance(obj, dict):
         raise SelectionError("unparseable", "the JSON value is not an object")
     if set(obj) != set(KEYS):
-        raise SelectionError("unparseable", f"keys must be exactly answerable, quotes (got {', '.join(sorted(obj))[:80]})")
+        raise SelectionError(
+            "unparseable", f"keys must be exactly answerable, quotes (got {', '.join(sorted(obj))[:80]})"
+        )
     answerable, quotes = obj["answerable"], obj["quotes"]
     if not isinstance(answerable, bool):
         raise SelectionError("unparseable", "answerable must be true or false")

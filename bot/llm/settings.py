@@ -1,4 +1,5 @@
 """Settings of the LLM fallback (on when OPENAI_API_KEY or OPENAI_BASE_URL is set)."""
+
 from __future__ import annotations
 
 from pathlib import Path

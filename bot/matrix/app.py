@@ -20,6 +20,7 @@ shared answering core. Logging in, syncing, room membership and sending are ``bo
 * one ``Conversation`` per (room, user), channel "matrix", chat type "direct" or "group"; the turns go to the log
   through the core.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -113,8 +114,9 @@ class MatrixBot:
         key = (room_id, user_id)
         state = self._convs.get(key)
         if state is None:
-            state = self._convs[key] = _ConvState(Conversation(channel=CHANNEL, chat_id=room_id, chat_type="group",
-                                                               user_id=user_id))
+            state = self._convs[key] = _ConvState(
+                Conversation(channel=CHANNEL, chat_id=room_id, chat_type="group", user_id=user_id)
+            )
         return state
 
     async def _sent_by_bot(self, room_id: str, event_id: str) -> bool:
@@ -150,18 +152,36 @@ class MatrixBot:
             msgtype = getattr(content, "msgtype", None) if known else None
             if msgtype not in TEXT_TYPES or not isinstance(getattr(content, "body", None), str):
                 if direct:
-                    await self.sender.send(room_id, text_content(texts.NON_TEXT, in_reply_to=str(evt.event_id),
-                                                                 thread_root=thread_root, mention=sender,
-                                                                 msgtype=ANSWER_MSGTYPE))
+                    await self.sender.send(
+                        room_id,
+                        text_content(
+                            texts.NON_TEXT,
+                            in_reply_to=str(evt.event_id),
+                            thread_root=thread_root,
+                            mention=sender,
+                            msgtype=ANSWER_MSGTYPE,
+                        ),
+                    )
                 return
             body: str = content.body
             handled = await self.curation.handle(
-                room_id=room_id, sender=sender, body=body, direct=direct,
-                replied_turn=self.answers.get(str(reply_to)) if reply_to is not None else None)
+                room_id=room_id,
+                sender=sender,
+                body=body,
+                direct=direct,
+                replied_turn=self.answers.get(str(reply_to)) if reply_to is not None else None,
+            )
             if handled is not None:
-                await self.sender.send(room_id, text_content(handled, in_reply_to=str(evt.event_id),
-                                                             thread_root=thread_root, mention=sender,
-                                                             msgtype=ANSWER_MSGTYPE))
+                await self.sender.send(
+                    room_id,
+                    text_content(
+                        handled,
+                        in_reply_to=str(evt.event_id),
+                        thread_root=thread_root,
+                        mention=sender,
+                        msgtype=ANSWER_MSGTYPE,
+                    ),
+                )
                 return
             if not direct:
                 display_name = self.matrix.display_name
@@ -175,8 +195,16 @@ class MatrixBot:
             question = strip_mention(body, self.mxid, self.matrix.display_name)
             await self._answer(state, room_id, str(evt.event_id), sender, question, thread_root, direct)
 
-    async def _answer(self, state: _ConvState, room_id: str, event_id: str, sender: str, question: str,
-                      thread_root: str | None, direct: bool) -> None:
+    async def _answer(
+        self,
+        state: _ConvState,
+        room_id: str,
+        event_id: str,
+        sender: str,
+        question: str,
+        thread_root: str | None,
+        direct: bool,
+    ) -> None:
         conv = state.conv
         offer = state.offer_turn_id if conv.pending_choices else None
         async with self.sender.typing(room_id):
@@ -189,8 +217,9 @@ class MatrixBot:
         if final.reason == Reason.NONE_OF_THESE and offer is not None:
             self.answerer.feedback(offer, FeedbackKind.NONE)
         state.offer_turn_id = final.turn_id if final.route is Route.CLARIFY else None
-        content = reply_content(final, in_reply_to=event_id, thread_root=thread_root, mention=sender,
-                                msgtype=ANSWER_MSGTYPE)
+        content = reply_content(
+            final, in_reply_to=event_id, thread_root=thread_root, mention=sender, msgtype=ANSWER_MSGTYPE
+        )
         answer_id = await self.sender.send(room_id, content)
         if answer_id is not None:
             self.answers[answer_id] = final.turn_id

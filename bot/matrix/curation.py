@@ -15,6 +15,7 @@ out-of-scope answer in a direct room can reply 通知我 to that answer: the req
 ``MatrixCuration.handle`` returns the text to send back, or None when the message is not for it; the transport
 (``bot/matrix/app.py``) stays unaware of the details.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +24,9 @@ import re
 from typing import Any
 
 from bot.answering import texts
+from bot.app.services import Services
 from bot.app.settings import Settings
 from bot.curation.suggest import draft_for_cluster, gap_listing, label_cluster, turn_owner_and_question
-from bot.app.services import Services
 from storage import subscriptions
 
 log = logging.getLogger("faqbot.matrix")
@@ -52,8 +53,9 @@ class MatrixCuration:
         self.admins = frozenset(settings.matrix_admin_ids)
         self.listings: dict[str, list[dict[str, Any]]] = {}  # admin -> the clusters of their last !gaps
 
-    async def handle(self, *, room_id: str, sender: str, body: str, replied_turn: str | None,
-                     direct: bool) -> str | None:
+    async def handle(
+        self, *, room_id: str, sender: str, body: str, replied_turn: str | None, direct: bool
+    ) -> str | None:
         if not direct:
             return None
         text = strip_reply_fallback(body).strip()
@@ -74,8 +76,14 @@ class MatrixCuration:
         found = await asyncio.to_thread(turn_owner_and_question, self.settings.db, turn_id)
         if found is None or found[0] != log_.pseudonym(sender) or not (found[1] or "").strip():
             return texts.NOTIFY_UNAVAILABLE
-        new = await asyncio.to_thread(subscriptions.subscribe, subscriptions.path_for(self.settings.db),
-                                      channel=CHANNEL, chat_id=room_id, turn_id=turn_id, question=found[1].strip())
+        new = await asyncio.to_thread(
+            subscriptions.subscribe,
+            subscriptions.path_for(self.settings.db),
+            channel=CHANNEL,
+            chat_id=room_id,
+            turn_id=turn_id,
+            question=found[1].strip(),
+        )
         return texts.NOTIFY_OK if new else texts.NOTIFY_ALREADY
 
     # -- admin commands --------------------------------------------------------------------------------------
@@ -85,8 +93,9 @@ class MatrixCuration:
         if name == "gaps":
             if self.services.turn_log is not None:
                 await self.services.turn_log.flush(timeout=2.0)
-            clusters = await asyncio.to_thread(gap_listing, self.settings.db, self.services.answerer.matcher,
-                                               GAPS_LIMIT)
+            clusters = await asyncio.to_thread(
+                gap_listing, self.settings.db, self.services.answerer.matcher, GAPS_LIMIT
+            )
             if clusters is None:
                 return texts.ADMIN_NO_LOG
             self.listings[admin] = clusters
@@ -106,8 +115,11 @@ class MatrixCuration:
             entry = kb.get(near["faq_id"]) if near else None
             lines = [texts.CURATE_CLUSTER_HEAD.format(count=cluster["count"])]
             lines += [f"• {q['question']} ×{q['count']}" for q in cluster["questions"][:8]]
-            lines.append(texts.CURATE_NEAREST.format(title=entry.title, faq_id=entry.id, score=near["score"])
-                         if entry else texts.CURATE_NO_NEAREST)
+            lines.append(
+                texts.CURATE_NEAREST.format(title=entry.title, faq_id=entry.id, score=near["score"])
+                if entry
+                else texts.CURATE_NO_NEAREST
+            )
             lines.append(texts.MATRIX_CURATE_HELP)
             return "\n".join(lines)
         curator = f"matrix:{admin}"
@@ -115,8 +127,9 @@ class MatrixCuration:
             if not arg:
                 return texts.CURATE_ANSWER_EMPTY
             try:
-                draft_id, path = await asyncio.to_thread(draft_for_cluster, self.settings.db, kb, cluster, arg,
-                                                         curator=curator)
+                draft_id, path = await asyncio.to_thread(
+                    draft_for_cluster, self.settings.db, kb, cluster, arg, curator=curator
+                )
             except (ValueError, OSError) as exc:
                 return texts.CURATE_DRAFT_FAILED.format(error=exc)
             return texts.CURATE_DRAFT_OK.format(draft_id=draft_id, path=path)
@@ -149,4 +162,3 @@ class MatrixCuration:
             return texts.ADMIN_RELOAD_FAILED.format(version=answerer.kb.version, error=exc)
         await self.services.after_reload()
         return texts.ADMIN_RELOAD_OK.format(entries=len(kb.entries), version=kb.version)
-

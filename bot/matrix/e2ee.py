@@ -19,9 +19,9 @@ Decryption is not left to mautrix's ``DecryptionDispatcher`` (it drops what it c
 decrypts itself (``decrypt``), waits briefly for late keys, asks the sender's device for them (``request_keys``)
 and tells the person when it still cannot read a message.
 """
+
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sqlite3
@@ -99,8 +99,12 @@ class E2EE:
         problem = _unreadable(self.path)
         if problem:
             aside = self.path.with_name(self.path.name + ".unreadable")
-            log.error("Matrix: the crypto store %s is unreadable (%s); moved to %s, starting a new one",
-                      self.path, problem, aside.name)
+            log.error(
+                "Matrix: the crypto store %s is unreadable (%s); moved to %s, starting a new one",
+                self.path,
+                problem,
+                aside.name,
+            )
             os.replace(self.path, aside)
             _create_private(self.path)
         await self.db.start()
@@ -109,10 +113,12 @@ class E2EE:
         self._open = True
 
     def _stores(self) -> tuple[Database, Database, PgCryptoStore, PgCryptoStateStore]:
-        db = Database.create(f"sqlite:{self.path}", upgrade_table=PgCryptoStore.upgrade_table,
-                             log=CRYPTO_LOG.getChild("db"))
-        state_db = Database.create(f"sqlite:{self.path}", upgrade_table=PgCryptoStateStore.upgrade_table,
-                                   log=CRYPTO_LOG.getChild("db"))
+        db = Database.create(
+            f"sqlite:{self.path}", upgrade_table=PgCryptoStore.upgrade_table, log=CRYPTO_LOG.getChild("db")
+        )
+        state_db = Database.create(
+            f"sqlite:{self.path}", upgrade_table=PgCryptoStateStore.upgrade_table, log=CRYPTO_LOG.getChild("db")
+        )
         state_db.override_pool(db)
         return db, state_db, PgCryptoStore(account_id="", pickle_key=PICKLE_KEY, db=db), PgCryptoStateStore(state_db)
 
@@ -132,9 +138,12 @@ class E2EE:
         if not stored and await self._keys_on_server():
             if not allow_lost:
                 raise StoreLost(device_id)
-            log.warning("Matrix: the crypto store of device %s was lost; publishing new keys for the same device. "
-                        "Clients that knew its old keys will refuse them: set MATRIX_PASSWORD or use a new "
-                        "access token (a new device)", device_id)
+            log.warning(
+                "Matrix: the crypto store of device %s was lost; publishing new keys for the same device. "
+                "Clients that knew its old keys will refuse them: set MATRIX_PASSWORD or use a new "
+                "access token (a new device)",
+                device_id,
+            )
             await self._claim_stale_one_time_keys()
             self.replaced_keys = True
         self.client.state_store = self.state_store
@@ -190,14 +199,21 @@ class E2EE:
                 return key
             signers = set((device.signatures or {}).get(mxid, {})) if device is not None else set()
             # The server keeps a signature of the lost keys on a device whose keys were replaced: sign again.
-            if not self.replaced_keys and ssk is not None and any(str(k) in {str(s) for s in signers} for k in ssk.keys):
+            if (
+                not self.replaced_keys
+                and ssk is not None
+                and any(str(k) in {str(s) for s in signers} for k in ssk.keys)
+            ):
                 return None  # already signed by the account's self-signing key
             if recovery_key:
                 await machine.verify_with_recovery_key(recovery_key)
                 log.info("Matrix: signed device %s with the stored recovery key", device_id)
             else:
-                log.warning("Matrix: the account has cross-signing keys but no recovery key is stored; device %s "
-                            "stays unverified (set MATRIX_RECOVERY_KEY, or verify it from another session)", device_id)
+                log.warning(
+                    "Matrix: the account has cross-signing keys but no recovery key is stored; device %s "
+                    "stays unverified (set MATRIX_RECOVERY_KEY, or verify it from another session)",
+                    device_id,
+                )
         except (MatrixError, ValueError, KeyError) as exc:
             log.warning("Matrix: could not cross-sign device %s: %s", device_id, exc)
         return None
@@ -222,9 +238,10 @@ class E2EE:
         content = evt.content
         devices = {evt.sender: [content.device_id]} if getattr(content, "device_id", None) else {evt.sender: ["*"]}
         try:
-            return await machine.request_room_key(evt.room_id, content.sender_key, content.session_id,
-                                                  from_devices=devices, timeout=wait)
-        except (MatrixError, asyncio.TimeoutError) as exc:
+            return await machine.request_room_key(
+                evt.room_id, content.sender_key, content.session_id, from_devices=devices, timeout=wait
+            )
+        except (TimeoutError, MatrixError) as exc:
             log.debug("Matrix: key request failed: %s", exc)
             return False
 
@@ -237,4 +254,3 @@ class E2EE:
         finally:
             await self.state_db.stop()
             await self.db.stop()
-

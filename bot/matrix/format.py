@@ -2,11 +2,13 @@
 
 Nothing here talks to a homeserver, so all of it is testable without one.
 """
+
 from __future__ import annotations
 
 import html
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote
 
 from bot.answering.types import FeedbackKind, Reply, Route
@@ -28,55 +30,73 @@ def to_html(text: str, *, bold_first_line: bool = False) -> str:
     "1. ..." lines as an ordered list; every piece of text HTML-escaped."""
     blocks: list[str] = []
     first = True
+
+    def flush_text(run: list[str]) -> None:
+        if run:
+            blocks.append("<p>" + "<br/>".join(run) + "</p>")
+            run.clear()
+
+    def flush_list(items: list[str], start: int) -> None:
+        if items:
+            attr = "" if start == 1 else f' start="{start}"'
+            blocks.append(f"<ol{attr}>" + "".join(f"<li>{i}</li>" for i in items) + "</ol>")
+            items.clear()
+
     for paragraph in _PARAGRAPH_SPLIT_RE.split(text.strip("\n")):
         lines = paragraph.split("\n")
         run: list[str] = []  # text lines of the current <p>
         items: list[str] = []  # <li>s of the current <ol>
         start = 1
-
-        def flush_text() -> None:
-            if run:
-                blocks.append("<p>" + "<br/>".join(run) + "</p>")
-                run.clear()
-
-        def flush_list() -> None:
-            if items:
-                attr = "" if start == 1 else f' start="{start}"'
-                blocks.append(f"<ol{attr}>" + "".join(f"<li>{i}</li>" for i in items) + "</ol>")
-                items.clear()
-
         for line in lines:
             m = _LIST_ITEM_RE.match(line.strip())
             if m and not first:
-                flush_text()
+                flush_text(run)
                 if not items:
                     start = int(m.group(1))
                 items.append(html.escape(m.group(2).strip()))
                 continue
-            flush_list()
+            flush_list(items, start)
             escaped = html.escape(line)
             if first and bold_first_line and line.strip():
                 escaped = f"<strong>{escaped}</strong>"
             run.append(escaped)
             first = False
-        flush_list()
-        flush_text()
+        flush_list(items, start)
+        flush_text(run)
         first = False
     return "".join(blocks)
 
 
-def reply_content(reply: Reply, *, in_reply_to: str | None = None, thread_root: str | None = None,
-                  mention: str | None = None, msgtype: str = "m.notice") -> dict[str, Any]:
+def reply_content(
+    reply: Reply,
+    *,
+    in_reply_to: str | None = None,
+    thread_root: str | None = None,
+    mention: str | None = None,
+    msgtype: str = "m.notice",
+) -> dict[str, Any]:
     """The ``m.room.message`` content of an answer: plain ``body`` + HTML ``formatted_body``, as a reply to the
     question (and in its thread, when it was asked in one). The first line of a curated answer (its question) is bold.
     """
-    return text_content(reply.text, bold_first_line=reply.route is Route.FAQ, in_reply_to=in_reply_to,
-                        thread_root=thread_root, mention=mention, msgtype=msgtype)
+    return text_content(
+        reply.text,
+        bold_first_line=reply.route is Route.FAQ,
+        in_reply_to=in_reply_to,
+        thread_root=thread_root,
+        mention=mention,
+        msgtype=msgtype,
+    )
 
 
-def text_content(text: str, *, bold_first_line: bool = False, in_reply_to: str | None = None,
-                 thread_root: str | None = None, mention: str | None = None,
-                 msgtype: str = "m.notice") -> dict[str, Any]:
+def text_content(
+    text: str,
+    *,
+    bold_first_line: bool = False,
+    in_reply_to: str | None = None,
+    thread_root: str | None = None,
+    mention: str | None = None,
+    msgtype: str = "m.notice",
+) -> dict[str, Any]:
     content: dict[str, Any] = {
         "msgtype": msgtype,
         "body": text,

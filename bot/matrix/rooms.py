@@ -7,6 +7,7 @@
 * the process log names group rooms by id and direct rooms by the same pseudonym the conversation log uses;
 * events from before the start in rooms joined later are history, not questions (``is_history``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,9 @@ class RoomPolicy:
     def accepts(self, room_id: str) -> bool:
         """Whether events from the room are handled."""
         # Timeline events only arrive for joined rooms; a message may come before our own join was processed.
-        return room_id not in self._leaving and (room_id in self.joined or room_id in self._joining
-                                                 or room_allowed(room_id, self.allowed))
+        return room_id not in self._leaving and (
+            room_id in self.joined or room_id in self._joining or room_allowed(room_id, self.allowed)
+        )
 
     def is_history(self, room_id: str, ts: int) -> bool:
         """An event from before the start in a room joined later (the first sync skipped the others' history)."""
@@ -112,8 +114,9 @@ class RoomPolicy:
                     await self._note_encrypted(room_id, encryption)
         for room_id, room in rooms.get("invite", {}).items():
             events = room.get("invite_state", {}).get("events", [])
-            invite = next((e for e in events if e.get("type") == "m.room.member" and e.get("state_key") == self.mxid),
-                          {})
+            invite = next(
+                (e for e in events if e.get("type") == "m.room.member" and e.get("state_key") == self.mxid), {}
+            )
             await self._on_invite(room_id, invite.get("sender"), events)
 
     # ------------------------------------------------------------------ membership events
@@ -189,7 +192,8 @@ class RoomPolicy:
         knows are encrypted, and it does not renew them when an invited member joins: the keys must reach invited
         members too, so the store gets the full member list (joined and invited), not only the joined members."""
         await self.client.state_store.set_encryption_info(
-            room_id, RoomEncryptionStateEventContent.deserialize(event.get("content") or {}))
+            room_id, RoomEncryptionStateEventContent.deserialize(event.get("content") or {})
+        )
         try:
             await self.client.get_members(room_id)  # the store-updating client keeps them (membership kept in sync)
         except MatrixError as exc:
@@ -200,8 +204,9 @@ class RoomPolicy:
         if not self.allowed or ":" in room_id:
             return None
         try:
-            raw = await self.client.api.request(Method.GET, Path.v3.rooms[room_id].state["m.room.create"],
-                                                query_params={"format": "event"})
+            raw = await self.client.api.request(
+                Method.GET, Path.v3.rooms[room_id].state["m.room.create"], query_params={"format": "event"}
+            )
         except MatrixError:
             return None
         return raw.get("sender") if isinstance(raw, dict) else None
@@ -227,6 +232,7 @@ def invite_is_direct(stripped: list[dict[str, Any]], mxid: str) -> bool:
     me = next((e for e in stripped if e.get("type") == "m.room.member" and e.get("state_key") == mxid), {})
     if (me.get("content") or {}).get("is_direct"):
         return True
-    joined = [e for e in stripped if e.get("type") == "m.room.member"
-              and (e.get("content") or {}).get("membership") == "join"]
+    joined = [
+        e for e in stripped if e.get("type") == "m.room.member" and (e.get("content") or {}).get("membership") == "join"
+    ]
     return 0 < len(joined) <= 1

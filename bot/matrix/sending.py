@@ -1,4 +1,5 @@
 """Sending to a Matrix room: messages with retries that never duplicate, and "typing…" while an answer is made."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,9 @@ class Sender:
         delay = 1.0
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                return str(await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, content,
-                                                                txn_id=txn_id))
+                return str(
+                    await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id)
+                )
             except (MLimitExceeded, MatrixConnectionError) as exc:
                 if attempt == SEND_ATTEMPTS:
                     log.error("Matrix: giving up sending to %s: %s", await self.label(room_id), exc)

@@ -4,6 +4,7 @@
 The session file also keeps the device id (a new login asks for the same device, so its encryption keys stay
 valid) and, once encryption set up cross-signing, the account's recovery key (``bot.matrix.e2ee``). With an access
 token from the settings the token itself is not written there."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ def session_path(settings: Settings) -> Path:
 def load_session(path: Path) -> StoredSession | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return StoredSession(str(data["homeserver"]), str(data["user_id"]), str(data.get("device_id") or ""),
-                             str(data.get("access_token") or ""), str(data.get("recovery_key") or ""))
+        return StoredSession(
+            str(data["homeserver"]),
+            str(data["user_id"]),
+            str(data.get("device_id") or ""),
+            str(data.get("access_token") or ""),
+            str(data.get("recovery_key") or ""),
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -92,8 +98,9 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
         await _whoami(client, wanted_user)
         same_account = stored is not None and (stored.homeserver, stored.user_id) == (homeserver, client.mxid)
         # The recovery key belongs to the account, not the device: it is kept for a new token of the same user.
-        session = StoredSession(homeserver, str(client.mxid), str(client.device_id or ""), "",
-                                stored.recovery_key if same_account else "")
+        session = StoredSession(
+            homeserver, str(client.mxid), str(client.device_id or ""), "", stored.recovery_key if same_account else ""
+        )
         if session != stored:
             save_session(path, session)
         return session
@@ -103,8 +110,7 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
     if not wanted_user:
         raise MatrixConfigError("MATRIX_PASSWORD login needs MATRIX_USER_ID")
 
-    mine = stored if stored is not None and stored.homeserver == homeserver and stored.user_id == wanted_user \
-        else None
+    mine = stored if stored is not None and stored.homeserver == homeserver and stored.user_id == wanted_user else None
     if mine is not None and mine.access_token and not new_device:
         client.api.token = mine.access_token
         try:
@@ -123,8 +129,13 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
         device_name=DEVICE_NAME,
         device_id=mine.device_id if mine is not None and mine.device_id and not new_device else None,
     )
-    session = StoredSession(homeserver, str(resp.user_id), str(resp.device_id), resp.access_token,
-                            mine.recovery_key if mine is not None else "")
+    session = StoredSession(
+        homeserver,
+        str(resp.user_id),
+        str(resp.device_id),
+        resp.access_token,
+        mine.recovery_key if mine is not None else "",
+    )
     save_session(path, session)
     log.info("Matrix: logged in as %s (device %s); session stored in %s", resp.user_id, resp.device_id, path)
     return session
@@ -133,8 +144,11 @@ async def authenticate(client: Client, settings: Settings, *, new_device: bool =
 async def delete_device(client: Client, settings: Settings, device_id: str) -> bool:
     """Delete one of the account's other devices (after its keys were lost), authenticating with the password
     (user-interactive auth, m.login.password). False when the homeserver refused."""
-    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": str(client.mxid)},
-            "password": settings.matrix_password.get_secret_value()}
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": str(client.mxid)},
+        "password": settings.matrix_password.get_secret_value(),
+    }
     path = Path_.v3.devices[device_id]
     try:
         await client.api.request(Method.DELETE, path, {"auth": auth}, sensitive=True)

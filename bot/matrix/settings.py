@@ -1,4 +1,5 @@
 """Settings of the Matrix transport (``MATRIX_*``)."""
+
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
@@ -34,7 +35,8 @@ class MatrixSettings(FaqbotSettings):
     def matrix_configured(self) -> bool:
         """Enough to log in: a homeserver and an access token, or a user id with a password."""
         return bool(self.matrix_homeserver) and (
-            self.has_matrix_token or (bool(self.matrix_user_id) and self.has_matrix_password))
+            self.has_matrix_token or (bool(self.matrix_user_id) and self.has_matrix_password)
+        )
 
     @property
     def matrix_requested(self) -> bool:

@@ -12,6 +12,7 @@ the framework owns sync and membership and a plugin holds only feature logic.
   plaintext ones. A message that cannot be decrypted gets a request to send it again (every one in a direct room,
   once per sender's key session in a group) and its keys are requested.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -76,21 +77,37 @@ def first_sync_filter() -> str:
     start's snapshot and token, and then replay everything since. A never-matching ``not_types`` entry with a nonce
     makes the request new."""
     nonce = f"org.faqbot.start.{secrets.token_hex(8)}"
-    return json.dumps({**_NO_EXTRAS, "room": {"timeline": {"limit": 1, "not_types": [nonce]},
-                                              "state": {"lazy_load_members": True},
-                                              "ephemeral": {"types": []}, "account_data": {"types": []}}})
+    return json.dumps(
+        {
+            **_NO_EXTRAS,
+            "room": {
+                "timeline": {"limit": 1, "not_types": [nonce]},
+                "state": {"lazy_load_members": True},
+                "ephemeral": {"types": []},
+                "account_data": {"types": []},
+            },
+        }
+    )
 
 
-LOOP_FILTER = json.dumps({**_NO_EXTRAS, "room": {"timeline": {"limit": 50}, "state": {"lazy_load_members": True},
-                                                 "ephemeral": {"types": []}, "account_data": {"types": []}}})
+LOOP_FILTER = json.dumps(
+    {
+        **_NO_EXTRAS,
+        "room": {
+            "timeline": {"limit": 50},
+            "state": {"lazy_load_members": True},
+            "ephemeral": {"types": []},
+            "account_data": {"types": []},
+        },
+    }
+)
 # In rooms joined after the first sync, events older than the start are history, not questions. Start time is on the
 # homeserver's clock when its Date header differs from this machine's by more than this.
 CLOCK_SLACK_MS = 2_000
 MAX_RESEND_ASKED = 10_000  # (room, sender, key session) asked to send again, remembered
 # The sync fields that carry encryption keys and device changes (handled from the first sync too: keys sent
 # while the bot was down arrive there).
-_CRYPTO_SYNC_FIELDS = ("to_device", "device_lists", "device_one_time_keys_count",
-                       "device_unused_fallback_key_types")
+_CRYPTO_SYNC_FIELDS = ("to_device", "device_lists", "device_one_time_keys_count", "device_unused_fallback_key_types")
 
 
 def e2ee_wanted(settings: Settings) -> bool:
@@ -108,16 +125,18 @@ class MatrixSync:
         self.client = client or Client(base_url=settings.matrix_homeserver, sync_store=MemorySyncStore())
         self.e2ee_on = e2ee_wanted(settings)
         if self.e2ee_on and E2EE is None:
-            raise MatrixConfigError(f"MATRIX_E2EE=true needs the crypto dependency (pip install 'faqbot[matrix]'): "
-                                    f"{_CRYPTO_MISSING}")
+            raise MatrixConfigError(
+                f"MATRIX_E2EE=true needs the crypto dependency (pip install 'faqbot[matrix]'): {_CRYPTO_MISSING}"
+            )
         self.e2ee: E2EE | None = None  # set once encryption is running
         self._crypto: E2EE | None = None  # the store, opened by the first start attempt
         self.session: StoredSession | None = None
         self.display_name: str | None = None
         self.sender = Sender(self.client, self._room_label)
         # Pseudonyms of direct rooms in the process log: the log's own key, else one for this process.
-        self.rooms = RoomPolicy(self.client, list(settings.matrix_allowed), services.secret or secrets.token_bytes(32),
-                                self.sender)
+        self.rooms = RoomPolicy(
+            self.client, list(settings.matrix_allowed), services.secret or secrets.token_bytes(32), self.sender
+        )
         self._handlers: list[tuple[EventType, Handler]] = []
         self._asked_resend: LRUCache = LRUCache(MAX_RESEND_ASKED)
         self._tasks: set[asyncio.Task] = set()
@@ -147,15 +166,20 @@ class MatrixSync:
             if self.e2ee is not None:
                 self.client.add_event_handler(EventType.ROOM_ENCRYPTED, self._tracked(self._on_encrypted))
             self.client.add_event_handler(EventType.ROOM_MEMBER, self._tracked(self.rooms.on_member))
-            self.client.add_event_handler(EventType.ROOM_ENCRYPTION, self._tracked(self.rooms.on_encryption),
-                                          sync_stream=SyncStream.JOINED_ROOM)
+            self.client.add_event_handler(
+                EventType.ROOM_ENCRYPTION, self._tracked(self.rooms.on_encryption), sync_stream=SyncStream.JOINED_ROOM
+            )
             self.client.add_event_handler(InternalEventType.SYNC_STOPPED, self._on_sync_stopped)
             sync_task = self.client.start(LOOP_FILTER)
             self.ready.set()
             if started is not None:
                 await started()
-            log.info("Matrix: %s is answering in %d room(s) (end-to-end encryption %s)", self.mxid,
-                     len(self.rooms.joined), "on" if self.e2ee is not None else "off")
+            log.info(
+                "Matrix: %s is answering in %d room(s) (end-to-end encryption %s)",
+                self.mxid,
+                len(self.rooms.joined),
+                "on" if self.e2ee is not None else "off",
+            )
             stop_task = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -176,7 +200,7 @@ class MatrixSync:
                 return True
             except (MatrixConfigError, MatrixInvalidToken):
                 raise
-            except (MatrixConnectionError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, MatrixConnectionError, OSError) as exc:
                 log.warning("Matrix: homeserver unreachable (%s); retrying in %.0f s", type(exc).__name__, delay)
             except MatrixRequestError as exc:
                 if exc.http_status < 500 and not isinstance(exc, MLimitExceeded):
@@ -184,7 +208,7 @@ class MatrixSync:
                 log.warning("Matrix: homeserver error %s; retrying in %.0f s", exc.http_status, delay)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(delay * 2, 60.0)
         return False
@@ -218,8 +242,9 @@ class MatrixSync:
             if await delete_device(self.client, self.settings, old_device):
                 log.info("Matrix: deleted the old device %s", old_device)
         configured = self.settings.matrix_recovery_key
-        created = await e2ee.cross_sign(self.session.recovery_key
-                                        or (configured.get_secret_value() if configured is not None else None))
+        created = await e2ee.cross_sign(
+            self.session.recovery_key or (configured.get_secret_value() if configured is not None else None)
+        )
         if created:
             self.session = remember_recovery_key(self.settings, self.session, created)
         self.e2ee = e2ee
@@ -321,8 +346,9 @@ class MatrixSync:
     async def _undecryptable(self, evt: EncryptedEvent, exc: Exception) -> None:
         room_id, sender = str(evt.room_id), str(evt.sender)
         session_id = str(getattr(evt.content, "session_id", ""))
-        log.warning("Matrix: could not decrypt a message in %s: %s", await self.rooms.room_label(room_id),
-                    type(exc).__name__)
+        log.warning(
+            "Matrix: could not decrypt a message in %s: %s", await self.rooms.room_label(room_id), type(exc).__name__
+        )
         # Ask the sender's device for the keys; the answer (if any) lands in the store for later messages.
         if isinstance(exc, SessionNotFound):
             await self.e2ee.request_keys(evt, wait=0)
@@ -332,5 +358,9 @@ class MatrixSync:
             return  # in a group: once per key session (the message may not even have been for the bot)
         self._asked_resend[key] = True
         # Any thread it was in is inside the encrypted content: the request goes to the main timeline.
-        await self.sender.send(room_id, text_content(texts.MATRIX_UNDECRYPTABLE, in_reply_to=str(evt.event_id),
-                                                     mention=sender, msgtype=ANSWER_MSGTYPE))
+        await self.sender.send(
+            room_id,
+            text_content(
+                texts.MATRIX_UNDECRYPTABLE, in_reply_to=str(evt.event_id), mention=sender, msgtype=ANSWER_MSGTYPE
+            ),
+        )

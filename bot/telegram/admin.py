@@ -8,6 +8,7 @@ Everyone else sees no trace of them: the router only matches admins in private c
 private chat the command is just text and gets the ordinary answer (the same as any unknown command); in a group
 it is ignored like any command that is not one of the bot's public ones.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,8 @@ from aiogram.types import Message
 from aiogram.utils.formatting import Bold, Text, as_key_value, as_list, as_marked_section
 
 from bot.answering import texts
-from bot.app.settings import Settings
 from bot.app.services import Services
+from bot.app.settings import Settings
 from bot.telegram.answering import Target, send_texts
 from bot.telegram.filters import inline
 from bot.telegram.notify import deliver_follow_ups
@@ -70,17 +71,26 @@ def stats_text(s: dict[str, Any]) -> Text:
         as_key_value(texts.ADMIN_STATS_DIRECT, f"{s.get('direct_rate', 0.0):.1%}"),
         as_key_value(texts.ADMIN_STATS_ROUTES, routes),
         as_key_value(texts.ADMIN_STATS_CHANNELS, channels),
-        as_key_value(texts.ADMIN_STATS_FEEDBACK, texts.ADMIN_STATS_FEEDBACK_LINE.format(
-            up=s.get("thumbs_up", 0), down=s.get("thumbs_down", 0), none=s.get("none_of_these", 0))),
+        as_key_value(
+            texts.ADMIN_STATS_FEEDBACK,
+            texts.ADMIN_STATS_FEEDBACK_LINE.format(
+                up=s.get("thumbs_up", 0), down=s.get("thumbs_down", 0), none=s.get("none_of_these", 0)
+            ),
+        ),
         as_key_value(texts.ADMIN_STATS_GUARD, s.get("guard_failures", 0)),
         as_key_value(texts.ADMIN_STATS_ERRORS, s.get("errors", 0)),
-        as_key_value(texts.ADMIN_STATS_LATENCY,
-                     f"{_ms(s.get('latency_p50_ms'))} / {_ms(s.get('latency_p95_ms'))}"),
+        as_key_value(texts.ADMIN_STATS_LATENCY, f"{_ms(s.get('latency_p50_ms'))} / {_ms(s.get('latency_p95_ms'))}"),
     ]
     r = s.get("reviews")
     if r:  # curators' verdicts (storage/reviews.py)
-        items.append(as_key_value(texts.ADMIN_STATS_REVIEWS, texts.ADMIN_STATS_REVIEWS_LINE.format(
-            reviewed=r["reviewed"], confirmed=r["direct_confirmed"], direct=r["direct_reviewed"], open=r["open"])))
+        items.append(
+            as_key_value(
+                texts.ADMIN_STATS_REVIEWS,
+                texts.ADMIN_STATS_REVIEWS_LINE.format(
+                    reviewed=r["reviewed"], confirmed=r["direct_confirmed"], direct=r["direct_reviewed"], open=r["open"]
+                ),
+            )
+        )
     if top:
         items.append(as_marked_section(Bold(texts.ADMIN_STATS_TOP), *top, marker="• "))
     return as_list(Bold(texts.ADMIN_STATS_HEAD), *items)
@@ -103,8 +113,9 @@ async def cmd_stats(message: Message, services: Services, settings: Settings) ->
     from storage.reviews import review_stats
 
     await flush_log(services)
-    result = await asyncio.to_thread(query_log, settings.db,
-                                     lambda conn: {**stats(conn), "reviews": review_stats(conn)})
+    result = await asyncio.to_thread(
+        query_log, settings.db, lambda conn: {**stats(conn), "reviews": review_stats(conn)}
+    )
     await message.answer(**(Text(texts.ADMIN_NO_LOG) if result is None else stats_text(result)).as_kwargs())
 
 

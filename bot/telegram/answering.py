@@ -5,6 +5,7 @@ Private chats stream a preview with ``sendMessageDraft`` and then send the verif
 ``edit_interval`` seconds and only when its text changed; the verified answer then replaces it. A preview is
 never the answer: if the guard rejects the LLM text, the final edit shows only the safe fallback.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,13 +51,22 @@ class Target:
         private = message.chat.type == "private"
         if reply is None:
             reply = not private
-        return cls(chat_id=message.chat.id, chat_type=message.chat.type,
-                   thread_id=message.message_thread_id if message.is_topic_message else None,
-                   reply_to=message.message_id if reply else None)
+        return cls(
+            chat_id=message.chat.id,
+            chat_type=message.chat.type,
+            thread_id=message.message_thread_id if message.is_topic_message else None,
+            reply_to=message.message_id if reply else None,
+        )
 
 
-async def send_texts(bot: Bot, target: Target, parts: list[Text],
-                     markup: InlineKeyboardMarkup | None = None, *, first: Message | None = None) -> list[Message]:
+async def send_texts(
+    bot: Bot,
+    target: Target,
+    parts: list[Text],
+    markup: InlineKeyboardMarkup | None = None,
+    *,
+    first: Message | None = None,
+) -> list[Message]:
     """Send ``parts`` as consecutive messages; the keyboard goes under the last one. In groups each part replies
     to the question (so the asker's buttons can be told apart). ``first``: already-sent message standing for part 0.
     """
@@ -68,15 +78,19 @@ async def send_texts(bot: Bot, target: Target, parts: list[Text],
         reply_params = None
         if target.reply_to is not None and (i == 0 or not target.private):
             reply_params = ReplyParameters(message_id=target.reply_to, allow_sending_without_reply=True)
-        msg = await bot.send_message(chat_id=target.chat_id, message_thread_id=target.thread_id,
-                                     reply_parameters=reply_params, reply_markup=markup if last else None,
-                                     **part.as_kwargs())
+        msg = await bot.send_message(
+            chat_id=target.chat_id,
+            message_thread_id=target.thread_id,
+            reply_parameters=reply_params,
+            reply_markup=markup if last else None,
+            **part.as_kwargs(),
+        )
         sent.append(msg)
     return sent
 
 
 class TypingIndicator:
-    """"typing…" in the chat while an answer takes longer than ``delay`` seconds, repeated every ``interval``
+    """ "typing…" in the chat while an answer takes longer than ``delay`` seconds, repeated every ``interval``
     (Telegram shows it for about 5 s).
 
     Does what aiogram's ``ChatActionSender.typing(initial_sleep=delay)`` does, but that starts a task and a
@@ -105,8 +119,7 @@ class TypingIndicator:
         while not self._done:
             self._sending = True
             try:
-                await self.bot.send_chat_action(chat_id=self.chat_id, action="typing",
-                                                message_thread_id=self.thread_id)
+                await self.bot.send_chat_action(chat_id=self.chat_id, action="typing", message_thread_id=self.thread_id)
             except Exception as exc:  # cosmetic: never let it touch the answer
                 log.debug("typing indicator failed: %s", type(exc).__name__)
             finally:
@@ -169,8 +182,12 @@ class AnswerPresenter:
             if not preview or preview == self.shown or now - self.last_update < self.options.draft_interval:
                 return
             try:
-                await self.bot.send_message_draft(chat_id=self.target.chat_id, draft_id=self.draft_id, text=preview,
-                                                  message_thread_id=self.target.thread_id)
+                await self.bot.send_message_draft(
+                    chat_id=self.target.chat_id,
+                    draft_id=self.draft_id,
+                    text=preview,
+                    message_thread_id=self.target.thread_id,
+                )
             except TelegramBadRequest as exc:  # e.g. a client or server without drafts: use a placeholder
                 log.info("sendMessageDraft refused (%s); editing a placeholder instead", exc.message)
                 self.use_drafts = False
@@ -191,8 +208,9 @@ class AnswerPresenter:
             return
         self.shown, self.last_update = preview, now
         try:
-            await self.bot.edit_message_text(chat_id=self.target.chat_id, message_id=self.placeholder.message_id,
-                                             **Text(preview).as_kwargs())
+            await self.bot.edit_message_text(
+                chat_id=self.target.chat_id, message_id=self.placeholder.message_id, **Text(preview).as_kwargs()
+            )
         except TelegramBadRequest as exc:
             log.debug("preview edit refused: %s", exc.message)
         else:
@@ -206,8 +224,11 @@ class AnswerPresenter:
         if self.placeholder is not None:
             try:
                 edited = await self.bot.edit_message_text(
-                    chat_id=self.target.chat_id, message_id=self.placeholder.message_id,
-                    reply_markup=markup if len(parts) == 1 else None, **parts[0].as_kwargs())
+                    chat_id=self.target.chat_id,
+                    message_id=self.placeholder.message_id,
+                    reply_markup=markup if len(parts) == 1 else None,
+                    **parts[0].as_kwargs(),
+                )
                 first = edited if isinstance(edited, Message) else self.placeholder
             except TelegramBadRequest as exc:
                 if "not modified" in exc.message:
@@ -255,6 +276,5 @@ async def answer_question(
     except BOT_API_ERRORS as exc:
         # Retries are exhausted, or the failure was ambiguous (the message may have been posted): do not send
         # anything more, so the user never sees an answer twice or an error after an answer.
-        log.warning("answer delivery failed (%s); the turn is logged, the message may be missing",
-                    type(exc).__name__)
+        log.warning("answer delivery failed (%s); the turn is logged, the message may be missing", type(exc).__name__)
     return final

@@ -12,6 +12,7 @@ Start-up: only ``getMe`` must succeed (a refused token or an unreachable API end
 `TransportStartError`); the command menu is set beside polling and ``deleteWebhook`` may fail -- both are cosmetic
 here and only log a warning.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +29,9 @@ from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, User
 
 from bot.answering import texts
-from bot.app.settings import Settings
 from bot.app.runner import TransportStartError
 from bot.app.services import Services
+from bot.app.settings import Settings
 from bot.telegram.admin import admin_router
 from bot.telegram.conversations import ConversationStore
 from bot.telegram.curation import curation_router
@@ -51,8 +52,9 @@ from bot.telegram.session import BotSession
 log = logging.getLogger("faqbot.telegram")
 
 
-def create_bot(settings: Settings, options: TelegramOptions | None = None, *,
-               session: BaseSession | None = None) -> Bot:
+def create_bot(
+    settings: Settings, options: TelegramOptions | None = None, *, session: BaseSession | None = None
+) -> Bot:
     """A Bot for ``settings.telegram_bot_token`` talking to ``TELEGRAM_API_URL`` (default: Telegram's servers).
 
     Every request goes through `KeepResponseTypes` and `RetryRequestMiddleware`. ``session`` replaces the
@@ -67,11 +69,16 @@ def create_bot(settings: Settings, options: TelegramOptions | None = None, *,
         else:
             session = BotSession()
     session.middleware(KeepResponseTypes())
-    session.middleware(RetryRequestMiddleware(attempts=options.retry_attempts,
-                                              retry_after_cap=options.retry_after_cap,
-                                              backoff=options.retry_backoff))
-    return Bot(settings.telegram_bot_token.get_secret_value(), session=session,
-               default=DefaultBotProperties(link_preview_is_disabled=True))
+    session.middleware(
+        RetryRequestMiddleware(
+            attempts=options.retry_attempts, retry_after_cap=options.retry_after_cap, backoff=options.retry_backoff
+        )
+    )
+    return Bot(
+        settings.telegram_bot_token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(link_preview_is_disabled=True),
+    )
 
 
 def build_dispatcher(services: Services, settings: Settings, options: TelegramOptions | None = None) -> Dispatcher:
@@ -82,12 +89,12 @@ def build_dispatcher(services: Services, settings: Settings, options: TelegramOp
     options = options or TelegramOptions()
     conversations = ConversationStore(options.max_conversations)
     inflight = InFlightMiddleware()
-    throttle = ThrottlingMiddleware(rate=options.throttle_rate, period=options.throttle_period,
-                                    silence=options.throttle_silence)
+    throttle = ThrottlingMiddleware(
+        rate=options.throttle_rate, period=options.throttle_period, silence=options.throttle_silence
+    )
     answer_lock = AnswerLockMiddleware()
     dp = Dispatcher(name="faqbot", disable_fsm=True, services=services, settings=settings, options=options)
-    dp["tg"] = {"inflight": inflight, "throttle": throttle, "answer_lock": answer_lock,
-                "conversations": conversations}
+    dp["tg"] = {"inflight": inflight, "throttle": throttle, "answer_lock": answer_lock, "conversations": conversations}
 
     dp.update.outer_middleware(inflight)
     # Inner middlewares (after filters): only events some handler takes are throttled, locked and get a `conv`.
@@ -143,9 +150,16 @@ async def run_polling(bot: Bot, dp: Dispatcher, options: TelegramOptions, stop: 
     except BOT_API_ERRORS as exc:
         # Usually no webhook is set and nothing is lost; if one is, polling reports the conflict and retries.
         log.warning("deleteWebhook failed (%s); polling anyway", type(exc).__name__)
-    task = asyncio.create_task(dp.start_polling(
-        bot, polling_timeout=options.polling_timeout, handle_signals=False, close_bot_session=False,
-        allowed_updates=dp.resolve_used_update_types()), name="telegram-polling")
+    task = asyncio.create_task(
+        dp.start_polling(
+            bot,
+            polling_timeout=options.polling_timeout,
+            handle_signals=False,
+            close_bot_session=False,
+            allowed_updates=dp.resolve_used_update_types(),
+        ),
+        name="telegram-polling",
+    )
     if not await _wait_stop(stop, task):
         task.result()  # polling ended by itself: re-raise its error
         return
@@ -164,8 +178,8 @@ async def run_webhook(bot: Bot, dp: Dispatcher, settings: Settings, stop: asynci
     ``X-Telegram-Bot-Api-Secret-Token`` header. The webhook is left set on shutdown: with several instances
     behind a balancer the others keep serving, and a restarted instance sets it again.
     """
-    from aiohttp import web
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+    from aiohttp import web
 
     url = settings.telegram_webhook_url or ""
     path = urlsplit(url).path or "/"
@@ -181,8 +195,9 @@ async def run_webhook(bot: Bot, dp: Dispatcher, settings: Settings, stop: asynci
     await site.start()
     try:
         await bot.set_webhook(url=url, secret_token=secret, allowed_updates=dp.resolve_used_update_types())
-        log.info("webhook mode: listening on %s:%s%s", settings.telegram_webhook_host,
-                 settings.telegram_webhook_port, path)
+        log.info(
+            "webhook mode: listening on %s:%s%s", settings.telegram_webhook_host, settings.telegram_webhook_port, path
+        )
         await stop.wait()
     finally:
         await runner.cleanup()  # stop taking requests; updates already accepted keep running as tasks
@@ -203,13 +218,15 @@ async def identify(bot: Bot) -> User:
     try:
         return await bot.get_me()
     except TelegramUnauthorizedError:
-        raise TransportStartError("Telegram refused the bot token (getMe: 401 Unauthorized); "
-                                  "check TELEGRAM_BOT_TOKEN") from None
+        raise TransportStartError(
+            "Telegram refused the bot token (getMe: 401 Unauthorized); check TELEGRAM_BOT_TOKEN"
+        ) from None
     except BOT_API_ERRORS as exc:
         status = getattr(exc, "status_code", None)
         why = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
-        raise TransportStartError(f"cannot reach the Telegram Bot API (getMe failed: {why}); "
-                                  "check TELEGRAM_API_URL and the network") from None
+        raise TransportStartError(
+            f"cannot reach the Telegram Bot API (getMe failed: {why}); check TELEGRAM_API_URL and the network"
+        ) from None
 
 
 async def _follow_ups_at_start(bot: Bot, services: Services) -> None:
@@ -219,8 +236,14 @@ async def _follow_ups_at_start(bot: Bot, services: Services) -> None:
         log.exception("follow-up answers at start failed")
 
 
-async def run_telegram(services: Services, settings: Settings, stop: asyncio.Event, *,
-                       options: TelegramOptions | None = None, session: BaseSession | None = None) -> None:
+async def run_telegram(
+    services: Services,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    options: TelegramOptions | None = None,
+    session: BaseSession | None = None,
+) -> None:
     """Run the bot until ``stop`` is set: polling by default, a webhook when TELEGRAM_WEBHOOK_URL is set."""
     options = options or TelegramOptions()
     bot = create_bot(settings, options, session=session)

@@ -1,4 +1,5 @@
 """One `Conversation` per (chat, user), kept in a bounded LRU so follow-up questions keep their history."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ class ConversationStore:
         key = (chat_id, user_id)
         st = self._items.get(key)
         if st is None:
-            conv = Conversation(channel="telegram", chat_id=str(chat_id), chat_type=str(chat_type),
-                                user_id=str(user_id))
+            conv = Conversation(
+                channel="telegram", chat_id=str(chat_id), chat_type=str(chat_type), user_id=str(user_id)
+            )
             st = ChatState(conv)
             self._items[key] = st  # the least recently used one goes when full
         return st

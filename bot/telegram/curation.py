@@ -11,6 +11,7 @@ buttons), so the clusters a verdict applies to are the ones the admin saw. Non-a
 router only takes admins in private chats, and a forged button from anyone else ends in the polite "expired" toast
 of the general callbacks router.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,8 @@ from cachetools import LRUCache
 from pydantic import Field
 
 from bot.answering import texts
-from bot.app.settings import Settings
 from bot.app.services import Services
+from bot.app.settings import Settings
 from bot.curation.suggest import draft_for_cluster, gap_listing, label_cluster
 from bot.telegram.admin import flush_log, gaps_text
 from bot.telegram.filters import inline
@@ -91,9 +92,15 @@ class GapCuration:
     # -- rendering ----------------------------------------------------------------------------------------
     @staticmethod
     def _list_markup(token: str, clusters: list[dict[str, Any]]) -> InlineKeyboardMarkup:
-        rows = [[InlineKeyboardButton(text=f"{i + 1}. {_clip(c['representative'], 28)} ×{c['count']}",
-                                      callback_data=GapCB(action="open", token=token, n=i).pack())]
-                for i, c in enumerate(clusters)]
+        rows = [
+            [
+                InlineKeyboardButton(
+                    text=f"{i + 1}. {_clip(c['representative'], 28)} ×{c['count']}",
+                    callback_data=GapCB(action="open", token=token, n=i).pack(),
+                )
+            ]
+            for i, c in enumerate(clusters)
+        ]
         return InlineKeyboardMarkup(inline_keyboard=rows)
 
     @staticmethod
@@ -104,21 +111,46 @@ class GapCuration:
             shown.append(f"……另有 {more} 种问法")
         near = c.get("nearest")
         entry = kb.get(near["faq_id"]) if near else None
-        near_line = (texts.CURATE_NEAREST.format(title=entry.title, faq_id=entry.id, score=near["score"])
-                     if entry else texts.CURATE_NO_NEAREST)
-        body = as_list(Bold(texts.CURATE_CLUSTER_HEAD.format(count=c["count"])), *[f"• {q}" for q in shown],
-                       near_line, texts.CURATE_REPLY_HINT)
+        near_line = (
+            texts.CURATE_NEAREST.format(title=entry.title, faq_id=entry.id, score=near["score"])
+            if entry
+            else texts.CURATE_NO_NEAREST
+        )
+        body = as_list(
+            Bold(texts.CURATE_CLUSTER_HEAD.format(count=c["count"])),
+            *[f"• {q}" for q in shown],
+            near_line,
+            texts.CURATE_REPLY_HINT,
+        )
         rows = []
         if entry is not None:
-            rows.append([InlineKeyboardButton(text=texts.CURATE_BTN_ENTRY.format(title=entry.title),
-                                              callback_data=GapCB(action="entry", token=token, n=n,
-                                                                  faq=entry.id).pack())])
+            rows.append(
+                [
+                    InlineKeyboardButton(
+                        text=texts.CURATE_BTN_ENTRY.format(title=entry.title),
+                        callback_data=GapCB(action="entry", token=token, n=n, faq=entry.id).pack(),
+                    )
+                ]
+            )
         rows += [
-            [InlineKeyboardButton(text=texts.CURATE_BTN_PICK,
-                                  callback_data=GapCB(action="pick", token=token, n=n).pack())],
-            [InlineKeyboardButton(text=texts.CURATE_BTN_NEW, callback_data=GapCB(action="new", token=token, n=n).pack()),
-             InlineKeyboardButton(text=texts.CURATE_BTN_OOS, callback_data=GapCB(action="oos", token=token, n=n).pack())],
-            [InlineKeyboardButton(text=texts.CURATE_BTN_BACK, callback_data=GapCB(action="back", token=token, n=n).pack())],
+            [
+                InlineKeyboardButton(
+                    text=texts.CURATE_BTN_PICK, callback_data=GapCB(action="pick", token=token, n=n).pack()
+                )
+            ],
+            [
+                InlineKeyboardButton(
+                    text=texts.CURATE_BTN_NEW, callback_data=GapCB(action="new", token=token, n=n).pack()
+                ),
+                InlineKeyboardButton(
+                    text=texts.CURATE_BTN_OOS, callback_data=GapCB(action="oos", token=token, n=n).pack()
+                ),
+            ],
+            [
+                InlineKeyboardButton(
+                    text=texts.CURATE_BTN_BACK, callback_data=GapCB(action="back", token=token, n=n).pack()
+                )
+            ],
         ]
         return body, InlineKeyboardMarkup(inline_keyboard=rows)
 
@@ -137,8 +169,9 @@ class GapCuration:
         body = as_list(gaps_text(clusters), texts.CURATE_OPEN_HINT)
         await message.answer(**body.as_kwargs(), reply_markup=self._list_markup(token, clusters))
 
-    async def on_button(self, callback: CallbackQuery, callback_data: GapCB, bot: Bot, services: Services,
-                        settings: Settings) -> None:
+    async def on_button(
+        self, callback: CallbackQuery, callback_data: GapCB, bot: Bot, services: Services, settings: Settings
+    ) -> None:
         found = self._cluster(callback_data, callback.from_user.id)
         msg = callback.message
         if found is None or not isinstance(msg, Message):
@@ -153,12 +186,20 @@ class GapCuration:
             await callback.answer()
         elif cb.action == "back":
             await callback.answer()
-            await msg.answer(**as_list(gaps_text(listing.clusters), texts.CURATE_OPEN_HINT).as_kwargs(),
-                             reply_markup=self._list_markup(cb.token, listing.clusters))
+            await msg.answer(
+                **as_list(gaps_text(listing.clusters), texts.CURATE_OPEN_HINT).as_kwargs(),
+                reply_markup=self._list_markup(cb.token, listing.clusters),
+            )
         elif cb.action == "pick":
-            rows = [[InlineKeyboardButton(text=e.title or e.question,
-                                          callback_data=GapCB(action="entry", token=cb.token, n=cb.n,
-                                                              faq=e.id).pack())] for e in kb.entries]
+            rows = [
+                [
+                    InlineKeyboardButton(
+                        text=e.title or e.question,
+                        callback_data=GapCB(action="entry", token=cb.token, n=cb.n, faq=e.id).pack(),
+                    )
+                ]
+                for e in kb.entries
+            ]
             await callback.answer()
             await msg.answer(texts.CURATE_PICK_HEAD, reply_markup=InlineKeyboardMarkup(inline_keyboard=rows))
         else:
@@ -167,8 +208,14 @@ class GapCuration:
             if cb.action == "entry" and entry is None:
                 await callback.answer(texts.STALE_BUTTON)
                 return
-            n = await asyncio.to_thread(label_cluster, settings.db, cluster, verdict, entry.id if entry else None,
-                                        curator=f"telegram:{callback.from_user.id}")
+            n = await asyncio.to_thread(
+                label_cluster,
+                settings.db,
+                cluster,
+                verdict,
+                entry.id if entry else None,
+                curator=f"telegram:{callback.from_user.id}",
+            )
             await callback.answer()
             if n == 0:
                 await msg.answer(texts.CURATE_NOTHING_LEFT)
@@ -189,8 +236,13 @@ class GapCuration:
             return
         try:
             draft_id, path = await asyncio.to_thread(
-                draft_for_cluster, settings.db, services.answerer.kb, cluster, answer,
-                curator=f"telegram:{message.from_user.id}")
+                draft_for_cluster,
+                settings.db,
+                services.answerer.kb,
+                cluster,
+                answer,
+                curator=f"telegram:{message.from_user.id}",
+            )
         except (ValueError, OSError) as exc:
             log.warning("draft from a chat answer failed: %s", type(exc).__name__)
             await message.answer(texts.CURATE_DRAFT_FAILED.format(error=exc))

@@ -6,6 +6,7 @@ hop (hand-off, wake-up, result posted back through the loop's self-pipe) costs f
 private question passed four of them, about a quarter of the bot's CPU per message in `make bench`.
 `inline(F...)` keeps magic filters' syntax and skips the hop.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -12,6 +12,7 @@ Edited messages: Telegram sends an ``edited_message`` update when a user changes
 edited text as a new question (a reply to the edited message, in private chats too), and the earlier answer stays
 as it was. Nothing is edited retroactively and the log gets a new turn.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,9 +27,9 @@ from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardMarkup, Messa
 from aiogram.utils.formatting import Text
 
 from bot.answering import texts
-from bot.app.settings import Settings
 from bot.answering.types import Conversation, FeedbackKind, Reason, Route
 from bot.app.services import Services
+from bot.app.settings import Settings
 from bot.telegram.answering import Target, answer_question, deliver, send_texts
 from bot.telegram.conversations import ChatState
 from bot.telegram.filters import inline, question_text
@@ -49,8 +50,21 @@ log = logging.getLogger("faqbot.telegram")
 GROUP_TYPES = {ChatType.GROUP, ChatType.SUPERGROUP}
 PUBLIC_COMMANDS = ("start", "help", "faq")
 # Content that is not text: answered with a hint to type the question (service messages are ignored).
-NON_TEXT = (F.sticker | F.photo | F.voice | F.video | F.video_note | F.audio | F.document | F.animation
-            | F.location | F.venue | F.contact | F.poll | F.dice)
+NON_TEXT = (
+    F.sticker
+    | F.photo
+    | F.voice
+    | F.video
+    | F.video_note
+    | F.audio
+    | F.document
+    | F.animation
+    | F.location
+    | F.venue
+    | F.contact
+    | F.poll
+    | F.dice
+)
 # Checks used on every message, as coroutine filters (see bot/telegram/filters.py).
 IS_PRIVATE = inline(F.chat.type == ChatType.PRIVATE)
 IN_GROUP = inline(F.chat.type.in_(GROUP_TYPES))
@@ -80,20 +94,46 @@ async def cmd_faq(message: Message, services: Services) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- questions
-async def on_question(message: Message, bot: Bot, services: Services, options: TelegramOptions,
-                      conv: Conversation, chat_state: ChatState, question: str | None = None) -> None:
+async def on_question(
+    message: Message,
+    bot: Bot,
+    services: Services,
+    options: TelegramOptions,
+    conv: Conversation,
+    chat_state: ChatState,
+    question: str | None = None,
+) -> None:
     """A question (private text, or a group message addressed to the bot with the mention stripped)."""
-    await answer_question(bot=bot, answerer=services.answerer, question=question if question is not None
-                          else (message.text or ""), conv=conv, target=Target.for_message(message),
-                          options=options, chat_state=chat_state)
+    await answer_question(
+        bot=bot,
+        answerer=services.answerer,
+        question=question if question is not None else (message.text or ""),
+        conv=conv,
+        target=Target.for_message(message),
+        options=options,
+        chat_state=chat_state,
+    )
 
 
-async def on_edited_question(message: Message, bot: Bot, services: Services, options: TelegramOptions,
-                             conv: Conversation, chat_state: ChatState, question: str | None = None) -> None:
+async def on_edited_question(
+    message: Message,
+    bot: Bot,
+    services: Services,
+    options: TelegramOptions,
+    conv: Conversation,
+    chat_state: ChatState,
+    question: str | None = None,
+) -> None:
     """An edited message: answered as a new question, replying to the edited message."""
-    await answer_question(bot=bot, answerer=services.answerer, question=question if question is not None
-                          else (message.text or ""), conv=conv, target=Target.for_message(message, reply=True),
-                          options=options, chat_state=chat_state)
+    await answer_question(
+        bot=bot,
+        answerer=services.answerer,
+        question=question if question is not None else (message.text or ""),
+        conv=conv,
+        target=Target.for_message(message, reply=True),
+        options=options,
+        chat_state=chat_state,
+    )
 
 
 async def on_non_text(message: Message) -> None:
@@ -103,8 +143,9 @@ async def on_non_text(message: Message) -> None:
         await message.reply(texts.NON_TEXT)
 
 
-async def on_group_auto(message: Message, bot: Bot, services: Services, options: TelegramOptions,
-                        conv: Conversation, chat_state: ChatState) -> None:
+async def on_group_auto(
+    message: Message, bot: Bot, services: Services, options: TelegramOptions, conv: Conversation, chat_state: ChatState
+) -> None:
     """Un-addressed group message (auto-answer on): answer only a confident curated match, else stay silent.
 
     Matching first is offline and logs nothing, so un-addressed chatter never becomes a turn in the log.
@@ -113,8 +154,15 @@ async def on_group_auto(message: Message, bot: Bot, services: Services, options:
     probe = services.answerer.match(text)
     if probe.route is not Route.FAQ or probe.reason == Reason.CHOSEN:
         return
-    await answer_question(bot=bot, answerer=services.answerer, question=text, conv=conv,
-                          target=Target.for_message(message), options=options, chat_state=chat_state)
+    await answer_question(
+        bot=bot,
+        answerer=services.answerer,
+        question=text,
+        conv=conv,
+        target=Target.for_message(message),
+        options=options,
+        chat_state=chat_state,
+    )
 
 
 # -------------------------------------------------------------------------------------------------- groups
@@ -133,11 +181,17 @@ class Addressed(BaseFilter):
         username = me.username or ""
         mentioned = bool(username) and mention_re(username).search(text) is not None
         if not mentioned:  # a "text mention" links the bot's name instead of @username (rare for bots)
-            mentioned = any(ent.type == "text_mention" and ent.user is not None and ent.user.id == me.id
-                            for ent in (message.entities or message.caption_entities or []))
+            mentioned = any(
+                ent.type == "text_mention" and ent.user is not None and ent.user.id == me.id
+                for ent in (message.entities or message.caption_entities or [])
+            )
         replied = message.reply_to_message
-        to_bot = (replied is not None and replied.forum_topic_created is None  # a topic's root is not a reply
-                  and replied.from_user is not None and replied.from_user.id == me.id)
+        to_bot = (
+            replied is not None
+            and replied.forum_topic_created is None  # a topic's root is not a reply
+            and replied.from_user is not None
+            and replied.from_user.id == me.id
+        )
         if not (mentioned or to_bot):
             return False
         return {"question": strip_mention(text, username)}
@@ -198,8 +252,17 @@ async def on_feedback(callback: CallbackQuery, callback_data: FeedbackCB, servic
             log.debug("could not remove the feedback buttons: %s", exc.message)
 
 
-async def _deliver_entry(callback: CallbackQuery, faq_id: str, *, via: str, reply_to_question: bool, bot: Bot,
-                         services: Services, conv: Conversation, chat_state: ChatState) -> None:
+async def _deliver_entry(
+    callback: CallbackQuery,
+    faq_id: str,
+    *,
+    via: str,
+    reply_to_question: bool,
+    bot: Bot,
+    services: Services,
+    conv: Conversation,
+    chat_state: ChatState,
+) -> None:
     """The curated answer of one entry for a tapped button; a stale or unknown id gets a polite notice."""
     target = _callback_target(callback, reply_to_question=reply_to_question)
     reply = services.answerer.answer_entry(faq_id, conv, via=via, traditional=chat_state.traditional)
@@ -210,22 +273,56 @@ async def _deliver_entry(callback: CallbackQuery, faq_id: str, *, via: str, repl
     await deliver(bot, target, reply)
 
 
-async def on_topic(callback: CallbackQuery, callback_data: TopicCB, bot: Bot, services: Services,
-                   conv: Conversation, chat_state: ChatState) -> None:
-    await _deliver_entry(callback, callback_data.faq, via="button", reply_to_question=False, bot=bot,
-                         services=services, conv=conv, chat_state=chat_state)
+async def on_topic(
+    callback: CallbackQuery,
+    callback_data: TopicCB,
+    bot: Bot,
+    services: Services,
+    conv: Conversation,
+    chat_state: ChatState,
+) -> None:
+    await _deliver_entry(
+        callback,
+        callback_data.faq,
+        via="button",
+        reply_to_question=False,
+        bot=bot,
+        services=services,
+        conv=conv,
+        chat_state=chat_state,
+    )
 
 
-async def on_choice(callback: CallbackQuery, callback_data: ChoiceCB, bot: Bot, services: Services,
-                    conv: Conversation, chat_state: ChatState) -> None:
+async def on_choice(
+    callback: CallbackQuery,
+    callback_data: ChoiceCB,
+    bot: Bot,
+    services: Services,
+    conv: Conversation,
+    chat_state: ChatState,
+) -> None:
     if await _asker_only(callback):
         return
-    await _deliver_entry(callback, callback_data.faq, via="choice", reply_to_question=True, bot=bot,
-                         services=services, conv=conv, chat_state=chat_state)
+    await _deliver_entry(
+        callback,
+        callback_data.faq,
+        via="choice",
+        reply_to_question=True,
+        bot=bot,
+        services=services,
+        conv=conv,
+        chat_state=chat_state,
+    )
 
 
-async def on_none_of_these(callback: CallbackQuery, callback_data: NoneCB, bot: Bot, services: Services,
-                           conv: Conversation, chat_state: ChatState) -> None:
+async def on_none_of_these(
+    callback: CallbackQuery,
+    callback_data: NoneCB,
+    bot: Bot,
+    services: Services,
+    conv: Conversation,
+    chat_state: ChatState,
+) -> None:
     if await _asker_only(callback):
         return
     services.answerer.feedback(callback_data.turn, FeedbackKind.NONE)
@@ -233,8 +330,11 @@ async def on_none_of_these(callback: CallbackQuery, callback_data: NoneCB, bot: 
     await callback.answer()
     target = _callback_target(callback, reply_to_question=True)
     if target is not None:
-        markup = (InlineKeyboardMarkup(inline_keyboard=[notify_row(callback_data.turn, chat_state.traditional)])
-                  if target.private else None)  # 有答案时通知我 (bot/telegram/notify.py)
+        markup = (
+            InlineKeyboardMarkup(inline_keyboard=[notify_row(callback_data.turn, chat_state.traditional)])
+            if target.private
+            else None
+        )  # 有答案时通知我 (bot/telegram/notify.py)
         await send_texts(bot, target, [Text(_localized(texts.NONE_OF_THESE_ACK, chat_state.traditional))], markup)
 
 

@@ -3,6 +3,7 @@
 Callback data is untrusted input: a client can send any string. Every factory constrains its fields, so forged
 or malformed data fails to unpack, matches no handler and ends in the polite catch-all in `handlers.py`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -98,8 +99,9 @@ def answer_keyboard(reply: Reply, *, notify: bool = False) -> InlineKeyboardMark
     turn = str(reply.turn_id)
     if reply.route is Route.CLARIFY and reply.choices:
         for c in reply.choices:
-            rows.append([InlineKeyboardButton(text=_label(c, reply.traditional),
-                                              callback_data=_data(ChoiceCB, turn, c.faq_id))])
+            rows.append(
+                [InlineKeyboardButton(text=_label(c, reply.traditional), callback_data=_data(ChoiceCB, turn, c.faq_id))]
+            )
         rows.append([InlineKeyboardButton(text=texts.NONE_OF_THESE, callback_data=_data(NoneCB, turn))])
     elif reply.choices:
         for c in reply.choices:
@@ -107,10 +109,14 @@ def answer_keyboard(reply: Reply, *, notify: bool = False) -> InlineKeyboardMark
     if notify and offers_notify(reply):
         rows.append(notify_row(turn, reply.traditional))
     if wants_feedback(reply):
-        rows.append([
-            InlineKeyboardButton(text=texts.TG_THUMBS_UP, callback_data=_data(FeedbackCB, turn, FeedbackKind.UP)),
-            InlineKeyboardButton(text=texts.TG_THUMBS_DOWN, callback_data=_data(FeedbackCB, turn, FeedbackKind.DOWN)),
-        ])
+        rows.append(
+            [
+                InlineKeyboardButton(text=texts.TG_THUMBS_UP, callback_data=_data(FeedbackCB, turn, FeedbackKind.UP)),
+                InlineKeyboardButton(
+                    text=texts.TG_THUMBS_DOWN, callback_data=_data(FeedbackCB, turn, FeedbackKind.DOWN)
+                ),
+            ]
+        )
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
@@ -118,8 +124,11 @@ def without_feedback_row(markup: InlineKeyboardMarkup | None) -> InlineKeyboardM
     """The same keyboard minus the 👍 / 👎 row (after the user has voted)."""
     if markup is None:
         return None
-    rows = [row for row in markup.inline_keyboard
-            if not any((btn.callback_data or "").startswith(FeedbackCB.__prefix__ + ":") for btn in row)]
+    rows = [
+        row
+        for row in markup.inline_keyboard
+        if not any((btn.callback_data or "").startswith(FeedbackCB.__prefix__ + ":") for btn in row)
+    ]
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 

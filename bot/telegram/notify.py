@@ -5,6 +5,7 @@ stores the chat id (``storage.subscriptions``) after checking that the turn belo
 logged user pseudonym must be theirs: callback data can be forged). ``deliver_follow_ups`` runs after an admin's
 ``/reload`` and when the bot starts (a restart is a reload too).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,9 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot.answering import texts
-from bot.curation.suggest import turn_owner_and_question
 from bot.answering.follow_ups import follow_up
 from bot.app.services import Services
+from bot.curation.suggest import turn_owner_and_question
 from bot.telegram.conversations import ChatState
 from bot.telegram.filters import inline
 from bot.telegram.keyboards import NotifyCB
@@ -29,8 +30,9 @@ log = logging.getLogger("faqbot.telegram")
 CHANNEL = "telegram"
 
 
-async def on_notify(callback: CallbackQuery, callback_data: NotifyCB, services: Services,
-                    chat_state: ChatState) -> None:
+async def on_notify(
+    callback: CallbackQuery, callback_data: NotifyCB, services: Services, chat_state: ChatState
+) -> None:
     log_ = services.turn_log
     msg = callback.message
     if log_ is None or not isinstance(msg, Message):
@@ -45,13 +47,21 @@ async def on_notify(callback: CallbackQuery, callback_data: NotifyCB, services: 
         await callback.answer(texts.STALE_BUTTON)  # someone else's turn, or unknown: as for any forged button
         return
     new = await asyncio.to_thread(
-        subscriptions.subscribe, subscriptions.path_for(services.settings.db), channel=CHANNEL,
-        chat_id=str(msg.chat.id), turn_id=callback_data.turn, question=found[1].strip(),
-        traditional=chat_state.traditional)
+        subscriptions.subscribe,
+        subscriptions.path_for(services.settings.db),
+        channel=CHANNEL,
+        chat_id=str(msg.chat.id),
+        turn_id=callback_data.turn,
+        question=found[1].strip(),
+        traditional=chat_state.traditional,
+    )
     await callback.answer(texts.NOTIFY_OK if new else texts.NOTIFY_ALREADY)
     try:  # one press is enough: take the button away
-        rows = [row for row in (msg.reply_markup.inline_keyboard if msg.reply_markup else [])
-                if not any((b.callback_data or "").startswith(NotifyCB.__prefix__ + ":") for b in row)]
+        rows = [
+            row
+            for row in (msg.reply_markup.inline_keyboard if msg.reply_markup else [])
+            if not any((b.callback_data or "").startswith(NotifyCB.__prefix__ + ":") for b in row)
+        ]
         await msg.edit_reply_markup(reply_markup=InlineKeyboardMarkup(inline_keyboard=rows) if rows else None)
     except TelegramBadRequest as exc:
         log.debug("could not remove the notify button: %s", exc.message)

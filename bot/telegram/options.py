@@ -2,6 +2,7 @@
 
 Production uses the defaults; tests pass smaller values (e.g. a 0.2 s edit interval) to stay fast.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 Telegram limits a message to 4096 UTF-16 code units; aiogram has no splitter, so `split_text` cuts at sentence
 boundaries (Chinese and Western sentence ends, line breaks) and only cuts inside a sentence that alone is too long.
 """
+
 from __future__ import annotations
 
 from aiogram.utils.formatting import Bold, Text

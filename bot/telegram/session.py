@@ -7,6 +7,7 @@ WAS carried out: a version skew, an emulator, a proxy that rewrites bodies). The
 the status code does. `UnreadableResponse` is that exception with ``status_code`` added, so the retry logic can
 tell "not delivered" from "delivered, but unreadable".
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -33,8 +34,9 @@ class UnreadableResponse(ClientDecodeError):
 class BotSession(AiohttpSession):
     """``AiohttpSession`` whose unreadable answers raise `UnreadableResponse` (with the HTTP status)."""
 
-    def check_response(self, bot: Bot, method: TelegramMethod[TelegramType], status_code: int,
-                       content: str) -> Response[TelegramType]:
+    def check_response(
+        self, bot: Bot, method: TelegramMethod[TelegramType], status_code: int, content: str
+    ) -> Response[TelegramType]:
         try:
             return super().check_response(bot, method, status_code, content)
         except ClientDecodeError as exc:

@@ -1,4 +1,5 @@
 """Settings of the Telegram transport (the ``TELEGRAM_*`` names are Telegram's own; the rest are FAQBOT_*)."""
+
 from __future__ import annotations
 
 from pydantic import Field, SecretStr

@@ -1,4 +1,5 @@
 """The answering core: bad input, conversations (numbered clarify answers), personal data, reload, the log."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,8 +22,22 @@ def conv() -> Conversation:
 
 
 # -- bad input --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("question", ["", " ", "   \n\t  ", "\u3000\u3000", "？？！！。。", "...", "😀👍🎉", "🙏🏻❤️",
-                                      "\x00\x01\x02", "\u200b\u200d\ufeff", "\u202e\u2066"])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "",
+        " ",
+        "   \n\t  ",
+        "\u3000\u3000",
+        "？？！！。。",
+        "...",
+        "😀👍🎉",
+        "🙏🏻❤️",
+        "\x00\x01\x02",
+        "\u200b\u200d\ufeff",
+        "\u202e\u2066",
+    ],
+)
 def test_empty_like_input_gets_a_prompt(answerer, question):
     reply = answerer.match(question)
     assert reply.route is Route.NONE
@@ -80,8 +95,17 @@ def test_control_and_zero_width_characters_stripped(answerer):
     assert (dirty.route, dirty.faq_id) == (plain.route, plain.faq_id) == (Route.FAQ, "lost_reissue")
 
 
-@pytest.mark.parametrize("question", ["lost my card", "I lost my social security card", "How do I reset my password?",
-                                      "hello world 123", "DROP TABLE turns;--", "<script>alert(1)</script>"])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "lost my card",
+        "I lost my social security card",
+        "How do I reset my password?",
+        "hello world 123",
+        "DROP TABLE turns;--",
+        "<script>alert(1)</script>",
+    ],
+)
 def test_english_and_junk_never_crash(answerer, question):
     reply = answerer.match(question)
     assert reply.route in (Route.NONE, Route.CLARIFY, Route.FAQ)
@@ -250,7 +274,7 @@ def test_reload_picks_up_changes_and_keeps_running_version_on_error(settings, kn
     assert kb2.version != v1 and a.kb is kb2
     assert a.match("社保卡叫狗叼走了").faq_id == "lost_reissue"
 
-    f.write_text(good.replace('section = 9', 'section = 99'), encoding="utf-8")
+    f.write_text(good.replace("section = 9", "section = 99"), encoding="utf-8")
     with pytest.raises(KnowledgeError) as exc:
         a.reload()
     assert "09_lost_reissue.toml" in str(exc.value)
@@ -283,23 +307,28 @@ def test_turn_ids_sort_in_the_order_they_were_made():
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 20 and int(i, 16) >= 0 for i in ids)
     # Within a millisecond the next id is not simply the previous one plus one (a forged 👍 must not be easy).
-    same_ms = [(int(a[12:], 16), int(b[12:], 16)) for a, b in zip(ids, ids[1:]) if a[:12] == b[:12]]
+    same_ms = [(int(a[12:], 16), int(b[12:], 16)) for a, b in zip(ids, ids[1:], strict=False) if a[:12] == b[:12]]
     assert same_ms and sum(b - a == 1 for a, b in same_ms) < len(same_ms) / 100
     # The leading 12 hex digits are the wall-clock millisecond (not drifted far ahead by the counting).
     assert abs(int(ids[-1][:12], 16) - time.time() * 1000) < 5000
 
 
-BACKGROUND = ("我是外地来石家庄打工的，平时上班很忙，单位给我们交的社保，前几年在单位统一办了社保卡。"
-              "上周末我带着孩子去公园玩，人特别多，回家以后才发现钱包不见了，里面有银行卡、会员卡，还有一些现金。"
-              "我打电话给银行把银行卡冻结了，可是别的卡我也不知道该找谁，家里老人说看病要用这张卡，我有点着急。"
-              "今天我请了半天假，想趁着有空把事情办了，又怕跑错地方白跑一趟，所以先在网上问问。")
+BACKGROUND = (
+    "我是外地来石家庄打工的，平时上班很忙，单位给我们交的社保，前几年在单位统一办了社保卡。"
+    "上周末我带着孩子去公园玩，人特别多，回家以后才发现钱包不见了，里面有银行卡、会员卡，还有一些现金。"
+    "我打电话给银行把银行卡冻结了，可是别的卡我也不知道该找谁，家里老人说看病要用这张卡，我有点着急。"
+    "今天我请了半天假，想趁着有空把事情办了，又怕跑错地方白跑一趟，所以先在网上问问。"
+)
 
 
-@pytest.mark.parametrize("bare_question, faq_id", [
-    ("请问社保卡丢了怎么补办？", "lost_reissue"),
-    ("我想知道电子社保卡的登录密码忘了怎么办？", "reset_password"),
-    ("社保卡绑定的手机号怎么改？", "change_phone"),
-])
+@pytest.mark.parametrize(
+    "bare_question, faq_id",
+    [
+        ("请问社保卡丢了怎么补办？", "lost_reissue"),
+        ("我想知道电子社保卡的登录密码忘了怎么办？", "reset_password"),
+        ("社保卡绑定的手机号怎么改？", "change_phone"),
+    ],
+)
 def test_background_does_not_drown_the_question(answerer, bare_question, faq_id):
     """A ~300-character message with one clear question gets the same answer as the bare question."""
     bare = answerer.match(bare_question)
@@ -316,12 +345,15 @@ def kb_answer_in(reply, answerer, faq_id: str) -> bool:
 
 
 # -- places outside Hebei ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("question, place, faq_id", [
-    ("我在长沙，电子社保卡怎么激活？", "长沙", "apply"),
-    ("昆山的社保卡丢了怎么补办", "昆山", "lost_reissue"),
-    ("广东省的电子社保卡登录密码忘了怎么办", "广东", "reset_password"),
-    ("我在大同市，社保卡上的名字怎么改", "大同", "change_name"),
-])
+@pytest.mark.parametrize(
+    "question, place, faq_id",
+    [
+        ("我在长沙，电子社保卡怎么激活？", "长沙", "apply"),
+        ("昆山的社保卡丢了怎么补办", "昆山", "lost_reissue"),
+        ("广东省的电子社保卡登录密码忘了怎么办", "广东", "reset_password"),
+        ("我在大同市，社保卡上的名字怎么改", "大同", "change_name"),
+    ],
+)
 def test_another_place_is_answered_with_a_note(answerer, question, place, faq_id):
     reply = answerer.match(question)
     assert (reply.route, reply.faq_id) == (Route.FAQ, faq_id), (reply.reason, reply.candidates[:3])
@@ -339,8 +371,10 @@ def test_place_note_in_traditional_and_for_unnamed_elsewhere(answerer):
     assert reply.reason == "confident;elsewhere"
 
 
-@pytest.mark.parametrize("question", ["社保卡丢了怎么办", "石家庄的社保卡丢了怎么办", "河北省电子社保卡怎么申领",
-                                      "电子社保卡和实体卡大同小异吗"])
+@pytest.mark.parametrize(
+    "question",
+    ["社保卡丢了怎么办", "石家庄的社保卡丢了怎么办", "河北省电子社保卡怎么申领", "电子社保卡和实体卡大同小异吗"],
+)
 def test_no_place_note_for_hebei_or_ordinary_words(answerer, question):
     reply = answerer.match(question)
     assert "您提到了" not in reply.text and texts.ELSEWHERE_NOTE not in reply.text, reply.text
@@ -357,13 +391,16 @@ def test_half_covered_question_gets_the_entry_and_what_the_faq_does_not_say(answ
     assert reply.reason == "confident;partial:lift_loss"
 
 
-@pytest.mark.parametrize("question, aspect_id, faq_id", [
-    ("补办一张社保卡要交多少钱", "fee", "lost_reissue"),
-    ("社保卡丢了补办下来要等几天", "duration", "lost_reissue"),
-    ("人在外地，社保卡丢了能不能异地补办", "other_place", "lost_reissue"),
-    ("电子社保卡绑的银行卡想解绑换一张", "unbind", "bind_bank"),
-    ("实体社保卡的医保密码忘了怎么改", "card_password", "reset_password"),
-])
+@pytest.mark.parametrize(
+    "question, aspect_id, faq_id",
+    [
+        ("补办一张社保卡要交多少钱", "fee", "lost_reissue"),
+        ("社保卡丢了补办下来要等几天", "duration", "lost_reissue"),
+        ("人在外地，社保卡丢了能不能异地补办", "other_place", "lost_reissue"),
+        ("电子社保卡绑的银行卡想解绑换一张", "unbind", "bind_bank"),
+        ("实体社保卡的医保密码忘了怎么改", "card_password", "reset_password"),
+    ],
+)
 async def test_question_about_a_detail_the_faq_lacks_gets_the_line_and_choices(answerer, question, aspect_id, faq_id):
     from bot.answering.types import Conversation
 
@@ -408,13 +445,24 @@ async def test_half_covered_reply_is_kept_from_the_llm(tmp_path, kb):
     from bot.app.settings import Settings
     from bot.llm.fallback import LLMFallback
     from tests.conftest import KNOWLEDGE_DIR
-    from tests.fakes.openai_server import FakeOpenAI, reply as llm_reply
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.openai_server import reply as llm_reply
 
     async with FakeOpenAI() as server:
         server.script(llm_reply("可以在河北人社APP申领电子社保卡。[来源: apply]"))
-        s = Settings(db=tmp_path / "faqbot.db", knowledge_dir=KNOWLEDGE_DIR, openai_base_url=server.base_url + "/v1",
-                     openai_api_key=None, openai_model="test-model", llm_timeout=2.0, llm_budget=5.0,
-                     llm_max_retries=0, telegram_bot_token=None, matrix_homeserver=None, transports=[])
+        s = Settings(
+            db=tmp_path / "faqbot.db",
+            knowledge_dir=KNOWLEDGE_DIR,
+            openai_base_url=server.base_url + "/v1",
+            openai_api_key=None,
+            openai_model="test-model",
+            llm_timeout=2.0,
+            llm_budget=5.0,
+            llm_max_retries=0,
+            telegram_bot_token=None,
+            matrix_homeserver=None,
+            transports=[],
+        )
         llm = LLMFallback(s, kb)
         try:
             answerer = Answerer(s, kb, llm=llm)

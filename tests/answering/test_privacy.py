@@ -3,6 +3,7 @@
 Valid IDs and card numbers are built here with helpers written independently of the module (and the helpers are
 checked against published examples), so no expected value is a number copied from the code under test.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import time
 
 import pytest
 
-from storage.secret_key import load_or_create_secret
 from bot.answering.privacy import Masked, mask_pii, pseudonymize, pseudonymize_opt
+from storage.secret_key import load_or_create_secret
 
 ID, PHONE, BANK = "[身份证号]", "[手机号]", "[银行卡号]"
 
@@ -22,7 +23,7 @@ ID, PHONE, BANK = "[身份证号]", "[手机号]", "[银行卡号]"
 def id_check(first17: str) -> str:
     weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
     total = 0
-    for digit, weight in zip(first17, weights):
+    for digit, weight in zip(first17, weights, strict=False):
         total += int(digit) * weight
     return "10X98765432"[total % 11]
 
@@ -268,18 +269,35 @@ def gen_card(rng) -> str:
 def groups(number: str, sizes: list[int]) -> list[str]:
     out, pos = [], 0
     for n in sizes:
-        out.append(number[pos:pos + n])
+        out.append(number[pos : pos + n])
         pos += n
     if pos < len(number):
         out.append(number[pos:])
     return out
 
 
-CIRCLED = dict(zip("0123456789", "⓪①②③④⑤⑥⑦⑧⑨"))
-DINGBAT = dict(zip("0123456789", "⓿❶❷❸❹❺❻❼❽❾"))
+CIRCLED = dict(zip("0123456789", "⓪①②③④⑤⑥⑦⑧⑨", strict=False))
+DINGBAT = dict(zip("0123456789", "⓿❶❷❸❹❺❻❼❽❾", strict=False))
 MATH = {d: chr(0x1D7CE + int(d)) for d in "0123456789"}  # mathematical bold digits
-SEPARATORS = [".", "/", "-", " ", "  ", "\u3000", "\u00a0", "．", "／", "－", "—", "_", "·", " - ", "\u2060",
-              "\u200b", "\u200b \u200b"]
+SEPARATORS = [
+    ".",
+    "/",
+    "-",
+    " ",
+    "  ",
+    "\u3000",
+    "\u00a0",
+    "．",
+    "／",
+    "－",
+    "—",
+    "_",
+    "·",
+    " - ",
+    "\u2060",
+    "\u200b",
+    "\u200b \u200b",
+]
 
 
 def spellings(number: str, sizes: list[int], rng) -> list[str]:
@@ -409,7 +427,7 @@ def _mode(path) -> int:
 
 def test_configured_secret_wins(tmp_path):
     path = tmp_path / "secret"
-    assert load_or_create_secret("my configured secret", path) == "my configured secret".encode()
+    assert load_or_create_secret("my configured secret", path) == b"my configured secret"
     assert not path.exists()
 
 
@@ -482,8 +500,13 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(su
 
     async with FakeOpenAI() as fake:
         fake.script(*[reply("可以在河北人社APP申领。[来源: apply]") for _ in questions])
-        env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_MODEL="m", FAQBOT_LLM_MAX_RETRIES="0",
-                   FAQBOT_SECRET="pseudonym-secret-for-tests")
+        env = dict(
+            subprocess_env,
+            OPENAI_BASE_URL=fake.base_url + "/v1",
+            OPENAI_MODEL="m",
+            FAQBOT_LLM_MAX_RETRIES="0",
+            FAQBOT_SECRET="pseudonym-secret-for-tests",
+        )
         code, out, err = await run("ask", "--json", "--log", stdin="\n".join(questions) + "\n")
         assert code == 0, err
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]

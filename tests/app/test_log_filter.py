@@ -1,4 +1,5 @@
 """Tests for bot.app.log_filter with real logging handlers writing to StringIO."""
+
 from __future__ import annotations
 
 import io
@@ -202,9 +203,7 @@ def test_install_redaction_attaches_to_library_loggers_and_is_not_duplicated(roo
     for name in LIBRARY_LOGGERS:
         filters = [f for f in logging.getLogger(name).filters if isinstance(f, RedactSecretsFilter)]
         assert len(filters) == 1
-    root_filters = [
-        f for h in logging.getLogger().handlers for f in h.filters if isinstance(f, RedactSecretsFilter)
-    ]
+    root_filters = [f for h in logging.getLogger().handlers for f in h.filters if isinstance(f, RedactSecretsFilter)]
     assert root_filters and len(root_filters) == len(logging.getLogger().handlers)
     logging.getLogger("mautrix.client").warning("key %s", API_KEY)
     assert "key ***" in root_capture.getvalue()
@@ -229,10 +228,17 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subproce
 
     async with FakeOpenAI() as fake:
         message = f"Incorrect API key provided: {key} (also tried {other})"
-        fake.script(status(401, {"error": {"message": message, "type": "invalid_request_error",
-                                           "code": "invalid_api_key"}}))
-        env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_API_KEY=key,
-                   FAQBOT_LLM_MAX_RETRIES="0", FAQBOT_SECRET="pseudonym-secret-for-tests", FAQBOT_LOG_LEVEL="DEBUG")
+        fake.script(
+            status(401, {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}})
+        )
+        env = dict(
+            subprocess_env,
+            OPENAI_BASE_URL=fake.base_url + "/v1",
+            OPENAI_API_KEY=key,
+            FAQBOT_LLM_MAX_RETRIES="0",
+            FAQBOT_SECRET="pseudonym-secret-for-tests",
+            FAQBOT_LOG_LEVEL="DEBUG",
+        )
         code, out, err = await run("ask", "--json", "--log", "办这个东西要不要收钱")
     assert code == 0, err
     [row] = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -275,7 +281,9 @@ def test_personal_data_is_masked_in_messages_and_tracebacks(capture):
     logger, stream = _with_filter(capture)
     ident = "11010519491231002X"
     try:
-        raise ValueError(f"Content: {{'from': {{'first_name': '王小明', 'username': 'wxm_88'}}, 'text': '证件{ident}'}}")
+        raise ValueError(
+            f"Content: {{'from': {{'first_name': '王小明', 'username': 'wxm_88'}}, 'text': '证件{ident}'}}"
+        )
     except ValueError:
         logger.exception("could not parse an update from %s", "王小明")
     out = stream.getvalue()
@@ -310,14 +318,29 @@ def test_prefilter_skips_no_secret_in_printed_lines():
     secrets = [API_KEY, PASSWORD, "中文口令abcdef"]
     redact = secret_redactor(secrets)
     values = {s for s in secrets} | {quote(s, safe="") for s in secrets}
-    full = re.compile("|".join([re.escape(s) for s in sorted(values, key=len, reverse=True)]
-                               + [BOT_TOKEN_RE, API_KEY_RE]))
-    row = {"id": "0192f3a4b5c6", "ts": "2026-11-29T21:58:57.123Z", "question": "电子社保卡怎么申领？",
-           "answer": "登录国家社会保险公共服务平台……", "candidates": [["3", 3, 0.91]]}
+    full = re.compile(
+        "|".join([re.escape(s) for s in sorted(values, key=len, reverse=True)] + [BOT_TOKEN_RE, API_KEY_RE])
+    )
+    row = {
+        "id": "0192f3a4b5c6",
+        "ts": "2026-11-29T21:58:57.123Z",
+        "question": "电子社保卡怎么申领？",
+        "answer": "登录国家社会保险公共服务平台……",
+        "candidates": [["3", 3, 0.91]],
+    }
     plain = json.dumps(row, ensure_ascii=False)
     assert redact(plain) == plain
-    hidden = [TOKEN, API_KEY, PASSWORD, quote(PASSWORD, safe=""), "中文口令abcdef", "sk-otherkey0123456789abc",
-              "987654321:" + "Z" * 35, "BeArEr abcdefghijklmnop.qrs", "BEARER  XYZabcdefghijkl=="]
+    hidden = [
+        TOKEN,
+        API_KEY,
+        PASSWORD,
+        quote(PASSWORD, safe=""),
+        "中文口令abcdef",
+        "sk-otherkey0123456789abc",
+        "987654321:" + "Z" * 35,
+        "BeArEr abcdefghijklmnop.qrs",
+        "BEARER  XYZabcdefghijkl==",
+    ]
     texts = [plain, "", "::::", "sk-", "bearer", "12:34:56 " + "a" * 29, "12:" + "a" * 30]
     for secret in hidden:
         line = json.dumps({**row, "llm_raw": f"Incorrect API key provided: {secret}"}, ensure_ascii=False)

@@ -2,6 +2,7 @@
 
 `.env.example` documents every setting, every variable it names sets its field (through the environment and through
 `.env`), and the "is Telegram / Matrix configured" questions have one answer each."""
+
 from __future__ import annotations
 
 import re
@@ -112,23 +113,27 @@ def test_bare_field_names_in_the_environment_are_not_read(clean_env, monkeypatch
     assert s.db == Path("data/faqbot.db") and s.llm_top_k == 4
 
 
-@pytest.mark.parametrize("env, telegram", [({}, False), ({"TELEGRAM_BOT_TOKEN": ""}, False),
-                                           ({"TELEGRAM_BOT_TOKEN": "1:abc"}, True)])
+@pytest.mark.parametrize(
+    "env, telegram", [({}, False), ({"TELEGRAM_BOT_TOKEN": ""}, False), ({"TELEGRAM_BOT_TOKEN": "1:abc"}, True)]
+)
 def test_telegram_configured(clean_env, monkeypatch, env, telegram):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert Settings().telegram_configured is telegram
 
 
-@pytest.mark.parametrize("env, configured, requested", [
-    ({}, False, False),
-    ({"MATRIX_HOMESERVER": "http://h"}, False, False),
-    ({"MATRIX_HOMESERVER": "http://h", "MATRIX_ACCESS_TOKEN": "t"}, True, True),
-    ({"MATRIX_HOMESERVER": "http://h", "MATRIX_ACCESS_TOKEN": ""}, False, False),
-    ({"MATRIX_HOMESERVER": "http://h", "MATRIX_USER_ID": "@b:h"}, False, True),  # the runner names what is missing
-    ({"MATRIX_HOMESERVER": "http://h", "MATRIX_USER_ID": "@b:h", "MATRIX_PASSWORD": "p"}, True, True),
-    ({"MATRIX_ACCESS_TOKEN": "t"}, False, False),
-])
+@pytest.mark.parametrize(
+    "env, configured, requested",
+    [
+        ({}, False, False),
+        ({"MATRIX_HOMESERVER": "http://h"}, False, False),
+        ({"MATRIX_HOMESERVER": "http://h", "MATRIX_ACCESS_TOKEN": "t"}, True, True),
+        ({"MATRIX_HOMESERVER": "http://h", "MATRIX_ACCESS_TOKEN": ""}, False, False),
+        ({"MATRIX_HOMESERVER": "http://h", "MATRIX_USER_ID": "@b:h"}, False, True),  # the runner names what is missing
+        ({"MATRIX_HOMESERVER": "http://h", "MATRIX_USER_ID": "@b:h", "MATRIX_PASSWORD": "p"}, True, True),
+        ({"MATRIX_ACCESS_TOKEN": "t"}, False, False),
+    ],
+)
 def test_matrix_configured(clean_env, monkeypatch, env, configured, requested):
     for k, v in env.items():
         monkeypatch.setenv(k, v)

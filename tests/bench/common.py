@@ -1,4 +1,5 @@
 """Shared helpers for the benchmarks: statistics, machine description, clean settings and environments."""
+
 from __future__ import annotations
 
 import os
@@ -92,11 +93,26 @@ def _version(dist: str) -> str:
 
 def _git_head() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         # BENCHMARKS.md itself is rewritten by every run: its own change does not make the code "uncommitted".
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":(exclude)BENCHMARKS.md"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)BENCHMARKS.md",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -117,8 +133,10 @@ def machine() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "sqlite": __import__("sqlite3").sqlite_version,
-        "packages": {d: _version(d) for d in ("aiogram", "openai", "aiosqlite", "rapidfuzz", "opencc", "aiohttp",
-                                               "pydantic-settings", "psutil")},
+        "packages": {
+            d: _version(d)
+            for d in ("aiogram", "openai", "aiosqlite", "rapidfuzz", "opencc", "aiohttp", "pydantic-settings", "psutil")
+        },
         "git": _git_head(),
         "loadavg_at_start": tuple(round(x, 2) for x in load),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),

@@ -4,6 +4,7 @@
 
 Long polling with aiogram's defaults; every text message is answered with its own text. SIGTERM/SIGINT stop it.
 """
+
 from __future__ import annotations
 
 import asyncio

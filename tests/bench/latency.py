@@ -1,4 +1,5 @@
 """In-process answering latency (shipped FAQ and generated knowledge bases), logging on vs off, log writer rows/s."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.bench.common import settings as bench_settings, summary_ms
+from tests.bench.common import settings as bench_settings
+from tests.bench.common import summary_ms
 from tests.bench.queries import query_mix, query_mix_tagged
 
 
@@ -61,8 +63,9 @@ async def _time_answer(answerer, questions: list[str]) -> tuple[list[int], list[
     return samples, cpu
 
 
-def latency_for_kb(kb_dir: Path | None = None, *, n: int = 2000, extra: list[str] | None = None,
-                   label: str = "shipped FAQ") -> dict:
+def latency_for_kb(
+    kb_dir: Path | None = None, *, n: int = 2000, extra: list[str] | None = None, label: str = "shipped FAQ"
+) -> dict:
     """p50/p99 of `Answerer.match` and `await Answerer.answer` (no LLM, no log) over a query mix of `n` questions."""
     answerer, setup = _load(kb_dir)
     tagged = query_mix_tagged(n, extra=extra)
@@ -81,7 +84,7 @@ def latency_for_kb(kb_dir: Path | None = None, *, n: int = 2000, extra: list[str
     # Which kinds of question make the slowest 1% (by answer CPU time), and each kind's CPU p50.
     slowest = sorted(range(n), key=lambda i: answer_cpu[i], reverse=True)[: max(1, n // 100)]
     by_kind: dict[str, list[int]] = {}
-    for k, c in zip(kinds, answer_cpu):
+    for k, c in zip(kinds, answer_cpu, strict=False):
         by_kind.setdefault(k, []).append(c)
     return {
         "label": label,
@@ -95,7 +98,9 @@ def latency_for_kb(kb_dir: Path | None = None, *, n: int = 2000, extra: list[str
         "answer_cpu": summary_ms(answer_cpu),
         "slowest_1pct_kinds": dict(Counter(kinds[i] for i in slowest).most_common()),
         "answer_cpu_p50_by_kind": {k: summary_ms(v)["p50_ms"] for k, v in sorted(by_kind.items())},
-        "answer_p99_without_long_ms": summary_ms([t for t, k in zip(answer_ns, kinds) if k != "long"])["p99_ms"],
+        "answer_p99_without_long_ms": summary_ms([t for t, k in zip(answer_ns, kinds, strict=False) if k != "long"])[
+            "p99_ms"
+        ],
         **setup,
     }
 
@@ -141,8 +146,10 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
     on = Answerer(s, kb, turn_sink=turn_log)
     queued = Answerer(s, kb, turn_sink=unwritten)
     questions = query_mix(n, seed=23)
-    convs = [Conversation(channel="bench", chat_id=str(1000 + i), chat_type="private", user_id=str(1000 + i))
-             for i in range(32)]
+    convs = [
+        Conversation(channel="bench", chat_id=str(1000 + i), chat_type="private", user_id=str(1000 + i))
+        for i in range(32)
+    ]
     for q in questions[:100]:  # warm-up
         await off.answer(q, convs[0])
         await on.answer(q, convs[0])
@@ -155,7 +162,7 @@ async def _log_compare(n: int, block: int, db: Path) -> dict:
     gc.collect()
     t_start = time.perf_counter()
     for start in range(0, n, block):
-        chunk = questions[start:start + block]
+        chunk = questions[start : start + block]
         # Rotate which side goes first, so drift and the writer's leftovers hit all sides alike.
         sides = [("off", off), ("on", on), ("queued", queued)]
         k = (start // block) % 3
@@ -227,8 +234,10 @@ async def _writer_rows(n: int, db: Path) -> dict:
     answerer = Answerer(bench_settings(db=db))
     questions = query_mix(min(n, 500), seed=5)
     replies = [answerer.match(q) for q in questions]
-    convs = [Conversation(channel="telegram", chat_id=str(5000 + i), chat_type="private", user_id=str(5000 + i))
-             for i in range(200)]
+    convs = [
+        Conversation(channel="telegram", chat_id=str(5000 + i), chat_type="private", user_id=str(5000 + i))
+        for i in range(200)
+    ]
     turn_log = TurnLog(db, secret=b"bench-secret-0123456789abcdef")
     await turn_log.start()
     await turn_log.flush()
@@ -260,8 +269,8 @@ async def _writer_rows(n: int, db: Path) -> dict:
         "record_us_per_row": (t_recorded - t0) / n * 1e6,
         "seconds": t1 - t0,
         "rows_per_s": n / (t1 - t0),
-        "db_bytes": db.stat().st_size + (db.with_name(db.name + "-wal").stat().st_size
-                                         if db.with_name(db.name + "-wal").exists() else 0),
+        "db_bytes": db.stat().st_size
+        + (db.with_name(db.name + "-wal").stat().st_size if db.with_name(db.name + "-wal").exists() else 0),
     }
 
 

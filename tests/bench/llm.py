@@ -7,6 +7,7 @@ Two views, same questions (the share of the query mix the core sends to the LLM:
     in the first entry it was sent), minus the time the server spent on the request. What remains is everything
     on our side, including the openai client and the loopback HTTP.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,8 @@ import re
 import time
 from collections import Counter
 
-from tests.bench.common import settings as bench_settings, summary_ms
+from tests.bench.common import settings as bench_settings
+from tests.bench.common import summary_ms
 from tests.bench.queries import query_mix
 
 _ENTRY_RE = re.compile(r"<<<FAQ id=([A-Za-z0-9_\-]+) section=\d+>>>\n问：.*?\n答：(.*?)\n<<<END>>>", re.S)
@@ -53,9 +55,9 @@ def _llm_questions(answerer, n: int) -> list[str]:
 def _direct(n: int) -> dict:
     from bot.answering import texts
     from bot.answering.answerer import Answerer
+    from bot.answering.types import Conversation
     from bot.llm import guard
     from bot.llm.fallback import DraftFilter, LLMFallback
-    from bot.answering.types import Conversation
     from knowledge.loader import load_knowledge
 
     s = bench_settings(openai_base_url="http://127.0.0.1:9/v1", llm_mode="generate")
@@ -92,9 +94,15 @@ def _direct(n: int) -> dict:
         t3 = clock()
         drafts = DraftFilter(llm.leak, hold=max(len(llm.canary), guard.LEAK_CHARS))
         for j in range(0, len(answer), 8):
-            drafts.feed(answer[j:j + 8])
-        v = guard.check(answer, context={e.id: e for e in prep.entries}, refusal=llm.prompts.refusal,
-                        leak=llm.leak, boilerplate=boiler, threshold=llm.guard_threshold)
+            drafts.feed(answer[j : j + 8])
+        v = guard.check(
+            answer,
+            context={e.id: e for e in prep.entries},
+            refusal=llm.prompts.refusal,
+            leak=llm.leak,
+            boilerplate=boiler,
+            threshold=llm.guard_threshold,
+        )
         t4 = clock()
         c1 = cpu_clock()
         parts["retrieval"].append(t1 - t0)
@@ -119,8 +127,8 @@ async def _end_to_end(n: int) -> dict:
     from aiohttp import web
 
     from bot.answering.answerer import Answerer
-    from bot.llm.fallback import LLMFallback
     from bot.answering.types import Conversation, Route
+    from bot.llm.fallback import LLMFallback
     from knowledge.loader import load_knowledge
     from tests.fakes.openai_server import Behaviour, FakeOpenAI, split_text
 
@@ -137,8 +145,9 @@ async def _end_to_end(n: int) -> dict:
             return web.json_response(ctx.completion(text))
 
     async with FakeOpenAI(default=GroundedAtOnce(), api_key="bench-key") as fake:
-        s = bench_settings(openai_base_url=fake.base_url + "/v1", openai_api_key="bench-key", llm_max_retries=0,
-                           llm_mode="generate")
+        s = bench_settings(
+            openai_base_url=fake.base_url + "/v1", openai_api_key="bench-key", llm_max_retries=0, llm_mode="generate"
+        )
         kb = load_knowledge()
         llm = LLMFallback(s, kb)
         answerer = Answerer(s, kb, llm=llm)
@@ -176,8 +185,9 @@ async def _end_to_end(n: int) -> dict:
         for messages in prompts[:10] + prompts:
             before = len(fake.calls)
             t0 = clock()
-            stream = await client.chat.completions.create(model=s.openai_model, messages=messages, stream=True,
-                                                          max_tokens=s.llm_max_tokens, temperature=0.1)
+            stream = await client.chat.completions.create(
+                model=s.openai_model, messages=messages, stream=True, max_tokens=s.llm_max_tokens, temperature=0.1
+            )
             async for _chunk in stream:
                 pass
             dt = clock() - t0
@@ -206,9 +216,9 @@ def _modes(n: int) -> dict:
 
     from bot.answering import texts
     from bot.answering.answerer import Answerer
+    from bot.answering.types import Conversation
     from bot.llm import guard, quote
     from bot.llm.fallback import LLMFallback
-    from bot.answering.types import Conversation
     from knowledge.loader import load_knowledge
     from tests.conftest import DATA_DIR
 
@@ -242,12 +252,17 @@ def _modes(n: int) -> dict:
         quote_ns.append(clock() - t0)
         quote_cpu.append(cpu_clock() - c0)
         assert body.startswith(texts.QUOTE_LEAD)
-        prompt_chars["quote"].append(sum(len(m["content"]) for m in prep.messages)
-                                     + len(json.dumps(quote.response_format(allowed), ensure_ascii=False)))
+        prompt_chars["quote"].append(
+            sum(len(m["content"]) for m in prep.messages)
+            + len(json.dumps(quote.response_format(allowed), ensure_ascii=False))
+        )
         output_chars["quote"].append(len(raw))
         prompt_chars["generate"].append(sum(len(m["content"]) for m in lg.prepare(base, conv).messages))
-    items = [json.loads(line) for line in (DATA_DIR / "guard_answers.jsonl").read_text(encoding="utf-8").splitlines()
-             if line.strip()]
+    items = [
+        json.loads(line)
+        for line in (DATA_DIR / "guard_answers.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     guard_ns: list[int] = []
     guard_cpu: list[int] = []
     for item in items:  # warm-up: each entry's claim index is built once per process (cached by its text)
@@ -257,12 +272,23 @@ def _modes(n: int) -> dict:
             ctx = {i: kb.get(i) for i in item["context"]}
             c0 = cpu_clock()
             t0 = clock()
-            guard.check(item["answer"], context=ctx, refusal=lg.prompts.refusal, leak=lg.leak,
-                        boilerplate=(texts.SOURCE_NOTE, texts.REFERRAL), threshold=lg.guard_threshold)
+            guard.check(
+                item["answer"],
+                context=ctx,
+                refusal=lg.prompts.refusal,
+                leak=lg.leak,
+                boilerplate=(texts.SOURCE_NOTE, texts.REFERRAL),
+                threshold=lg.guard_threshold,
+            )
             guard_ns.append(clock() - t0)
             guard_cpu.append(cpu_clock() - c0)
-    verify_chars = [len(lg.prompts.verify_system) + len(lg.prompts.verify_user) + len(i["answer"])
-                    + sum(len(kb.get(c).answer) + len(kb.get(c).question) for c in i["context"][:1]) for i in items]
+    verify_chars = [
+        len(lg.prompts.verify_system)
+        + len(lg.prompts.verify_user)
+        + len(i["answer"])
+        + sum(len(kb.get(c).answer) + len(kb.get(c).question) for c in i["context"][:1])
+        for i in items
+    ]
     mean = lambda xs: round(sum(xs) / len(xs)) if xs else 0  # noqa: E731
     return {
         "questions": len(bases),
@@ -282,6 +308,5 @@ def llm_overhead(n: int = 300) -> dict:
     why = missing()
     if why:
         return {"skipped": why}
-    out = {"direct": _direct(n), "modes": _modes(n), "end_to_end": asyncio.run(_end_to_end(n)),
-           "target_p99_ms": 5.0}
+    out = {"direct": _direct(n), "modes": _modes(n), "end_to_end": asyncio.run(_end_to_end(n)), "target_p99_ms": 5.0}
     return out

@@ -10,11 +10,11 @@
    turn ids made from the new timestamp, conversations rotate over all users, latencies vary. Every insert goes
    through the schema's triggers (search index, daily summary), as the writer's inserts do.
 """
+
 from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import time
 from pathlib import Path
 
@@ -28,12 +28,20 @@ SECRET = b"bench-secret-0123456789abcdef"
 def unanswered_questions(n: int, seed: int = 3) -> list[str]:
     """`n` questions about other services (city x group x topic x ask), most of them distinct."""
     rng = random.Random(seed)
-    styles = ["{city}{group}{topic}{ask}", "请问{city}的{topic}{ask}", "{group}在{city}{topic}{ask}",
-              "{topic}{ask}", "我是{city}{group}，{topic}{ask}"]
+    styles = [
+        "{city}{group}{topic}{ask}",
+        "请问{city}的{topic}{ask}",
+        "{group}在{city}{topic}{ask}",
+        "{topic}{ask}",
+        "我是{city}{group}，{topic}{ask}",
+    ]
     out = []
     for _ in range(n):
-        out.append(rng.choice(styles).format(city=rng.choice(CITIES), group=rng.choice(GROUPS),
-                                             topic=rng.choice(TOPICS), ask=rng.choice(ASKS)))
+        out.append(
+            rng.choice(styles).format(
+                city=rng.choice(CITIES), group=rng.choice(GROUPS), topic=rng.choice(TOPICS), ask=rng.choice(ASKS)
+            )
+        )
     return out
 
 
@@ -71,8 +79,12 @@ async def _write_base(path: Path, n: int, seed: int) -> dict:
                 user = 10_000 + rng.randrange(2000)
                 conv = Conversation("telegram", str(user), "private", user_id=str(user))
             elif i % 5 == 1:
-                conv = Conversation("matrix", f"!room{rng.randrange(50)}:example.org", "group",
-                                    user_id=f"@u{rng.randrange(2000)}:example.org")
+                conv = Conversation(
+                    "matrix",
+                    f"!room{rng.randrange(50)}:example.org",
+                    "group",
+                    user_id=f"@u{rng.randrange(2000)}:example.org",
+                )
             else:
                 user = 20_000 + rng.randrange(2000)
                 conv = Conversation("telegram", str(user), "private", user_id=str(user))
@@ -99,8 +111,7 @@ def build_base(path: Path, n: int, *, seed: int = 5) -> dict:
     return asyncio.run(_write_base(Path(path), n, seed))
 
 
-def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int = 50_000,
-             progress=None) -> dict:
+def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int = 50_000, progress=None) -> dict:
     """Fill ``dest`` (created with the current schema) with ``total`` turns copied from ``base`` over ``days``."""
     from storage.db import open_db_sync
 
@@ -108,8 +119,9 @@ def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int 
     conn.execute("ATTACH DATABASE ? AS base", (str(base),))
     t0 = time.perf_counter()
     nbase = conn.execute("SELECT count(*) FROM base.turns").fetchone()[0]
-    conn.execute("CREATE TEMP TABLE base_idx AS SELECT rowid AS r, row_number() OVER (ORDER BY rowid) - 1 AS idx "
-                 "FROM base.turns")
+    conn.execute(
+        "CREATE TEMP TABLE base_idx AS SELECT rowid AS r, row_number() OVER (ORDER BY rowid) - 1 AS idx FROM base.turns"
+    )
     conn.execute("CREATE UNIQUE INDEX temp.base_idx_r ON base_idx(r)")
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(
@@ -117,7 +129,9 @@ def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int 
         "INSERT INTO conversations (key, channel, chat_id, chat_type, user_hash, started) "
         "SELECT lower(hex(randomblob(32))), CASE WHEN i % 5 = 1 THEN 'matrix' ELSE 'telegram' END, "
         "lower(hex(randomblob(32))), CASE WHEN i % 5 = 1 THEN 'group' ELSE 'private' END, "
-        "lower(hex(randomblob(32))), '2020-01-01T00:00:00.000Z' FROM n", (users,))
+        "lower(hex(randomblob(32))), '2020-01-01T00:00:00.000Z' FROM n",
+        (users,),
+    )
     conv_lo = conn.execute("SELECT min(id) FROM conversations").fetchone()[0]
     conn.execute("INSERT INTO knowledge_versions SELECT * FROM base.knowledge_versions")
     conn.execute("COMMIT")
@@ -147,12 +161,14 @@ def multiply(base: Path, dest: Path, total: int, *, days: int = 180, users: int 
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
             f"INSERT INTO turns ({', '.join(cols)}) SELECT {select} FROM base.turns b JOIN base_idx i ON i.r = b.rowid "
-            f"WHERE i.idx < {take} ORDER BY i.idx")
+            f"WHERE i.idx < {take} ORDER BY i.idx"
+        )
         conn.execute(
             f"INSERT INTO feedback (turn_id, kind, ts) SELECT printf('%012x%08x', {ms_expr}, {serial}), f.kind, "
             f"strftime('%Y-%m-%dT%H:%M:%f', ({ms_expr} + 20000) / 1000.0, 'unixepoch') || 'Z' "
             f"FROM base.feedback f JOIN base.turns b ON b.id = f.turn_id JOIN base_idx i ON i.r = b.rowid "
-            f"WHERE i.idx < {take} ORDER BY i.idx, f.id")
+            f"WHERE i.idx < {take} ORDER BY i.idx, f.id"
+        )
         conn.execute("COMMIT")
         written += take
         if progress:

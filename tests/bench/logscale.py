@@ -5,6 +5,7 @@ from ``os.wait4``. The same-run baseline is a process that opens the log and run
 While `gaps`, `export` and `replay` run, a ``TurnLog`` in this process keeps logging turns (one every 50 ms) and
 the time from ``record_turn`` to the commit (``flush()``) is the bot's writer lag.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,13 +59,21 @@ def _run(cmd: list[str], env: dict, stdout=subprocess.DEVNULL, cap_s: float | No
     seconds = time.perf_counter() - t0
     reader.join(10)
     err = b"".join(err_chunks).decode(errors="replace")
-    return {"seconds": seconds, "rss_mb": peak, "exit": p.returncode, "stderr": err[-300:], "stopped": stopped,
-            "stdout": b"".join(out_chunks).decode(errors="replace")[-2000:] if stdout is subprocess.PIPE else ""}
+    return {
+        "seconds": seconds,
+        "rss_mb": peak,
+        "exit": p.returncode,
+        "stderr": err[-300:],
+        "stopped": stopped,
+        "stdout": b"".join(out_chunks).decode(errors="replace")[-2000:] if stdout is subprocess.PIPE else "",
+    }
 
 
 def _baseline(db: Path, env: dict) -> dict:
-    code = ("import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); "
-            "print(c.execute('SELECT count(*) FROM turns').fetchone()[0])")
+    code = (
+        "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); "
+        "print(c.execute('SELECT count(*) FROM turns').fetchone()[0])"
+    )
     return _run([sys.executable, "-c", code, str(db)], env)
 
 
@@ -106,8 +115,13 @@ class _Writer:
 
 def _datasette(db: Path, env: dict) -> dict:
     port = free_port()
-    proc = subprocess.Popen([*faqbot_command(), "logs", "serve", "--db", str(db), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    proc = subprocess.Popen(
+        [*faqbot_command(), "logs", "serve", "--db", str(db), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
     name = db.name.rsplit(".", 1)[0]
     out: dict = {}
     try:
@@ -119,22 +133,27 @@ def _datasette(db: Path, env: dict) -> dict:
             except OSError:
                 time.sleep(0.1)
         # The turns table shows its route and channel facets by default: every turns page below computes them.
-        pages = {"table": "/turns", "facets": "/turns?_facet=route&_facet=channel",
-                 "search": "/turns?_search=%E7%A4%BE%E4%BF%9D%E5%8D%A1",  # 社保卡, in about a third of the turns
-                 "search (rare phrase)": "/turns?_search=%E7%A4%BE%E4%BF%9D%E5%8D%A1%E5%AF%86%E7%A0%81",  # 社保卡密码
-                 "search (no hit)": "/turns?_search=%E4%B8%8D%E5%AD%98%E5%9C%A8%E7%9A%84%E8%AF%8D%E8%AF%AD",
-                 "saved search query": "/search_questions?q=%E7%A4%BE%E4%BF%9D%E5%8D%A1",
-                 "summary": "/stats_daily?_facet=route"}
+        pages = {
+            "table": "/turns",
+            "facets": "/turns?_facet=route&_facet=channel",
+            "search": "/turns?_search=%E7%A4%BE%E4%BF%9D%E5%8D%A1",  # 社保卡, in about a third of the turns
+            "search (rare phrase)": "/turns?_search=%E7%A4%BE%E4%BF%9D%E5%8D%A1%E5%AF%86%E7%A0%81",  # 社保卡密码
+            "search (no hit)": "/turns?_search=%E4%B8%8D%E5%AD%98%E5%9C%A8%E7%9A%84%E8%AF%8D%E8%AF%AD",
+            "saved search query": "/search_questions?q=%E7%A4%BE%E4%BF%9D%E5%8D%A1",
+            "summary": "/stats_daily?_facet=route",
+        }
         for key, path in pages.items():
             t0 = time.perf_counter()
             body = urllib.request.urlopen(base + path, timeout=120).read()
             text = body.decode(errors="replace")
             h3 = re.search(r"<h3>(.*?)</h3>", text, re.S)
-            out[key] = {"seconds": time.perf_counter() - t0, "bytes": len(body),
-                        "facet_timed_out": "timed out" in text,
-                        "facets": re.findall(r'id="facet-[^"]*" data-column="([^"]+)"', text),
-                        "heading": re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", h3.group(1))).strip()[:160]
-                        if h3 else ""}
+            out[key] = {
+                "seconds": time.perf_counter() - t0,
+                "bytes": len(body),
+                "facet_timed_out": "timed out" in text,
+                "facets": re.findall(r'id="facet-[^"]*" data-column="([^"]+)"', text),
+                "heading": re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", h3.group(1))).strip()[:160] if h3 else "",
+            }
     finally:
         proc.terminate()
         try:
@@ -194,8 +213,9 @@ def measure(db: Path, *, with_writer: bool = True) -> dict:
             r = _run([*fb, "logs", *args], env, cap_s=cap)
         r["ratio"] = r["seconds"] / res["baseline"]["seconds"]
         res["commands"][label] = r
-        print(f"[logscale] {n:,} turns: {label}: {r['seconds']:.2f} s, {r['rss_mb']:.0f} MB, exit {r['exit']}",
-              flush=True)
+        print(
+            f"[logscale] {n:,} turns: {label}: {r['seconds']:.2f} s, {r['rss_mb']:.0f} MB, exit {r['exit']}", flush=True
+        )
     try:
         res["datasette"] = _datasette(db, env)
     except Exception as exc:  # noqa: BLE001 - the figure is reported as missing, the rest of the run stands
@@ -222,20 +242,24 @@ def measure(db: Path, *, with_writer: bool = True) -> dict:
 def _purge(db: Path, env: dict, baseline_s: float) -> dict:
     """`logs purge --older-than 90d --json` while a TurnLog keeps writing; its JSON (lock times) goes in the result."""
     with _Writer(db) as w:
-        r = _run([*faqbot_command(), "logs", "purge", "--older-than", "90d", "--json", "--db", str(db)], env,
-                 stdout=subprocess.PIPE)
+        r = _run(
+            [*faqbot_command(), "logs", "purge", "--older-than", "90d", "--json", "--db", str(db)],
+            env,
+            stdout=subprocess.PIPE,
+        )
     r["writer_lag_p99_s"] = percentile(w.lags, 99) if w.lags else None
     r["writer_lag_max_s"] = max(w.lags) if w.lags else None
     r["ratio"] = r["seconds"] / baseline_s
     try:
-        r["result"] = json.loads(r["stdout"][r["stdout"].index("{"):])
+        r["result"] = json.loads(r["stdout"][r["stdout"].index("{") :])
     except ValueError:
         r["result"] = {}
     return r
 
 
-def log_at_scale(sizes: tuple[int, ...] = (100_000, 1_000_000), *, n_base: int = 20_000,
-                 workdir: str | None = None) -> dict:
+def log_at_scale(
+    sizes: tuple[int, ...] = (100_000, 1_000_000), *, n_base: int = 20_000, workdir: str | None = None
+) -> dict:
     """Build logs of each size (real writer, then SQL multiplication) and time every review command on them."""
     from tests.bench.logbuild import build_base, multiply
 
@@ -248,8 +272,14 @@ def log_at_scale(sizes: tuple[int, ...] = (100_000, 1_000_000), *, n_base: int =
         out["n_base"] = n_base
         for size in sizes:
             db = Path(tmp) / f"log{size}.db"
-            built = multiply(base, db, size, progress=lambda a, b, s: print(
-                f"[logscale] building {a:,}/{b:,} ({s:.0f} s)", flush=True) if a % 100_000 < n_base else None)
+            built = multiply(
+                base,
+                db,
+                size,
+                progress=lambda a, b, s: (
+                    print(f"[logscale] building {a:,}/{b:,} ({s:.0f} s)", flush=True) if a % 100_000 < n_base else None
+                ),
+            )
             run = measure(db)
             run["build"] = built
             out["runs"].append(run)

@@ -3,6 +3,7 @@
 Run in a child so the figure is the core's own, not the benchmark runner's: `python -m tests.bench.memory N DB`
 prints one JSON object. The core runs with the real SQLite log (WAL, synchronous=FULL) on, as a bot would.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,8 +51,9 @@ async def _child(n: int, db: Path, users: int = 1000) -> dict:
             uid = done % users
             conv = convs.get(uid)
             if conv is None:
-                conv = convs[uid] = Conversation(channel="telegram", chat_id=str(uid), chat_type="private",
-                                                 user_id=str(uid))
+                conv = convs[uid] = Conversation(
+                    channel="telegram", chat_id=str(uid), chat_type="private", user_id=str(uid)
+                )
             await answerer.answer(questions[done % len(questions)], conv)
             done += 1
             if done % 200 == 0:
@@ -61,8 +63,14 @@ async def _child(n: int, db: Path, users: int = 1000) -> dict:
         checkpoints.append({"questions": done, "rss_mb": _rss_mb()})
     committed = services.turn_log.committed
     await services.aclose()
-    return {"interpreter_rss_mb": bare, "idle_rss_mb": idle, "after_traditional_rss_mb": after_traditional,
-            "checkpoints": checkpoints, "turns_logged": committed, "users": len(convs)}
+    return {
+        "interpreter_rss_mb": bare,
+        "idle_rss_mb": idle,
+        "after_traditional_rss_mb": after_traditional,
+        "checkpoints": checkpoints,
+        "turns_logged": committed,
+        "users": len(convs),
+    }
 
 
 def core_memory(n: int = 10000) -> dict:
@@ -70,8 +78,13 @@ def core_memory(n: int = 10000) -> dict:
     simulated users (whose 6-exchange histories are full after 6,000); the steps n -> 2n -> 3n show whether
     memory keeps growing or settles."""
     with tempfile.TemporaryDirectory(prefix="faqbot-bench-") as tmp:
-        proc = subprocess.run([sys.executable, "-m", "tests.bench.memory", str(n), str(Path(tmp) / "mem.db")],
-                              cwd=REPO, env=clean_env(), capture_output=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.bench.memory", str(n), str(Path(tmp) / "mem.db")],
+            cwd=REPO,
+            env=clean_env(),
+            capture_output=True,
+            timeout=600,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"memory child failed: {proc.stderr.decode(errors='replace')[-2000:]}")
     out = json.loads(proc.stdout.decode().strip().splitlines()[-1])

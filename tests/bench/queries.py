@@ -4,6 +4,7 @@ In-scope paraphrases of the shipped FAQ, out-of-scope look-alikes, injection att
 data, and noisy variants of them (greetings, fillers, typos, Traditional script, emoji, spaces, full-width digits,
 long pasted text, English). Generated knowledge bases add questions aimed at their own entries (see synth.py).
 """
+
 from __future__ import annotations
 
 import random
@@ -119,7 +120,7 @@ def query_mix_tagged(n: int = 400, *, seed: int = 7, extra: list[str] | None = N
     `extra` (questions aimed at generated entries) when given. kind: in, in-noisy, oos, typo, traditional, odd,
     injection, pii, generated, generated-noisy, long."""
     rng = random.Random(seed)
-    long_text = ("我想问一下，" + "我家老人年纪大了不会用智能手机，" * 40 + "社保卡丢了怎么补办")
+    long_text = "我想问一下，" + "我家老人年纪大了不会用智能手机，" * 40 + "社保卡丢了怎么补办"
     pools: list[tuple[float, list[str], bool, str]] = [
         (0.28, IN_SCOPE, False, "in"),
         (0.27, IN_SCOPE, True, "in-noisy"),

@@ -1,4 +1,5 @@
 """`faqbot ask` one-shot wall time against importing the chat stack, measured in the same run."""
+
 from __future__ import annotations
 
 import re
@@ -26,20 +27,21 @@ def _wall(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
 
 def import_profile(args: list[str], env: dict[str, str], cwd: Path, top: int = 12) -> list[dict]:
     """`python -X importtime ARGS`: the top-level imports with the largest cumulative time."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", *args], env=env, cwd=cwd, capture_output=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], env=env, cwd=cwd, capture_output=True, timeout=120
+    )
     rows = []
     for line in proc.stderr.decode(errors="replace").splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
         if m and len(m.group(3)) == 1:  # one space after "|": a top-level import
-            rows.append({"module": m.group(4), "self_ms": int(m.group(1)) / 1000,
-                         "cumulative_ms": int(m.group(2)) / 1000})
+            rows.append(
+                {"module": m.group(4), "self_ms": int(m.group(1)) / 1000, "cumulative_ms": int(m.group(2)) / 1000}
+            )
     rows.sort(key=lambda r: r["cumulative_ms"], reverse=True)
     return rows[:top]
 
 
-def ask_vs_imports(n: int = 5, *, baseline: str = BASELINE_CODE, warmup: bool = True,
-                   profile: bool = True) -> dict:
+def ask_vs_imports(n: int = 5, *, baseline: str = BASELINE_CODE, warmup: bool = True, profile: bool = True) -> dict:
     """Median wall time of `faqbot ask "社保卡丢了怎么办"` and of `python -c "import aiogram, ..."`, alternating
     the two so that machine load hits both alike; one unmeasured warm-up run of each first (bytecode caches).
     `baseline` / `warmup` / `profile` exist for the smoke test (a cheap baseline, no extra runs)."""
@@ -64,7 +66,7 @@ def ask_vs_imports(n: int = 5, *, baseline: str = BASELINE_CODE, warmup: bool = 
         result = {
             "runs": n,
             "ask_command": " ".join(_display(c) for c in ask_cmd),
-            "baseline_command": f"{_display(sys.executable)} -c \"{baseline}\"",
+            "baseline_command": f'{_display(sys.executable)} -c "{baseline}"',
             "ask_median_s": ask_med,
             "ask_min_s": min(ask_t),
             "ask_max_s": max(ask_t),
@@ -80,12 +82,19 @@ def ask_vs_imports(n: int = 5, *, baseline: str = BASELINE_CODE, warmup: bool = 
             return result
         # Which heavy packages did `ask` load at all? (it must not pay for the chat stack)
         probe = subprocess.run(
-            [sys.executable, "-c",
-             "import sys, runpy; sys.argv=['faqbot','ask','" + QUESTION + "'];\n"
-             "try:\n    runpy.run_module('bot', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "heavy=[m for m in ('aiogram','openai','aiosqlite','aiohttp','httpx','rich','pydantic','opencc','rapidfuzz') "
-             "if m in sys.modules]; print('HEAVY', ','.join(heavy), file=sys.stderr)"],
-            env=env, cwd=cwd, capture_output=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                "import sys, runpy; sys.argv=['faqbot','ask','" + QUESTION + "'];\n"
+                "try:\n    runpy.run_module('bot', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+                "heavy=[m for m in ('aiogram','openai','aiosqlite','aiohttp','httpx','rich','pydantic','opencc','rapidfuzz') "
+                "if m in sys.modules]; print('HEAVY', ','.join(heavy), file=sys.stderr)",
+            ],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            timeout=120,
+        )
         m = re.search(r"HEAVY (.*)", probe.stderr.decode(errors="replace"))
         result["ask_loads"] = m.group(1).split(",") if m and m.group(1) else []
         return result

@@ -8,11 +8,11 @@ each pushed when the previous one is answered) up to 10,000 messages in all, wit
 burst of 4 messages from each of `burst_users` users at once (how many get a busy/throttle notice instead of an
 answer). The fake runs in this process (one core); the bot in its own.
 """
+
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -50,7 +50,7 @@ class _Counter:
     def update(self) -> None:
         calls = self.fake.calls
         end = len(calls)
-        for c in calls[self.pos:end]:
+        for c in calls[self.pos : end]:
             self.methods[c.method] = self.methods.get(c.method, 0) + 1
             if c.method == "sendMessage":
                 self.sent += 1
@@ -85,8 +85,7 @@ def _cpu_s(pid: int) -> float:
     return t.user + t.system
 
 
-async def _burst(fake, proc, counter: _Counter, questions: list[str], n: int, per_user: int,
-                 first_user: int) -> dict:
+async def _burst(fake, proc, counter: _Counter, questions: list[str], n: int, per_user: int, first_user: int) -> dict:
     """Push n messages at once (per_user from each user) and wait for n sendMessage calls."""
     users = max(1, n // per_user)
     base_sent, base_notices = counter.sent, counter.notice_count
@@ -114,8 +113,7 @@ async def _burst(fake, proc, counter: _Counter, questions: list[str], n: int, pe
     }
 
 
-async def _steady(fake, proc, counter: _Counter, questions: list[str], total: int, wave: int,
-                  first_user: int) -> dict:
+async def _steady(fake, proc, counter: _Counter, questions: list[str], total: int, wave: int, first_user: int) -> dict:
     """Waves of `wave` messages (one per new user), each pushed when the previous one is answered: steady
     traffic rather than a backlog. RSS after every 2,000 messages."""
     base = counter.sent
@@ -132,13 +130,30 @@ async def _steady(fake, proc, counter: _Counter, questions: list[str], total: in
         if done % 2000 == 0 or done == total:
             rss.append((done, _rss_mb(proc.pid)))
     elapsed = counter.last_ts - t0
-    return {"messages": total, "wave": wave, "seconds": elapsed, "messages_per_s": total / elapsed,
-            "bot_cpu_ms_per_message": (_cpu_s(proc.pid) - cpu0) / total * 1000, "rss_mb": rss}
+    return {
+        "messages": total,
+        "wave": wave,
+        "seconds": elapsed,
+        "messages_per_s": total / elapsed,
+        "bot_cpu_ms_per_message": (_cpu_s(proc.pid) - cpu0) / total * 1000,
+        "rss_mb": rss,
+    }
 
 
-async def _drive(cmd: list[str], env: dict[str, str], cwd: Path, n: int, fake, *, log_path: Path,
-                 first_user: int, notices: tuple[str, ...] = (), burst_users: int = 0, steady: int = 0,
-                 settle: float = 1.0) -> dict:
+async def _drive(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    n: int,
+    fake,
+    *,
+    log_path: Path,
+    first_user: int,
+    notices: tuple[str, ...] = (),
+    burst_users: int = 0,
+    steady: int = 0,
+    settle: float = 1.0,
+) -> dict:
     """Start the bot with one question waiting; time to its answer; RSS idle; then a backlog of n messages
     pushed at once (one per user); optionally steady waves up to `steady` messages in all, and a burst of 4
     messages from each of `burst_users` users; SIGTERM and the exit code."""
@@ -221,22 +236,36 @@ async def _run(n: int, rounds: int, steady: int, burst_users: int, bots: tuple[s
         cwd = Path(tmp)
         for r in range(rounds):
             last = r == rounds - 1
-            for key, cmd in (("echo", [sys.executable, "-m", "tests.bench.echo_bot"]),
-                             ("faqbot", [*faqbot_command(), "run"])):
+            for key, cmd in (
+                ("echo", [sys.executable, "-m", "tests.bench.echo_bot"]),
+                ("faqbot", [*faqbot_command(), "run"]),
+            ):
                 if key not in bots:
                     continue
                 db = cwd / f"{key}{r}.db"
                 async with FakeBotAPI() as fake:
-                    env = clean_env(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.base_url,
-                                    FAQBOT_DB=str(db), FAQBOT_LOG_LEVEL="WARNING")
+                    env = clean_env(
+                        TELEGRAM_BOT_TOKEN=fake.token,
+                        TELEGRAM_API_URL=fake.base_url,
+                        FAQBOT_DB=str(db),
+                        FAQBOT_LOG_LEVEL="WARNING",
+                    )
                     if key == "echo":
                         env["PYTHONPATH"] = str(REPO)
                     is_faqbot_last = key == "faqbot" and last
-                    res = await _drive(cmd, env, cwd if key == "faqbot" else REPO, n, fake,
-                                       log_path=cwd / f"{key}{r}.log", first_user=100_000,
-                                       notices=(texts.BUSY_LLM, texts.THROTTLED),
-                                       burst_users=burst_users if is_faqbot_last else 0,
-                                       steady=steady if is_faqbot_last else 0, settle=settle)
+                    res = await _drive(
+                        cmd,
+                        env,
+                        cwd if key == "faqbot" else REPO,
+                        n,
+                        fake,
+                        log_path=cwd / f"{key}{r}.log",
+                        first_user=100_000,
+                        notices=(texts.BUSY_LLM, texts.THROTTLED),
+                        burst_users=burst_users if is_faqbot_last else 0,
+                        steady=steady if is_faqbot_last else 0,
+                        settle=settle,
+                    )
                 if res["exit_code"] != 0 or res["failed_sends"]:
                     res["log_tail"] = (cwd / f"{key}{r}.log").read_text(errors="replace")[-1500:]
                 if key == "faqbot":
@@ -246,16 +275,25 @@ async def _run(n: int, rounds: int, steady: int, burst_users: int, bots: tuple[s
     out: dict = {"rounds": rounds, "backlog": n, "target_ratio": 0.5}
     for key, rs in runs.items():
         if rs:
-            out[key] = {"runs": rs,
-                        "messages_per_s": statistics.median(x["load"]["messages_per_s"] for x in rs),
-                        "start_to_first_answer_s": statistics.median(x["start_to_first_answer_s"] for x in rs)}
+            out[key] = {
+                "runs": rs,
+                "messages_per_s": statistics.median(x["load"]["messages_per_s"] for x in rs),
+                "start_to_first_answer_s": statistics.median(x["start_to_first_answer_s"] for x in rs),
+            }
     if "faqbot" in out and "echo" in out:
         out["ratio_messages_per_s"] = out["faqbot"]["messages_per_s"] / out["echo"]["messages_per_s"]
     return out
 
 
-def telegram_bench(n: int = 3000, rounds: int = 3, steady: int = 10000, burst_users: int = 200, *,
-                   bots: tuple[str, ...] = ("echo", "faqbot"), settle: float = 1.0) -> dict:
+def telegram_bench(
+    n: int = 3000,
+    rounds: int = 3,
+    steady: int = 10000,
+    burst_users: int = 200,
+    *,
+    bots: tuple[str, ...] = ("echo", "faqbot"),
+    settle: float = 1.0,
+) -> dict:
     """Echo bot and `faqbot run` on the same harness, alternating, `rounds` times each: a backlog of `n` messages
     pushed at once. The last faqbot run then takes steady waves up to `steady` messages in all (RSS along the
     way) and a burst of 4 messages from each of `burst_users` users. `bots` / `settle` (seconds before reading

@@ -1,5 +1,6 @@
 """Smoke test of the benchmarks (`make bench`): every benchmark function runs with tiny sizes and returns sane
 figures, and the runner can format them. No timing assertions: speed is measured by `make bench`, not here."""
+
 from __future__ import annotations
 
 import math
@@ -127,8 +128,22 @@ def test_render_writes_markdown(tmp_path):
     env = machine() | {"tmp_fs": "ext4 (/tmp)"}
     out = latency.writer_throughput(n=20, workdir=tmp_path)
     text, heads = run.FORMATTERS["writer"](out)
-    md = run.render([{"key": "writer", "title": "Log writer", "func": "tests.bench.latency:writer_throughput",
-                      "kwargs": {"n": 20}, "text": text, "heads": heads, "seconds": 0.1, "load_before": (),
-                      "load_after": ()}], env, [".venv/bin/python", "-m", "tests.bench.run"])
+    md = run.render(
+        [
+            {
+                "key": "writer",
+                "title": "Log writer",
+                "func": "tests.bench.latency:writer_throughput",
+                "kwargs": {"n": 20},
+                "text": text,
+                "heads": heads,
+                "seconds": 0.1,
+                "load_before": (),
+                "load_after": (),
+            }
+        ],
+        env,
+        [".venv/bin/python", "-m", "tests.bench.run"],
+    )
     assert md.startswith("# Benchmarks") and "## Targets" in md and "rows/s" in md
     assert env["cpu"] in md and "-m tests.bench.run --only writer" in md

@@ -4,6 +4,7 @@
 * ``serve(db, *args, env=..., password=...)`` -- a real `faqbot logs serve` (tests/cli/datasette.py) on a free
   loopback port; every server a test started is stopped after it (and its Datasette child must go too).
 """
+
 from __future__ import annotations
 
 import pytest

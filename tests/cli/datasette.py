@@ -6,6 +6,7 @@ the JSON start-up line (url, queries, password_required, server_pid), the rest o
 thread so a full pipe can never block the server. ``stop()`` sends SIGTERM to `faqbot logs serve` and fails when
 its Datasette child outlives it. The ``serve`` fixture (tests/cli/conftest.py) stops every server it started.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,15 @@ PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords dec
 
 
 class Datasette:
-    def __init__(self, db: Path, folder: Path, *args: str, env: Mapping[str, str] | None = None,
-                 password: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        db: Path,
+        folder: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ):
         self.port = free_port()
         full = child_env()
         full.update(env or {})
@@ -40,7 +48,12 @@ class Datasette:
         with open(self.log, "w") as stderr:
             self.proc = subprocess.Popen(
                 [*faqbot_cmd(), "logs", "serve", "--db", str(db), "--port", str(self.port), "--json", *args],
-                cwd=folder, env=full, stdout=subprocess.PIPE, stderr=stderr, text=True)
+                cwd=folder,
+                env=full,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
         self.info: dict[str, Any] = json.loads(self.proc.stdout.readline() or "{}")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
         self.server_pid: int | None = self.info.get("server_pid")
@@ -56,8 +69,14 @@ class Datasette:
                 time.sleep(0.05)
         raise AssertionError("datasette did not start in time")
 
-    def request(self, path: str, *, headers: dict | None = None, data: bytes | None = None,
-                opener: urllib.request.OpenerDirector | None = None) -> tuple[int, Any, bytes]:
+    def request(
+        self,
+        path: str,
+        *,
+        headers: dict | None = None,
+        data: bytes | None = None,
+        opener: urllib.request.OpenerDirector | None = None,
+    ) -> tuple[int, Any, bytes]:
         """(status, headers, body) of a GET, or of a POST when ``data`` is given."""
         req = urllib.request.Request(self.base + path, headers=headers or {}, data=data)
         try:
@@ -71,8 +90,9 @@ class Datasette:
         return status, body
 
     def post(self, path: str, fields: dict[str, str], headers: dict | None = None, opener=None) -> tuple[int, bytes]:
-        status, _, body = self.request(path, headers=headers, opener=opener,
-                                       data=urllib.parse.urlencode(fields).encode())
+        status, _, body = self.request(
+            path, headers=headers, opener=opener, data=urllib.parse.urlencode(fields).encode()
+        )
         return status, body
 
     def rows(self, path: str, **kw: Any) -> list[dict]:

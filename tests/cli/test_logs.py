@@ -1,5 +1,6 @@
 """`faqbot logs …` verbs on a fixture log built by the real TurnLog (tests/support/logs.py), run through
 `bot.cli.main.main` (and a couple through a real subprocess)."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli.main import main
-from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
-from knowledge.loader import load_knowledge
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR, load_knowledge
 from storage.db import utc_iso
 from tests.support.cli import faqbot
 from tests.support.cli import run_logs as run
@@ -62,8 +62,17 @@ def test_list_filters(fx, capsys):
     def lst(*args):
         return labels(fx, run_json(capsys, "list", "--db", fx.path, "-n", 0, *args))
 
-    assert lst("--route", "none") == {"bus1", "bus2", "bus3", "bus5", "balance1", "balance2", "weather", "greeting",
-                                      "error"}
+    assert lst("--route", "none") == {
+        "bus1",
+        "bus2",
+        "bus3",
+        "bus5",
+        "balance1",
+        "balance2",
+        "weather",
+        "greeting",
+        "error",
+    }
     assert lst("--route", "llm") == {"llm_fail", "llm_ok"}
     assert lst("--channel", "console") == {"apply_console", "bus5", "weather"}
     assert lst("--channel", "console", "--route", "faq") == {"apply_console"}
@@ -72,7 +81,7 @@ def test_list_filters(fx, capsys):
     assert lst("--feedback", "up") == {"apply_tg", "llm_ok"}
     assert lst("--feedback", "any") == {k for k, v in fx.feedback.items() if v}
     assert lst("--since", "7d") == set(fx.ids) - {"reissue", "weather"}
-    month_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)).date().isoformat()
+    month_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).date().isoformat()
     assert lst("--since", month_ago) == set(fx.ids) - {"reissue"}
     assert lst("--since", "2000-01-01T00:00:00+08:00") == set(fx.ids)
 
@@ -192,7 +201,11 @@ def test_gaps_clusters_and_snippets(fx, capsys):
     assert first["count"] == 5
     assert first["representative"] == "社保卡能坐公交吗"  # asked twice
     assert {q["question"] for q in first["questions"]} == {
-        "社保卡能坐公交吗", "社保卡可以坐公交车吗", "电子社保卡能乘公交吗", "社保卡能不能刷公交"}
+        "社保卡能坐公交吗",
+        "社保卡可以坐公交车吗",
+        "电子社保卡能乘公交吗",
+        "社保卡能不能刷公交",
+    }
     assert set(first["turn_ids"]) == ids_of(fx, "bus1", "bus2", "bus3", "bus4", "bus5")
     assert first["routes"] == {"none": 4, "clarify": 1}
     assert first["suggestion"] == "new-entry"
@@ -243,8 +256,7 @@ def _paste_alternates(knowledge: Path, snippet: str) -> None:
     name = re.search(r"(\d\d_[a-z_]+\.toml)", header).group(1)
     path = knowledge / "faq" / name
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("alternates = [\n", "alternates = [\n" + "\n".join(lines) + "\n", 1),
-                    encoding="utf-8")
+    path.write_text(text.replace("alternates = [\n", "alternates = [\n" + "\n".join(lines) + "\n", 1), encoding="utf-8")
 
 
 def test_gaps_default_window_is_30_days_and_all_widens_it(db_copy, fx, capsys):
@@ -254,9 +266,10 @@ def test_gaps_default_window_is_30_days_and_all_widens_it(db_copy, fx, capsys):
     assert fx.id("balance1") in cluster_turns()
     conn = sqlite3.connect(db_copy)
     with conn:  # the balance questions were asked 40 days ago
-        conn.execute("UPDATE turns SET ts = ? WHERE id IN (?, ?)",
-                     (utc_iso(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)), fx.id("balance1"),
-                      fx.id("balance2")))
+        conn.execute(
+            "UPDATE turns SET ts = ? WHERE id IN (?, ?)",
+            (utc_iso(dt.datetime.now(dt.UTC) - dt.timedelta(days=40)), fx.id("balance1"), fx.id("balance2")),
+        )
     conn.close()
     default = cluster_turns()
     assert fx.id("balance1") not in default and fx.id("balance2") not in default and fx.id("bus1") in default
@@ -279,15 +292,24 @@ def test_replay_with_edited_copy_reports_improvements(fx, capsys, tmp_path):
     # The curator decides the entry answers it: the half-covered note on card passwords (partial.toml) goes too.
     partial = knowledge / "partial.toml"
     if partial.exists():
-        partial.write_text(re.sub(r'\[\[aspect\]\]\nid = "card_password"\n.*?\n\n', "",
-                                  partial.read_text(encoding="utf-8"), flags=re.S), encoding="utf-8")
+        partial.write_text(
+            re.sub(
+                r'\[\[aspect\]\]\nid = "card_password"\n.*?\n\n', "", partial.read_text(encoding="utf-8"), flags=re.S
+            ),
+            encoding="utf-8",
+        )
     load_knowledge(knowledge)  # the pasted snippet is valid: no conflict with another entry
 
     r = run_json(capsys, "replay", "--db", fx.path, "--knowledge", knowledge)
     assert r["counts"]["improved"] == 2 and r["counts"]["regressed"] == 0
     assert {c["turn_id"] for c in r["changes"]} == ids_of(fx, "pw1", "pw2")
-    assert all(c["old_route"] == "clarify" and c["new_route"] == "faq" and c["new_faq_id"] == "reset_password"
-               and c["kind"] == "improved" for c in r["changes"])
+    assert all(
+        c["old_route"] == "clarify"
+        and c["new_route"] == "faq"
+        and c["new_faq_id"] == "reset_password"
+        and c["kind"] == "improved"
+        for c in r["changes"]
+    )
     assert r["knowledge_version"] != load_knowledge(PACKAGE_KNOWLEDGE_DIR).version
 
     only = run_json(capsys, "replay", "--db", fx.path, "--knowledge", knowledge, "--route", "clarify")
@@ -300,8 +322,9 @@ def test_replay_with_edited_copy_reports_improvements(fx, capsys, tmp_path):
 def test_replay_reports_edited_answers_and_regressions(fx, capsys, tmp_path):
     knowledge = _knowledge_copy(tmp_path)
     apply_file = knowledge / "faq" / "01_apply.toml"
-    apply_file.write_text(apply_file.read_text(encoding="utf-8").replace('answer = """', 'answer = """（已更新）', 1),
-                          encoding="utf-8")
+    apply_file.write_text(
+        apply_file.read_text(encoding="utf-8").replace('answer = """', 'answer = """（已更新）', 1), encoding="utf-8"
+    )
     r0 = run_json(capsys, "replay", "--db", fx.path, "--knowledge", knowledge)
     edited = [c for c in r0["changes"] if c["answer_changed"]]
     assert {c["turn_id"] for c in edited} == ids_of(fx, "apply_tg", "apply_mx", "apply_console")
@@ -312,8 +335,10 @@ def test_replay_reports_edited_answers_and_regressions(fx, capsys, tmp_path):
     (knowledge / "faq" / "09_lost_reissue.toml").unlink()
     partial = knowledge / "partial.toml"  # half-covered details name the entry: drop the references too
     if partial.exists():
-        partial.write_text(partial.read_text(encoding="utf-8").replace('"lost_reissue", ', "")
-                           .replace('["lost_reissue"]', "[]"), encoding="utf-8")
+        partial.write_text(
+            partial.read_text(encoding="utf-8").replace('"lost_reissue", ', "").replace('["lost_reissue"]', "[]"),
+            encoding="utf-8",
+        )
     r1 = run_json(capsys, "replay", "--db", fx.path, "--knowledge", knowledge)
     regressed = {c["turn_id"] for c in r1["changes"] if c["kind"] == "regressed"}
     assert ids_of(fx, "lost_pii", "reissue") <= regressed
@@ -373,7 +398,9 @@ def test_purge_dry_run_then_delete(db_copy, fx, capsys):
     conn = sqlite3.connect(db_copy)
     try:
         assert conn.execute("SELECT count(*) FROM turns").fetchone()[0] == 18
-        assert conn.execute("SELECT count(*) FROM feedback WHERE turn_id NOT IN (SELECT id FROM turns)").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM feedback WHERE turn_id NOT IN (SELECT id FROM turns)").fetchone()[0] == 0
+        )
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
@@ -384,9 +411,16 @@ def test_purge_dry_run_then_delete(db_copy, fx, capsys):
 def test_compact_converts_rows_written_before_the_compact_format(db_copy, fx, capsys):
     conn = sqlite3.connect(db_copy)
     with conn:  # as the writer stored candidates before storage.trace: objects with keys and the entry's question
-        conn.execute("UPDATE turns SET candidates = ? WHERE id = ?", (json.dumps(
-            [{"faq_id": "apply", "section": 1, "score": 88.5, "question": "电子社保卡怎么申领？"}], ensure_ascii=False),
-            fx.id("apply_tg")))
+        conn.execute(
+            "UPDATE turns SET candidates = ? WHERE id = ?",
+            (
+                json.dumps(
+                    [{"faq_id": "apply", "section": 1, "score": 88.5, "question": "电子社保卡怎么申领？"}],
+                    ensure_ascii=False,
+                ),
+                fx.id("apply_tg"),
+            ),
+        )
     conn.close()
     before = run_json(capsys, "show", fx.id("apply_tg"), "--db", db_copy)["candidates"]
     assert before[0]["question"] == "电子社保卡怎么申领？"

@@ -2,6 +2,7 @@
 questions, spreadsheet formulas, exports aimed at the database, files that are not logs, absurd arguments, full
 disks and locked databases. Real SQLite files, the real TurnLog and `bot.cli.main.main` (subprocesses where stdin
 bytes, resource limits or another user matter)."""
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,10 @@ NOBODY = 65534
 
 # Clear screen and scrollback, home, alternate screen, an OSC-8 link, an 8-bit CSI, a window title, BEL, NUL and
 # rich markup that would become a link if it were parsed.
-HOSTILE = ("社保卡能寄到火星吗\x1b[2J\x1b[3J\x1b[H\x1b[?1049h\x1b]8;;http://evil.example/\x1b\\点这里\x1b]8;;\x1b\\"
-           "\x9b31m红色\x1b]0;pwned\x07\x07\x00[link=http://evil.example/]标记[/link]")
+HOSTILE = (
+    "社保卡能寄到火星吗\x1b[2J\x1b[3J\x1b[H\x1b[?1049h\x1b]8;;http://evil.example/\x1b\\点这里\x1b]8;;\x1b\\"
+    "\x9b31m红色\x1b]0;pwned\x07\x07\x00[link=http://evil.example/]标记[/link]"
+)
 CLEAN = "社保卡能寄到火星吗点这里红色[link=http://evil.example/]标记[/link]"
 # None of these may reach the terminal. ("\x1b]8;" would also be rich turning the markup above into a link.)
 BAD = ("\x1b[2J", "\x1b[3J", "\x1b[H", "\x1b[?1049h", "\x1b]8;", "\x9b", "\x1b]0;", "\x07", "\x00", "pwned")
@@ -55,8 +58,14 @@ def cli(*argv, stdin=b"", env=None, user=None, limits=None, timeout=120):
             for res, value in limits.items():
                 resource.setrlimit(res, (value, value))
 
-    p = faqbot(*argv, stdin=stdin, env={**clean_environ(), **(env or {})}, timeout=timeout, user=user,
-               preexec_fn=pre if limits else None)
+    p = faqbot(
+        *argv,
+        stdin=stdin,
+        env={**clean_environ(), **(env or {})},
+        timeout=timeout,
+        user=user,
+        preexec_fn=pre if limits else None,
+    )
     return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
 
 
@@ -83,8 +92,9 @@ sys.exit(bot.cli.main.main(sys.argv[1:]))
 
 
 def cli_as_nobody(*argv):
-    p = subprocess.run([sys.executable, "-c", _AS_NOBODY, *map(str, argv)], capture_output=True,
-                       env=child_env(), cwd=REPO, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", _AS_NOBODY, *map(str, argv)], capture_output=True, env=child_env(), cwd=REPO, timeout=120
+    )
     return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
 
 
@@ -106,21 +116,35 @@ def make_legacy_hostile(path: Path, fx) -> str:
     """Write hostile text into a logged turn directly, as a log written before the fix (or by another tool) has."""
     conn = sqlite3.connect(path)
     with conn:
-        conn.execute("UPDATE turns SET question = ?, answer = ?, error = ?, llm_raw = ? WHERE id = ?",
-                     (HOSTILE, HOSTILE, HOSTILE, HOSTILE, fx.id("weather")))
-        conn.execute("UPDATE turns SET candidates = ? WHERE id = ?",
-                     (json.dumps([{"faq_id": "x\x1b[2J", "section": 1, "score": 1, "question": HOSTILE}]),
-                      fx.id("weather")))
+        conn.execute(
+            "UPDATE turns SET question = ?, answer = ?, error = ?, llm_raw = ? WHERE id = ?",
+            (HOSTILE, HOSTILE, HOSTILE, HOSTILE, fx.id("weather")),
+        )
+        conn.execute(
+            "UPDATE turns SET candidates = ? WHERE id = ?",
+            (json.dumps([{"faq_id": "x\x1b[2J", "section": 1, "score": 1, "question": HOSTILE}]), fx.id("weather")),
+        )
     conn.close()
     return fx.id("weather")
 
 
 # ------------------------------------------------------------------------------------ 7: terminal escapes
-@pytest.mark.parametrize("verb", [
-    ["list", "-n", "0"], ["list", "-n", "0", "--json"], ["search", "寄到火星"], ["search", "寄到火星", "--json"],
-    ["show", "ID"], ["show", "ID", "--json"], ["gaps"], ["gaps", "--json"], ["export"], ["export", "--format", "jsonl"],
-    ["stats"],
-])
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["list", "-n", "0"],
+        ["list", "-n", "0", "--json"],
+        ["search", "寄到火星"],
+        ["search", "寄到火星", "--json"],
+        ["show", "ID"],
+        ["show", "ID", "--json"],
+        ["gaps"],
+        ["gaps", "--json"],
+        ["export"],
+        ["export", "--format", "jsonl"],
+        ["stats"],
+    ],
+)
 def test_logged_terminal_escapes_never_reach_the_terminal(db, fx, capsys, monkeypatch, verb):
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich writes as to a terminal (styles, links) even under capture
     monkeypatch.setenv("COLUMNS", "200")
@@ -158,8 +182,13 @@ def test_questions_are_stored_without_escapes_or_nul(tmp_path, capsys, monkeypat
 def test_invalid_utf8_input_is_logged_with_replacement_characters(tmp_path):
     db = tmp_path / "faqbot.db"
     line = b"\xff\xfe\xe7\xa4\xbe\xe4\xbf\x9d\xe5\x8d\xa1\x00\xe6\x80\x8e\xe4\xb9\x88\xe7\x94\xb3\xe9\xa2\x86\n"
-    code, out, err = cli("ask", "--log", "--json", stdin=line + "社保卡丢了怎么办\n".encode(),
-                         env={"FAQBOT_DB": str(db), "FAQBOT_SECRET": "a-test-secret-0123", "LC_ALL": "C.UTF-8"})
+    code, out, err = cli(
+        "ask",
+        "--log",
+        "--json",
+        stdin=line + "社保卡丢了怎么办\n".encode(),
+        env={"FAQBOT_DB": str(db), "FAQBOT_SECRET": "a-test-secret-0123", "LC_ALL": "C.UTF-8"},
+    )
     assert code == 0, err
     conn = sqlite3.connect(db)
     questions = [r[0] for r in conn.execute("SELECT question FROM turns ORDER BY ts, id")]
@@ -170,12 +199,21 @@ def test_invalid_utf8_input_is_logged_with_replacement_characters(tmp_path):
 
 # ------------------------------------------------------------------------------------ 8: CSV formulas
 def test_csv_export_neutralises_formulas(db, fx, capsys, tmp_path):
-    formulas = {"weather": "=HYPERLINK(\"http://evil.example\",\"点我\")", "greeting": "+1+1", "bus1": "-2+3",
-                "bus2": "@SUM(A1:A9)", "bus3": "\t=1+1", "bus5": "\r=1+1", "balance1": "\x1b[0m=1+1"}
+    formulas = {
+        "weather": '=HYPERLINK("http://evil.example","点我")',
+        "greeting": "+1+1",
+        "bus1": "-2+3",
+        "bus2": "@SUM(A1:A9)",
+        "bus3": "\t=1+1",
+        "bus5": "\r=1+1",
+        "balance1": "\x1b[0m=1+1",
+    }
     conn = sqlite3.connect(db)
     with conn:
         for label, q in formulas.items():
-            conn.execute("UPDATE turns SET question = ?, answer = ? WHERE id = ?", (q, "=cmd|' /C calc'!A0", fx.id(label)))
+            conn.execute(
+                "UPDATE turns SET question = ?, answer = ? WHERE id = ?", (q, "=cmd|' /C calc'!A0", fx.id(label))
+            )
     conn.close()
     out_file = tmp_path / "turns.csv"
     code, out, err = run(capsys, "export", "--db", db, "-o", out_file)
@@ -203,8 +241,15 @@ def test_export_refuses_the_database_and_its_companion_files(db, capsys, tmp_pat
     before = rows(db)
     (tmp_path / "link.csv").symlink_to(db)
     os.link(db, tmp_path / "hard.csv")
-    for target in (db, f"{db}-wal", f"{db}-shm", f"{db}-journal", tmp_path / "link.csv", tmp_path / "hard.csv",
-                   tmp_path / "." / db.name):
+    for target in (
+        db,
+        f"{db}-wal",
+        f"{db}-shm",
+        f"{db}-journal",
+        tmp_path / "link.csv",
+        tmp_path / "hard.csv",
+        tmp_path / "." / db.name,
+    ):
         for fmt in ("csv", "jsonl"):
             code, out, err = run(capsys, "export", "--db", db, "--format", fmt, "-o", target)
             assert code == 1, (target, err)
@@ -221,9 +266,12 @@ def test_a_failed_export_keeps_the_old_file_and_leaves_no_partial_one(db, tmp_pa
     conn = sqlite3.connect(db)
     with conn:  # 20 -> 640 turns: an export of several hundred KB
         for i in range(5):
-            conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, via, question, normalized, route, "
-                         "answer, candidates, context_ids) SELECT id || ?, conversation_id, ts, channel, via, question,"
-                         " normalized, route, answer, candidates, context_ids FROM turns", (f"x{i}",))
+            conn.execute(
+                "INSERT INTO turns (id, conversation_id, ts, channel, via, question, normalized, route, "
+                "answer, candidates, context_ids) SELECT id || ?, conversation_id, ts, channel, via, question,"
+                " normalized, route, answer, candidates, context_ids FROM turns",
+                (f"x{i}",),
+            )
     conn.close()
     target = tmp_path / "out" / "turns.csv"
     target.parent.mkdir()
@@ -254,8 +302,18 @@ def _foreign(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["foreign", "empty"])
-@pytest.mark.parametrize("verb", [["purge"], ["purge", "--dry-run"], ["list"], ["stats"], ["export"], ["compact"],
-                                  ["label", "0123456789abcdef", "out-of-scope", "--curator", "cara"]])
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["purge"],
+        ["purge", "--dry-run"],
+        ["list"],
+        ["stats"],
+        ["export"],
+        ["compact"],
+        ["label", "0123456789abcdef", "out-of-scope", "--curator", "cara"],
+    ],
+)
 def test_a_database_that_is_not_a_log_is_left_alone(tmp_path, capsys, kind, verb):
     path = _foreign(tmp_path) if kind == "foreign" else tmp_path / "empty.db"
     if kind == "empty":
@@ -336,13 +394,22 @@ def test_db_paths_that_are_not_logs_give_one_line(tmp_path, capsys, kind, verb):
     assert str(path) in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["list", "-n", "99999999999999999999"], ["search", "社保卡", "-n", "-5"], ["stats", "--top", "10000000000000"],
-    ["gaps", "-n", "1e9"], ["export", "-n", "99999999999999999999"], ["list", "--since", "99999999999d"],
-    ["list", "--since", "0001-01-01T00:00+08:00"], ["stats", "--since", "9999999999w"],
-    ["purge", "--older-than", "99999999999d"], ["purge", "--older-than", "999999999999999999999999h"],
-    ["serve", "--port", "99999"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", "-n", "99999999999999999999"],
+        ["search", "社保卡", "-n", "-5"],
+        ["stats", "--top", "10000000000000"],
+        ["gaps", "-n", "1e9"],
+        ["export", "-n", "99999999999999999999"],
+        ["list", "--since", "99999999999d"],
+        ["list", "--since", "0001-01-01T00:00+08:00"],
+        ["stats", "--since", "9999999999w"],
+        ["purge", "--older-than", "99999999999d"],
+        ["purge", "--older-than", "999999999999999999999999h"],
+        ["serve", "--port", "99999"],
+    ],
+)
 def test_absurd_numbers_are_usage_errors(db, capsys, argv):
     with pytest.raises(SystemExit) as exc:
         main(["logs", *argv, "--db", str(db)])
@@ -364,7 +431,9 @@ def test_export_into_a_missing_folder_or_a_full_device(db, capsys, tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-@pytest.mark.parametrize("argv", [["logs", "list"], ["logs", "export"], ["logs", "show", "ID"], ["ask", "社保卡怎么申领"]])
+@pytest.mark.parametrize(
+    "argv", [["logs", "list"], ["logs", "export"], ["logs", "show", "ID"], ["ask", "社保卡怎么申领"]]
+)
 def test_standard_output_on_a_full_disk(db, fx, argv):
     argv = [fx.id("apply_tg") if a == "ID" else a for a in argv]
     with open("/dev/full", "wb") as full:
@@ -399,8 +468,12 @@ def test_ask_log_with_an_unwritable_log_says_so_at_once(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the log folder should be\n")
     started = time.monotonic()
-    code, out, err = cli("ask", "--log", "社保卡怎么申领",
-                         env={"FAQBOT_DB": str(blocker / "faqbot.db"), "FAQBOT_SECRET": "a-test-secret-0123"})
+    code, out, err = cli(
+        "ask",
+        "--log",
+        "社保卡怎么申领",
+        env={"FAQBOT_DB": str(blocker / "faqbot.db"), "FAQBOT_SECRET": "a-test-secret-0123"},
+    )
     took = time.monotonic() - started
     assert code == 1
     assert "Traceback" not in err
@@ -423,8 +496,9 @@ def test_the_review_queue_shows_hostile_text_safely(db, fx):
     with conn:  # every turn, so whichever the queue shows first is hostile
         conn.execute("UPDATE turns SET question = ? || question, guard = ?", (HOSTILE, HOSTILE))
     conn.close()
-    code, out, err = cli("logs", "review", "--db", db, stdin=b"q",
-                         env={"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"})
+    code, out, err = cli(
+        "logs", "review", "--db", db, stdin=b"q", env={"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"}
+    )
     assert code == 0, err
     text = out.decode("utf-8", "replace")
     assert "火星" in text

@@ -1,5 +1,6 @@
 """The `faqbot` command line, run as real subprocesses: ask (JSON, batch, plain), shell, run, knowledge check, usage
 errors; where the real process was checked once, the variants run in-process (tests/support/cli.py `faqbot_main`)."""
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,7 @@ def test_ask_batch_from_stdin_in_order(faqbot):
     assert p.returncode == 0, p.stderr
     out = json_lines(p.stdout)
     assert len(out) == len(BATCH)
-    for (q, route, faq_id), d in zip(BATCH, out):
+    for (q, route, faq_id), d in zip(BATCH, out, strict=False):
         check_reply_json(d)
         assert (d["route"], d["faq_id"]) == (route, faq_id), (q[:30], d["route"], d["faq_id"])
     assert out[0]["question"] == BATCH[0][0] and out[5]["question"] == BATCH[5][0]
@@ -116,8 +117,15 @@ def test_ask_imports_no_chat_framework(tmp_path, subprocess_env):
         "print('HEAVY', heavy)\n"
         "sys.exit(rc)\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8",
-                       env=subprocess_env, cwd=tmp_path, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=subprocess_env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stdout
 
@@ -134,8 +142,16 @@ def test_ask_with_broken_knowledge_exits_1(faqbot, tmp_path, subprocess_env, kno
 
 # -- shell and run ---------------------------------------------------------------------------------------------
 def test_shell_with_piped_stdin(faqbot, subprocess_env, kb):
-    lines = ["社保卡丢了怎么办", "", "电子社保卡信息跟实体卡不一样怎么办", "2", "今天天气怎么样", "/faq", "/help",
-             "社保卡丟了怎麼辦"]
+    lines = [
+        "社保卡丢了怎么办",
+        "",
+        "电子社保卡信息跟实体卡不一样怎么办",
+        "2",
+        "今天天气怎么样",
+        "/faq",
+        "/help",
+        "社保卡丟了怎麼辦",
+    ]
     p = faqbot("shell", stdin="\n".join(lines) + "\n")
     assert p.returncode == 0, p.stderr
     out = p.stdout
@@ -144,7 +160,7 @@ def test_shell_with_piped_stdin(faqbot, subprocess_env, kb):
     assert texts.EMPTY in out
     assert texts.CLARIFY_HEAD in out
     # "2" picked the second choice of the clarify.
-    clarify_block = out[out.index(texts.CLARIFY_HEAD):]
+    clarify_block = out[out.index(texts.CLARIFY_HEAD) :]
     second_choice = clarify_block.splitlines()[2].removeprefix("2. ")
     chosen = next(e for e in kb.entries if e.question == second_choice)
     assert texts.faq_text(chosen.question, chosen.answer) in out
@@ -198,8 +214,9 @@ def test_knowledge_check_ok(faqbot, kb, capsys):
 
 def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_copy, capsys):
     phone = knowledge_copy / "faq" / "10_change_phone.toml"
-    phone.write_text(phone.read_text(encoding="utf-8").replace('id = "change_phone"', 'id = "lost_reissue"'),
-                     encoding="utf-8")
+    phone.write_text(
+        phone.read_text(encoding="utf-8").replace('id = "change_phone"', 'id = "lost_reissue"'), encoding="utf-8"
+    )
     env = {**subprocess_env, "FAQBOT_KNOWLEDGE_DIR": str(knowledge_copy)}
     p = faqbot("knowledge", "check", env=env, cwd=tmp_path)
     assert p.returncode == 1
@@ -230,13 +247,32 @@ def test_usage_errors_exit_2(capsys, args):
     assert "error:" in line and "--help" in line
 
 
-
 COMMANDS = [
-    ["ask", "q"], ["shell"], ["run"], ["eval", "f.jsonl"], ["eval-guard", "f.jsonl"],
-    ["knowledge", "check"], ["knowledge", "suggest"], ["knowledge", "approve", "x"],
-    *[["logs", *verb] for verb in (["list"], ["show", "x"], ["search", "x"], ["stats"], ["gaps"], ["replay"],
-                                   ["export"], ["purge"], ["compact"], ["serve"], ["label", "x", "spam"],
-                                   ["review"])],
+    ["ask", "q"],
+    ["shell"],
+    ["run"],
+    ["eval", "f.jsonl"],
+    ["eval-guard", "f.jsonl"],
+    ["knowledge", "check"],
+    ["knowledge", "suggest"],
+    ["knowledge", "approve", "x"],
+    *[
+        ["logs", *verb]
+        for verb in (
+            ["list"],
+            ["show", "x"],
+            ["search", "x"],
+            ["stats"],
+            ["gaps"],
+            ["replay"],
+            ["export"],
+            ["purge"],
+            ["compact"],
+            ["serve"],
+            ["label", "x", "spam"],
+            ["review"],
+        )
+    ],
 ]
 
 

@@ -1,6 +1,7 @@
 """Curators' verdicts: `faqbot logs label`, the interactive `faqbot logs review` queue (piped keys and a real
 pseudo-terminal), and what a verdict changes in `logs gaps` and `logs stats`. The log is built by the real
 TurnLog (tests/support/logs.py)."""
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,9 @@ def test_label_changes_gaps_and_stats(capsys, fx, db):
     assert cluster_of(gaps, "今天天气怎么样")["count"] == 1  # back in the inbox
     turn = run_json(capsys, "show", fx.id("weather"), "--db", db)
     assert [(r["label"], r["reviewer"], r["note"]) for r in turn["reviews"]] == [
-        ("out-of-scope", "ann", "天气"), ("new-entry", "ann", None)]
+        ("out-of-scope", "ann", "天气"),
+        ("new-entry", "ann", None),
+    ]
     code, out, _ = run(capsys, "show", fx.id("lost_pii"), "--db", db)
     assert "entry change_phone" in out and "bob" in out
 
@@ -111,14 +114,26 @@ def test_triggers_guard_every_writer(fx, db):
     conn = sqlite3.connect(db)  # no foreign_keys pragma, like Datasette
     try:
         for sql, params, message in [
-            ("INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'great', 'x', 'now')",
-             (fx.id("weather"),), "unknown verdict"),
-            ("INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'entry', 'x', 'now')",
-             (fx.id("weather"),), "needs an entry id"),
-            ("INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES ('nope', 'spam', 'x', 'now')", (),
-             "unknown turn"),
-            ("INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'spam', ' ', 'now')",
-             (fx.id("weather"),), "reviewer"),
+            (
+                "INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'great', 'x', 'now')",
+                (fx.id("weather"),),
+                "unknown verdict",
+            ),
+            (
+                "INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'entry', 'x', 'now')",
+                (fx.id("weather"),),
+                "needs an entry id",
+            ),
+            (
+                "INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES ('nope', 'spam', 'x', 'now')",
+                (),
+                "unknown turn",
+            ),
+            (
+                "INSERT INTO reviews (turn_id, label, reviewer, ts) VALUES (?, 'spam', ' ', 'now')",
+                (fx.id("weather"),),
+                "reviewer",
+            ),
         ]:
             with pytest.raises(sqlite3.IntegrityError, match=message):
                 conn.execute(sql, params)
@@ -141,14 +156,21 @@ def _cli_env(db: Path) -> dict[str, str]:
 
 def test_review_queue_with_piped_keys_is_resumable(fx, db):
     def review(keys: str) -> tuple[str, dict]:
-        proc = subprocess.run([sys.executable, "-m", "bot", "logs", "review", "--json"], input=keys,
-                              capture_output=True, text=True, env=_cli_env(db), cwd=REPO, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bot", "logs", "review", "--json"],
+            input=keys,
+            capture_output=True,
+            text=True,
+            env=_cli_env(db),
+            cwd=REPO,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout
-        return out, json.loads(out[out.rindex("\n{") + 1:])
+        return out, json.loads(out[out.rindex("\n{") + 1 :])
 
     # Queue order: unreviewed gaps newest first. The fixture's newest typed gap is "怎么查医保余额" (balance2).
-    out, summary = review("3" "s" "2" "1\n" "n" "密码锁定\n" "4" "q")
+    out, summary = review("3s21\nn密码锁定\n4q")
     assert summary["labelled"] == 3 and summary["skipped"] == 1 and summary["curator"] == "cara"
     got = {r["turn_id"]: (r["verdict"], r["faq_id"], r["note"]) for r in summary["reviews"]}
     first, third, fourth = (r["turn_id"] for r in summary["reviews"])
@@ -158,8 +180,11 @@ def test_review_queue_with_piped_keys_is_resumable(fx, db):
     assert "你好" not in out  # a greeting is no question to review
     with sqlite3.connect(db) as c:
         stored = c.execute("SELECT turn_id, label, faq_id, reviewer FROM reviews ORDER BY id").fetchall()
-    assert [(t, lab, rv) for t, lab, _, rv in stored] == [(first, "new-entry", "cara"), (third, "entry", "cara"),
-                                                           (fourth, "out-of-scope", "cara")]
+    assert [(t, lab, rv) for t, lab, _, rv in stored] == [
+        (first, "new-entry", "cara"),
+        (third, "entry", "cara"),
+        (fourth, "out-of-scope", "cara"),
+    ]
     ro = open_db_sync(db)
     try:
         assert got[third][1] == queries.get_turn(ro, third)["candidates"][0]["faq_id"]
@@ -173,7 +198,7 @@ def test_review_queue_with_piped_keys_is_resumable(fx, db):
     assert first not in out2 and third not in out2
     assert summary["left"] == summary2["left"]
     # An unknown entry id is refused and asked again; Esc cancels; end of input quits cleanly.
-    out3, summary3 = review("2" "no_such\n" "\x1b" "5")
+    out3, summary3 = review("2no_such\n\x1b5")
     assert "unknown entry 'no_such'" in out3 and summary3["labelled"] == 1
     assert summary3["reviews"][0]["verdict"] == "spam"
     assert first_shown  # the queue printed a turn panel
@@ -197,14 +222,14 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while (at := self.text.find(want, self.pos)) < 0:
             left = deadline - time.monotonic()
-            assert left > 0, f"{marker!r} not seen in {self.text[self.pos:][-500:]!r}"
+            assert left > 0, f"{marker!r} not seen in {self.text[self.pos :][-500:]!r}"
             ready, _, _ = select.select([self.fd], [], [], left)
             if ready:
                 try:
                     chunk = os.read(self.fd, 4096)
                 except OSError:  # the child closed the terminal
                     chunk = b""
-                assert chunk, f"terminal closed before {marker!r}: {self.text[self.pos:][-500:]!r}"
+                assert chunk, f"terminal closed before {marker!r}: {self.text[self.pos :][-500:]!r}"
                 self.raw.extend(chunk)
         self.pos = at + len(want)
 
@@ -215,8 +240,15 @@ class Terminal:
 def test_review_queue_in_a_real_terminal(fx, db):
     """Keys without Enter (cbreak mode) in a pseudo-terminal, a typed entry id echoed."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "logs", "review"], stdin=slave, stdout=slave,
-                            stderr=slave, env=_cli_env(db), cwd=REPO, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "logs", "review"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=_cli_env(db),
+        cwd=REPO,
+        close_fds=True,
+    )
     os.close(slave)
     term = Terminal(master)
     try:

@@ -3,6 +3,7 @@
 Covers the canned queries, the live (not immutable) read-only view while the bot keeps writing, the password
 login (anonymous refused, HTTP Basic and the login form accepted) and the refusal to start without a password.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bot.answering.types import Conversation, Reply, Route
 from bot.cli.main import main
 from bot.cli.serve import datasette_metadata, is_loopback
-from bot.answering.types import Conversation, Reply, Route
 from storage.writer import TurnLog
 from tests.cli.datasette import PASSWORD, Datasette
 from tests.support.cli import faqbot
@@ -79,7 +80,7 @@ def test_canned_queries_over_http(fx, serve):
 def fx_recent_iso() -> str:
     import datetime as dt
 
-    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
 
 
 def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
@@ -94,9 +95,16 @@ def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
         async def write_one():
             log = TurnLog(db, secret=SECRET, flush_interval=0.001)
             async with log:
-                log.record_turn(Conversation("telegram", "42", "private", "42"),
-                                Reply(route=Route.NONE, text="…", question="社保卡能在高铁上用吗", normalized="社保卡能在高铁上用吗",
-                                      turn_id="feedfeedfeed0001"))
+                log.record_turn(
+                    Conversation("telegram", "42", "private", "42"),
+                    Reply(
+                        route=Route.NONE,
+                        text="…",
+                        question="社保卡能在高铁上用吗",
+                        normalized="社保卡能在高铁上用吗",
+                        turn_id="feedfeedfeed0001",
+                    ),
+                )
                 await log.flush(timeout=10)
 
         asyncio.run(write_one())  # the bot keeps writing while the log is served (not --immutable)
@@ -158,9 +166,15 @@ def test_loopback_and_metadata():
     open_meta = datasette_metadata("mylog", password=False)
     assert "allow" not in open_meta and "plugins" not in open_meta
     assert set(open_meta["databases"]["mylog"]["queries"]) >= {
-        "gap_inbox", "thumbs_down", "guard_failures", "recent_turns", "turn_detail"}
+        "gap_inbox",
+        "thumbs_down",
+        "guard_failures",
+        "recent_turns",
+        "turn_detail",
+    }
     locked = datasette_metadata("faqbot", password=True, user="reviewer")
     assert locked["allow"] == {"id": "reviewer"}
     # Only a reference to an environment variable: no password or hash is written to the metadata file.
     assert locked["plugins"]["datasette-auth-passwords"] == {
-        "reviewer_password_hash": {"$env": "FAQBOT_REVIEW_PASSWORD_HASH"}}
+        "reviewer_password_hash": {"$env": "FAQBOT_REVIEW_PASSWORD_HASH"}
+    }

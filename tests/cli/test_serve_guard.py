@@ -1,6 +1,7 @@
 """`faqbot logs serve` against an attacker (issue 12, item 13), over HTTP against the real Datasette child:
 DNS rebinding (Host header), short passwords, password guessing, the child's environment, a SIGKILLed parent and
 SQL that would exhaust memory."""
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -26,8 +27,12 @@ pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
 
 REPO = Path(__file__).resolve().parents[2]
-SECRETS = {"FAQBOT_SECRET": "pseudonym-key-must-not-leak", "OPENAI_API_KEY": "sk-must-not-leak-0123456789",
-           "TELEGRAM_BOT_TOKEN": "123456:must-not-leak-token", "MATRIX_PASSWORD": "matrix-must-not-leak"}
+SECRETS = {
+    "FAQBOT_SECRET": "pseudonym-key-must-not-leak",
+    "OPENAI_API_KEY": "sk-must-not-leak-0123456789",
+    "TELEGRAM_BOT_TOKEN": "123456:must-not-leak-token",
+    "MATRIX_PASSWORD": "matrix-must-not-leak",
+}
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +122,18 @@ def test_datasette_gets_no_secrets_in_its_environment(fx, serve):
     names = {kv.split("=", 1)[0] for kv in environ.split("\0") if kv}
     for name, value in SECRETS.items():
         assert name not in names and value not in environ
-    assert names <= {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR", "PYTHONPATH",
-                     "PYTHONUNBUFFERED"}, names
+    assert names <= {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "LC_ALL",
+        "LC_CTYPE",
+        "LC_MESSAGES",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONUNBUFFERED",
+    }, names
     assert raw_get(s.port, f"127.0.0.1:{s.port}") == 200  # and it works with that
 
 
@@ -141,9 +156,11 @@ def test_sql_cannot_build_huge_values(site):
     status, _, body = s.request(f"/faqbot.json?sql={sql}&_shape=objects")
     data = json.loads(body)
     assert data.get("ok") is False and "too big" in data.get("error", ""), data
-    sql = urllib.parse.quote("select length(group_concat(q)) as n from (with recursive c(i, q) as "
-                             "(select 1, hex(randomblob(1000)) union all select i + 1, hex(randomblob(1000)) from c "
-                             "where i < 20000) select q from c)")
+    sql = urllib.parse.quote(
+        "select length(group_concat(q)) as n from (with recursive c(i, q) as "
+        "(select 1, hex(randomblob(1000)) union all select i + 1, hex(randomblob(1000)) from c "
+        "where i < 20000) select q from c)"
+    )
     data = json.loads(s.request(f"/faqbot.json?sql={sql}&_shape=objects")[2])
     assert data.get("ok") is False and "too big" in data.get("error", ""), data
     sql = urllib.parse.quote("select count(*) as n from turns")

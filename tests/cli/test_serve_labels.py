@@ -4,6 +4,7 @@ A real `faqbot logs serve` (Datasette subprocess) on 127.0.0.1, driven over HTTP
 turns (HTTP Basic for scripts, the login form + CSRF token for browsers); anonymous visitors and the loopback
 view without a password change nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.logs import build_log
 from tests.cli.datasette import PASSWORD, Datasette
+from tests.support.logs import build_log
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
@@ -80,11 +81,16 @@ def test_the_curator_labels_behind_the_password_and_anonymous_posts_change_nothi
         queue = {r["id"] for r in s.rows("/faqbot/review_queue.json", headers=auth)}
         assert weather not in queue and fx.id("bus1") in queue
         latest = s.rows("/faqbot/latest_reviews.json", headers=auth)
-        assert [(r["turn_id"], r["verdict"], r["reviewer"]) for r in latest] == [(weather, "out-of-scope", "web:curator")]
+        assert [(r["turn_id"], r["verdict"], r["reviewer"]) for r in latest] == [
+            (weather, "out-of-scope", "web:curator")
+        ]
 
         # bad input: a clear message, nothing stored
-        for bad, message in [({"verdict": "great"}, "unknown verdict"), ({"verdict": "entry"}, "needs an entry id"),
-                             ({"turn_id": "ffffffffffffffff"}, "unknown turn")]:
+        for bad, message in [
+            ({"verdict": "great"}, "unknown verdict"),
+            ({"verdict": "entry"}, "needs an entry id"),
+            ({"turn_id": "ffffffffffffffff"}, "unknown turn"),
+        ]:
             status, body = s.post("/faqbot/label_turn", {**fields, **bad}, headers=auth)
             result = json.loads(body)
             assert status == 200 and result["ok"] is False and message in result["message"], body
@@ -95,8 +101,10 @@ def test_the_curator_labels_behind_the_password_and_anonymous_posts_change_nothi
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         status, page = s.get("/-/login", opener=opener)
         token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
-        assert s.post("/-/login", {"username": "curator", "password": PASSWORD, "csrftoken": token},
-                    opener=opener)[0] == 200
+        assert (
+            s.post("/-/login", {"username": "curator", "password": PASSWORD, "csrftoken": token}, opener=opener)[0]
+            == 200
+        )
         status, page = s.get("/faqbot/label_turn", opener=opener)
         assert status == 200 and b'name="verdict"' in page
         token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
@@ -121,7 +129,9 @@ def test_loopback_without_password_stays_read_only(fx, db, tmp_path):
         # Without the query, Datasette takes the path for a table and refuses the POST (its own assertion: a 500
         # "You may only POST to a canned query"); what matters is that nothing is written.
         assert s.post("/faqbot/label_turn", fields)[0] >= 400
-        sql = "insert into reviews (turn_id, label, reviewer, ts) values ('%s', 'spam', 'x', 'now')" % fx.id("weather")
+        sql = "insert into reviews (turn_id, label, reviewer, ts) values ('{}', 'spam', 'x', 'now')".format(
+            fx.id("weather")
+        )
         assert s.get("/faqbot.json?sql=" + urllib.parse.quote(sql))[0] == 400
         assert reviews(db) == []
         assert len(s.rows("/faqbot/review_queue.json")) > 0  # reading works

@@ -5,6 +5,7 @@ matches whatever their number, and the default facets (route, channel) are compu
 Timings belong to `make bench` (tests/bench/logscale.py); here the SQL Datasette ran is replayed and its work
 counted in SQLite VM steps, which do not depend on the machine's speed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,9 @@ async def _write(path: Path, matching: int, other: int) -> list[str]:
         for i in range(total):
             hit = (i * matching) // total != ((i + 1) * matching) // total  # spread evenly over the log
             q = f"第{i}个问题：社保卡怎么办理" if hit else f"第{i}个问题：养老金怎么领"
-            conv = Conversation("matrix" if i % 3 == 0 else "telegram", str(1000 + i % 7), "private",
-                                user_id=str(1000 + i % 7))
+            conv = Conversation(
+                "matrix" if i % 3 == 0 else "telegram", str(1000 + i % 7), "private", user_id=str(1000 + i % 7)
+            )
             reply = Reply(route=ROUTES[i % 4], text="答", question=q, normalized=q)
             log.record_turn(conv, reply)
             if hit:
@@ -92,7 +94,11 @@ class CappedDatasette:
         with open(self.log, "w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "datasette", *datasette_args(db, "127.0.0.1", self.port, meta_path)],
-                cwd=folder, env=child_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+                cwd=folder,
+                env=child_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
@@ -213,8 +219,10 @@ def test_facets_come_from_the_column_indexes(tmp_path, serve):
         facet = {r["value"]: r["count"] for r in page["facet_results"][col]["results"]}
         assert facet == dict(conn.execute(f"SELECT {col}, count(*) FROM turns GROUP BY {col}").fetchall())
         # Datasette's facet SQL reads the column's index, not the table.
-        sql = (f"select {col} as value, count(*) as count from (select * from turns) where {col} is not null "
-               f"group by {col} order by count desc, value limit 31")
+        sql = (
+            f"select {col} as value, count(*) as count from (select * from turns) where {col} is not null "
+            f"group by {col} order by count desc, value limit 31"
+        )
         plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"USING COVERING INDEX turns_{col}" in plan, plan
     # On a search page the facets count the matches.

@@ -1,5 +1,6 @@
 """The interactive shell's history file keeps no raw personal number (issue 12.5): `faqbot shell` runs on a real
 pseudo-terminal, a question with an ID and a card number is typed, and the history file is read afterwards."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,15 @@ def test_shell_history_holds_no_raw_personal_numbers(tmp_path, subprocess_env):
     env = dict(subprocess_env, FAQBOT_HISTORY=str(history), TERM="dumb")
     env.pop("FAQBOT_LOG_LEVEL", None)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "shell"], stdin=slave, stdout=slave, stderr=slave,
-                            cwd=REPO, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "shell"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=REPO,
+        env=env,
+        close_fds=True,
+    )
     os.close(slave)
     seen = bytearray()
     try:

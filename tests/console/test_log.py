@@ -3,6 +3,7 @@
 Real processes (`python -m bot ...`) with FAQBOT_DB in a temporary folder; the log is then read back with
 sqlite3 and with `faqbot logs`.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,11 @@ def test_console_shell_logs_masked_turns_with_pseudonymous_user(tmp_path):
     p = _run(["shell"], cwd=tmp_path, db=db, stdin="\n".join(questions) + "\n")
     assert "申领" in p.stdout
 
-    turns = _rows(db, "SELECT t.*, kv.version AS knowledge_version FROM turns t "
-                      "LEFT JOIN knowledge_versions kv ON kv.id = t.knowledge_id ORDER BY t.ts, t.rowid")
+    turns = _rows(
+        db,
+        "SELECT t.*, kv.version AS knowledge_version FROM turns t "
+        "LEFT JOIN knowledge_versions kv ON kv.id = t.knowledge_id ORDER BY t.ts, t.rowid",
+    )
     assert len(turns) == 3
     assert {t["channel"] for t in turns} == {"console"}
     assert [t["route"] for t in turns] == ["faq", "faq", "none"]
@@ -73,8 +77,11 @@ def test_ask_logs_only_with_log_flag(tmp_path):
 
     _run(["ask", "--log", f"手机号{PHONE}换了怎么办"], cwd=tmp_path, db=db)
     _run(["ask", "--log", "--json"], cwd=tmp_path, db=db, stdin="社保卡丢了\n社保卡能坐公交吗\n")
-    turns = _rows(db, "SELECT t.*, kv.version AS knowledge_version FROM turns t "
-                      "LEFT JOIN knowledge_versions kv ON kv.id = t.knowledge_id ORDER BY t.ts, t.rowid")
+    turns = _rows(
+        db,
+        "SELECT t.*, kv.version AS knowledge_version FROM turns t "
+        "LEFT JOIN knowledge_versions kv ON kv.id = t.knowledge_id ORDER BY t.ts, t.rowid",
+    )
     assert len(turns) == 3
     assert {t["channel"] for t in turns} == {"cli"}
     assert turns[0]["question"] == "手机号[手机号]换了怎么办" and turns[0]["masked_phone"] == 1

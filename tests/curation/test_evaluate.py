@@ -1,5 +1,6 @@
 """`faqbot eval`: the metrics on a hand-made file, the targets on the dev set, exit codes; and that no alternate was
 copied from the dev set (the one test allowed to read it)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.curation.evaluate import LabelledFileError, evaluate, load_labelled
 from bot.answering.types import Route
+from bot.curation.evaluate import LabelledFileError, evaluate, load_labelled
 from tests.support.cli import faqbot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,15 +94,33 @@ def test_load_labelled_reports_bad_lines(tmp_path):
 
 
 def test_eval_cli_thresholds_fail_with_exit_3(tmp_path, subprocess_env, crafted):
-    p = faqbot("eval", str(crafted), "--min-direct", "85", "--max-wrong", "0", "--min-recall", "95",
-               env=subprocess_env, cwd=tmp_path)
+    p = faqbot(
+        "eval",
+        str(crafted),
+        "--min-direct",
+        "85",
+        "--max-wrong",
+        "0",
+        "--min-recall",
+        "95",
+        env=subprocess_env,
+        cwd=tmp_path,
+    )
     assert p.returncode == 3, p.stderr
     assert "below --min-direct 85" in p.stderr
     assert "exceed --max-wrong 0" in p.stderr
     assert "below --min-recall 95" in p.stderr
     # The human table is printed all the same.
-    for label in ("direct-correct", "direct-wrong", "clarify containing correct", "out-of-scope answered directly",
-                  "recall@3", "not-direct", "missed", "oos-direct"):
+    for label in (
+        "direct-correct",
+        "direct-wrong",
+        "clarify containing correct",
+        "out-of-scope answered directly",
+        "recall@3",
+        "not-direct",
+        "missed",
+        "oos-direct",
+    ):
         assert label in p.stdout, label
 
 
@@ -114,8 +133,19 @@ def test_eval_cli_bad_file_exits_1_without_traceback(tmp_path, subprocess_env):
 # -- the dev set ----------------------------------------------------------------------------------------------
 @needs_dev
 def test_eval_dev_set_meets_targets(tmp_path, subprocess_env):
-    p = faqbot("eval", str(DEV), "--json", "--min-direct", "96", "--max-wrong", "0", "--min-recall", "95",
-               env=subprocess_env, cwd=tmp_path)
+    p = faqbot(
+        "eval",
+        str(DEV),
+        "--json",
+        "--min-direct",
+        "96",
+        "--max-wrong",
+        "0",
+        "--min-recall",
+        "95",
+        env=subprocess_env,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr + p.stdout[-2000:]
     r = json.loads(p.stdout)
     summary = {k: v for k, v in r.items() if k != "failures"}
@@ -138,8 +168,19 @@ def test_eval_real_questions_meet_targets(tmp_path, subprocess_env):
     """Questions people asked on public pages (background, other verbs, half-covered asks), offline, no LLM:
     direct-correct >= 70% of in-scope, at most one wrong or out-of-scope direct answer, useful first reply >= 95%.
     Rows labelled "amb" are not scored."""
-    p = faqbot("eval", str(REAL), "--json", "--min-direct", "70", "--max-wrong", "1", "--min-useful", "95",
-               env=subprocess_env, cwd=tmp_path)
+    p = faqbot(
+        "eval",
+        str(REAL),
+        "--json",
+        "--min-direct",
+        "70",
+        "--max-wrong",
+        "1",
+        "--min-useful",
+        "95",
+        env=subprocess_env,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr + p.stdout[-3000:]
     r = json.loads(p.stdout)
     summary = {k: v for k, v in r.items() if k != "failures"}
@@ -176,10 +217,13 @@ def test_eval_useful_counts_related_questions_and_skips_ambiguous(tmp_path, sett
     strict = settings.model_copy(update={"direct_threshold": 101.0, "clarify_threshold": 101.0})
     answerer = Answerer(strict, kb)
     # A question whose reply shows related questions but leaves a top-3 entry out (scored below the related level).
-    q, reply, hidden = next((q, r, h) for q in ("人脸识别不通过", "社保卡有效期多久", "社保卡丢了怎么办", "新生儿社保卡怎么办")
-                            for r in [answerer.match(q)]
-                            for h in [[c.section for c in r.candidates[:3] if c not in r.choices]]
-                            if r.route is Route.NONE and r.choices and h)
+    q, reply, hidden = next(
+        (q, r, h)
+        for q in ("人脸识别不通过", "社保卡有效期多久", "社保卡丢了怎么办", "新生儿社保卡怎么办")
+        for r in [answerer.match(q)]
+        for h in [[c.section for c in r.candidates[:3] if c not in r.choices]]
+        if r.route is Route.NONE and r.choices and h
+    )
     rows = [
         {"q": q, "sections": [reply.choices[0].section], "kind": "in"},  # related: useful
         {"q": q, "sections": hidden[:1], "kind": "in"},  # ranked, not shown
@@ -215,8 +259,12 @@ PREDATING = {"社保卡丢了怎么办", "社保卡被偷了", "新生儿怎么�
 
 
 def _eval_questions() -> set[str]:
-    return {_bare(json.loads(line)["q"]) for path in EVAL_SETS
-            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()} - {_bare(q) for q in PREDATING}
+    return {
+        _bare(json.loads(line)["q"])
+        for path in EVAL_SETS
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    } - {_bare(q) for q in PREDATING}
 
 
 @pytest.mark.skipif(not EVAL_SETS, reason="no evaluation set beside the repository")
@@ -231,6 +279,11 @@ def test_no_alternate_copied_from_the_eval_sets(kb):
     variants = [v for vs in kb.terms.synonyms.values() for v in vs]
     variants += [v for rule in kb.terms.paraphrases for v in rule.variants]
     assert [v for v in variants if _bare(v) in questions] == []
-    near = [(e.id, alt, q) for e in kb.entries for alt in e.alternates for q in questions
-            if len(q) >= 15 and fuzz.ratio(_bare(alt), q) >= 90]
+    near = [
+        (e.id, alt, q)
+        for e in kb.entries
+        for alt in e.alternates
+        for q in questions
+        if len(q) >= 15 and fuzz.ratio(_bare(alt), q) >= 90
+    ]
     assert near == [], "alternates that are evaluation questions with a word or two changed"

@@ -1,6 +1,7 @@
 """Reviews become knowledge and tests: `faqbot knowledge suggest [--write]`, `faqbot knowledge approve`,
 `faqbot logs export --reviewed --format eval` and `faqbot eval` on that export, on a fixture log written by the
 real TurnLog and a writable copy of the knowledge folder."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,18 @@ from tests.telegram.harness import tg_env
 
 ADMIN, USER = 1001, 2002
 BUS_ALTERNATES = [
-    "社保卡坐公交", "社保卡乘公交车", "公交车上能刷社保卡吗", "社保卡当公交卡用", "社保卡刷公交要开通吗",
-    "社保卡乘车功能", "电子社保卡乘车码", "社保卡坐地铁", "社保卡能刷地铁吗", "社保卡公交优惠",
-    "老年人社保卡坐公交", "社保卡乘公交怎么开通",
+    "社保卡坐公交",
+    "社保卡乘公交车",
+    "公交车上能刷社保卡吗",
+    "社保卡当公交卡用",
+    "社保卡刷公交要开通吗",
+    "社保卡乘车功能",
+    "电子社保卡乘车码",
+    "社保卡坐地铁",
+    "社保卡能刷地铁吗",
+    "社保卡公交优惠",
+    "老年人社保卡坐公交",
+    "社保卡乘公交怎么开通",
 ]
 
 
@@ -61,15 +71,18 @@ def label(capsys, fx, name, *verdict):
 # Real wordings a curator would attach to an entry. Matching improves over time, so the test takes the first one the
 # current knowledge does not answer directly but would as an alternate (the loop this test is about).
 ENTRY_CANDIDATES = [
-    ("电子社保卡换手机了怎么登录", "change_phone"), ("电子社保卡怎么给老人办", "family_service"),
-    ("电子社保卡登不上了密码不记得", "reset_password"), ("社保卡照片能换吗", "info_mismatch"),
-    ("电子社保卡在哪个软件上弄", "apply"), ("人脸老是对不上怎么回事电子社保卡", "face_failed"),
+    ("电子社保卡换手机了怎么登录", "change_phone"),
+    ("电子社保卡怎么给老人办", "family_service"),
+    ("电子社保卡登不上了密码不记得", "reset_password"),
+    ("社保卡照片能换吗", "info_mismatch"),
+    ("电子社保卡在哪个软件上弄", "apply"),
+    ("人脸老是对不上怎么回事电子社保卡", "face_failed"),
 ]
 
 
 def _teachable(kdir):
-    from bot.app.settings import Settings
     from bot.answering.answerer import Answerer
+    from bot.app.settings import Settings
     from knowledge.curation import load_with_changes
 
     kb = load_knowledge(kdir)
@@ -154,8 +167,10 @@ async def test_suggest_then_write_then_eval_on_the_exported_reviews_passes(capsy
     report = json.loads(out)
     assert {f["q"] for f in report["failures"]} <= {"忘记登录密码怎么办"}
     clean = tmp_path / "clean.jsonl"
-    clean.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r["q"] != "忘记登录密码怎么办"),
-                     encoding="utf-8")
+    clean.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r["q"] != "忘记登录密码怎么办"),
+        encoding="utf-8",
+    )
     code, out, err = cli(capsys, "eval", clean, "--min-direct", "100", "--max-wrong", "0")
     assert code == 0, out + err
 
@@ -172,7 +187,9 @@ async def test_approve_validates_a_draft_and_the_bot_serves_it_after_reload(caps
     code, out, err = cli(capsys, "knowledge", "approve", draft_id)
     assert code == 1 and f"still '{PLACEHOLDER_ANSWER}'" in err and draft.exists()
     # the answer written, still too few alternates: the loader says so
-    text = draft.read_text(encoding="utf-8").replace(PLACEHOLDER_ANSWER, "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。")
+    text = draft.read_text(encoding="utf-8").replace(
+        PLACEHOLDER_ANSWER, "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。"
+    )
     draft.write_text(text, encoding="utf-8")
     code, out, err = cli(capsys, "knowledge", "approve", draft_id)
     assert code == 1 and "alternates (at least 12 needed)" in err and draft.exists()
@@ -199,8 +216,9 @@ async def test_approve_validates_a_draft_and_the_bot_serves_it_after_reload(caps
     assert rows["社保卡能坐公交吗"]["sections"] == [kb.get(draft_id).section]
 
     # the running bot serves it after an admin's /reload
-    async with tg_env(tmp_path / "tg", knowledge_dir=knowledge_copy, admin_ids=[ADMIN],
-                      kb=_kb_without(knowledge_copy, served)) as env:
+    async with tg_env(
+        tmp_path / "tg", knowledge_dir=knowledge_copy, admin_ids=[ADMIN], kb=_kb_without(knowledge_copy, served)
+    ) as env:
         await env.ask("社保卡能坐公交吗", user_id=USER)
         assert env.sent(USER)[-1].params["text"].startswith(texts.OUT_OF_SCOPE[:10])
         await env.ask("/reload", user_id=ADMIN)
@@ -243,9 +261,9 @@ def test_reviews_table_and_knowledge_never_get_raw_personal_data(capsys, fx, kno
 
 async def _log_questions(db, questions):
     """Log questions as the bot would (real Answerer.match + TurnLog); returns their turn ids."""
-    from bot.app.settings import Settings
     from bot.answering.answerer import Answerer
     from bot.answering.types import Conversation
+    from bot.app.settings import Settings
     from storage.writer import TurnLog
 
     answerer = Answerer(Settings(_env_file=None, db=db))
@@ -260,8 +278,9 @@ async def _log_questions(db, questions):
 
 
 async def test_suggest_flags_conflicts_and_writes_none_of_them(capsys, fx, knowledge_copy, tmp_path):
-    own, twice_a, twice_b = await _log_questions(tmp_path / "faqbot.db", ["社保卡丢了怎么办", "社保卡密码被锁定了咋办",
-                                                                          "社保卡密码被锁定了咋办"])
+    own, twice_a, twice_b = await _log_questions(
+        tmp_path / "faqbot.db", ["社保卡丢了怎么办", "社保卡密码被锁定了咋办", "社保卡密码被锁定了咋办"]
+    )
     for turn, entry in ((own, "change_phone"), (twice_a, "reset_password"), (twice_b, "face_failed")):
         assert cli(capsys, "logs", "label", turn, "entry", "--entry", entry)[0] == 0
     code, out, err = cli(capsys, "knowledge", "suggest", "--write", "--json")

@@ -51,6 +51,7 @@ with ``param`` set, before any scripted behaviour is consumed):
 Every chat request is recorded: :attr:`FakeOpenAI.requests` (parsed JSON bodies), :attr:`FakeOpenAI.headers`
 (case-insensitive header dicts), and :attr:`FakeOpenAI.calls` (both, with timing and the behaviour used).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,9 +66,26 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 __all__ = [
-    "Behaviour", "EchoMessages", "Empty", "FakeOpenAI", "Hang", "LLMCall", "Malformed", "Reply", "Status",
-    "StreamThenDrop", "echo_messages", "empty", "hang", "json_reply", "malformed", "reply", "split_text", "status",
-    "stream_then_drop", "REASONING_MODEL_PREFIXES",
+    "Behaviour",
+    "EchoMessages",
+    "Empty",
+    "FakeOpenAI",
+    "Hang",
+    "LLMCall",
+    "Malformed",
+    "Reply",
+    "Status",
+    "StreamThenDrop",
+    "echo_messages",
+    "empty",
+    "hang",
+    "json_reply",
+    "malformed",
+    "reply",
+    "split_text",
+    "status",
+    "stream_then_drop",
+    "REASONING_MODEL_PREFIXES",
 ]
 
 # Model names OpenAI treats as reasoning models (as far as these request rules go).
@@ -83,7 +101,7 @@ def split_text(text: str, chunks: int = 6) -> list[str]:
     out, pos = [], 0
     for i in range(n):
         step = size + (1 if i < extra else 0)
-        out.append(text[pos:pos + step])
+        out.append(text[pos : pos + step])
         pos += step
     return out
 
@@ -117,14 +135,19 @@ class _Ctx:
             "created": self.created,
             "model": self.model,
             "system_fingerprint": "fp_fake",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }],
-            "usage": {"prompt_tokens": self.prompt_tokens(), "completion_tokens": completion_tokens,
-                      "total_tokens": self.prompt_tokens() + completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": self.prompt_tokens(),
+                "completion_tokens": completion_tokens,
+                "total_tokens": self.prompt_tokens() + completion_tokens,
+            },
         }
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -141,8 +164,9 @@ class _Ctx:
         return c
 
     async def start_stream(self) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                                       "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(self.request)
         return resp
 
@@ -151,8 +175,9 @@ class _Ctx:
         payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
         await resp.write(f"data: {payload}\n\n".encode())
 
-    async def stream_text(self, pieces: list[str], *, finish_reason: str = "stop", delay: float = 0.0,
-                          content_total: str = "") -> web.StreamResponse:
+    async def stream_text(
+        self, pieces: list[str], *, finish_reason: str = "stop", delay: float = 0.0, content_total: str = ""
+    ) -> web.StreamResponse:
         resp = await self.start_stream()
         await self.send_event(resp, self.chunk({"role": "assistant", "content": "", "refusal": None}))
         for piece in pieces:
@@ -162,12 +187,22 @@ class _Ctx:
         await self.send_event(resp, self.chunk({}, finish_reason))
         if self.include_usage:
             completion_tokens = _approx_tokens(content_total)
-            await self.send_event(resp, {
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "system_fingerprint": "fp_fake", "choices": [],
-                "usage": {"prompt_tokens": self.prompt_tokens(), "completion_tokens": completion_tokens,
-                          "total_tokens": self.prompt_tokens() + completion_tokens},
-            })
+            await self.send_event(
+                resp,
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": self.prompt_tokens(),
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": self.prompt_tokens() + completion_tokens,
+                    },
+                },
+            )
         await self.send_event(resp, "[DONE]")
         await resp.write_eof()
         return resp
@@ -189,8 +224,12 @@ class Reply(Behaviour):
 
     async def respond(self, ctx: _Ctx) -> web.StreamResponse:
         if ctx.stream:
-            return await ctx.stream_text(split_text(self.text, self.chunks), finish_reason=self.finish_reason,
-                                         delay=self.chunk_delay, content_total=self.text)
+            return await ctx.stream_text(
+                split_text(self.text, self.chunks),
+                finish_reason=self.finish_reason,
+                delay=self.chunk_delay,
+                content_total=self.text,
+            )
         return web.json_response(ctx.completion(self.text, self.finish_reason))
 
 
@@ -229,16 +268,20 @@ class Malformed(Behaviour):
 
     async def respond(self, ctx: _Ctx) -> web.StreamResponse:
         if self.kind == "html":
-            return web.Response(status=200, text="<html><body><h1>Welcome to nginx!</h1></body></html>",
-                                content_type="text/html")
+            return web.Response(
+                status=200, text="<html><body><h1>Welcome to nginx!</h1></body></html>", content_type="text/html"
+            )
         if ctx.stream:
             resp = await ctx.start_stream()
             await ctx.send_event(resp, "{this is not json")
             await ctx.send_event(resp, "[DONE]")
             await resp.write_eof()
             return resp
-        return web.Response(status=200, text='{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [',
-                            content_type="application/json")
+        return web.Response(
+            status=200,
+            text='{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [',
+            content_type="application/json",
+        )
 
 
 @dataclass
@@ -331,8 +374,9 @@ def echo_messages() -> EchoMessages:
 
 
 def _invalid(message: str, param: str, code: str = "invalid_request_error") -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                        "code": code}}, status=400)
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}, status=400
+    )
 
 
 def _strict_schema_problem(schema: Any, path: str = "schema") -> str | None:
@@ -358,17 +402,28 @@ def _strict_schema_problem(schema: Any, path: str = "schema") -> str | None:
 
 def _error_body(code: int, message: str | None = None) -> dict[str, Any]:
     kinds = {
-        400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
-        404: ("invalid_request_error", "model_not_found"), 429: ("rate_limit_exceeded", "rate_limit_exceeded"),
-        500: ("server_error", None), 503: ("server_error", "overloaded"),
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        404: ("invalid_request_error", "model_not_found"),
+        429: ("rate_limit_exceeded", "rate_limit_exceeded"),
+        500: ("server_error", None),
+        503: ("server_error", "overloaded"),
     }
     kind, code_name = kinds.get(code, ("server_error" if code >= 500 else "invalid_request_error", None))
     defaults = {
-        401: "Incorrect API key provided.", 429: "Rate limit reached. Please try again later.",
-        500: "The server had an error while processing your request.", 503: "The engine is currently overloaded.",
+        401: "Incorrect API key provided.",
+        429: "Rate limit reached. Please try again later.",
+        500: "The server had an error while processing your request.",
+        503: "The engine is currently overloaded.",
     }
-    return {"error": {"message": message or defaults.get(code, f"fake error {code}"), "type": kind,
-                      "param": None, "code": code_name}}
+    return {
+        "error": {
+            "message": message or defaults.get(code, f"fake error {code}"),
+            "type": kind,
+            "param": None,
+            "code": code_name,
+        }
+    }
 
 
 @dataclass
@@ -428,8 +483,9 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -530,8 +586,11 @@ class FakeOpenAI:
             body = json.loads(raw or b"null")
         except ValueError:
             body = None
-        call = LLMCall(body=body if isinstance(body, dict) else {"_raw": raw.decode("utf-8", "replace")},
-                       headers=CIMultiDict(request.headers), ts=time.monotonic())
+        call = LLMCall(
+            body=body if isinstance(body, dict) else {"_raw": raw.decode("utf-8", "replace")},
+            headers=CIMultiDict(request.headers),
+            ts=time.monotonic(),
+        )
         self.calls.append(call)
         for fut in list(self._waiters):
             if not fut.done():
@@ -554,11 +613,19 @@ class FakeOpenAI:
         model = str(body.get("model") or "")
         if self.reasoning_rules and model.lower().startswith(self.reasoning_models):
             if "max_tokens" in body:
-                return _invalid("Unsupported parameter: 'max_tokens' is not supported with this model. "
-                                "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+                return _invalid(
+                    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.",
+                    "max_tokens",
+                    "unsupported_parameter",
+                )
             if "temperature" in body and body["temperature"] != 1:
-                return _invalid(f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
-                                "model. Only the default (1) value is supported.", "temperature", "unsupported_value")
+                return _invalid(
+                    f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+                    "model. Only the default (1) value is supported.",
+                    "temperature",
+                    "unsupported_value",
+                )
         fmt = body.get("response_format")
         if fmt is None or self.response_formats is None:
             return None
@@ -574,16 +641,20 @@ class FakeOpenAI:
             if spec.get("strict"):
                 problem = _strict_schema_problem(spec["schema"])
                 if problem:
-                    return _invalid(f"Invalid schema for response_format '{spec['name']}': {problem}.",
-                                    "response_format")
+                    return _invalid(
+                        f"Invalid schema for response_format '{spec['name']}': {problem}.", "response_format"
+                    )
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
         if not self._auth_ok(request):
             return web.json_response(_error_body(401), status=401)
-        return web.json_response({"object": "list", "data": [
-            {"id": self.model, "object": "model", "created": 1700000000, "owned_by": "faqbot-tests"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": self.model, "object": "model", "created": 1700000000, "owned_by": "faqbot-tests"}],
+            }
+        )
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return web.json_response(_error_body(404, f"Unknown request URL: {request.method} {request.path}"),
-                                 status=404)
+        return web.json_response(_error_body(404, f"Unknown request URL: {request.method} {request.path}"), status=404)

@@ -44,6 +44,7 @@ What it mimics (checked against aiogram 3.31's ``AiohttpSession`` / ``BaseSessio
 
 All of it runs on the test's event loop; call :meth:`push_update`, :meth:`fail` etc. from that loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,9 +58,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 from aiogram import Bot
 from aiogram.client.telegram import TelegramAPIServer
-import aiohttp
 from aiohttp import web
 
 from bot.telegram.session import BotSession
@@ -69,20 +70,68 @@ __all__ = ["Call", "FakeBotAPI", "LoopbackSession", "utf16_len"]
 # Form fields whose value is free text: never JSON-decoded (a message "123" must stay the string "123").
 TEXT_FIELDS = frozenset(
     {
-        "text", "caption", "parse_mode", "callback_query_id", "url", "secret_token", "ip_address", "action",
-        "emoji", "description", "short_description", "name", "title", "language_code", "business_connection_id",
-        "inline_message_id", "message_effect_id", "custom_emoji_id", "file_id", "sticker", "photo", "voice",
-        "document", "audio", "video", "animation", "video_note", "question", "explanation", "query",
-        "start_parameter", "switch_pm_text", "switch_pm_parameter", "next_offset", "game_short_name",
+        "text",
+        "caption",
+        "parse_mode",
+        "callback_query_id",
+        "url",
+        "secret_token",
+        "ip_address",
+        "action",
+        "emoji",
+        "description",
+        "short_description",
+        "name",
+        "title",
+        "language_code",
+        "business_connection_id",
+        "inline_message_id",
+        "message_effect_id",
+        "custom_emoji_id",
+        "file_id",
+        "sticker",
+        "photo",
+        "voice",
+        "document",
+        "audio",
+        "video",
+        "animation",
+        "video_note",
+        "question",
+        "explanation",
+        "query",
+        "start_parameter",
+        "switch_pm_text",
+        "switch_pm_parameter",
+        "next_offset",
+        "game_short_name",
     }
 )
 
 UPDATE_TYPES = (
-    "message", "edited_message", "channel_post", "edited_channel_post", "business_connection",
-    "business_message", "edited_business_message", "deleted_business_messages", "message_reaction",
-    "message_reaction_count", "inline_query", "chosen_inline_result", "callback_query", "shipping_query",
-    "pre_checkout_query", "purchased_paid_media", "poll", "poll_answer", "my_chat_member", "chat_member",
-    "chat_join_request", "chat_boost", "removed_chat_boost",
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "message_reaction",
+    "message_reaction_count",
+    "inline_query",
+    "chosen_inline_result",
+    "callback_query",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
 )
 
 # What an nginx in front of the real API answers when the backend is down (not JSON!).
@@ -103,10 +152,28 @@ DEFAULT_DESCRIPTIONS = {
 
 # Canonical camelCase names of the methods served, keyed by lower case (Telegram ignores the case).
 _METHODS = [
-    "getMe", "getUpdates", "deleteWebhook", "setWebhook", "getWebhookInfo", "setMyCommands", "getMyCommands",
-    "deleteMyCommands", "setMyDescription", "setMyShortDescription", "setChatMenuButton", "sendMessage",
-    "editMessageText", "editMessageReplyMarkup", "sendMessageDraft", "sendChatAction", "answerCallbackQuery",
-    "deleteMessage", "getChat", "setMessageReaction", "close", "logOut",
+    "getMe",
+    "getUpdates",
+    "deleteWebhook",
+    "setWebhook",
+    "getWebhookInfo",
+    "setMyCommands",
+    "getMyCommands",
+    "deleteMyCommands",
+    "setMyDescription",
+    "setMyShortDescription",
+    "setChatMenuButton",
+    "sendMessage",
+    "editMessageText",
+    "editMessageReplyMarkup",
+    "sendMessageDraft",
+    "sendChatAction",
+    "answerCallbackQuery",
+    "deleteMessage",
+    "getChat",
+    "setMessageReaction",
+    "close",
+    "logOut",
 ]
 _CANONICAL = {m.lower(): m for m in _METHODS}
 
@@ -245,8 +312,9 @@ class FakeBotAPI:
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that gives up (timeout, stop_polling) cancels its long poll here too.
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -295,7 +363,8 @@ class FakeBotAPI:
     def sent_messages(self, chat_id: int | str | None = None) -> list[Call]:
         """Successful ``sendMessage`` calls, optionally only those to ``chat_id``."""
         return [
-            c for c in self.calls_to("sendMessage")
+            c
+            for c in self.calls_to("sendMessage")
             if not c.failed and (chat_id is None or c.params.get("chat_id") == chat_id)
         ]
 
@@ -415,8 +484,9 @@ class FakeBotAPI:
                 fut.set_result(None)
         return update
 
-    async def deliver_webhook(self, update: dict[str, Any], *, url: str | None = None,
-                              secret_token: str | None = None, timeout: float = 10.0) -> tuple[int, str]:
+    async def deliver_webhook(
+        self, update: dict[str, Any], *, url: str | None = None, secret_token: str | None = None, timeout: float = 10.0
+    ) -> tuple[int, str]:
         """POST ``update`` to the webhook (``url`` or the one set with ``setWebhook``), as Telegram does.
 
         Sends the JSON update with ``X-Telegram-Bot-Api-Secret-Token`` (``secret_token`` or the one given to
@@ -432,9 +502,10 @@ class FakeBotAPI:
         secret = secret_token if secret_token is not None else self.webhook_secret
         if secret:
             headers["X-Telegram-Bot-Api-Secret-Token"] = secret
-        async with aiohttp.ClientSession() as http, http.post(
-            target, json=update, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(target, json=update, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp,
+        ):
             return resp.status, await resp.text()
 
     def push_message(self, text: str, **kwargs: Any) -> dict[str, Any] | None:
@@ -471,16 +542,25 @@ class FakeBotAPI:
         }
 
     @staticmethod
-    def user(user_id: int, *, first_name: str = "张三", username: str | None = None,
-             language_code: str = "zh-hans") -> dict[str, Any]:
+    def user(
+        user_id: int, *, first_name: str = "张三", username: str | None = None, language_code: str = "zh-hans"
+    ) -> dict[str, Any]:
         """A human ``User`` dict."""
         u: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": language_code}
         if username:
             u["username"] = username
         return u
 
-    def chat(self, chat_id: int, *, chat_type: str | None = None, first_name: str = "张三",
-             username: str | None = None, title: str = "社保卡测试群", is_forum: bool = False) -> dict[str, Any]:
+    def chat(
+        self,
+        chat_id: int,
+        *,
+        chat_type: str | None = None,
+        first_name: str = "张三",
+        username: str | None = None,
+        title: str = "社保卡测试群",
+        is_forum: bool = False,
+    ) -> dict[str, Any]:
         """A ``Chat`` dict (remembered, so the bot's replies to that chat carry the same object)."""
         if chat_type is None:
             known = self.chats.get(chat_id)
@@ -521,8 +601,9 @@ class FakeBotAPI:
             chat_id = user_id if chat_type == "private" else self.group_id
         if chat_type == "private" and chat_id != user_id:
             raise ValueError(f"in a private chat chat_id == user_id (got chat_id={chat_id}, user_id={user_id})")
-        chat = self.chat(chat_id, chat_type=chat_type, first_name=first_name, username=username,
-                         is_forum=thread_id is not None)
+        chat = self.chat(
+            chat_id, chat_type=chat_type, first_name=first_name, username=username, is_forum=thread_id is not None
+        )
         if message_id is None:
             message_id = self.next_message_id(chat_id)
         msg: dict[str, Any] = {
@@ -583,8 +664,16 @@ class FakeBotAPI:
         e.g. one the bot sent) or a Message dict. ``entities=None`` adds the bot_command/mention entities Telegram
         would; pass ``[]`` for none. ``thread_id`` makes it a forum-topic message.
         """
-        msg = self._base_message(chat_id=chat_id, user_id=user_id, chat_type=chat_type, message_id=message_id,
-                                 reply_to=reply_to, thread_id=thread_id, username=username, first_name=first_name)
+        msg = self._base_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_id=message_id,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            username=username,
+            first_name=first_name,
+        )
         msg["text"] = text
         ents = self._auto_entities(text) if entities is None else entities
         if ents:
@@ -605,8 +694,16 @@ class FakeBotAPI:
         first_name: str = "张三",
     ) -> dict[str, Any]:
         """An ``edited_message`` update: the user changed message ``message_id`` to ``text``."""
-        msg = self._base_message(chat_id=chat_id, user_id=user_id, chat_type=chat_type, message_id=message_id,
-                                 reply_to=None, thread_id=thread_id, username=username, first_name=first_name)
+        msg = self._base_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_id=message_id,
+            reply_to=None,
+            thread_id=thread_id,
+            username=username,
+            first_name=first_name,
+        )
         original = self.messages.get((msg["chat"]["id"], message_id))
         if original is not None:
             msg["date"] = original["date"]
@@ -618,31 +715,73 @@ class FakeBotAPI:
         self.messages[(msg["chat"]["id"], message_id)] = msg
         return {"edited_message": msg}
 
-    def sticker_update(self, *, emoji: str = "👍", chat_id: int | None = None, user_id: int | None = None,
-                       chat_type: str = "private", username: str | None = None,
-                       first_name: str = "张三") -> dict[str, Any]:
+    def sticker_update(
+        self,
+        *,
+        emoji: str = "👍",
+        chat_id: int | None = None,
+        user_id: int | None = None,
+        chat_type: str = "private",
+        username: str | None = None,
+        first_name: str = "张三",
+    ) -> dict[str, Any]:
         """A message with a sticker and no text."""
-        msg = self._base_message(chat_id=chat_id, user_id=user_id, chat_type=chat_type, message_id=None,
-                                 reply_to=None, thread_id=None, username=username, first_name=first_name)
+        msg = self._base_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_id=None,
+            reply_to=None,
+            thread_id=None,
+            username=username,
+            first_name=first_name,
+        )
         uid = secrets.token_hex(4)
         msg["sticker"] = {
-            "file_id": f"CAACAgIAAxkBAAI{uid}", "file_unique_id": f"AgAD{uid}", "type": "regular",
-            "width": 512, "height": 512, "is_animated": False, "is_video": False, "emoji": emoji,
-            "set_name": "TestStickers", "file_size": 23456,
+            "file_id": f"CAACAgIAAxkBAAI{uid}",
+            "file_unique_id": f"AgAD{uid}",
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": emoji,
+            "set_name": "TestStickers",
+            "file_size": 23456,
         }
         self.messages[(msg["chat"]["id"], msg["message_id"])] = msg
         return {"message": msg}
 
-    def photo_update(self, *, caption: str | None = None, chat_id: int | None = None, user_id: int | None = None,
-                     chat_type: str = "private", username: str | None = None,
-                     first_name: str = "张三") -> dict[str, Any]:
+    def photo_update(
+        self,
+        *,
+        caption: str | None = None,
+        chat_id: int | None = None,
+        user_id: int | None = None,
+        chat_type: str = "private",
+        username: str | None = None,
+        first_name: str = "张三",
+    ) -> dict[str, Any]:
         """A message with a photo (three sizes, as Telegram sends) and an optional caption."""
-        msg = self._base_message(chat_id=chat_id, user_id=user_id, chat_type=chat_type, message_id=None,
-                                 reply_to=None, thread_id=None, username=username, first_name=first_name)
+        msg = self._base_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_id=None,
+            reply_to=None,
+            thread_id=None,
+            username=username,
+            first_name=first_name,
+        )
         uid = secrets.token_hex(4)
         msg["photo"] = [
-            {"file_id": f"AgACAgUAAxkBAAI{uid}{w}", "file_unique_id": f"AQAD{uid}{w}", "width": w,
-             "height": w * 3 // 4, "file_size": w * 60}
+            {
+                "file_id": f"AgACAgUAAxkBAAI{uid}{w}",
+                "file_unique_id": f"AQAD{uid}{w}",
+                "width": w,
+                "height": w * 3 // 4,
+                "file_size": w * 60,
+            }
             for w in (90, 320, 1280)
         ]
         if caption:
@@ -650,15 +789,35 @@ class FakeBotAPI:
         self.messages[(msg["chat"]["id"], msg["message_id"])] = msg
         return {"message": msg}
 
-    def voice_update(self, *, duration: int = 3, chat_id: int | None = None, user_id: int | None = None,
-                     chat_type: str = "private", username: str | None = None,
-                     first_name: str = "张三") -> dict[str, Any]:
+    def voice_update(
+        self,
+        *,
+        duration: int = 3,
+        chat_id: int | None = None,
+        user_id: int | None = None,
+        chat_type: str = "private",
+        username: str | None = None,
+        first_name: str = "张三",
+    ) -> dict[str, Any]:
         """A message with a voice note and no text."""
-        msg = self._base_message(chat_id=chat_id, user_id=user_id, chat_type=chat_type, message_id=None,
-                                 reply_to=None, thread_id=None, username=username, first_name=first_name)
+        msg = self._base_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_id=None,
+            reply_to=None,
+            thread_id=None,
+            username=username,
+            first_name=first_name,
+        )
         uid = secrets.token_hex(4)
-        msg["voice"] = {"file_id": f"AwACAgUAAxkBAAI{uid}", "file_unique_id": f"AgAD{uid}", "duration": duration,
-                        "mime_type": "audio/ogg", "file_size": duration * 4000}
+        msg["voice"] = {
+            "file_id": f"AwACAgUAAxkBAAI{uid}",
+            "file_unique_id": f"AgAD{uid}",
+            "duration": duration,
+            "mime_type": "audio/ogg",
+            "file_size": duration * 4000,
+        }
         self.messages[(msg["chat"]["id"], msg["message_id"])] = msg
         return {"message": msg}
 
@@ -717,8 +876,9 @@ class FakeBotAPI:
         token, method_sent = parts[0][3:], parts[1]
         raw = await self._read_params(request)
         method = _CANONICAL.get(method_sent.lower(), method_sent)
-        call = Call(method=method, params={k: _decode_value(k, v) for k, v in raw.items()},
-                    ts=time.monotonic(), raw=raw)
+        call = Call(
+            method=method, params={k: _decode_value(k, v) for k, v in raw.items()}, ts=time.monotonic(), raw=raw
+        )
         self._record(call)
 
         if token != self.token:
@@ -787,8 +947,9 @@ class FakeBotAPI:
             parameters = {"retry_after": fault.retry_after}
         return self._answer_error(call, fault.status, description, parameters)
 
-    def _answer_error(self, call: Call, status: int, description: str,
-                      parameters: dict[str, Any] | None = None) -> web.Response:
+    def _answer_error(
+        self, call: Call, status: int, description: str, parameters: dict[str, Any] | None = None
+    ) -> web.Response:
         call.failed, call.status, call.error = True, status, description
         return self._json_error(status, description, parameters)
 
@@ -804,8 +965,12 @@ class FakeBotAPI:
     def _require(params: dict[str, Any], *names: str) -> None:
         for name in names:
             if params.get(name) in (None, ""):
-                raise _TelegramError(400, f"Bad Request: {name} is empty" if name == "text"
-                                     else f"Bad Request: parameter \"{name}\" is required")
+                raise _TelegramError(
+                    400,
+                    f"Bad Request: {name} is empty"
+                    if name == "text"
+                    else f'Bad Request: parameter "{name}" is required',
+                )
 
     def _chat_for(self, chat_id: Any) -> dict[str, Any]:
         if isinstance(chat_id, int):
@@ -817,8 +982,11 @@ class FakeBotAPI:
 
     async def _m_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         if self.webhook_url:
-            raise _TelegramError(409, "Conflict: can't use getUpdates method while webhook is active; "
-                                      "use deleteWebhook to delete the webhook first")
+            raise _TelegramError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         # A newer getUpdates terminates the one still waiting (that one gets 409), as Telegram does.
         if self._poller is not None and not self._poller.done():
             self._poller.set_result(None)
@@ -960,8 +1128,12 @@ class FakeBotAPI:
             return True
         msg = self._stored_message(params)
         if msg is None:  # strict_edits off: make one up
-            msg = {"message_id": params["message_id"], "from": self.bot_user(),
-                   "chat": self._chat_for(params["chat_id"]), "date": int(time.time())}
+            msg = {
+                "message_id": params["message_id"],
+                "from": self.bot_user(),
+                "chat": self._chat_for(params["chat_id"]),
+                "date": int(time.time()),
+            }
         markup = params.get("reply_markup")
         new = dict(msg)
         new["text"] = text
@@ -972,11 +1144,16 @@ class FakeBotAPI:
         if isinstance(markup, dict) and markup.get("inline_keyboard"):
             new["reply_markup"] = markup
         if self.strict_edits and (new.get("text"), new.get("entities"), new.get("reply_markup")) == (
-            msg.get("text"), msg.get("entities"), msg.get("reply_markup")
+            msg.get("text"),
+            msg.get("entities"),
+            msg.get("reply_markup"),
         ):
-            raise _TelegramError(400, "Bad Request: message is not modified: specified new message content and "
-                                      "reply markup are exactly the same as a current content and reply markup "
-                                      "of the message")
+            raise _TelegramError(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup "
+                "of the message",
+            )
         new["edit_date"] = int(time.time())
         self.messages[(new["chat"]["id"], new["message_id"])] = new
         return new
@@ -986,17 +1163,24 @@ class FakeBotAPI:
             return True
         msg = self._stored_message(params)
         if msg is None:
-            msg = {"message_id": params["message_id"], "from": self.bot_user(),
-                   "chat": self._chat_for(params["chat_id"]), "date": int(time.time())}
+            msg = {
+                "message_id": params["message_id"],
+                "from": self.bot_user(),
+                "chat": self._chat_for(params["chat_id"]),
+                "date": int(time.time()),
+            }
         markup = params.get("reply_markup")
         new = dict(msg)
         new.pop("reply_markup", None)
         if isinstance(markup, dict) and markup.get("inline_keyboard"):
             new["reply_markup"] = markup
         if self.strict_edits and new.get("reply_markup") == msg.get("reply_markup"):
-            raise _TelegramError(400, "Bad Request: message is not modified: specified new message content and "
-                                      "reply markup are exactly the same as a current content and reply markup "
-                                      "of the message")
+            raise _TelegramError(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup "
+                "of the message",
+            )
         new["edit_date"] = int(time.time())
         self.messages[(new["chat"]["id"], new["message_id"])] = new
         return new
@@ -1034,8 +1218,13 @@ class FakeBotAPI:
             **chat,
             "accent_color_id": 0,
             "max_reaction_count": 11,
-            "accepted_gift_types": {"unlimited_gifts": False, "limited_gifts": False, "unique_gifts": False,
-                                    "premium_subscription": False, "gifts_from_channels": False},
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
         }
 
 

@@ -1,4 +1,5 @@
 """Self-tests of the loopback fakes, driven by the real client libraries (aiogram 3, openai)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -97,11 +98,18 @@ async def test_get_me_returns_configured_bot(tg: FakeBotAPI, bot: Bot):
 
 
 async def test_send_message_keyboard_entities_and_reply_are_decoded(tg: FakeBotAPI, bot: Bot):
-    kb = InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text="有用", callback_data="fb:1:up"),
-                                                InlineKeyboardButton(text="没用", callback_data="fb:1:down")]])
+    kb = InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text="有用", callback_data="fb:1:up"),
+                InlineKeyboardButton(text="没用", callback_data="fb:1:down"),
+            ]
+        ]
+    )
     incoming = tg.message_update("怎么申领？")["message"]
-    first = await bot.send_message(1001, "123", reply_markup=kb,
-                                   reply_parameters=ReplyParameters(message_id=incoming["message_id"]))
+    first = await bot.send_message(
+        1001, "123", reply_markup=kb, reply_parameters=ReplyParameters(message_id=incoming["message_id"])
+    )
     second = await bot.send_message(1001, **Text("答案：", Bold("掌上12333")).as_kwargs())
 
     # aiogram parsed realistic Message objects
@@ -115,8 +123,11 @@ async def test_send_message_keyboard_entities_and_reply_are_decoded(tg: FakeBotA
     [c1, c2] = tg.sent_messages(chat_id=1001)
     assert c1.params["text"] == "123" and c1.raw["text"] == "123"
     assert c1.params["chat_id"] == 1001
-    assert c1.params["reply_markup"] == {"inline_keyboard": [[{"text": "有用", "callback_data": "fb:1:up"},
-                                                              {"text": "没用", "callback_data": "fb:1:down"}]]}
+    assert c1.params["reply_markup"] == {
+        "inline_keyboard": [
+            [{"text": "有用", "callback_data": "fb:1:up"}, {"text": "没用", "callback_data": "fb:1:down"}]
+        ]
+    }
     assert isinstance(c1.raw["reply_markup"], str)  # it travelled as a JSON string
     assert c1.params["reply_parameters"] == {"message_id": incoming["message_id"]}
     assert c2.params["entities"] == [{"type": "bold", "offset": 3, "length": 7}]

@@ -1,4 +1,5 @@
 """The one character-bigram helper matching, retrieval, the LLM guard and gap clustering share."""
+
 from __future__ import annotations
 
 from knowledge.bigrams import bigram_set, bigrams

@@ -1,4 +1,5 @@
 """Indexes built once per knowledge content (knowledge/built.py): `matcher_for` and `retriever_for`."""
+
 from __future__ import annotations
 
 from dataclasses import replace

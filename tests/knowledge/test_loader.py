@@ -1,4 +1,5 @@
 """Knowledge loading and validation: every way a curator can break a file is reported with file, entry and problem."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Matching and routing: the labelled question set, look-alikes that must never get a direct answer, clarify and none."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def labelled_results(answerer):
 
 
 def _describe(row, reply) -> str:
-    return f"{row['q']!r} want {row['sections']} got {reply.route.value} {reply.section} top3 " \
-           f"{[c.section for c in reply.candidates[:3]]}"
+    return (
+        f"{row['q']!r} want {row['sections']} got {reply.route.value} {reply.section} top3 "
+        f"{[c.section for c in reply.candidates[:3]]}"
+    )
 
 
 # -- the project's own real-style set (issue 10) -----------------------------------------------------------
@@ -43,8 +46,12 @@ def test_real_style_questions_meet_the_targets(answerer):
     in_scope = [(r, rep) for r, rep in results if r["sections"]]
     direct = [1 for r, rep in in_scope if rep.route is Route.FAQ and rep.section in r["sections"]]
     wrong = [_describe(r, rep) for r, rep in results if rep.route is Route.FAQ and rep.section not in r["sections"]]
-    useful = [1 for r, rep in in_scope if (rep.route is Route.FAQ and rep.section in r["sections"])
-              or set(r["sections"]) & {c.section for c in rep.choices}]
+    useful = [
+        1
+        for r, rep in in_scope
+        if (rep.route is Route.FAQ and rep.section in r["sections"])
+        or set(r["sections"]) & {c.section for c in rep.choices}
+    ]
     assert len(direct) >= 43, [_describe(r, rep) for r, rep in in_scope if rep.route is not Route.FAQ]
     assert wrong == []
     assert len(useful) / len(in_scope) >= 0.95
@@ -61,8 +68,11 @@ def test_labelled_direct_correct_rate(labelled_results):
 
 
 def test_labelled_no_direct_wrong(labelled_results):
-    wrong = [_describe(r, rep) for r, rep in labelled_results
-             if r["sections"] and rep.route is Route.FAQ and rep.section not in r["sections"]]
+    wrong = [
+        _describe(r, rep)
+        for r, rep in labelled_results
+        if r["sections"] and rep.route is Route.FAQ and rep.section not in r["sections"]
+    ]
     assert wrong == []
 
 
@@ -77,8 +87,9 @@ def test_labelled_out_of_scope_rarely_direct(labelled_results):
 
 def test_labelled_recall_at_3(labelled_results):
     in_scope = [(r, rep) for r, rep in labelled_results if r["sections"]]
-    misses = [_describe(r, rep) for r, rep in in_scope
-              if not set(r["sections"]) & {c.section for c in rep.candidates[:3]}]
+    misses = [
+        _describe(r, rep) for r, rep in in_scope if not set(r["sections"]) & {c.section for c in rep.candidates[:3]}
+    ]
     recall = 1 - len(misses) / len(in_scope)
     assert recall >= 0.95, f"recall@3 {recall:.1%}; misses: {misses}"
 
@@ -160,9 +171,12 @@ def test_question_about_another_thing_is_refused_without_a_menu(answerer, questi
     assert reply.reason.startswith("foreign-term:") and reply.text == texts.OUT_OF_SCOPE
 
 
-@pytest.mark.parametrize("question, faq_id", [
-    ("人社APP上怎么换手机号", "change_phone"),  # 人社 names the domain as 社保 does
-])
+@pytest.mark.parametrize(
+    "question, faq_id",
+    [
+        ("人社APP上怎么换手机号", "change_phone"),  # 人社 names the domain as 社保 does
+    ],
+)
 def test_domain_words_besides_social_security(answerer, question, faq_id):
     reply = answerer.match(question)
     assert (reply.route, reply.faq_id) == (Route.FAQ, faq_id), reply.reason
@@ -246,7 +260,9 @@ def test_close_calls_clarify_with_the_right_choice(answerer, question, faq_id):
 def test_two_matters_in_one_message_are_both_offered(answerer):
     # Two real asks joined by 另外: neither drowns the other; both are among the choices. Before, the first matter
     # (told without a question word) was background and its entry scored too low to be offered.
-    reply = answerer.match("换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，另外绑定的手机号也想换一个，要怎么弄？")
+    reply = answerer.match(
+        "换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，另外绑定的手机号也想换一个，要怎么弄？"
+    )
     assert reply.route is Route.CLARIFY
     assert {"info_mismatch", "change_phone"} <= {c.faq_id for c in reply.choices}
 
@@ -283,7 +299,9 @@ def test_clarify_choices_are_distinct_and_ranked(answerer):
 
 
 # -- none ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("question", ["今天天气怎么样", "讲个笑话", "养老金什么时候发", "公积金怎么提取", "lost my card"])
+@pytest.mark.parametrize(
+    "question", ["今天天气怎么样", "讲个笑话", "养老金什么时候发", "公积金怎么提取", "lost my card"]
+)
 def test_out_of_scope_refers_to_service_point(answerer, question):
     reply = answerer.match(question)
     assert reply.route is Route.NONE
@@ -425,15 +443,18 @@ def test_rank_many_equals_rank_for_each_part(kb, large):
     small = Matcher(kb)
     big, aimed = large
     # Aimed questions the vectorized test does not use (it takes the first 60).
-    questions = ["我以前在天津办过卡，现在回河北又办了一张，两张社保卡到底用哪张？",
-                 "上周钱包丢了，里面有银行卡和社保卡。请问社保卡丢了怎么补办？", *aimed[-20:]]
+    questions = [
+        "我以前在天津办过卡，现在回河北又办了一张，两张社保卡到底用哪张？",
+        "上周钱包丢了，里面有银行卡和社保卡。请问社保卡丢了怎么补办？",
+        *aimed[-20:],
+    ]
     for m in (small, big):
         for question in questions:
             n = m.normalizer.normalize(question)
             parts = [n.text, *(a for a, _ in n.asks)]
             within = m._candidate_entries(bigram_set(n.text))
             batch = m.rank_many(parts, limit=5, within=within)
-            for part, got in zip(parts, batch):
+            for part, got in zip(parts, batch, strict=False):
                 want = m.rank(part, limit=5, within=within)
                 assert [s.entry.id for s in got] == [s.entry.id for s in want], (question, part)
                 assert [s.score for s in got] == pytest.approx([s.score for s in want], abs=1e-9)
@@ -449,4 +470,3 @@ def test_an_entry_can_require_one_of_its_words(answerer, kb):
     assert adult.choices[0].faq_id == "newborn"
     baby = answerer.match("宝宝第一次办社保卡去哪办")
     assert (baby.route, baby.faq_id) == (Route.FAQ, "newborn")
-

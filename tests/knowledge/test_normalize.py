@@ -1,4 +1,5 @@
 """Question normalization: the matching key people's noisy questions and the curated phrases share."""
+
 from __future__ import annotations
 
 import pytest
@@ -213,7 +214,11 @@ def test_a_second_matter_starts_a_sentence_of_its_own(norm):
     assert parts[key(norm, "绑定的手机号也想换一个要怎么弄")] == 1.0
     assert "另外" not in n.text and not any("另外" in a for a in parts)
     # Without the connector it is one sentence whose asking part carries both matters.
-    one = dict(norm.normalize("换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，绑定的手机号也想换一个，要怎么弄？").asks)
+    one = dict(
+        norm.normalize(
+            "换了新的实体社保卡以后，电子社保卡上的信息跟卡上对不上，绑定的手机号也想换一个，要怎么弄？"
+        ).asks
+    )
     assert key(norm, "换了新的实体社保卡以后电子社保卡上的信息跟卡上对不上") not in one
 
 
@@ -235,14 +240,17 @@ def test_second_matter_connectors(norm, connector):
 
 
 # -- paraphrases (knowledge/paraphrases.toml) -------------------------------------------------------------------
-@pytest.mark.parametrize("variant, same_as", [
-    ("电子社保卡怎么激活", "电子社保卡怎么申领"),
-    ("怎么开通社保电子凭证", "怎么申领电子社保卡"),
-    ("电子社保卡怎么添加家人", "电子社保卡怎么亲情服务"),
-    ("手里有两张社保卡", "手里有两个账号"),
-    ("电子社保卡看病能用吗", "电子社保卡就医能用吗"),
-    ("户口上名字改了，社保卡呢", "户口上变更姓名，社保卡呢"),
-])
+@pytest.mark.parametrize(
+    "variant, same_as",
+    [
+        ("电子社保卡怎么激活", "电子社保卡怎么申领"),
+        ("怎么开通社保电子凭证", "怎么申领电子社保卡"),
+        ("电子社保卡怎么添加家人", "电子社保卡怎么亲情服务"),
+        ("手里有两张社保卡", "手里有两个账号"),
+        ("电子社保卡看病能用吗", "电子社保卡就医能用吗"),
+        ("户口上名字改了，社保卡呢", "户口上变更姓名，社保卡呢"),
+    ],
+)
 def test_paraphrases_share_a_key(norm, variant, same_as):
     assert key(norm, variant) == key(norm, same_as)
 
@@ -296,8 +304,11 @@ def test_paraphrase_file_problems_are_reported(knowledge_copy):
     from knowledge.loader import KnowledgeError, load_knowledge
 
     path = knowledge_copy / "paraphrases.toml"
-    path.write_text('[[rule]]\ncanonical = "申领"\nvariants = ["重新申领"]\n\n[[rule]]\nvariants = ["x"]\n'
-                    '\n[[rule]]\ncanonical = "y"\nvariants = []\nfrom = ["z"]\n', encoding="utf-8")
+    path.write_text(
+        '[[rule]]\ncanonical = "申领"\nvariants = ["重新申领"]\n\n[[rule]]\nvariants = ["x"]\n'
+        '\n[[rule]]\ncanonical = "y"\nvariants = []\nfrom = ["z"]\n',
+        encoding="utf-8",
+    )
     with pytest.raises(KnowledgeError) as err:
         load_knowledge(knowledge_copy)
     msg = str(err.value)
@@ -313,9 +324,12 @@ def test_partial_and_places_file_problems_are_reported(knowledge_copy):
     (knowledge_copy / "partial.toml").write_text(
         '[[aspect]]\nid = "fee"\nwords = ["多少钱"]\nentries = ["no_such_entry"]\nsays = "x"\nmode = "answer"\n\n'
         '[[aspect]]\nid = "fee"\nwords = ["费用"]\nsays = "y"\n\n'
-        '[[aspect]]\nid = "bad"\nwords = []\nsays = ""\nmode = "maybe"\n', encoding="utf-8")
-    (knowledge_copy / "places.toml").write_text('[home]\nnames = ["河北", "长沙"]\n[other]\ncities = ["长沙"]\n',
-                                                encoding="utf-8")
+        '[[aspect]]\nid = "bad"\nwords = []\nsays = ""\nmode = "maybe"\n',
+        encoding="utf-8",
+    )
+    (knowledge_copy / "places.toml").write_text(
+        '[home]\nnames = ["河北", "长沙"]\n[other]\ncities = ["长沙"]\n', encoding="utf-8"
+    )
     with pytest.raises(KnowledgeError) as err:
         load_knowledge(knowledge_copy)
     msg = str(err.value)
@@ -327,15 +341,18 @@ def test_partial_and_places_file_problems_are_reported(knowledge_copy):
     assert "places.toml: listed both as Hebei and elsewhere: 长沙" in msg
 
 
-@pytest.mark.parametrize("text, places, elsewhere", [
-    ("长沙的电子社保卡怎么领", ("长沙",), True),
-    ("内蒙古自治区的社保卡丢了", ("内蒙古",), True),
-    ("浙江西部的社保卡", ("浙江",), True),  # longest name at the leftmost position: not 江西
-    ("大同市社保卡", ("大同",), True),
-    ("两张卡大同小异", (), False),  # a name that is also a word counts only with 市/省/地区
-    ("河北省石家庄市的社保卡", (), False),
-    ("我们省能参照吗", (), True),
-])
+@pytest.mark.parametrize(
+    "text, places, elsewhere",
+    [
+        ("长沙的电子社保卡怎么领", ("长沙",), True),
+        ("内蒙古自治区的社保卡丢了", ("内蒙古",), True),
+        ("浙江西部的社保卡", ("浙江",), True),  # longest name at the leftmost position: not 江西
+        ("大同市社保卡", ("大同",), True),
+        ("两张卡大同小异", (), False),  # a name that is also a word counts only with 市/省/地区
+        ("河北省石家庄市的社保卡", (), False),
+        ("我们省能参照吗", (), True),
+    ],
+)
 def test_places_are_found_and_left_out_of_the_key(norm, text, places, elsewhere):
     n = norm.normalize(text)
     assert (n.places, n.elsewhere) == (places, elsewhere)

@@ -1,4 +1,5 @@
 """Retrieval for the LLM context: BM25 over character bigrams fused with the matcher's ranking."""
+
 from __future__ import annotations
 
 import time
@@ -60,7 +61,12 @@ def test_bm25_sees_answer_text_the_matcher_has_no_phrase_for(retriever):
 
 def test_follow_up_needs_the_previous_question(retriever):
     alone = [e.id for e in retriever.retrieve(norm(retriever, "那支付宝呢？"), 4)]
-    joined = [e.id for e in retriever.retrieve(norm(retriever, "电子社保卡登录密码忘记，怎么办？") + norm(retriever, "那支付宝呢？"), 4)]
+    joined = [
+        e.id
+        for e in retriever.retrieve(
+            norm(retriever, "电子社保卡登录密码忘记，怎么办？") + norm(retriever, "那支付宝呢？"), 4
+        )
+    ]
     assert joined[0] == "reset_password"
     assert "支付宝" in "".join(e.answer for e in retriever.kb.entries if e.id in alone)
 

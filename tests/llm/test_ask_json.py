@@ -1,4 +1,5 @@
 """`faqbot ask --json` with OPENAI_BASE_URL pointing at the loopback fake: the LLM fields are in the JSON."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,14 @@ GOOD = "可以在河北人社APP、微信或支付宝申领电子社保卡，登
 
 
 async def run_ask(env: dict[str, str], *questions: str) -> tuple[int, list[dict], str]:
-    p = await faqbot_async("ask", "--json", *(questions if len(questions) == 1 else ()), env=env, timeout=30,
-                           stdin="\n".join(questions) if len(questions) > 1 else None)
+    p = await faqbot_async(
+        "ask",
+        "--json",
+        *(questions if len(questions) == 1 else ()),
+        env=env,
+        timeout=30,
+        stdin="\n".join(questions) if len(questions) > 1 else None,
+    )
     rows = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
     return p.returncode, rows, p.stderr
 
@@ -19,11 +26,17 @@ async def run_ask(env: dict[str, str], *questions: str) -> tuple[int, list[dict]
 async def test_ask_json_reports_llm_fields(subprocess_env):
     async with FakeOpenAI() as fake:
         fake.script(reply(GOOD), status(503), status(503), status(503))
-        env = dict(subprocess_env, OPENAI_BASE_URL=fake.base_url + "/v1", OPENAI_MODEL="cli-test-model",
-                   FAQBOT_LLM_MAX_RETRIES="0", FAQBOT_LLM_MODE="generate")
+        env = dict(
+            subprocess_env,
+            OPENAI_BASE_URL=fake.base_url + "/v1",
+            OPENAI_MODEL="cli-test-model",
+            FAQBOT_LLM_MAX_RETRIES="0",
+            FAQBOT_LLM_MODE="generate",
+        )
         # one question per stdin line: a grounded LLM answer, then a server failure, then a direct FAQ hit
-        code, rows, err = await run_ask(env, "", "我想在手机上弄个社保卡，去哪儿搞", "办这个东西要不要收钱",
-                                        "电子社保卡登录密码忘记，怎么办？")
+        code, rows, err = await run_ask(
+            env, "", "我想在手机上弄个社保卡，去哪儿搞", "办这个东西要不要收钱", "电子社保卡登录密码忘记，怎么办？"
+        )
     assert code == 0, err
     empty, good, failed, direct = rows
     assert good["route"] == "llm" and good["guard"] == "pass" and good["model"] == "cli-test-model"

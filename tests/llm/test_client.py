@@ -1,22 +1,35 @@
 """Request parameters follow the model: OpenAI reasoning models get max_completion_tokens and no temperature, and a
 server that refuses a parameter gets the request again without it. Real openai client, loopback FakeOpenAI
 (which applies OpenAI's rules for reasoning-model names and for response_format)."""
+
 from __future__ import annotations
 
 import pytest
 
+from bot.answering.types import Route
 from bot.app.settings import Settings
 from bot.llm.client import is_reasoning_model, request_params
-from bot.answering.types import Route
 from tests.fakes.openai_server import FakeOpenAI, json_reply, reply, status
-from tests.llm.test_fallback import GOOD, GOOD_BODY, Q_NONE, make  # noqa: F401 - fixture
+from tests.llm.test_fallback import GOOD, GOOD_BODY, Q_NONE
 
 
-@pytest.mark.parametrize("model, reasoning", [
-    ("o1", True), ("o1-mini", True), ("o3-mini", True), ("o4-mini", True), ("gpt-5", True), ("gpt-5-mini", True),
-    ("openai/gpt-5-nano", True), ("gpt-5-chat-latest", False), ("gpt-4o-mini", False), ("gpt-4.1", False),
-    ("qwen2.5:7b-instruct", False), ("omni-moderation", False),
-])
+@pytest.mark.parametrize(
+    "model, reasoning",
+    [
+        ("o1", True),
+        ("o1-mini", True),
+        ("o3-mini", True),
+        ("o4-mini", True),
+        ("gpt-5", True),
+        ("gpt-5-mini", True),
+        ("openai/gpt-5-nano", True),
+        ("gpt-5-chat-latest", False),
+        ("gpt-4o-mini", False),
+        ("gpt-4.1", False),
+        ("qwen2.5:7b-instruct", False),
+        ("omni-moderation", False),
+    ],
+)
 def test_reasoning_models_are_recognised_by_name(model, reasoning):
     assert is_reasoning_model(model) is reasoning
     params = request_params(Settings(_env_file=None, openai_model=model, llm_max_tokens=300))
@@ -50,10 +63,16 @@ async def test_refused_parameters_are_swapped_or_dropped_once_and_remembered(mak
         fake.script(reply(GOOD), reply(GOOD))
         _, first = await h.ask(Q_NONE)
         _, second = await h.ask(Q_NONE)
-        sent = [sorted(k for k in r if k in ("max_tokens", "max_completion_tokens", "temperature")) for r in fake.requests]
+        sent = [
+            sorted(k for k in r if k in ("max_tokens", "max_completion_tokens", "temperature")) for r in fake.requests
+        ]
     assert first.text.startswith(GOOD_BODY) and second.text.startswith(GOOD_BODY)
-    assert sent == [["max_tokens", "temperature"], ["max_completion_tokens", "temperature"], ["max_completion_tokens"],
-                    ["max_completion_tokens"]]
+    assert sent == [
+        ["max_tokens", "temperature"],
+        ["max_completion_tokens", "temperature"],
+        ["max_completion_tokens"],
+        ["max_completion_tokens"],
+    ]
     assert h.llm.client.dropped == {"max_tokens", "temperature"}
 
 
@@ -62,15 +81,29 @@ async def test_forced_max_tokens_on_a_reasoning_model_is_swapped(make):
         h = await make(fake, openai_model="o3", llm_token_param="max_tokens", llm_mode="quote")
         fake.script(json_reply({"answerable": True, "quotes": ["apply.2"]}))
         _, final = await h.ask(Q_NONE)
-        assert [("max_tokens" in r, "max_completion_tokens" in r) for r in fake.requests] == [(True, False), (False, True)]
+        assert [("max_tokens" in r, "max_completion_tokens" in r) for r in fake.requests] == [
+            (True, False),
+            (False, True),
+        ]
     assert final.reason == "llm-quote"
 
 
 async def test_other_400s_are_not_repeated(make):
     async with FakeOpenAI() as fake:
         h = await make(fake, llm_max_retries=2)
-        fake.script(status(400, {"error": {"message": "This model's maximum context length is 8192 tokens",
-                                           "type": "invalid_request_error", "param": "messages", "code": None}}))
+        fake.script(
+            status(
+                400,
+                {
+                    "error": {
+                        "message": "This model's maximum context length is 8192 tokens",
+                        "type": "invalid_request_error",
+                        "param": "messages",
+                        "code": None,
+                    }
+                },
+            )
+        )
         _, final = await h.ask(Q_NONE)
     assert final.reason == "llm-error:http-error" and len(fake.calls) == 1 and not h.llm.client.dropped
 
@@ -82,8 +115,14 @@ async def test_fake_server_applies_openai_request_rules():
     async with FakeOpenAI() as fake:
         client = openai.AsyncOpenAI(base_url=fake.base_url + "/v1", api_key="k", max_retries=0)
         msgs = [{"role": "user", "content": "问"}]
-        loose = {"type": "json_schema", "json_schema": {"name": "s", "strict": True, "schema": {
-            "type": "object", "properties": {"a": {"type": "string"}}, "required": []}}}
+        loose = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "s",
+                "strict": True,
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": []},
+            },
+        }
         with pytest.raises(openai.BadRequestError) as exc:
             await client.chat.completions.create(model="gpt-4o-mini", messages=msgs, response_format=loose)
         assert exc.value.body["param"] == "response_format" and "additionalProperties" in exc.value.message
@@ -91,8 +130,9 @@ async def test_fake_server_applies_openai_request_rules():
             await client.chat.completions.create(model="o4-mini", messages=msgs, max_tokens=10)
         assert exc.value.body["param"] == "max_tokens" and "max_completion_tokens" in exc.value.message
         with pytest.raises(openai.BadRequestError) as exc:
-            await client.chat.completions.create(model="gpt-5", messages=msgs, max_completion_tokens=10,
-                                                 temperature=0.1)
+            await client.chat.completions.create(
+                model="gpt-5", messages=msgs, max_completion_tokens=10, temperature=0.1
+            )
         assert exc.value.body["param"] == "temperature"
         fake.script(reply("好"))
         ok = await client.chat.completions.create(model="o4-mini", messages=msgs, max_completion_tokens=10)

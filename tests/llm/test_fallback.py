@@ -1,5 +1,6 @@
 """The LLM fallback end to end: real Answerer + LLMFallback + openai client against the loopback FakeOpenAI,
 with the turns written to a real SQLite log that the tests read back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,97 +9,26 @@ import re
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
 
 import pytest
 
 from bot.answering import texts
-from bot.app.settings import Settings
-from bot.answering.answerer import Answerer
-from bot.llm.fallback import LLMFallback, escape_data
-from bot.answering.types import Conversation, Draft, Reply, Route
-from knowledge.loader import load_knowledge
+from bot.answering.types import Reply, Route
+from bot.llm.fallback import escape_data
 from knowledge.normalize import to_traditional
 from prompts.loader import PROMPTS_DIR
-from storage.db import open_db_sync
-from storage.queries import list_turns
-from storage.writer import TurnLog
-from tests.conftest import KNOWLEDGE_DIR
 from tests.fakes.openai_server import (
-    FakeOpenAI, empty, hang, malformed, reply, status, stream_then_drop,
+    empty,
+    hang,
+    malformed,
+    reply,
+    status,
+    stream_then_drop,
 )
 
 Q_NONE = "我想在手机上弄个社保卡，去哪儿搞"  # routed "none" by the matcher; retrieval finds "apply"
 GOOD_BODY = "可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。"
 GOOD = GOOD_BODY + "[来源: apply]"
-
-
-# ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        yield server
-
-
-def llm_settings(tmp_path, base_url: str | None, **overrides) -> Settings:
-    values = dict(
-        db=tmp_path / "faqbot.db", knowledge_dir=KNOWLEDGE_DIR, openai_base_url=base_url, openai_api_key=None,
-        openai_model="test-model", llm_mode="generate", llm_timeout=2.0, llm_budget=5.0, llm_max_retries=2, llm_breaker_failures=5,
-        llm_breaker_cooldown=60.0, telegram_bot_token=None, matrix_homeserver=None, transports=[],
-    )
-    values.update(overrides)
-    return Settings(**values)
-
-
-@dataclass
-class Harness:
-    answerer: Answerer
-    llm: LLMFallback
-    log: TurnLog
-    settings: Settings
-    conv: Conversation = field(default_factory=lambda: Conversation("test", "chat-1", "private", "user-1"))
-
-    async def ask(self, question: str, conv: Conversation | None = None) -> tuple[list[Draft], Reply]:
-        drafts: list[Draft] = []
-        final: Reply | None = None
-        async for event in self.answerer.stream(question, conv or self.conv):
-            if isinstance(event, Draft):
-                drafts.append(event)
-            else:
-                assert final is None, "more than one final Reply"
-                final = event
-        assert final is not None
-        return drafts, final
-
-    async def rows(self) -> list[dict]:
-        await self.log.flush()
-        conn = open_db_sync(self.settings.db)
-        try:
-            return list(reversed(list_turns(conn, limit=100)))  # oldest first
-        finally:
-            conn.close()
-
-
-@pytest.fixture
-async def make(tmp_path, kb):
-    made: list[Harness] = []
-
-    async def factory(server: FakeOpenAI | None = None, *, base_url: str | None = None, **overrides) -> Harness:
-        url = base_url or (server.base_url + "/v1" if server else None)
-        s = llm_settings(tmp_path, url, **overrides)
-        knowledge = load_knowledge(s.knowledge_dir) if "knowledge_dir" in overrides else kb
-        llm = LLMFallback(s, knowledge)
-        llm.client.backoff_base = 0.01  # keep retries fast in tests
-        log = TurnLog(s.db, secret=b"llm-test-secret", flush_interval=0.005)
-        await log.start()
-        h = Harness(Answerer(s, knowledge, llm=llm, turn_sink=log), llm, log, s)
-        made.append(h)
-        return h
-
-    yield factory
-    for h in made:
-        await h.llm.aclose()
-        await h.log.close()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -156,16 +86,23 @@ async def test_grounded_answer_is_shown_without_markers_and_logged(fake, make):
 @pytest.mark.parametrize(
     "answer, reason",
     [
-        ("可以拨打服务热线0311-86001234申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]",
-         "number-not-in-source"),
-        ("申领电子社保卡需要缴纳20元工本费，登录河北人社APP后按提示输入本人身份信息并人脸识别即可。[来源: apply]",
-         "number-not-in-source:20"),
-        ("可以在掌上人社APP申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]",
-         "name-not-in-source"),
-        ("可以在河北人社APP申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: bank_loans]",
-         "unknown-citation:bank_loans"),
-        ("可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。",
-         "no-citation"),
+        (
+            "可以拨打服务热线0311-86001234申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]",
+            "number-not-in-source",
+        ),
+        (
+            "申领电子社保卡需要缴纳20元工本费，登录河北人社APP后按提示输入本人身份信息并人脸识别即可。[来源: apply]",
+            "number-not-in-source:20",
+        ),
+        (
+            "可以在掌上人社APP申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]",
+            "name-not-in-source",
+        ),
+        (
+            "可以在河北人社APP申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: bank_loans]",
+            "unknown-citation:bank_loans",
+        ),
+        ("可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。", "no-citation"),
     ],
 )
 async def test_ungrounded_answers_end_in_the_safe_fallback(fake, make, answer, reason):
@@ -185,7 +122,11 @@ async def test_citing_an_entry_that_exists_but_was_not_sent_fails(fake, make):
     sent = [e.id for e in h.llm.prepare(h.answerer.match(Q_NONE), h.conv).entries]
     assert "lost_reissue" not in sent
     # grounded in the real lost_reissue entry, but that entry was not in the context
-    fake.script(reply("社保卡补办可到社保卡银行服务网点或人社服务网点柜面办理，需提供本人有效居民二代身份证原件。[来源: lost_reissue]"))
+    fake.script(
+        reply(
+            "社保卡补办可到社保卡银行服务网点或人社服务网点柜面办理，需提供本人有效居民二代身份证原件。[来源: lost_reissue]"
+        )
+    )
     _, final = await h.ask(Q_NONE)
     assert final.context_ids == sent
     assert_safe_fallback(final)
@@ -408,14 +349,16 @@ async def test_follow_up_carries_the_previous_exchange_and_entry(fake, make):
     h = await make(fake)
     _, first = await h.ask("电子社保卡登录密码忘记，怎么办？")
     assert first.route is Route.FAQ and not fake.calls
-    alipay = ("在支付宝重置密码：支付宝-卡包-证件-在〈电子证件〉类型里选择〈社保卡〉-点击右上角〈···（社保卡管理）〉-"
-              "点击〈重置密码〉-需本人人脸识别后输入新密码，点击〈完成〉即可。[来源: reset_password]")
+    alipay = (
+        "在支付宝重置密码：支付宝-卡包-证件-在〈电子证件〉类型里选择〈社保卡〉-点击右上角〈···（社保卡管理）〉-"
+        "点击〈重置密码〉-需本人人脸识别后输入新密码，点击〈完成〉即可。[来源: reset_password]"
+    )
     fake.script(reply(alipay))
     _, second = await h.ask("那支付宝呢？")
     [body] = fake.requests
     user = user_message(body)
     assert prompt_ids(body)[0] == "reset_password"
-    history = user[user.index("<<<HISTORY>>>"): user.index("<<<QUESTION>>>")]
+    history = user[user.index("<<<HISTORY>>>") : user.index("<<<QUESTION>>>")]
     assert "用户：电子社保卡登录密码忘记，怎么办？" in history
     assert "助手：电子社保卡登录密码忘记，怎么办？" in history and "可通过以下操作步骤进行重置密码" in history
     assert question_slot(body) == "那支付宝呢？"

@@ -4,6 +4,7 @@ generate: the guard shows no fabrication and withholds at most 5% of the faithfu
 quote: every line a user is shown, over the whole set, is curated text or our fixed text — checked through the real
 fallback (openai client -> loopback FakeOpenAI), whatever the model outputs.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import json
 import pytest
 
 from bot.answering import texts
+from bot.answering.types import Conversation, Draft
 from bot.llm import claims, guard_eval, quote
 from bot.llm.fallback import LLMFallback
-from bot.answering.types import Conversation, Draft
 from knowledge.normalize import to_simplified, to_traditional
 from prompts.loader import load_prompts
 from tests.conftest import DATA_DIR
@@ -37,8 +38,20 @@ def test_the_set_is_large_and_varied():
     assert len(faithful) >= 60 and len(fabricated) >= 60
     assert len({i["id"] for i in ITEMS}) == len(ITEMS)
     assert {"terse", "chatty", "multi", "steps", "traditional", "greeting"} <= {i["kind"] for i in faithful}
-    assert {"cost", "polarity", "unit", "scope", "declared-wrong", "channel", "deadline", "extra-document", "hotline",
-            "fee", "swap", "reversed-condition"} <= {i["kind"] for i in fabricated}
+    assert {
+        "cost",
+        "polarity",
+        "unit",
+        "scope",
+        "declared-wrong",
+        "channel",
+        "deadline",
+        "extra-document",
+        "hotline",
+        "fee",
+        "swap",
+        "reversed-condition",
+    } <= {i["kind"] for i in fabricated}
     assert all(i.get("select") for i in faithful) and all(i.get("claim") for i in fabricated)
 
 
@@ -53,13 +66,16 @@ def test_targets_on_the_set(kb, path):
 
 
 # The five slips of the issue, each with its entry, and a faithful sentence about the same thing.
-@pytest.mark.parametrize("entry_id, fabricated, faithful", [
-    ("lost_reissue", "补办是免费的", "补办要到社保卡银行服务网点或人社服务网点柜面办理"),
-    ("lost_reissue", "代办时不需要持卡人本人的身份证", "他人代办时还需要提供代办人的有效居民二代身份证原件"),
-    ("info_mismatch", "同步需要大约24天", "同步需要大约24小时"),
-    ("change_phone", "未成年人也能在APP上改手机号", "成年人可以在河北人社APP上改手机号"),
-    ("face_failed", "儿童必须先激活银行金融账户", "儿童没有激活银行金融账户也可以申领电子社保卡"),
-])
+@pytest.mark.parametrize(
+    "entry_id, fabricated, faithful",
+    [
+        ("lost_reissue", "补办是免费的", "补办要到社保卡银行服务网点或人社服务网点柜面办理"),
+        ("lost_reissue", "代办时不需要持卡人本人的身份证", "他人代办时还需要提供代办人的有效居民二代身份证原件"),
+        ("info_mismatch", "同步需要大约24天", "同步需要大约24小时"),
+        ("change_phone", "未成年人也能在APP上改手机号", "成年人可以在河北人社APP上改手机号"),
+        ("face_failed", "儿童必须先激活银行金融账户", "儿童没有激活银行金融账户也可以申领电子社保卡"),
+    ],
+)
 def test_the_issue_examples(kb, entry_id, fabricated, faithful):
     entry = kb.get(entry_id)
     assert claims.check(fabricated, [entry])
@@ -70,15 +86,23 @@ async def test_quote_mode_shows_only_curated_text_over_the_whole_set(kb, tmp_pat
     answers = [e.answer.replace("\n", "") for e in kb.entries]
     answers_t = [to_traditional(a) for a in answers]
     prompts = load_prompts()
-    fixed = {texts.QUOTE_LEAD, texts.SOURCE_NOTE, texts.LLM_FALLBACK, texts.RELATED_HEAD, texts.REFERRAL,
-             texts.PII_NOTE, prompts.refusal} | {texts.quote_heading(e.question) for e in kb.entries}
+    fixed = {
+        texts.QUOTE_LEAD,
+        texts.SOURCE_NOTE,
+        texts.LLM_FALLBACK,
+        texts.RELATED_HEAD,
+        texts.REFERRAL,
+        texts.PII_NOTE,
+        prompts.refusal,
+    } | {texts.quote_heading(e.question) for e in kb.entries}
     fixed |= {f"{i}. {e.question}" for e in kb.entries for i in (1, 2, 3)}
     fixed_t = {to_traditional(x) for x in fixed}
     shown_faithful = 0
     async with FakeOpenAI() as fake:
         # every entry in the context, so any selection of the set is in context
-        s = llm_settings(tmp_path, fake.base_url + "/v1", llm_mode="quote", llm_top_k=len(kb.entries),
-                         llm_response_format="text")
+        s = llm_settings(
+            tmp_path, fake.base_url + "/v1", llm_mode="quote", llm_top_k=len(kb.entries), llm_response_format="text"
+        )
         llm = LLMFallback(s, kb)
         from bot.answering.answerer import Answerer
 
@@ -89,9 +113,10 @@ async def test_quote_mode_shows_only_curated_text_over_the_whole_set(kb, tmp_pat
                 if item["label"] == "faithful":
                     fake.script(reply(json.dumps({"answerable": True, "quotes": item["select"]})))
                 else:  # the prose itself, then the claim smuggled in as a label
-                    fake.script(reply(item["answer"]),
-                                reply(json.dumps({"answerable": True, "quotes": [first, item["claim"]]},
-                                                 ensure_ascii=False)))
+                    fake.script(
+                        reply(item["answer"]),
+                        reply(json.dumps({"answerable": True, "quotes": [first, item["claim"]]}, ensure_ascii=False)),
+                    )
                 final = None
                 async for event in llm.stream(matcher.match(item["question"]), Conversation("t", item["id"])):
                     assert not isinstance(event, Draft)
@@ -126,4 +151,3 @@ def test_eval_guard_command(faqbot, tmp_path):
     # a stricter target than the set meets: exit 3
     out = faqbot("eval-guard", SET, "--max-withheld", "0", timeout=120)
     assert out.returncode == 3 and "withholds" in out.stderr
-

@@ -1,5 +1,6 @@
 """Prompt-injection probes (tests/data/injection_probes.jsonl): the user's text always stays inside its slot,
 and when the scripted model "complies" (prints the canary and the system prompt) the user never sees it."""
+
 from __future__ import annotations
 
 import json
@@ -7,23 +8,33 @@ import json
 import pytest
 import pytest_asyncio
 
-from bot.llm.fallback import LLMFallback, escape_data
 from bot.answering.privacy import mask_pii
 from bot.answering.types import Conversation, Draft, Reply, Route
+from bot.llm.fallback import LLMFallback, escape_data
 from tests.conftest import DATA_DIR
 from tests.fakes.openai_server import FakeOpenAI, reply
 from tests.llm.test_fallback import llm_settings, prompt_ids, question_slot, user_message
 
-PROBES = [json.loads(line) for line in (DATA_DIR / "injection_probes.jsonl").read_text(encoding="utf-8").splitlines()
-          if line.strip()]
+PROBES = [
+    json.loads(line)
+    for line in (DATA_DIR / "injection_probes.jsonl").read_text(encoding="utf-8").splitlines()
+    if line.strip()
+]
 
 
 def test_probe_file_is_varied():
     assert len(PROBES) >= 30
     assert len({p["id"] for p in PROBES}) == len(PROBES)
     kinds = {p["kind"] for p in PROBES}
-    assert {"goal-hijack", "prompt-leak", "role-play", "ignore-previous", "quoted-instruction", "fake-faq-block",
-            "fake-end"} <= kinds
+    assert {
+        "goal-hijack",
+        "prompt-leak",
+        "role-play",
+        "ignore-previous",
+        "quoted-instruction",
+        "fake-faq-block",
+        "fake-end",
+    } <= kinds
     assert any("<<<END>>>" in p["q"] for p in PROBES) and any("<<<FAQ" in p["q"] for p in PROBES)
 
 

@@ -1,13 +1,14 @@
 """The optional verifier pass of generate mode (FAQBOT_LLM_VERIFY): a second, short model call lists unsupported
 claims; any listed claim, an unusable verdict or a failed call withholds the answer. Real openai client, loopback
 FakeOpenAI."""
+
 from __future__ import annotations
 
 import pytest
 
 from bot.llm.fallback import verifier_problem
 from tests.fakes.openai_server import FakeOpenAI, json_reply, reply, status
-from tests.llm.test_fallback import GOOD, GOOD_BODY, Q_NONE, assert_safe_fallback, make  # noqa: F401
+from tests.llm.test_fallback import GOOD, GOOD_BODY, Q_NONE, assert_safe_fallback
 
 BAD = "申领电子社保卡需要先缴纳工本费，可以拨打客服热线0311-86001234预约。[来源: apply]"
 
@@ -33,12 +34,15 @@ async def test_supported_answer_is_shown_after_the_second_call(fake, make):
     assert "<<<FAQ id=intro" not in user  # only the cited entries are sent to the verifier
 
 
-@pytest.mark.parametrize("verdict, label", [
-    (json_reply({"unsupported": ["补办是免费的"]}), "fail: verifier:补办是免费的"),
-    (reply("都有依据。"), "fail: verifier:unparseable"),
-    (json_reply({"unsupported": [1]}), "fail: verifier:unparseable"),
-    (status(500), "fail: verifier:error:server-error"),
-])
+@pytest.mark.parametrize(
+    "verdict, label",
+    [
+        (json_reply({"unsupported": ["补办是免费的"]}), "fail: verifier:补办是免费的"),
+        (reply("都有依据。"), "fail: verifier:unparseable"),
+        (json_reply({"unsupported": [1]}), "fail: verifier:unparseable"),
+        (status(500), "fail: verifier:error:server-error"),
+    ],
+)
 async def test_any_doubt_withholds_the_answer(fake, make, verdict, label):
     h = await make(fake, llm_verify=True, llm_max_retries=0)
     fake.script(reply(GOOD), verdict)

@@ -7,6 +7,7 @@ Every test in this folder carries the ``load`` marker: ``pytest -m "not load"`` 
   SQLite log in the test's tmp_path until the block ends (``harness.polling_bot``; ``options=`` and Settings
   fields as there).
 """
+
 from __future__ import annotations
 
 import functools

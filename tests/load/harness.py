@@ -12,6 +12,7 @@ How answers are matched to questions
     in the chat, in order, must equal the expected texts of the questions, in the order asked. Both checks
     prove "answered exactly once" and "per-chat order kept" for every single message.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,10 +30,10 @@ from typing import Any
 
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.app.settings import Settings
 from bot.answering.answerer import Answerer
 from bot.answering.types import Reply, Route
 from bot.app.services import Services, build_services
+from bot.app.settings import Settings
 from bot.telegram.app import run_telegram
 from bot.telegram.keyboards import FeedbackCB
 from bot.telegram.options import TelegramOptions
@@ -108,16 +109,24 @@ def user_chat(user: int, group: bool) -> int:
     return -1_002_000_000_000 - user if group else user
 
 
-def push_question(fake: FakeBotAPI, user: int, question: str, *, group: bool = False,
-                  expected: list[str] | None = None) -> Asked:
+def push_question(
+    fake: FakeBotAPI, user: int, question: str, *, group: bool = False, expected: list[str] | None = None
+) -> Asked:
     """Queue a message from ``user`` in its chat (groups: addressed with an @mention) for getUpdates."""
     chat_id = user_chat(user, group)
     text = f"@{fake.username} {question}" if group else question
-    update = fake.message_update(text, user_id=user, chat_id=chat_id,
-                                 chat_type="supergroup" if group else "private")
+    update = fake.message_update(text, user_id=user, chat_id=chat_id, chat_type="supergroup" if group else "private")
     fake.push_update(update)
-    return Asked(user, chat_id, group, update["message"]["message_id"], update["update_id"], question,
-                 time.monotonic(), list(expected or []))
+    return Asked(
+        user,
+        chat_id,
+        group,
+        update["message"]["message_id"],
+        update["update_id"],
+        question,
+        time.monotonic(),
+        list(expected or []),
+    )
 
 
 def successes(fake: FakeBotAPI, method: str = "sendMessage") -> list[Call]:
@@ -181,11 +190,13 @@ def match_answers(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]]
             pos = 0
             for i in private[chat_id]:
                 n = max(1, len(asked[i].expected))
-                out[i] = calls[pos:pos + n]
+                out[i] = calls[pos : pos + n]
                 pos += n
             extra = calls[pos:]
-            assert not extra, f"chat {chat_id}: {len(extra)} message(s) more than questions asked: " \
-                              f"{[c.params.get('text', '')[:30] for c in extra]}"
+            assert not extra, (
+                f"chat {chat_id}: {len(extra)} message(s) more than questions asked: "
+                f"{[c.params.get('text', '')[:30] for c in extra]}"
+            )
         else:
             for c in calls:
                 key = (chat_id, reply_to(c))
@@ -202,14 +213,17 @@ def check_answers(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]]
     for i, a in enumerate(asked):
         texts_got = [c.params.get("text") for c in got[i]]
         if texts_got != a.expected:
-            problems.append(f"user {a.user} ({'group' if a.group else 'private'}) asked {a.question!r}: "
-                            f"expected {[t[:20] for t in a.expected]}, got {[str(t)[:20] for t in texts_got]}")
+            problems.append(
+                f"user {a.user} ({'group' if a.group else 'private'}) asked {a.question!r}: "
+                f"expected {[t[:20] for t in a.expected]}, got {[str(t)[:20] for t in texts_got]}"
+            )
             continue
         first = got[i][0].ts
         prev = last_in_chat.get(a.chat_id)
         if prev is not None and first < prev[0]:
-            problems.append(f"chat {a.chat_id}: the answer to message {a.message_id} arrived before the answer "
-                            f"to message {prev[1]}")
+            problems.append(
+                f"chat {a.chat_id}: the answer to message {a.message_id} arrived before the answer to message {prev[1]}"
+            )
         last_in_chat[a.chat_id] = (got[i][-1].ts, a.message_id)
     assert not problems, f"{len(problems)} question(s) not answered right, e.g.:\n" + "\n".join(problems[:10])
     return got
@@ -245,8 +259,13 @@ def capture_errors() -> Iterator[ErrorRecords]:
 # ------------------------------------------------------------------------------------------------ the bot
 def load_settings(tmp_path: Path, fake: FakeBotAPI, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
-        db=tmp_path / "faqbot.db", secret=SECRET.decode(), telegram_bot_token=fake.token,
-        telegram_api_url=fake.base_url, openai_base_url=None, openai_api_key=None, transports=[],
+        db=tmp_path / "faqbot.db",
+        secret=SECRET.decode(),
+        telegram_bot_token=fake.token,
+        telegram_api_url=fake.base_url,
+        openai_base_url=None,
+        openai_api_key=None,
+        transports=[],
         matrix_homeserver=None,
     )
     values.update(overrides)
@@ -278,15 +297,17 @@ class PollingBot:
 
 
 @contextlib.asynccontextmanager
-async def polling_bot(tmp_path: Path, fake: FakeBotAPI, *, options: TelegramOptions = LOAD_OPTIONS,
-                      **settings_kw: Any) -> AsyncIterator[PollingBot]:
+async def polling_bot(
+    tmp_path: Path, fake: FakeBotAPI, *, options: TelegramOptions = LOAD_OPTIONS, **settings_kw: Any
+) -> AsyncIterator[PollingBot]:
     """The real bot (`build_services` + `run_telegram`, long polling) on ``fake``, until the block ends."""
     settings = load_settings(tmp_path, fake, **settings_kw)
     services = await build_services(settings)
     stop = asyncio.Event()
     session = LoopbackSession(api=TelegramAPIServer.from_base(fake.base_url))
-    task = asyncio.create_task(run_telegram(services, settings, stop, options=options, session=session),
-                               name="bot-under-load")
+    task = asyncio.create_task(
+        run_telegram(services, settings, stop, options=options, session=session), name="bot-under-load"
+    )
     bot = PollingBot(fake, settings, services, stop, task)
     try:
         await fake.wait_for("getUpdates", timeout=15)
@@ -370,8 +391,9 @@ print("released", flush=True)
 
 async def hold_exclusive_lock(path: Path, seconds: float) -> asyncio.subprocess.Process:
     """Another process takes ``BEGIN EXCLUSIVE`` on ``path`` for ``seconds``; returns once it holds the lock."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", LOCKER, str(path), str(seconds),
-                                                stdout=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LOCKER, str(path), str(seconds), stdout=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 15)
     assert line.strip() == b"locked", line
@@ -382,9 +404,15 @@ async def hold_exclusive_lock(path: Path, seconds: float) -> asyncio.subprocess.
 def faqbot_env(tmp_path: Path, fake: FakeBotAPI, **extra: str) -> dict[str, str]:
     """Environment for ``python -m bot run`` against ``fake``: no inherited bot/LLM settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
-    env.update(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.base_url, FAQBOT_DB=str(tmp_path / "run.db"),
-               FAQBOT_SECRET=SECRET.decode(), FAQBOT_LOG_LEVEL="INFO", PYTHONIOENCODING="utf-8",
-               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(
+        TELEGRAM_BOT_TOKEN=fake.token,
+        TELEGRAM_API_URL=fake.base_url,
+        FAQBOT_DB=str(tmp_path / "run.db"),
+        FAQBOT_SECRET=SECRET.decode(),
+        FAQBOT_LOG_LEVEL="INFO",
+        PYTHONIOENCODING="utf-8",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
     env.update(extra)
     return env
 
@@ -393,8 +421,15 @@ async def start_faqbot(tmp_path: Path, fake: FakeBotAPI, **extra: str) -> asynci
     """``python -m bot run`` as a subprocess (stderr to a file in tmp_path); returns once it polls."""
     err = open(tmp_path / "faqbot.stderr", "wb")  # noqa: SIM115 - closed with the process by the caller
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=faqbot_env(tmp_path, fake, **extra),
-        stdout=asyncio.subprocess.DEVNULL, stderr=err)
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        cwd=tmp_path,
+        env=faqbot_env(tmp_path, fake, **extra),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=err,
+    )
     err.close()
     try:
         await fake.wait_for("getUpdates", timeout=60)
@@ -426,9 +461,16 @@ def llm_settings(base_url: str, **overrides: Any) -> dict[str, Any]:
     The circuit breaker is set out of reach so that every request meets the injected fault (the worst case for
     latency; the breaker itself is tested in tests/llm/test_fallback.py).
     """
-    values: dict[str, Any] = dict(openai_base_url=base_url.rstrip("/") + "/v1", openai_model="load-model",
-                                  llm_mode="generate", llm_timeout=0.5, llm_budget=2.0, llm_max_retries=2,
-                                  llm_breaker_failures=1_000_000, llm_breaker_cooldown=1.0)
+    values: dict[str, Any] = dict(
+        openai_base_url=base_url.rstrip("/") + "/v1",
+        openai_model="load-model",
+        llm_mode="generate",
+        llm_timeout=0.5,
+        llm_budget=2.0,
+        llm_max_retries=2,
+        llm_breaker_failures=1_000_000,
+        llm_breaker_cooldown=1.0,
+    )
     values.update(overrides)
     return values
 
@@ -461,8 +503,16 @@ asyncio.run(main(int(sys.argv[2]), sys.argv[3], float(sys.argv[4])))
 async def start_llm_process(port: int = 0, chunk_delay: float = 0.03) -> tuple[asyncio.subprocess.Process, int]:
     """`FakeOpenAI` in a process of its own (so it can be killed with SIGKILL), streaming `LLM_GOOD` in 15 chunks
     ``chunk_delay`` seconds apart. Returns the process and its port."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", FAKE_LLM_PROCESS, str(ROOT), str(port),
-                                                LLM_GOOD, str(chunk_delay), stdout=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FAKE_LLM_PROCESS,
+        str(ROOT),
+        str(port),
+        LLM_GOOD,
+        str(chunk_delay),
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     assert line.strip().isdigit(), line
@@ -494,7 +544,7 @@ def answers_so_far(fake: FakeBotAPI, asked: list[Asked]) -> dict[int, list[Call]
         pos = 0
         for i in idx:
             n = max(1, len(asked[i].expected))
-            out[i] = calls[pos:pos + n]
+            out[i] = calls[pos : pos + n]
             pos += n
     return out
 
@@ -510,6 +560,8 @@ async def wait_all_answered(fake: FakeBotAPI, asked: list[Asked], timeout: float
         if not missing:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(missing)} of {len(asked)} questions unanswered after {timeout} s, e.g. "
-                               f"{[asked[i].question for i in missing[:3]]}")
+            raise TimeoutError(
+                f"{len(missing)} of {len(asked)} questions unanswered after {timeout} s, e.g. "
+                f"{[asked[i].question for i in missing[:3]]}"
+            )
         await asyncio.sleep(0.02)

@@ -8,6 +8,7 @@ exactly once (a failed call plus its one successful retry; never two successes),
 and every turn logged. Scaled from 200 x 10 to 100 x 5 to keep the file near 10 s: waves are spaced so that the
 retries of one burst are not eaten by the next one (with 3 retries a request would need 4 failures in a row).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,11 +38,16 @@ OPTIONS = dataclasses.replace(LOAD_OPTIONS, retry_attempts=3, retry_backoff=0.5,
 def _retry_of(failed: Call, calls: list[Call]) -> Call:
     """The successful sendMessage that delivered what ``failed`` could not (same chat, same text)."""
     for c in calls:
-        if (c.ts > failed.ts and c.status == 200 and c.params.get("chat_id") == failed.params.get("chat_id")
-                and c.params.get("text") == failed.params.get("text")):
+        if (
+            c.ts > failed.ts
+            and c.status == 200
+            and c.params.get("chat_id") == failed.params.get("chat_id")
+            and c.params.get("text") == failed.params.get("text")
+        ):
             return c
-    raise AssertionError(f"the message refused with {failed.status} in chat {failed.params.get('chat_id')} "
-                         "was never delivered")
+    raise AssertionError(
+        f"the message refused with {failed.status} in chat {failed.params.get('chat_id')} was never delivered"
+    )
 
 
 async def test_bot_api_502_and_429_bursts_during_load(polling):

@@ -12,6 +12,7 @@ The circuit breaker is set out of reach, so every request meets its fault (the w
 
 Last, a fresh process checks that the first LLM question of the bot's life does not block the event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -94,14 +95,15 @@ class Wave:
             outcomes[kind] = outcomes.get(kind, 0) + 1
             worst = max(worst, call.ts - a.pushed)
         curated = check_answers_subset(self.fake, self.curated)
-        slowest = max(c[0].ts - a.pushed for a, c in zip(self.curated, curated))
+        slowest = max(c[0].ts - a.pushed for a, c in zip(self.curated, curated, strict=False))
         assert slowest < BUDGET, f"a curated answer waited {slowest:.2f} s behind the LLM"
         # The budget bounds the LLM's part; getting the update and sending the answer take what they take on the
         # machine right now -- as long as the slowest curated answer of the same wave took, at most (a starved
         # machine made a 2 s budget + 1 s slack fail by 0.1 s with three suites running). A budget not enforced
         # would show as the server's hang (30 s here) or the client's timeout.
-        assert worst <= BUDGET + SLACK + slowest, \
+        assert worst <= BUDGET + SLACK + slowest, (
             f"an LLM user waited {worst:.2f} s (budget {BUDGET} s, slowest curated answer {slowest:.2f} s)"
+        )
         # nobody got a second message (a busy notice, a duplicate, the error text)
         for a in self.llm:
             texts_sent = self.fake.sent_texts(a.chat_id)
@@ -173,8 +175,12 @@ async def test_llm_server_killed_mid_stream_during_load(polling):
                     one = await wave.finish()
                     assert one.get("fallback", 0) >= LLM_USERS // 2, one  # the cut streams are not retried
                     # the previews that were showing are replaced by the fallback, never kept as the answer
-                    assert all(llm_outcome(t) == "fallback" for a in wave.llm for t in fake.sent_texts(a.chat_id)
-                               if any(c.params.get("chat_id") == a.chat_id for c in fake.calls_to("sendMessageDraft")))
+                    assert all(
+                        llm_outcome(t) == "fallback"
+                        for a in wave.llm
+                        for t in fake.sent_texts(a.chat_id)
+                        if any(c.params.get("chat_id") == a.chat_id for c in fake.calls_to("sendMessageDraft"))
+                    )
 
                     # Wave 2: the server is gone (connection refused): the fallback at once, for everyone.
                     two = await Wave(fake, 50_000).finish()
@@ -188,8 +194,9 @@ async def test_llm_server_killed_mid_stream_during_load(polling):
                     three = await Wave(fake, 60_000).finish()
                     assert three.get("verified", 0) >= 1, three
                     await bot.shutdown()
-                wave_three = db_rows(bot.db, "SELECT error FROM turns WHERE route = 'llm' ORDER BY id DESC LIMIT ?",
-                                     LLM_USERS)
+                wave_three = db_rows(
+                    bot.db, "SELECT error FROM turns WHERE route = 'llm' ORDER BY id DESC LIMIT ?", LLM_USERS
+                )
                 # ("budget: no time left to retry after connection: …" is a connection failure too)
                 assert not [e for (e,) in wave_three if e and "connection" in e.lower()], wave_three
                 assert {e.split(":")[0] for (e,) in wave_three if e} <= {"budget", "timeout"}, wave_three
@@ -239,8 +246,16 @@ async def test_the_first_llm_question_does_not_stall_the_bot(tmp_path):
     """In a fresh process: while the first question of the bot's life goes to the LLM, the event loop (every other
     chat) is never blocked for long. It was blocked ~1 s: the openai package was imported on first use."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LAG_PROBE, str(ROOT), str(tmp_path / "lag.db"), LLM_GOOD, LLM_Q,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        LAG_PROBE,
+        str(ROOT),
+        str(tmp_path / "lag.db"),
+        LLM_GOOD,
+        LLM_Q,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()[-2000:]
     route, guard, worst, calls = out.decode().split()

@@ -15,6 +15,7 @@ the file every 20 ms saw it. Afterwards `PRAGMA integrity_check` is ok, the full
 acknowledged turn is present, and so is the turn of every answer delivered more than 1 s before the kill (the
 writer commits within ~50 ms of an answer; 1 s is the margin for a loaded 2-core machine).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,7 @@ async def test_sigterm_during_load_finishes_answers_in_flight_and_exits_0(tmp_pa
     answerer = offline_answerer()
     expected = {q: expected_texts(answerer.match(q)) for q in questions}
     async with FakeOpenAI(default=reply(LLM_GOOD, chunks=10, chunk_delay=0.15)) as llm, FakeBotAPI() as fake:
-        proc = await start_faqbot(tmp_path, fake, OPENAI_BASE_URL=llm.base_url + "/v1",
-                                   FAQBOT_LLM_MODE="generate")
+        proc = await start_faqbot(tmp_path, fake, OPENAI_BASE_URL=llm.base_url + "/v1", FAQBOT_LLM_MODE="generate")
         try:
             fake.set_delay("sendMessage", 0.3)
             asked = [push_question(fake, 90_000 + u, LLM_Q) for u in range(60)]
@@ -69,8 +69,10 @@ async def test_sigterm_during_load_finishes_answers_in_flight_and_exits_0(tmp_pa
             proc.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
             await asyncio.sleep(0.3)  # polling has stopped by now: these stay at the fake for the next start
-            late = [push_question(fake, 92_000 + u, questions[u % 10], expected=expected[questions[u % 10]])
-                    for u in range(20)]
+            late = [
+                push_question(fake, 92_000 + u, questions[u % 10], expected=expected[questions[u % 10]])
+                for u in range(20)
+            ]
             code = await asyncio.wait_for(proc.wait(), 40)
             took = time.monotonic() - stopped
         finally:
@@ -101,8 +103,10 @@ async def test_sigterm_during_load_finishes_answers_in_flight_and_exits_0(tmp_pa
         assert conn.execute("SELECT count(*) FROM turns WHERE route = 'llm' AND guard = 'pass'").fetchone()[0] == 60
     finally:
         conn.close()
-    print(f"\nSIGTERM with {in_flight} LLM answers in the making: exit 0 after {took:.1f} s; {len(sent)} answers "
-          f"sent and logged, {len(left)} updates left for the next start")
+    print(
+        f"\nSIGTERM with {in_flight} LLM answers in the making: exit 0 after {took:.1f} s; {len(sent)} answers "
+        f"sent and logged, {len(left)} updates left for the next start"
+    )
 
 
 async def test_kill_9_during_load_keeps_every_acknowledged_turn(tmp_path):
@@ -117,10 +121,8 @@ async def test_kill_9_during_load_keeps_every_acknowledged_turn(tmp_path):
             started = time.monotonic()
             # Load for at least 1.5 s and until more than 150 turns are committed (a slow start on a busy machine
             # must not leave too little load before the kill); give up on that after 20 s.
-            while (time.monotonic() - started < 1.5 or len(committed.seen) <= 150) \
-                    and time.monotonic() - started < 20:
-                asked += [push_question(fake, 100_000 + wave * 50 + u, questions[(wave + u) % 10])
-                          for u in range(50)]
+            while (time.monotonic() - started < 1.5 or len(committed.seen) <= 150) and time.monotonic() - started < 20:
+                asked += [push_question(fake, 100_000 + wave * 50 + u, questions[(wave + u) % 10]) for u in range(50)]
                 wave += 1
                 await asyncio.sleep(0.15)
             # The bot may keep up with the waves; a last burst makes sure the kill lands with answers in flight.
@@ -156,6 +158,8 @@ async def test_kill_9_during_load_keeps_every_acknowledged_turn(tmp_path):
     assert not missing, f"{len(missing)} of {len(old)} answers delivered > 1 s before the kill have no turn"
     assert questions_logged <= set(questions)
     lags = sorted(committed.seen[t] - c.ts for c in sent for t in turn_ids(c) if t in committed.seen)
-    print(f"\nkill -9 after {len(sent)} answers: {len(stored)} turns stored, {len(acknowledged)} acknowledged, "
-          f"{len(old)} answers older than 1 s all logged; answer -> committed lag p50 {lags[len(lags) // 2]:.2f} s, "
-          f"max {lags[-1]:.2f} s")
+    print(
+        f"\nkill -9 after {len(sent)} answers: {len(stored)} turns stored, {len(acknowledged)} acknowledged, "
+        f"{len(old)} answers older than 1 s all logged; answer -> committed lag p50 {lags[len(lags) // 2]:.2f} s, "
+        f"max {lags[-1]:.2f} s"
+    )

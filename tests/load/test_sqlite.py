@@ -5,6 +5,7 @@ subprocess holding the lock. While it is held, 5 waves of 50 users ask a questio
 answered at once (answering never waits for the disk), nothing can be committed meanwhile, and once the lock is
 released every turn is in the file. Scaled: 250 questions during the lock (the lock itself is the stated 10 s).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,10 @@ async def test_log_locked_by_another_process_for_10_s_during_load(polling):
         async with FakeBotAPI() as fake, polling(fake) as bot:
             log = bot.services.turn_log
             assert log is not None
-            warm = [push_question(fake, 80_000 + u, questions[u % 10], expected=expected[questions[u % 10]])
-                    for u in range(USERS)]
+            warm = [
+                push_question(fake, 80_000 + u, questions[u % 10], expected=expected[questions[u % 10]])
+                for u in range(USERS)
+            ]
             await wait_all_answered(fake, warm, timeout=10)
             await log.flush(timeout=10)
             before = turn_count(bot.db)

@@ -7,6 +7,7 @@ has answered the first (about 10-15 s on the 2-core test machine).
 Throttle: the production per-user throttle (5 messages / 10 s) would answer 5 of each user's 10 messages and drop
 the rest by design, so this test raises it (`LOAD_OPTIONS`); everything else uses the test defaults.
 """
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """``BotRunner``: the real ``MatrixBot`` with real services (SQLite log in tmp) as a task of the test loop; and
 ``db_rows`` to read that log back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,8 @@ class BotRunner:
         self.bot = None
 
     async def __aenter__(self) -> BotRunner:
-        from bot.matrix.app import MatrixBot
         from bot.app.services import build_services
+        from bot.matrix.app import MatrixBot
 
         if self.services is None:
             self.services = await build_services(self.settings, with_llm=False)

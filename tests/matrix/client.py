@@ -5,13 +5,15 @@ can wait for what the bot sends (``wait_for``) or check it sent nothing (``quiet
 client (an ``OlmMachine`` on an SQLite store in ``path``): it publishes device keys, sends encrypted messages in
 encrypted rooms, and decrypts what arrives there -- such events are collected decrypted, with ``"encrypted": True``.
 ``send_undecryptable`` sends a message whose keys go to nobody but the sender."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mautrix.client import Client, DecryptionDispatcher
 from mautrix.errors import SessionNotFound
@@ -64,8 +66,9 @@ class TestUser:
         store = PgCryptoStore(account_id=self.user_id, pickle_key="test", db=db)
         await store.open()
         self.client.state_store = PgCryptoStateStore(state_db)
-        self.crypto = OlmMachine(self.client, store, self.client.state_store,
-                                 log=logging.getLogger("tests.matrix.crypto"))
+        self.crypto = OlmMachine(
+            self.client, store, self.client.state_store, log=logging.getLogger("tests.matrix.crypto")
+        )
         await self.crypto.load()
         await store.put_device_id(self.user.device_id)
         await self.crypto.share_keys()
@@ -88,7 +91,9 @@ class TestUser:
             self._since = data.get("next_batch")
             self.to_device.extend(data.get("to_device", {}).get("events", []))
             if self.crypto is not None:
-                await asyncio.gather(*self.client.handle_sync(data), return_exceptions=True)  # keys, device lists, room state
+                await asyncio.gather(
+                    *self.client.handle_sync(data), return_exceptions=True
+                )  # keys, device lists, room state
             new = []
             for room_id, room in data.get("rooms", {}).get("join", {}).items():
                 for e in room.get("timeline", {}).get("events", []):
@@ -128,7 +133,7 @@ class TestUser:
                     raise AssertionError(f"no matching event within {timeout} s; seen: {self.summary()}")
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def quiet(self, predicate: Predicate, seconds: float = 1.0) -> None:
@@ -140,19 +145,32 @@ class TestUser:
         raise AssertionError(f"unexpected event: {e}")
 
     def summary(self) -> list[tuple[str, str, str]]:
-        return [(e.get("sender", ""), e.get("type", ""), str(e.get("content", {}).get("body", ""))[:40])
-                for e in self.events]
+        return [
+            (e.get("sender", ""), e.get("type", ""), str(e.get("content", {}).get("body", ""))[:40])
+            for e in self.events
+        ]
 
     # ------------------------------------------------------------------ actions
-    async def create_room(self, invite: list[str] = (), *, direct: bool = False, name: str | None = None,
-                          encrypted: bool = False, public: bool = False) -> str:
+    async def create_room(
+        self,
+        invite: list[str] = (),
+        *,
+        direct: bool = False,
+        name: str | None = None,
+        encrypted: bool = False,
+        public: bool = False,
+    ) -> str:
         initial_state = []
         if encrypted:
-            initial_state.append({"type": "m.room.encryption", "state_key": "",
-                                  "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+            initial_state.append(
+                {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+            )
         preset = RoomCreatePreset.PUBLIC if public else RoomCreatePreset.PRIVATE
-        return str(await self.client.create_room(invitees=list(invite), is_direct=direct, name=name,
-                                                 initial_state=initial_state, preset=preset))
+        return str(
+            await self.client.create_room(
+                invitees=list(invite), is_direct=direct, name=name, initial_state=initial_state, preset=preset
+            )
+        )
 
     async def join(self, room_id: str) -> None:
         await self.client.join_room_by_id(room_id)
@@ -170,10 +188,12 @@ class TestUser:
         Returns the event id and the Megolm session id."""
         await self.crypto.crypto_store.remove_outbound_group_session(room_id)
         await self.crypto.share_group_session(room_id, [self.user_id])
-        content = await self.crypto.encrypt_megolm_event(room_id, EventType.ROOM_MESSAGE,
-                                                        {"msgtype": "m.text", "body": body})
-        event_id = await self.client.send_message_event(room_id, EventType.ROOM_ENCRYPTED, content,
-                                                        disable_encryption=True)
+        content = await self.crypto.encrypt_megolm_event(
+            room_id, EventType.ROOM_MESSAGE, {"msgtype": "m.text", "body": body}
+        )
+        event_id = await self.client.send_message_event(
+            room_id, EventType.ROOM_ENCRYPTED, content, disable_encryption=True
+        )
         await self.crypto.crypto_store.remove_outbound_group_session(room_id)
         return str(event_id), str(content.session_id)
 
@@ -181,16 +201,18 @@ class TestUser:
         """A reaction sent encrypted, as Element does in encrypted rooms (mautrix itself sends reactions in clear)."""
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
         encrypted = await self.client.encrypt(room_id, EventType.REACTION, content)
-        return str(await self.client.send_message_event(room_id, EventType.ROOM_ENCRYPTED, encrypted,
-                                                        disable_encryption=True))
+        return str(
+            await self.client.send_message_event(room_id, EventType.ROOM_ENCRYPTED, encrypted, disable_encryption=True)
+        )
 
     async def redact(self, room_id: str, event_id: str) -> str:
         return str(await self.client.redact(room_id, event_id))
 
     def notifications(self, synapse) -> list[dict[str, Any]]:
         """This user's notifications as the homeserver's push rules decided them (``/notifications``)."""
-        return synapse.request("GET", "/_matrix/client/v3/notifications?limit=100",
-                               token=self.user.access_token)["notifications"]
+        return synapse.request("GET", "/_matrix/client/v3/notifications?limit=100", token=self.user.access_token)[
+            "notifications"
+        ]
 
     async def react(self, room_id: str, event_id: str, key: str) -> str:
         return str(await self.client.react(room_id, event_id, key))

@@ -7,6 +7,7 @@
 
 ``BotRunner`` and ``db_rows`` are in tests/matrix/bot_runner.py, the test users' client in tests/matrix/client.py.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -10,6 +10,7 @@ process (SIGTERM, then SIGKILL).
 
 Only the standard library is used here, so the fixture works without an event loop.
 """
+
 from __future__ import annotations
 
 import base64
@@ -55,8 +56,13 @@ RATE_LIMITS = {
     "rc_reports": _FAST,
     "rc_user_directory": _FAST,
     "rc_profile": _FAST,
-    "rc_federation": {"window_size": 1000, "sleep_limit": 10000, "sleep_delay": 1, "reject_limit": 100000,
-                      "concurrent": 1000},
+    "rc_federation": {
+        "window_size": 1000,
+        "sleep_limit": 10000,
+        "sleep_delay": 1,
+        "reject_limit": 100000,
+        "concurrent": 1000,
+    },
 }
 
 
@@ -97,22 +103,37 @@ class Synapse:
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log_config = self.workdir / "log.yaml"
-        log_config.write_text(json.dumps({
-            "version": 1,
-            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-            "handlers": {"file": {"class": "logging.FileHandler", "filename": str(self.workdir / "homeserver.log"),
-                                  "formatter": "plain"}},
-            "root": {"level": "WARNING", "handlers": ["file"]},
-            "disable_existing_loggers": False,
-        }))
+        log_config.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+                    "handlers": {
+                        "file": {
+                            "class": "logging.FileHandler",
+                            "filename": str(self.workdir / "homeserver.log"),
+                            "formatter": "plain",
+                        }
+                    },
+                    "root": {"level": "WARNING", "handlers": ["file"]},
+                    "disable_existing_loggers": False,
+                }
+            )
+        )
         config = {
             "server_name": SERVER_NAME,
             "public_baseurl": self.base_url + "/",
             "pid_file": str(self.workdir / "homeserver.pid"),
-            "listeners": [{
-                "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
-            }],
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
             "database": {"name": "sqlite3", "args": {"database": str(self.workdir / "homeserver.db")}},
             "log_config": str(log_config),
             "media_store_path": str(self.workdir / "media"),
@@ -144,8 +165,12 @@ class Synapse:
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
-            cwd=self.workdir, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            cwd=self.workdir,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -195,14 +220,22 @@ class Synapse:
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"{method} {path} -> {e.code}: {e.read().decode(errors='replace')}") from None
 
-    def register(self, localpart: str, password: str | None = None, *, admin: bool = False,
-                 displayname: str | None = None) -> User:
+    def register(
+        self, localpart: str, password: str | None = None, *, admin: bool = False, displayname: str | None = None
+    ) -> User:
         """Create a user through the shared-secret admin API (``/_synapse/admin/v1/register``)."""
         password = password or secrets.token_hex(8)
         nonce = self.request("GET", "/_synapse/admin/v1/register")["nonce"]
         mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(nonce.encode() + b"\x00" + localpart.encode() + b"\x00" + password.encode() + b"\x00"
-                   + (b"admin" if admin else b"notadmin"))
+        mac.update(
+            nonce.encode()
+            + b"\x00"
+            + localpart.encode()
+            + b"\x00"
+            + password.encode()
+            + b"\x00"
+            + (b"admin" if admin else b"notadmin")
+        )
         body = {"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac.hexdigest()}
         if displayname:
             body["displayname"] = displayname

@@ -1,5 +1,6 @@
 """The Matrix transport against a real Synapse on 127.0.0.1 (see tests/matrix/synapse.py), with the real answering core
 and a real SQLite log in tmp. Test users talk to the bot through a real mautrix client."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,8 @@ pytest.importorskip("mautrix")
 
 from bot.answering import texts  # noqa: E402
 from bot.answering.types import Conversation, Draft, Reply, Route  # noqa: E402
-from tests.matrix.client import TestUser, from_bot  # noqa: E402
 from tests.matrix.bot_runner import BotRunner, db_rows  # noqa: E402
+from tests.matrix.client import TestUser, from_bot  # noqa: E402
 
 
 def expected(answerer, question: str, conv: Conversation | None = None) -> Reply:
@@ -62,8 +63,10 @@ async def test_direct_room_question_gets_the_curated_answer(synapse, matrix_sett
         assert note["content"]["body"] == texts.NON_TEXT
         await runner.flush()
 
-    rows = db_rows(matrix_settings, "SELECT t.*, c.chat_type, c.chat_id, c.user_hash FROM turns t "
-                                    "JOIN conversations c ON c.id = t.conversation_id")
+    rows = db_rows(
+        matrix_settings,
+        "SELECT t.*, c.chat_type, c.chat_id, c.user_hash FROM turns t JOIN conversations c ON c.id = t.conversation_id",
+    )
     assert len(rows) == 1
     row = rows[0]
     assert (row["channel"], row["route"], row["faq_id"], row["chat_type"]) == ("matrix", "faq", want.faq_id, "direct")
@@ -72,8 +75,11 @@ async def test_direct_room_question_gets_the_curated_answer(synapse, matrix_sett
 
 
 async def test_group_room_answers_only_when_addressed(synapse, matrix_settings, alice, bob, bot_user, answerer):
-    async with BotRunner(matrix_settings) as runner, TestUser(synapse.base_url, alice) as a, \
-            TestUser(synapse.base_url, bob) as b:
+    async with (
+        BotRunner(matrix_settings) as runner,
+        TestUser(synapse.base_url, alice) as a,
+        TestUser(synapse.base_url, bob) as b,
+    ):
         room = await group_with_bot(a, b, bot_user.user_id)
         not_for_bot = await a.send(room, "社保卡丢了怎么办")  # people talking among themselves
         by_name = await a.send(room, "问答助手 社保卡丢了怎么办")
@@ -84,14 +90,21 @@ async def test_group_room_answers_only_when_addressed(synapse, matrix_settings, 
         assert not [e for e in a.events if from_bot(bot_user.user_id, room, reply_to=not_for_bot)(e)]
 
         # A pill mention with m.mentions (what Element sends).
-        pill = (f'<a href="https://matrix.to/#/{bot_user.user_id}">问答助手</a>: 电子社保卡怎么申领')
-        by_pill = await b.send(room, "问答助手: 电子社保卡怎么申领", format="org.matrix.custom.html",
-                               formatted_body=pill, **{"m.mentions": {"user_ids": [bot_user.user_id]}})
+        pill = f'<a href="https://matrix.to/#/{bot_user.user_id}">问答助手</a>: 电子社保卡怎么申领'
+        by_pill = await b.send(
+            room,
+            "问答助手: 电子社保卡怎么申领",
+            format="org.matrix.custom.html",
+            formatted_body=pill,
+            **{"m.mentions": {"user_ids": [bot_user.user_id]}},
+        )
         ans2 = await b.wait_for(from_bot(bot_user.user_id, room, reply_to=by_pill))
         assert ans2["content"]["body"] == expected(answerer, "电子社保卡怎么申领").text
 
         # A reply to one of the bot's messages, without a mention.
-        follow = await b.send(room, "人脸识别通不过怎么办", **{"m.relates_to": {"m.in_reply_to": {"event_id": ans2["event_id"]}}})
+        follow = await b.send(
+            room, "人脸识别通不过怎么办", **{"m.relates_to": {"m.in_reply_to": {"event_id": ans2["event_id"]}}}
+        )
         ans3 = await b.wait_for(from_bot(bot_user.user_id, room, reply_to=follow))
         assert ans3["content"]["body"] == expected(answerer, "人脸识别通不过怎么办").text
 
@@ -108,23 +121,36 @@ async def test_group_room_answers_only_when_addressed(synapse, matrix_settings, 
         await a.quiet(from_bot(bot_user.user_id, room, reply_to=bob_two), 0.3)
         await runner.flush()
 
-    rows = db_rows(matrix_settings, "SELECT DISTINCT c.chat_type FROM turns t JOIN conversations c "
-                                    "ON c.id = t.conversation_id")
+    rows = db_rows(
+        matrix_settings, "SELECT DISTINCT c.chat_type FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+    )
     assert [r["chat_type"] for r in rows] == ["group"]
     assert db_rows(matrix_settings, "SELECT count(*) n FROM turns")[0]["n"] == 5
 
 
-async def test_question_in_a_thread_is_answered_in_the_thread(synapse, matrix_settings, alice, bob, bot_user,
-                                                              answerer):
-    async with BotRunner(matrix_settings), TestUser(synapse.base_url, alice) as a, \
-            TestUser(synapse.base_url, bob) as b:
+async def test_question_in_a_thread_is_answered_in_the_thread(synapse, matrix_settings, alice, bob, bot_user, answerer):
+    async with BotRunner(matrix_settings), TestUser(synapse.base_url, alice) as a, TestUser(synapse.base_url, bob) as b:
         room = await group_with_bot(a, b, bot_user.user_id)
         root = await b.send(room, "有人知道电子社保卡的事吗？")
-        q = await a.send(room, "问答助手 电子社保卡怎么申领", **{"m.relates_to": {
-            "rel_type": "m.thread", "event_id": root, "is_falling_back": True, "m.in_reply_to": {"event_id": root}}})
+        q = await a.send(
+            room,
+            "问答助手 电子社保卡怎么申领",
+            **{
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": root,
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": root},
+                }
+            },
+        )
         ans = await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q))
-        assert ans["content"]["m.relates_to"] == {"rel_type": "m.thread", "event_id": root, "is_falling_back": False,
-                                                  "m.in_reply_to": {"event_id": q}}
+        assert ans["content"]["m.relates_to"] == {
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": False,
+            "m.in_reply_to": {"event_id": q},
+        }
         assert ans["content"]["body"] == expected(answerer, "电子社保卡怎么申领").text
         # The thread root (no mention) got no answer of its own.
         assert not [e for e in a.events if from_bot(bot_user.user_id, room, reply_to=root)(e)]
@@ -153,8 +179,12 @@ async def test_reactions_are_logged_as_feedback(synapse, matrix_settings, alice,
 
     fb = db_rows(matrix_settings, "SELECT turn_id, kind FROM feedback ORDER BY id")
     assert [(turns[r["turn_id"]], r["kind"]) for r in fb] == [
-        ("社保卡丢了怎么办", "up"), ("电子社保卡怎么申领", "down"), ("电子社保卡怎么申领", "up"),
-        ("电子社保卡怎么申领", "up"), ("电子社保卡怎么申领", "withdrawn")]
+        ("社保卡丢了怎么办", "up"),
+        ("电子社保卡怎么申领", "down"),
+        ("电子社保卡怎么申领", "up"),
+        ("电子社保卡怎么申领", "up"),
+        ("电子社保卡怎么申领", "withdrawn"),
+    ]
     # Latest state wins: the review side sees 👍 on the first answer and nothing on the second.
     from storage import queries
     from storage.db import open_db_sync
@@ -187,8 +217,9 @@ async def test_invites_follow_the_allow_list(synapse, matrix_settings, alice, bo
 
         # Allowed by server name; with encryption switched off (MATRIX_E2EE=false) an encrypted room is joined only
         # to say it cannot work there, then left.
-        settings = matrix_settings.model_copy(update={"matrix_allowed": ["elsewhere.example", "faqbot.test"],
-                                                      "matrix_e2ee": False})
+        settings = matrix_settings.model_copy(
+            update={"matrix_allowed": ["elsewhere.example", "faqbot.test"], "matrix_e2ee": False}
+        )
         async with BotRunner(settings) as runner:
             await a.invite(encrypted_room, bot_user.user_id)
             assert runner.bot.matrix.e2ee is None
@@ -272,7 +303,11 @@ async def test_clarify_answered_by_number(synapse, matrix_settings, alice, bot_u
 
     turns = db_rows(matrix_settings, "SELECT id, route, faq_id, via FROM turns ORDER BY id")
     assert [(t["route"], t["faq_id"]) for t in turns] == [
-        ("clarify", None), ("faq", entry.id), ("clarify", None), ("none", None)]
+        ("clarify", None),
+        ("faq", entry.id),
+        ("clarify", None),
+        ("none", None),
+    ]
     fb = db_rows(matrix_settings, "SELECT turn_id, kind FROM feedback")
     assert [(r["turn_id"], r["kind"]) for r in fb] == [(turns[2]["id"], "none")]
 
@@ -293,8 +328,8 @@ class SlowFallback:
 
 
 async def test_typing_verified_llm_answer_and_graceful_shutdown(synapse, matrix_settings, alice, bot_user):
-    from bot.matrix.app import run_matrix
     from bot.app.services import build_services
+    from bot.matrix.app import run_matrix
 
     services = await build_services(matrix_settings, with_llm=False)
     slow = SlowFallback(delay=1.0)
@@ -306,8 +341,11 @@ async def test_typing_verified_llm_answer_and_graceful_shutdown(synapse, matrix_
         q = await a.send(room, "我想问一下养老金怎么算")  # not in the FAQ: goes to the (slow) fallback
         await asyncio.wait_for(slow.started.wait(), 10)
         typing = await a.client.sync(timeout=0, filter_id=json.dumps({"room": {"rooms": [room]}}))
-        typing_users = [e["content"]["user_ids"] for e in typing["rooms"]["join"][room]["ephemeral"]["events"]
-                        if e["type"] == "m.typing"]
+        typing_users = [
+            e["content"]["user_ids"]
+            for e in typing["rooms"]["join"][room]["ephemeral"]["events"]
+            if e["type"] == "m.typing"
+        ]
         assert typing_users and bot_user.user_id in typing_users[-1]
         stop.set()  # shut down while the answer is being worked on
         await asyncio.wait_for(task, 15)
@@ -359,8 +397,7 @@ async def test_answers_notify_the_asker_through_push_rules(synapse, matrix_setti
     """Synapse's default push rules, read back through /notifications: the welcome (m.notice) notifies nobody;
     an answer (m.text) notifies the asker in a direct room and highlights them (intentional mention) in a group --
     an m.notice answer would have been silenced by .m.rule.suppress_notices before the mention rule."""
-    async with BotRunner(matrix_settings), TestUser(synapse.base_url, alice) as a, \
-            TestUser(synapse.base_url, bob) as b:
+    async with BotRunner(matrix_settings), TestUser(synapse.base_url, alice) as a, TestUser(synapse.base_url, bob) as b:
         dm = await dm_with_bot(a, bot_user.user_id)
         welcome = await a.wait_for(from_bot(bot_user.user_id, dm))
         q = await a.send(dm, "社保卡丢了怎么办")
@@ -386,8 +423,9 @@ async def test_answers_notify_the_asker_through_push_rules(synapse, matrix_setti
         assert {"set_tweak": "highlight"} not in bob_seen.get(group_answer["event_id"], [])
 
 
-async def test_runner_with_only_an_access_token_and_private_room_ids_in_the_log(synapse, matrix_settings, alice,
-                                                                                 bot_user, caplog):
+async def test_runner_with_only_an_access_token_and_private_room_ids_in_the_log(
+    synapse, matrix_settings, alice, bot_user, caplog
+):
     """`faqbot run` needs no MATRIX_USER_ID next to an access token (whoami names the user); the process log names
     a direct room by the pseudonym the conversation log stores for it, never by its id."""
     import logging
@@ -417,9 +455,9 @@ async def test_encryption_setting_and_required_matrix_settings(matrix_settings, 
     a clear configuration error; the runner wants a token, or a user id with a password."""
     import bot.matrix.app as app
     import bot.matrix.sync as sync
-    from bot.matrix.session import MatrixConfigError
     from bot.app.runner import _config_error
     from bot.app.services import build_services
+    from bot.matrix.session import MatrixConfigError
 
     services = await build_services(matrix_settings, with_log=False, with_llm=False)
     assert app.MatrixBot(services, matrix_settings).matrix.e2ee_on is True

@@ -1,6 +1,7 @@
 """Matrix side of the curator loop against a real Synapse: an admin (MATRIX_ADMIN_IDS) curates the gap inbox with
 commands in a direct room, a person replies 通知我 to an out-of-scope answer and gets exactly one follow-up after
 the admin's !reload; a non-admin's !gaps is an ordinary question."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,17 +12,29 @@ import pytest
 pytest.importorskip("mautrix")
 
 from bot.answering import texts  # noqa: E402
-from knowledge.loader import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
 from knowledge.curation import DraftEntry  # noqa: E402
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
 from storage import subscriptions  # noqa: E402
-from tests.matrix.client import TestUser, from_bot  # noqa: E402
 from tests.matrix.bot_runner import BotRunner  # noqa: E402
+from tests.matrix.client import TestUser, from_bot  # noqa: E402
 
 QUESTION = "社保卡能坐公交吗"
 ANSWER = "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。"
-ALTERNATES = ["社保卡坐公交", "社保卡乘公交车", "公交车上能刷社保卡吗", "社保卡当公交卡用", "社保卡刷公交要开通吗",
-              "社保卡乘车功能", "电子社保卡乘车码", "社保卡坐地铁", "社保卡能刷地铁吗", "社保卡公交优惠",
-              "老年人社保卡坐公交", "社保卡乘公交怎么开通", QUESTION]
+ALTERNATES = [
+    "社保卡坐公交",
+    "社保卡乘公交车",
+    "公交车上能刷社保卡吗",
+    "社保卡当公交卡用",
+    "社保卡刷公交要开通吗",
+    "社保卡乘车功能",
+    "电子社保卡乘车码",
+    "社保卡坐地铁",
+    "社保卡能刷地铁吗",
+    "社保卡公交优惠",
+    "老年人社保卡坐公交",
+    "社保卡乘公交怎么开通",
+    QUESTION,
+]
 
 
 async def dm(user: TestUser, bot_id: str) -> str:
@@ -50,13 +63,17 @@ async def test_admin_commands_and_tell_the_asker(synapse, matrix_settings, alice
         assert hint["content"]["body"] == texts.MATRIX_NOTIFY_HINT and hint["content"]["msgtype"] == "m.notice"
         assert not notify_db.exists() or subscriptions.count(notify_db) == 0
 
-        ask = await a.send(room_a, f"> <{bot_id}> {texts.MATRIX_NOTIFY_HINT}\n\n{texts.MATRIX_NOTIFY_WORD}",
-                           **reply_to(hint["event_id"]))
+        ask = await a.send(
+            room_a,
+            f"> <{bot_id}> {texts.MATRIX_NOTIFY_HINT}\n\n{texts.MATRIX_NOTIFY_WORD}",
+            **reply_to(hint["event_id"]),
+        )
         ok = await a.wait_for(from_bot(bot_id, room_a, reply_to=ask))
         assert ok["content"]["body"] == texts.NOTIFY_OK
         with sqlite3.connect(notify_db) as c:
             assert c.execute("SELECT channel, chat_id, question FROM subscriptions").fetchall() == [
-                ("matrix", room_a, QUESTION)]
+                ("matrix", room_a, QUESTION)
+            ]
         # a non-admin's !gaps is an ordinary question
         x = await a.send(room_a, "!gaps")
         plain = await a.wait_for(from_bot(bot_id, room_a, reply_to=x))
@@ -78,19 +95,34 @@ async def test_admin_commands_and_tell_the_asker(synapse, matrix_settings, alice
         assert await admin(f"!mark {n} entry no_such_entry") == texts.MATRIX_CURATE_HELP
         assert await admin(f"!mark {n} new") == texts.CURATE_MARKED_NEW.format(n=1)
         with sqlite3.connect(settings.db) as c:
-            assert c.execute("SELECT label, reviewer FROM reviews").fetchall() == [("new-entry", f"matrix:{bob.user_id}")]
+            assert c.execute("SELECT label, reviewer FROM reviews").fetchall() == [
+                ("new-entry", f"matrix:{bob.user_id}")
+            ]
         done = await admin(f"!answer {n} {ANSWER}")
         [draft] = list((kdir / "drafts").glob("*.toml"))
         assert done == texts.CURATE_DRAFT_OK.format(draft_id=draft.stem, path=f"drafts/{draft.name}")
         assert ANSWER in draft.read_text(encoding="utf-8")
 
         # the entry is published (as `faqbot knowledge approve` would); the admin reloads
-        (kdir / "faq" / "99_bus_card.toml").write_text(DraftEntry(
-            id="bus_card", section=0, question="社保卡可以乘坐公交吗？", alternates=ALTERNATES, answer=ANSWER,
-            title="乘坐公交").render(), encoding="utf-8")
+        (kdir / "faq" / "99_bus_card.toml").write_text(
+            DraftEntry(
+                id="bus_card",
+                section=0,
+                question="社保卡可以乘坐公交吗？",
+                alternates=ALTERNATES,
+                answer=ANSWER,
+                title="乘坐公交",
+            ).render(),
+            encoding="utf-8",
+        )
         assert (await admin("!reload")).startswith(texts.ADMIN_RELOAD_OK.split("：")[0])
-        follow = await a.wait_for(lambda e: e.get("sender") == bot_id and e.get("room_id") == room_a
-                                  and e["content"].get("body", "").startswith("您之前问过"))
+        follow = await a.wait_for(
+            lambda e: (
+                e.get("sender") == bot_id
+                and e.get("room_id") == room_a
+                and e["content"].get("body", "").startswith("您之前问过")
+            )
+        )
         assert follow["content"]["body"].startswith(texts.NOTIFY_FOLLOW_UP.format(question=QUESTION))
         assert ANSWER in follow["content"]["body"]
         assert subscriptions.count(notify_db) == 0  # the room id is gone
@@ -98,8 +130,11 @@ async def test_admin_commands_and_tell_the_asker(synapse, matrix_settings, alice
         again = [e for e in a.events if e is not follow and e.get("sender") == bot_id]
 
         def another_follow_up(e):
-            return (e.get("sender") == bot_id and "您之前问过" in e.get("content", {}).get("body", "")
-                    and e.get("event_id") != follow["event_id"])
+            return (
+                e.get("sender") == bot_id
+                and "您之前问过" in e.get("content", {}).get("body", "")
+                and e.get("event_id") != follow["event_id"]
+            )
 
         await a.quiet(another_follow_up, 1.0)
         await b.quiet(another_follow_up, 0.2)

@@ -1,4 +1,5 @@
 """Matrix adapter helpers that need no homeserver: HTML, reply content, mentions, reactions, allow-list, session file."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import pytest
 
 pytest.importorskip("mautrix")
 
+from bot.answering.types import Conversation, Route  # noqa: E402
 from bot.matrix.format import (  # noqa: E402
     looks_like_pick,
     mentions_user,
@@ -19,7 +21,6 @@ from bot.matrix.format import (  # noqa: E402
     to_html,
 )
 from bot.matrix.session import StoredSession, load_session, save_session  # noqa: E402
-from bot.answering.types import Conversation, Route  # noqa: E402
 
 BOT = "@faqbot:example.org"
 
@@ -54,20 +55,30 @@ def test_numbered_lines_become_an_ordered_list(answerer):
 
 def test_thread_and_mention():
     c = text_content("答", in_reply_to="$q", thread_root="$root", mention="@alice:x")
-    assert c["m.relates_to"] == {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": False,
-                                 "m.in_reply_to": {"event_id": "$q"}}
+    assert c["m.relates_to"] == {
+        "rel_type": "m.thread",
+        "event_id": "$root",
+        "is_falling_back": False,
+        "m.in_reply_to": {"event_id": "$q"},
+    }
     assert c["m.mentions"] == {"user_ids": ["@alice:x"]}
 
 
-@pytest.mark.parametrize("content,expected", [
-    ({"body": "社保卡丢了怎么办"}, False),
-    ({"body": "@faqbot:example.org 社保卡丢了怎么办"}, True),
-    ({"body": "问答助手：社保卡丢了怎么办"}, True),
-    ({"body": "问答助手：社保卡丢了怎么办", "m.mentions": {}}, True),
-    ({"body": "x", "m.mentions": {"user_ids": [BOT]}}, True),
-    ({"body": "x", "m.mentions": {"user_ids": ["@other:example.org"]}}, False),
-    ({"body": "bot: x", "formatted_body": '<a href="https://matrix.to/#/%40faqbot%3Aexample.org">bot</a>: x'}, True),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ({"body": "社保卡丢了怎么办"}, False),
+        ({"body": "@faqbot:example.org 社保卡丢了怎么办"}, True),
+        ({"body": "问答助手：社保卡丢了怎么办"}, True),
+        ({"body": "问答助手：社保卡丢了怎么办", "m.mentions": {}}, True),
+        ({"body": "x", "m.mentions": {"user_ids": [BOT]}}, True),
+        ({"body": "x", "m.mentions": {"user_ids": ["@other:example.org"]}}, False),
+        (
+            {"body": "bot: x", "formatted_body": '<a href="https://matrix.to/#/%40faqbot%3Aexample.org">bot</a>: x'},
+            True,
+        ),
+    ],
+)
 def test_mentions(content, expected):
     assert mentions_user(content, BOT, "问答助手") is expected
 
@@ -83,8 +94,19 @@ def test_picks():
     assert not looks_like_pick("4", 3) and not looks_like_pick("社保卡", 3) and not looks_like_pick("", 3)
 
 
-@pytest.mark.parametrize("key,kind", [("👍", "up"), ("👍️", "up"), ("👍🏽", "up"), ("👎", "down"), ("👎🏻", "down"),
-                                      ("❤️", None), ("", None), (None, None)])
+@pytest.mark.parametrize(
+    "key,kind",
+    [
+        ("👍", "up"),
+        ("👍️", "up"),
+        ("👍🏽", "up"),
+        ("👎", "down"),
+        ("👎🏻", "down"),
+        ("❤️", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_reaction_kind(key, kind):
     assert reaction_kind(key) == kind
 

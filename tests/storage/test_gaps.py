@@ -1,4 +1,5 @@
 """Gap inbox clustering (storage/gaps.py) on logs written by the real TurnLog and real matching."""
+
 from __future__ import annotations
 
 import re
@@ -6,19 +7,31 @@ import tomllib
 
 import pytest
 
-from bot.cli.main import main
-from bot.app.settings import Settings
 from bot.answering.answerer import Answerer
 from bot.answering.types import Conversation
+from bot.app.settings import Settings
+from bot.cli.main import main
 from storage.db import open_db_sync
-from storage.gaps import content_text, gap_clusters, similarity, _features, _Weights
+from storage.gaps import _features, _Weights, content_text, gap_clusters, similarity
 from storage.writer import TurnLog
 
 # 37 turns about riding the bus with the card, in six wordings (the issue's example).
-BUS = {"社保卡能坐公交吗": 17, "社保卡可以坐公交车吗": 6, "电子社保卡能乘公交吗": 5, "社保卡能不能刷公交": 4,
-       "坐公交能用电子社保卡吗": 3, "用社保卡坐公交行不行": 2}
-OTHER = {"医保余额怎么查": 3, "怎么查医保余额": 2, "养老金怎么算": 2, "养老金如何计算": 1, "今天天气怎么样": 1,
-         "社保卡可以异地使用吗": 2}
+BUS = {
+    "社保卡能坐公交吗": 17,
+    "社保卡可以坐公交车吗": 6,
+    "电子社保卡能乘公交吗": 5,
+    "社保卡能不能刷公交": 4,
+    "坐公交能用电子社保卡吗": 3,
+    "用社保卡坐公交行不行": 2,
+}
+OTHER = {
+    "医保余额怎么查": 3,
+    "怎么查医保余额": 2,
+    "养老金怎么算": 2,
+    "养老金如何计算": 1,
+    "今天天气怎么样": 1,
+    "社保卡可以异地使用吗": 2,
+}
 
 
 @pytest.fixture
@@ -81,8 +94,13 @@ def test_clusters_largest_first_with_counts(db, answerer):
     assert first["reasons"]["thumbs-down"] == 37
     assert len(first["turn_ids"]) == 20  # capped
     counts = {c["representative"]: c["count"] for c in clusters}
-    assert counts == {"社保卡能坐公交吗": 37, "医保余额怎么查": 5, "养老金怎么算": 3, "社保卡可以异地使用吗": 2,
-                      "今天天气怎么样": 1}
+    assert counts == {
+        "社保卡能坐公交吗": 37,
+        "医保余额怎么查": 5,
+        "养老金怎么算": 3,
+        "社保卡可以异地使用吗": 2,
+        "今天天气怎么样": 1,
+    }
     assert [c["count"] for c in clusters] == [37, 5, 3, 2, 1]
     # Numbers and greetings are not gap questions.
     assert not any(q["question"] in ("0", "你好") for c in clusters for q in c["questions"])
@@ -142,7 +160,7 @@ def test_without_a_matcher_and_with_since(db):
         clusters = gap_clusters(conn, None, limit=None)
         assert clusters[0]["count"] == 37
         assert all(c["nearest"] is None and c["suggestion"] == "new-entry" for c in clusters)
-        future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+        future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         assert gap_clusters(conn, None, since=future) == []
     finally:
         conn.close()

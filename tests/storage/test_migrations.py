@@ -1,4 +1,5 @@
 """Schema migrations and connection settings of the conversation log (real SQLite files)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -33,8 +34,7 @@ def test_migrate_empty_db_then_noop(tmp_path):
     names = _tables(conn)
     for name in ("conversations", "turns", "feedback", "reviews", "turns_fts", "_migrations"):
         assert name in names
-    for name in ("turns_ts", "turns_fts_ai", "turns_fts_ad", "turns_fts_au", "stats_daily",
-                 "stats_latency"):
+    for name in ("turns_ts", "turns_fts_ai", "turns_fts_ad", "turns_fts_au", "stats_daily", "stats_latency"):
         assert name in names
     rows = conn.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
     assert [r[0] for r in rows] == ALL
@@ -50,9 +50,7 @@ def test_upgrade_from_previous_version_indexes_existing_rows(tmp_path):
     conn = _connect(path)
     assert migrate(conn, upto="m001_initial") == ["m001_initial"]
     assert "turns_fts" not in _tables(conn)
-    conn.execute(
-        "INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'telegram', ?)", (utc_iso(),)
-    )
+    conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'telegram', ?)", (utc_iso(),))
     for i, q in enumerate(["电子社保卡怎么申领", "社保卡丢了怎么办", "养老金查询"]):
         conn.execute(
             "INSERT INTO turns (id, conversation_id, ts, channel, question, normalized, route, answer) "
@@ -176,8 +174,11 @@ def test_feedback_table_rebuild_keeps_rows_and_accepts_withdrawn(tmp_path):
     conn = _connect(path)
     migrate(conn, upto="m002_turns_fts")
     conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'matrix', ?)", (utc_iso(),))
-    conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, question, route, answer) "
-                 "VALUES ('t1', 1, ?, 'matrix', 'q', 'faq', 'a')", (utc_iso(),))
+    conn.execute(
+        "INSERT INTO turns (id, conversation_id, ts, channel, question, route, answer) "
+        "VALUES ('t1', 1, ?, 'matrix', 'q', 'faq', 'a')",
+        (utc_iso(),),
+    )
     conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'up', 'x'), ('t1', 'down', 'y')")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'withdrawn', 'z')")
@@ -187,7 +188,10 @@ def test_feedback_table_rebuild_keeps_rows_and_accepts_withdrawn(tmp_path):
     assert applied_migrations(conn) == ALL
     conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'withdrawn', 'z')")
     assert [tuple(r) for r in conn.execute("SELECT id, kind, ts FROM feedback ORDER BY id")] == [
-        (1, "up", "x"), (2, "down", "y"), (3, "withdrawn", "z")]
+        (1, "up", "x"),
+        (2, "down", "y"),
+        (3, "withdrawn", "z"),
+    ]
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', 'meh', 'z')")
     conn.execute("DELETE FROM turns WHERE id = 't1'")  # the foreign key still cascades

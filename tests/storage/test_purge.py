@@ -1,5 +1,6 @@
 """Retention (storage/purge.py): batch sizes follow the measured lock time, conversations left without turns go
 (without an index on turns.conversation_id), and nothing else changes. Timings belong to `make bench`."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -9,7 +10,7 @@ from storage.db import open_db_sync, utc_iso
 from storage.purge import FIRST_BATCH, GAP_MARGIN_S, MAX_BATCH, MIN_BATCH, next_batch_size, purge_old, writer_gap
 from tests.storage.test_scale import _check
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def test_next_batch_size_follows_the_lock_time():
@@ -30,8 +31,20 @@ def test_next_batch_size_follows_the_lock_time():
 def test_the_lock_stays_free_long_enough_for_a_writer_that_waited_meanwhile():
     # SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms between tries: a writer that has
     # waited through a lock of L ms is at the delay after its sleeps so far add up to L; the gap is that delay.
-    for lock_ms, delay_ms in [(0.5, 1), (2, 2), (7, 5), (10, 10), (30, 15), (50, 20), (60, 25), (120, 25),
-                              (150, 50), (200, 50), (300, 100), (5000, 100)]:
+    for lock_ms, delay_ms in [
+        (0.5, 1),
+        (2, 2),
+        (7, 5),
+        (10, 10),
+        (30, 15),
+        (50, 20),
+        (60, 25),
+        (120, 25),
+        (150, 50),
+        (200, 50),
+        (300, 100),
+        (5000, 100),
+    ]:
         assert abs(writer_gap(lock_ms / 1000) - (delay_ms / 1000 + GAP_MARGIN_S)) < 1e-9, lock_ms
 
 
@@ -39,16 +52,19 @@ def _log(path, old: int, new: int) -> sqlite3.Connection:
     conn = open_db_sync(path, readonly=False)
     conn.execute("BEGIN")
     for cid in range(1, 5):
-        conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (?, ?, 'cli', 'now')",
-                     (cid, f"k{cid}"))
+        conn.execute(
+            "INSERT INTO conversations (id, key, channel, started) VALUES (?, ?, 'cli', 'now')", (cid, f"k{cid}")
+        )
     for i in range(old + new):
         is_old = i < old
         # conversation 1: old turns only; 2: old and new; 3: new only; 4: never had a turn
         cid = (1 if i % 2 else 2) if is_old else (2 if i % 2 else 3)
         ts = utc_iso(NOW - dt.timedelta(days=100 if is_old else 1, minutes=i))
-        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, question, answer, latency_ms) "
-                     "VALUES (?, ?, ?, 'cli', ?, ?, '答', 5)",
-                     (f"t{i:05d}", cid, ts, "faq" if i % 3 else "none", f"社保卡问题{i}"))
+        conn.execute(
+            "INSERT INTO turns (id, conversation_id, ts, channel, route, question, answer, latency_ms) "
+            "VALUES (?, ?, ?, 'cli', ?, ?, '答', 5)",
+            (f"t{i:05d}", cid, ts, "faq" if i % 3 else "none", f"社保卡问题{i}"),
+        )
         if i % 4 == 0:
             conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'down', ?)", (f"t{i:05d}", ts))
     conn.execute("COMMIT")
@@ -62,7 +78,7 @@ def test_every_batch_slower_than_the_target_shrinks_the_next(tmp_path):
     done = purge_old(conn, dt.timedelta(days=90), max_lock_s=1e-7, progress=sizes.append)
     assert done["deleted"] == 400 and sum(sizes) == 400
     assert sizes[0] == FIRST_BATCH
-    assert all(b <= a for a, b in zip(sizes, sizes[1:]))
+    assert all(b <= a for a, b in zip(sizes, sizes[1:], strict=False))
     assert sizes[-2] == MIN_BATCH and done["batch_sizes"]["min"] == MIN_BATCH
     _check(conn)
     conn.close()

@@ -1,4 +1,5 @@
 """Review query helpers over a fixture conversation log with known rows (real SQLite file)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,22 +12,46 @@ from storage import queries as q
 from storage.db import open_db_sync, utc_iso
 from storage.purge import purge
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def _ago(**kw) -> str:
     return utc_iso(NOW - dt.timedelta(**kw))
 
 
-CANDS = json.dumps([{"faq_id": "q01", "section": 1, "score": 71.0, "question": "电子社保卡怎么申领？"}], ensure_ascii=False)
+CANDS = json.dumps(
+    [{"faq_id": "q01", "section": 1, "score": 71.0, "question": "电子社保卡怎么申领？"}], ensure_ascii=False
+)
 
 # id, ts, channel, route, faq_id, question, answer, guard, latency, feedback kinds (in order)
 ROWS = [
     ("aa01", _ago(days=2), "telegram", "faq", "q01", "电子社保卡怎么申领", "在掌上12333申领。", None, 100.0, ["up"]),
     ("aa02", _ago(days=1), "telegram", "clarify", None, "社保卡丢了", "您是想问：", None, 200.0, ["none"]),
-    ("bb03", _ago(hours=1), "matrix", "llm", None, "养老金怎么算", "抱歉，无法回答。", "fail: ungrounded", 1500.0, ["down"]),
+    (
+        "bb03",
+        _ago(hours=1),
+        "matrix",
+        "llm",
+        None,
+        "养老金怎么算",
+        "抱歉，无法回答。",
+        "fail: ungrounded",
+        1500.0,
+        ["down"],
+    ),
     ("bb04", _ago(minutes=10), "console", "none", None, "今天天气怎么样", "这个问题我答不了。", None, 50.0, []),
-    ("cc05", _ago(days=40), "telegram", "faq", "q02", "怎么激活电子社保卡", "打开App激活。", None, 120.0, ["up", "down"]),
+    (
+        "cc05",
+        _ago(days=40),
+        "telegram",
+        "faq",
+        "q02",
+        "怎么激活电子社保卡",
+        "打开App激活。",
+        None,
+        120.0,
+        ["up", "down"],
+    ),
     ("cc06", _ago(minutes=5), "telegram", "faq", "q01", "电子社保卡申领流程", "在掌上12333申领。", "pass", 80.0, []),
 ]
 
@@ -105,7 +130,9 @@ def test_get_turn_by_id_and_prefix(db):
     assert q.get_turn(db, "%") is None  # LIKE wildcards are literal
     # a unique prefix
     rw = sqlite3.connect(db.execute("PRAGMA database_list").fetchone()[2], isolation_level=None)
-    rw.execute("INSERT INTO turns (id, ts, channel, route) VALUES ('dd0123456789abcd', ?, 'cli', 'faq')", (_ago(seconds=1),))
+    rw.execute(
+        "INSERT INTO turns (id, ts, channel, route) VALUES ('dd0123456789abcd', ?, 'cli', 'faq')", (_ago(seconds=1),)
+    )
     rw.close()
     assert q.get_turn(db, "dd01")["turn_id"] == "dd0123456789abcd"
 
@@ -122,7 +149,7 @@ def test_search_substring_and_short_text(db):
     assert ids(q.search_turns(db, "丢")) == ["aa02"]
     assert ids(q.search_turns(db, "申领", limit=1)) == ["cc06"]
     # Query syntax is quoted away: no errors, no accidental matches.
-    for nasty in ['社保卡" OR "养老', 'AND', "NEAR(社保 卡)", '"', "*", "%", "_", "社保卡*", "-社保卡"]:
+    for nasty in ['社保卡" OR "养老', "AND", "NEAR(社保 卡)", '"', "*", "%", "_", "社保卡*", "-社保卡"]:
         assert q.search_turns(db, nasty) == [], nasty
     assert q.search_turns(db, "") == [] and q.search_turns(db, "   ") == []
 
@@ -172,14 +199,23 @@ def test_purge_removes_old_rows_and_shrinks(tmp_path):
     _insert(rw)
     filler = "电子社保卡的申领、激活、挂失和注销都可以在手机上办理。" * 20
     old = [
-        (f"ee{i:04d}", _ago(days=50, minutes=i), "telegram", "faq", "q03", f"旧问题{i}{filler}", filler, None, 10.0, ["up"])
+        (
+            f"ee{i:04d}",
+            _ago(days=50, minutes=i),
+            "telegram",
+            "faq",
+            "q03",
+            f"旧问题{i}{filler}",
+            filler,
+            None,
+            10.0,
+            ["up"],
+        )
         for i in range(300)
     ]
     rw.execute("BEGIN")
-    for tid, ts, channel, route, faq_id, question, answer, guard, latency, fbs in old:
-        rw.execute(
-            "INSERT INTO conversations (key, channel, started) VALUES (?, 'telegram', ?)", (f"old-{tid}", ts)
-        )
+    for tid, ts, channel, route, faq_id, question, answer, _guard, _latency, _fbs in old:
+        rw.execute("INSERT INTO conversations (key, channel, started) VALUES (?, 'telegram', ?)", (f"old-{tid}", ts))
         rw.execute(
             "INSERT INTO turns (id, conversation_id, ts, channel, question, normalized, route, faq_id, answer) "
             "VALUES (?, (SELECT id FROM conversations WHERE key = ?), ?, ?, ?, ?, ?, ?, ?)",
@@ -216,12 +252,31 @@ def test_purge_removes_old_rows_and_shrinks(tmp_path):
 def test_withdrawn_feedback_counts_as_none_and_latest_state_wins(tmp_path):
     """A removed reaction appends 'withdrawn': the turn then has no feedback in list/stats/gaps; a later word wins."""
     rows = [
-        ("dd01", _ago(hours=3), "matrix", "faq", "q01", "电子社保卡怎么申领", "在掌上12333申领。", None, 90.0,
-         ["down", "withdrawn"]),
-        ("dd02", _ago(hours=2), "matrix", "faq", "q02", "怎么激活电子社保卡", "打开App激活。", None, 90.0,
-         ["up", "withdrawn", "down"]),
-        ("dd03", _ago(hours=1), "matrix", "faq", "q02", "激活电子社保卡", "打开App激活。", None, 90.0,
-         ["down", "up"]),
+        (
+            "dd01",
+            _ago(hours=3),
+            "matrix",
+            "faq",
+            "q01",
+            "电子社保卡怎么申领",
+            "在掌上12333申领。",
+            None,
+            90.0,
+            ["down", "withdrawn"],
+        ),
+        (
+            "dd02",
+            _ago(hours=2),
+            "matrix",
+            "faq",
+            "q02",
+            "怎么激活电子社保卡",
+            "打开App激活。",
+            None,
+            90.0,
+            ["up", "withdrawn", "down"],
+        ),
+        ("dd03", _ago(hours=1), "matrix", "faq", "q02", "激活电子社保卡", "打开App激活。", None, 90.0, ["down", "up"]),
     ]
     path = tmp_path / "log.db"
     rw = open_db_sync(path, readonly=False)

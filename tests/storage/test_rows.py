@@ -3,6 +3,7 @@
 What is checked is what ends up on disk: masked texts and counts, pseudonymous ids, the conversation key, the
 compact trace, and one value per schema column in the schema's order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,30 +26,47 @@ def _pseudonym(value: str) -> str:
 
 def _reply(**kw) -> Reply:
     base = dict(
-        route=Route.LLM, text="答案", question="问题", normalized="问题", faq_id=None, section=3, score=71.26,
+        route=Route.LLM,
+        text="答案",
+        question="问题",
+        normalized="问题",
+        faq_id=None,
+        section=3,
+        score=71.26,
         candidates=[Candidate("lost_reissue", 9, 87.46, "丢了怎么办"), Candidate("apply", 1, 40.0, "怎么申领")],
-        context_ids=["lost_reissue", 7], model="m1", llm_raw="答案", guard="pass", turn_id="t1",
-        latency_ms=12.6, knowledge_version="kv-1", masked={"id": 1}, via="text",
+        context_ids=["lost_reissue", 7],
+        model="m1",
+        llm_raw="答案",
+        guard="pass",
+        turn_id="t1",
+        latency_ms=12.6,
+        knowledge_version="kv-1",
+        masked={"id": 1},
+        via="text",
     )
     base.update(kw)
     return Reply(**base)
 
 
 def _prepare(reply: Reply, **kw):
-    args = dict(when=WHEN, channel="telegram", chat_id=555, chat_type="private", user_id=555,
-                pseudonym=_pseudonym)
+    args = dict(when=WHEN, channel="telegram", chat_id=555, chat_type="private", user_id=555, pseudonym=_pseudonym)
     args.update(kw)
     return prepare_turn(reply, **args)
 
 
 def test_one_value_per_schema_column_with_the_trace_compacted():
     rows = _prepare(_reply())
-    turn = dict(zip(TURN_COLUMNS, rows.turn))
+    turn = dict(zip(TURN_COLUMNS, rows.turn, strict=False))
     assert len(rows.turn) == len(TURN_COLUMNS)
     assert rows.turn_id == turn["id"] == "t1"
     assert turn["ts"] == "2026-01-01T00:00:00.123Z"
     assert (turn["channel"], turn["via"], turn["route"], turn["section"], turn["score"]) == (
-        "telegram", "text", "llm", 3, 71.26)
+        "telegram",
+        "text",
+        "llm",
+        3,
+        71.26,
+    )
     assert json.loads(turn["candidates"]) == [["lost_reissue", 9, 87.5], ["apply", 1, 40.0]]  # no questions, 0.1
     assert json.loads(turn["context_ids"]) == ["lost_reissue", "7"]
     assert turn["llm_raw"] == ""  # equal to the answer: stored once (storage/trace.py)
@@ -79,10 +97,17 @@ def test_group_chat_id_is_kept_and_a_dm_room_is_private():
 
 
 def test_personal_data_missed_upstream_is_masked_counted_and_reported():
-    reply = _reply(question=f"身份证{ID_NUMBER}手机{PHONE}", normalized=f"身份证{ID_NUMBER}", text=f"回拨{PHONE}",
-                   llm_raw=f"回拨{PHONE}!", guard=f"fail: {PHONE}", error=f"boom {ID_NUMBER}", masked={})
+    reply = _reply(
+        question=f"身份证{ID_NUMBER}手机{PHONE}",
+        normalized=f"身份证{ID_NUMBER}",
+        text=f"回拨{PHONE}",
+        llm_raw=f"回拨{PHONE}!",
+        guard=f"fail: {PHONE}",
+        error=f"boom {ID_NUMBER}",
+        masked={},
+    )
     rows = _prepare(reply)
-    turn = dict(zip(TURN_COLUMNS, rows.turn))
+    turn = dict(zip(TURN_COLUMNS, rows.turn, strict=False))
     stored = " ".join(str(v) for v in rows.turn + rows.conversation)
     assert ID_NUMBER not in stored and PHONE not in stored
     assert "[身份证号]" in turn["question"] and "[手机号]" in turn["question"]
@@ -97,6 +122,6 @@ def test_secrets_are_redacted_before_masking_and_the_function_is_deterministic()
     a = _prepare(reply, redact=redact)
     b = _prepare(reply, redact=redact)
     assert a == b
-    turn = dict(zip(TURN_COLUMNS, a.turn))
+    turn = dict(zip(TURN_COLUMNS, a.turn, strict=False))
     assert turn["error"] == "server said: key [redacted] rejected"
     assert turn["llm_raw"] is None and turn["guard"] is None

@@ -2,6 +2,7 @@
 symbolic link, a FIFO, another user's file or writable by group/others is refused with a clear message; new
 files are created 0600 in 0700 folders. The tests run as root too (CI does): "another user's file" is a file
 chowned to uid 65534, which root must refuse just like anyone else."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli.main import main
-from storage.secret_key import load_or_create_secret
 from storage.db import open_db_sync
 from storage.safety import UnsafeFileError
+from storage.secret_key import load_or_create_secret
 from storage.writer import TurnLog
 
 OTHER_UID = 65534  # nobody
@@ -56,8 +57,10 @@ def _in_thread(fn, timeout=20.0):
 
 
 # ------------------------------------------------------------------------------------ the key
-@pytest.mark.parametrize("kind", ["group-writable", "other-writable", "symlink", "fifo", "directory",
-                                  pytest.param("other-owner", marks=as_root)])
+@pytest.mark.parametrize(
+    "kind",
+    ["group-writable", "other-writable", "symlink", "fifo", "directory", pytest.param("other-owner", marks=as_root)],
+)
 def test_an_unsafe_key_file_is_refused(tmp_path, kind):
     key = tmp_path / "secret.key"
     if kind == "group-writable":
@@ -135,8 +138,14 @@ def _make(path: Path, kind: str, tmp_path: Path) -> None:
             os.chmod(path, 0o660)
 
 
-DB_KINDS = ["symlink", "fifo", "wal-symlink", "world-writable", "group-writable",
-            pytest.param("other-owner", marks=as_root)]
+DB_KINDS = [
+    "symlink",
+    "fifo",
+    "wal-symlink",
+    "world-writable",
+    "group-writable",
+    pytest.param("other-owner", marks=as_root),
+]
 
 
 @pytest.mark.parametrize("kind", DB_KINDS)
@@ -237,8 +246,11 @@ def test_the_notify_request_file_gets_the_same_checks(tmp_path, kind):
         os.chmod(path, 0o666 if kind == "world-writable" else 0o600)
         if kind == "other-owner":
             os.chown(path, OTHER_UID, -1)
-    got = _in_thread(lambda: subscriptions.subscribe(path, channel="telegram", chat_id="42", turn_id="t1",
-                                                     question="社保卡能坐公交吗"))
+    got = _in_thread(
+        lambda: subscriptions.subscribe(
+            path, channel="telegram", chat_id="42", turn_id="t1", question="社保卡能坐公交吗"
+        )
+    )
     assert isinstance(got.get("error"), UnsafeFileError), got
     if kind == "symlink":
         assert (tmp_path / "attacker.db").read_bytes() == b""  # no chat id went to the attacker's file

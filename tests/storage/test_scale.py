@@ -3,6 +3,7 @@ write, the review queries use indexes (EXPLAIN QUERY PLAN), and an old log is up
 
 Timings belong to `make bench` (tests/bench/logscale.py), not here.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,10 +15,10 @@ import pytest
 
 from storage import queries as q
 from storage.db import open_db_sync, utc_iso
-from storage.purge import purge_old
 from storage.migrations import migrate
+from storage.purge import purge_old
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def _brute_stats(conn: sqlite3.Connection, since: str | None) -> dict:
@@ -26,7 +27,9 @@ def _brute_stats(conn: sqlite3.Connection, since: str | None) -> dict:
     rows = conn.execute(
         "SELECT t.channel, t.route, t.faq_id, t.guard, t.error, t.latency_ms, "
         "(SELECT f.kind FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1) "
-        f"FROM turns t {where}", params).fetchall()
+        f"FROM turns t {where}",
+        params,
+    ).fetchall()
     by_route: dict = {}
     by_channel: dict = {}
     entries: dict = {}
@@ -52,16 +55,34 @@ def _brute_stats(conn: sqlite3.Connection, since: str | None) -> dict:
         exact = lats[max(1, math.ceil(p * len(lats) - 1e-9)) - 1]
         return exact
 
-    return {"total": len(rows), "by_route": by_route, "by_channel": by_channel, "thumbs_up": fb["up"],
-            "thumbs_down": fb["down"], "none_of_these": fb["none"], "guard_failures": guard, "errors": errors,
-            "entries": entries, "p50": pct(0.5), "p95": pct(0.95)}
+    return {
+        "total": len(rows),
+        "by_route": by_route,
+        "by_channel": by_channel,
+        "thumbs_up": fb["up"],
+        "thumbs_down": fb["down"],
+        "none_of_these": fb["none"],
+        "guard_failures": guard,
+        "errors": errors,
+        "entries": entries,
+        "p50": pct(0.5),
+        "p95": pct(0.95),
+    }
 
 
 def _check(conn: sqlite3.Connection, since: str | None = None) -> None:
     want = _brute_stats(conn, since)
     got = q.stats(conn, since=since, top=1000)
-    for key in ("total", "by_route", "by_channel", "thumbs_up", "thumbs_down", "none_of_these", "guard_failures",
-                "errors"):
+    for key in (
+        "total",
+        "by_route",
+        "by_channel",
+        "thumbs_up",
+        "thumbs_down",
+        "none_of_these",
+        "guard_failures",
+        "errors",
+    ):
         assert got[key] == want[key], (key, since)
     assert {e["faq_id"]: e["count"] for e in got["top_entries"]} == want["entries"]
     for mine, exact in ((got["latency_p50_ms"], want["p50"]), (got["latency_p95_ms"], want["p95"])):
@@ -78,11 +99,18 @@ def _add_turn(conn, rng: random.Random, i: int) -> str:
     conn.execute(
         "INSERT INTO turns (id, conversation_id, ts, channel, question, route, faq_id, guard, error, latency_ms) "
         "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (tid, ts, rng.choice(["telegram", "matrix", "console"]), f"问题{i % 37}", route,
-         rng.choice(["apply", "lost"]) if route == "faq" else None,
-         rng.choice([None, "pass", "fail: x"]) if route == "llm" else None,
-         "boom" if rng.random() < 0.05 else None,
-         None if rng.random() < 0.1 else round(rng.lognormvariate(2, 1.5), 3)))
+        (
+            tid,
+            ts,
+            rng.choice(["telegram", "matrix", "console"]),
+            f"问题{i % 37}",
+            route,
+            rng.choice(["apply", "lost"]) if route == "faq" else None,
+            rng.choice([None, "pass", "fail: x"]) if route == "llm" else None,
+            "boom" if rng.random() < 0.05 else None,
+            None if rng.random() < 0.1 else round(rng.lognormvariate(2, 1.5), 3),
+        ),
+    )
     return tid
 
 
@@ -93,12 +121,17 @@ def test_daily_summary_stays_exact_under_every_kind_of_write(tmp_path):
     ids = [_add_turn(conn, rng, i) for i in range(400)]
     fb_ids: list[int] = []
     for _ in range(300):  # feedback, changed minds included
-        cur = conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)",
-                           (rng.choice(ids[:120]), rng.choice(["up", "down", "none", "withdrawn"]), utc_iso()))
+        cur = conn.execute(
+            "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, ?)",
+            (rng.choice(ids[:120]), rng.choice(["up", "down", "none", "withdrawn"]), utc_iso()),
+        )
         fb_ids.append(cur.lastrowid)
     _check(conn)
-    for since in (utc_iso(NOW - dt.timedelta(days=3, hours=5)), utc_iso(NOW - dt.timedelta(hours=2)),
-                  utc_iso(NOW + dt.timedelta(days=1))):
+    for since in (
+        utc_iso(NOW - dt.timedelta(days=3, hours=5)),
+        utc_iso(NOW - dt.timedelta(hours=2)),
+        utc_iso(NOW + dt.timedelta(days=1)),
+    ):
         _check(conn, since)
 
     # Withdrawn feedback (latest and older), a back-dated turn, a re-routed turn, deletions with cascades.
@@ -112,7 +145,10 @@ def test_daily_summary_stays_exact_under_every_kind_of_write(tmp_path):
     _check(conn, utc_iso(NOW - dt.timedelta(days=2)))
     conn.execute("DELETE FROM conversations")  # cascades to every turn and its feedback
     assert q.stats(conn)["total"] == 0
-    assert tuple(conn.execute("SELECT sum(turns), sum(fb_up + fb_down + fb_none) FROM stats_daily").fetchone()) == (0, 0)
+    assert tuple(conn.execute("SELECT sum(turns), sum(fb_up + fb_down + fb_none) FROM stats_daily").fetchone()) == (
+        0,
+        0,
+    )
     conn.close()
 
 
@@ -132,7 +168,8 @@ def test_upgrade_builds_the_summary_and_question_index_from_existing_rows(tmp_pa
     _check(conn)
     _check(conn, utc_iso(NOW - dt.timedelta(days=4, hours=3)))
     assert {r["turn_id"] for r in q.search_turns(conn, "问题12", limit=500)} == {
-        t for t, i in zip(ids, range(150)) if f"问题{i % 37}".startswith("问题12")}
+        t for t, i in zip(ids, range(150), strict=False) if f"问题{i % 37}".startswith("问题12")
+    }
     conn.execute("INSERT INTO turns_fts (turns_fts, rank) VALUES ('integrity-check', 1)")
     conn.close()
 
@@ -148,10 +185,15 @@ def test_compact_converts_old_rows_in_place_and_resumes(tmp_path):
     conn.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
     old = [{"faq_id": f"e{i}", "section": i % 14, "score": 90.0 - i, "question": f"问题{i}？"} for i in range(5)]
     for i in range(25):
-        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, candidates) VALUES (?, 1, ?, 'cli', "
-                     "'faq', ?)", (f"t{i:03d}", utc_iso(), json.dumps(old[: 1 + i % 5], ensure_ascii=False)))
-    conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, candidates) VALUES "
-                 "('new', 1, ?, 'cli', 'faq', '[[\"e1\",1,50.0]]')", (utc_iso(),))
+        conn.execute(
+            "INSERT INTO turns (id, conversation_id, ts, channel, route, candidates) VALUES (?, 1, ?, 'cli', 'faq', ?)",
+            (f"t{i:03d}", utc_iso(), json.dumps(old[: 1 + i % 5], ensure_ascii=False)),
+        )
+    conn.execute(
+        "INSERT INTO turns (id, conversation_id, ts, channel, route, candidates) VALUES "
+        "('new', 1, ?, 'cli', 'faq', '[[\"e1\",1,50.0]]')",
+        (utc_iso(),),
+    )
     before = {r[0]: decode_candidates(r[1]) for r in conn.execute("SELECT id, candidates FROM turns")}
     assert pending_rows(conn) == 25
 
@@ -189,8 +231,11 @@ def test_purge_in_batches_keeps_summary_and_hands_space_back(tmp_path):
     for i in range(3000):
         old = i < 2000
         ts = utc_iso(NOW - dt.timedelta(days=100 if old else 1, minutes=i))
-        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, question, answer, latency_ms) "
-                     "VALUES (?, ?, ?, 'cli', 'faq', ?, ?, 5)", (f"t{i:05d}", 1 if old else 2, ts, f"问{i}", filler))
+        conn.execute(
+            "INSERT INTO turns (id, conversation_id, ts, channel, route, question, answer, latency_ms) "
+            "VALUES (?, ?, ?, 'cli', 'faq', ?, ?, 5)",
+            (f"t{i:05d}", 1 if old else 2, ts, f"问{i}", filler),
+        )
         if i % 3 == 0:
             conn.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'up', ?)", (f"t{i:05d}", ts))
     conn.execute("COMMIT")
@@ -246,12 +291,15 @@ def test_every_review_query_uses_an_index(tmp_path):
     class Matches:
         def match(self, question, conv=None):
             from bot.answering.types import Reply, Route
+
             return Reply(route=Route.NONE, text="")
 
     verbs = {
         "list": lambda: q.list_turns(conn, limit=20),
-        "list_filtered": lambda: [q.list_turns(conn, limit=20, route="llm", since=since),
-                                  q.list_turns(conn, limit=20, channel="matrix", feedback="down")],
+        "list_filtered": lambda: [
+            q.list_turns(conn, limit=20, route="llm", since=since),
+            q.list_turns(conn, limit=20, channel="matrix", feedback="down"),
+        ],
         "list_all": lambda: list(q.iter_turns(conn)),
         "show": lambda: [q.get_turn(conn, ids[5]), q.get_turn(conn, ids[205][:6] + "5")],
         "search": lambda: q.search_turns(conn, "问题12"),
@@ -272,7 +320,8 @@ def test_every_review_query_uses_an_index(tmp_path):
             full_scan = any(p in ("SCAN t", "SCAN turns", "SCAN f", "SCAN feedback") for p in plan)
             # Sorting is fine for a page fetched by rowid (search), not for every turn.
             sorts_all = "USE TEMP B-TREE FOR ORDER BY" in plan and not any(
-                p.startswith("SEARCH t USING INTEGER PRIMARY KEY") for p in plan)
+                p.startswith("SEARCH t USING INTEGER PRIMARY KEY") for p in plan
+            )
             if verb in _FULL_READS_ALLOWED:
                 continue
             assert not full_scan and not sorts_all, f"{verb}: {sql[:200]} -> {text}"
@@ -301,17 +350,34 @@ async def test_long_review_commands_do_not_stall_the_bots_writer(tmp_path):
     rw.executemany(
         "INSERT INTO turns (id, conversation_id, ts, channel, via, question, normalized, route, answer, latency_ms) "
         "VALUES (?, 1, ?, 'telegram', 'text', ?, ?, ?, ?, 3)",
-        [(f"x{i:07d}", utc_iso(NOW - dt.timedelta(minutes=i)), f"养老金第{i % 997}个问题怎么办",
-          f"养老金第{i % 997}个问题怎么办", "none" if i % 3 else "faq", filler) for i in range(15_000)])
+        [
+            (
+                f"x{i:07d}",
+                utc_iso(NOW - dt.timedelta(minutes=i)),
+                f"养老金第{i % 997}个问题怎么办",
+                f"养老金第{i % 997}个问题怎么办",
+                "none" if i % 3 else "faq",
+                filler,
+            )
+            for i in range(15_000)
+        ],
+    )
     rw.execute("COMMIT")
     rw.close()
 
     repo = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_", "TELEGRAM_"))}
     env["PYTHONPATH"] = str(repo)
-    readers = [subprocess.Popen([sys.executable, "-m", "bot", "logs", *args, "--db", str(path)], env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-               for args in (["export", "--format", "jsonl"], ["gaps", "--all"], ["replay"])]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bot", "logs", *args, "--db", str(path)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for args in (["export", "--format", "jsonl"], ["gaps", "--all"], ["replay"])
+    ]
     log = TurnLog(path, secret=b"lag-test-secret")
     await log.start()
     lags: list[float] = []
@@ -355,17 +421,23 @@ def test_knowledge_version_and_llm_raw_stored_once_and_read_back_unchanged(tmp_p
         ("turn4", "", "空的模型输出", None),
     ]
     for i, (tid, raw, answer, kv) in enumerate(rows):
-        conn.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, question, llm_raw, answer, "
-                     "knowledge_version) VALUES (?, 1, ?, 'cli', 'llm', '社保卡问题', ?, ?, ?)",
-                     (tid, utc_iso(NOW - dt.timedelta(minutes=10 - i)), raw, answer, kv))
+        conn.execute(
+            "INSERT INTO turns (id, conversation_id, ts, channel, route, question, llm_raw, answer, "
+            "knowledge_version) VALUES (?, 1, ?, 'cli', 'llm', '社保卡问题', ?, ?, ?)",
+            (tid, utc_iso(NOW - dt.timedelta(minutes=10 - i)), raw, answer, kv),
+        )
     conn.close()
 
     conn = open_db_sync(path, readonly=False)  # the normal open path upgrades it
     stored = {r[0]: r[1:] for r in conn.execute("SELECT id, llm_raw, knowledge_id FROM turns")}
     kv = dict(conn.execute("SELECT version, id FROM knowledge_versions"))
     assert set(kv) == {"kv-a", "kv-b"}
-    assert stored == {"turn1": ("", kv["kv-a"]), "turn2": ("模型原文：未通过检查", kv["kv-a"]), "turn3": (None, kv["kv-b"]),
-                      "turn4": (None, None)}
+    assert stored == {
+        "turn1": ("", kv["kv-a"]),
+        "turn2": ("模型原文：未通过检查", kv["kv-a"]),
+        "turn3": (None, kv["kv-b"]),
+        "turn4": (None, None),
+    }
     assert "knowledge_version" not in [r[1] for r in conn.execute("PRAGMA table_info(turns)")]
     expected = {tid: (raw or None, kv_) for tid, raw, _, kv_ in rows}
 
@@ -380,6 +452,6 @@ def test_knowledge_version_and_llm_raw_stored_once_and_read_back_unchanged(tmp_p
     (queries,) = [d["queries"] for d in meta["databases"].values()]
     for tid in expected:  # the canned query the Datasette "Turn detail" page runs
         cur = conn.execute(queries["turn_detail"]["sql"], {"id": tid})
-        got = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        got = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=False))
         assert (got["llm_raw"], got["knowledge_version"]) == expected[tid]
     conn.close()

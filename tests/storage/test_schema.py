@@ -3,10 +3,10 @@
 These fail when a fact is written a second time (a column list, the latest-feedback or gap SQL, a BEGIN IMMEDIATE)
 or when the single definition and the migrated database disagree.
 """
+
 from __future__ import annotations
 
 import ast
-
 import re
 import sqlite3
 from pathlib import Path
@@ -56,8 +56,9 @@ def test_feedback_kinds_are_the_ones_the_schema_accepts(db):
     assert FEEDBACK_KINDS == tuple(FeedbackKind) == ("up", "down", "none", "withdrawn")
     assert FEEDBACK_FILTERS == ("up", "down", "none", "any")
     db.execute("INSERT INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
-    db.execute("INSERT INTO turns (id, conversation_id, ts, channel, route) VALUES ('t1', 1, ?, 'cli', 'faq')",
-               (utc_iso(),))
+    db.execute(
+        "INSERT INTO turns (id, conversation_id, ts, channel, route) VALUES ('t1', 1, ?, 'cli', 'faq')", (utc_iso(),)
+    )
     for kind in FeedbackKind:
         db.execute("INSERT INTO feedback (turn_id, kind, ts) VALUES ('t1', ?, 'now')", (kind,))
     with pytest.raises(sqlite3.IntegrityError):
@@ -66,8 +67,11 @@ def test_feedback_kinds_are_the_ones_the_schema_accepts(db):
 
 def _turn(db, tid: str, route: str = "faq", guard: str | None = None, ts: str | None = None) -> None:
     db.execute("INSERT OR IGNORE INTO conversations (id, key, channel, started) VALUES (1, 'k', 'cli', 'now')")
-    db.execute("INSERT INTO turns (id, conversation_id, ts, channel, route, guard, answer, llm_raw) "
-               "VALUES (?, 1, ?, 'cli', ?, ?, 'A', '')", (tid, ts or utc_iso(), route, guard))
+    db.execute(
+        "INSERT INTO turns (id, conversation_id, ts, channel, route, guard, answer, llm_raw) "
+        "VALUES (?, 1, ?, 'cli', ?, ?, 'A', '')",
+        (tid, ts or utc_iso(), route, guard),
+    )
 
 
 def test_review_view_defines_latest_feedback_gap_and_latest_review(db):
@@ -81,13 +85,21 @@ def test_review_view_defines_latest_feedback_gap_and_latest_review(db):
     _turn(db, "reopened", route="none")
     fb = [("down", "down"), ("changed", "down"), ("changed", "up"), ("withdrawn", "down"), ("withdrawn", "withdrawn")]
     db.executemany("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, ?, 'now')", fb)
-    reviews = [("settled", "open", "new-entry"), ("settled", "closed", "spam"),
-               ("reopened", "closed", "spam"), ("reopened", "open", "new-entry")]
+    reviews = [
+        ("settled", "open", "new-entry"),
+        ("settled", "closed", "spam"),
+        ("reopened", "closed", "spam"),
+        ("reopened", "open", "new-entry"),
+    ]
     db.executemany("INSERT INTO reviews (turn_id, status, label, reviewer, ts) VALUES (?, ?, ?, 'c', 'now')", reviews)
     rows = {r["id"]: dict(r) for r in db.execute(f"SELECT * FROM {REVIEW_VIEW}")}
 
     assert {k: rows[k]["feedback"] for k in ("plain", "down", "changed", "withdrawn")} == {
-        "plain": None, "down": "down", "changed": "up", "withdrawn": None}
+        "plain": None,
+        "down": "down",
+        "changed": "up",
+        "withdrawn": None,
+    }
     assert (rows["changed"]["thumbs_up"], rows["changed"]["thumbs_down"]) == (1, 1)
     assert {k for k, r in rows.items() if r["is_gap"]} == {"clarify", "guard", "down", "settled", "reopened"}
     assert rows["clarify"]["gap_reasons"] == "route:clarify"
@@ -95,7 +107,10 @@ def test_review_view_defines_latest_feedback_gap_and_latest_review(db):
     assert rows["down"]["gap_reasons"] == "thumbs-down"
     assert rows["plain"]["gap_reasons"] == ""
     assert (rows["settled"]["settled"], rows["settled"]["review_verdict"], rows["settled"]["review_status"]) == (
-        1, "spam", "closed")
+        1,
+        "spam",
+        "closed",
+    )
     assert (rows["reopened"]["settled"], rows["reopened"]["review_verdict"]) == (0, "new-entry")
     assert rows["plain"]["review_id"] is None and rows["plain"]["settled"] == 0
     assert rows["plain"]["llm_raw"] == "A"  # '' = same as the answer (storage/trace.py)
@@ -112,10 +127,11 @@ _ONCE = {
 
 def test_latest_feedback_gap_and_latest_review_are_written_only_in_the_view_migration():
     migrations = (STORAGE / "migrations.py").read_text()
-    view = migrations[migrations.index("def m009_turn_review_view"):]
+    view = migrations[migrations.index("def m009_turn_review_view") :]
     texts = {p.relative_to(REPO).as_posix(): p.read_text() for p in STORAGE.rglob("*.py")} | {
-        "storage/datasette/metadata.yml": METADATA.read_text()}
-    texts["storage/migrations.py"] = migrations[:migrations.index("def m009_turn_review_view")]
+        "storage/datasette/metadata.yml": METADATA.read_text()
+    }
+    texts["storage/migrations.py"] = migrations[: migrations.index("def m009_turn_review_view")]
     for what, pattern in _ONCE.items():
         assert len(pattern.findall(view)) >= 1 or what == "gap routes" and "'clarify', 'none'" in view, what
         found = [name for name, text in texts.items() if pattern.search(text)]
@@ -134,16 +150,27 @@ def test_datasette_canned_queries_read_turns_through_the_review_view():
 def _code_strings(path: Path) -> list[str]:
     """The string constants of a module's code (docstrings left out), f-string parts included."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-    return [n.value for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
 
 
 def test_write_transactions_are_begun_only_by_the_helper():
-    begins = sorted(p.relative_to(REPO).as_posix() for p in STORAGE.rglob("*.py")
-                    if any("BEGIN IMMEDIATE" in s.upper() for s in _code_strings(p)))
+    begins = sorted(
+        p.relative_to(REPO).as_posix()
+        for p in STORAGE.rglob("*.py")
+        if any("BEGIN IMMEDIATE" in s.upper() for s in _code_strings(p))
+    )
     assert begins == ["storage/transactions.py"]
 
 
@@ -171,8 +198,9 @@ def test_datasette_canned_queries_use_the_turns_indexes(db):
     turn; its reviews now drive the join."""
     for i in range(300):
         _turn(db, f"t{i:04d}", route=("faq", "clarify", "llm", "none")[i % 4], guard="fail: x" if i % 7 == 0 else None)
-    db.executemany("INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'down', 'now')",
-                   [(f"t{i:04d}",) for i in range(0, 300, 5)])
+    db.executemany(
+        "INSERT INTO feedback (turn_id, kind, ts) VALUES (?, 'down', 'now')", [(f"t{i:04d}",) for i in range(0, 300, 5)]
+    )
     db.execute("ANALYZE")
     queries = yaml.safe_load(METADATA.read_text())["databases"]["faqbot"]["queries"]
     for name, q in queries.items():

@@ -1,4 +1,5 @@
 """TurnLog: batching, privacy, outages (locked / unavailable database) and crash safety, on real SQLite files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,9 @@ import pytest
 
 from bot.answering.privacy import id_check_digit, luhn_ok, mask_pii, pseudonymize
 from bot.answering.types import Candidate, Conversation, Reply, Route
-from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
 from storage.db import open_db
 from storage.rows import conversation_key, prepare_turn
+from storage.trace import KNOWLEDGE_VERSION_SQL, LLM_RAW_SQL, decode_candidates
 from storage.transactions import BEGIN
 from storage.writer import TurnLog, _Feedback, _write_rows
 
@@ -44,7 +45,10 @@ def _reply(i: int, *, question: str | None = None, route: Route = Route.FAQ, **k
         faq_id="q01" if route is Route.FAQ else None,
         section=1 if route is Route.FAQ else None,
         score=80.0 + i % 20,
-        candidates=[Candidate("q01", 1, 80.0 + i % 20, "电子社保卡怎么申领？"), Candidate("q02", 2, 40.0, "怎么激活？")],
+        candidates=[
+            Candidate("q01", 1, 80.0 + i % 20, "电子社保卡怎么申领？"),
+            Candidate("q02", 2, 40.0, "怎么激活？"),
+        ],
         turn_id=f"t{i:05d}",
         latency_ms=float(i % 50),
         knowledge_version="kv1",
@@ -103,7 +107,9 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
                 context_ids=["q03", "q04"],
                 model="test-model",
                 # every other LLM turn: the raw output is the answer (stored once, storage.trace)
-                llm_raw=f"答案{i}：请在掌上12333申领电子社保卡。" if i % 8 == 6 else f"用户手机{RAW_PHONE}：请拨打12333",
+                llm_raw=f"答案{i}：请在掌上12333申领电子社保卡。"
+                if i % 8 == 6
+                else f"用户手机{RAW_PHONE}：请拨打12333",
                 guard="fail: ungrounded" if i % 8 == 2 else "pass",
             )
         else:
@@ -125,8 +131,12 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
     assert log.remasked == 125  # every unmasked question was caught (and reported once, counted always)
 
     conn = _db(path)
-    rows = {r["id"]: r for r in conn.execute(
-        f"SELECT t.*, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, {LLM_RAW_SQL} AS llm_raw_read FROM turns t")}
+    rows = {
+        r["id"]: r
+        for r in conn.execute(
+            f"SELECT t.*, {KNOWLEDGE_VERSION_SQL} AS knowledge_version, {LLM_RAW_SQL} AS llm_raw_read FROM turns t"
+        )
+    }
     assert set(rows) == set(sent)
     for tid, (conv, reply, masked_q) in sent.items():
         r = rows[tid]
@@ -139,7 +149,8 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
         # Compact: [faq_id, section, score] without keys or the entry's question (storage.trace)
         assert json.loads(r["candidates"]) == [[c.faq_id, c.section, round(c.score, 1)] for c in reply.candidates]
         assert decode_candidates(r["candidates"]) == [
-            {"faq_id": c.faq_id, "section": c.section, "score": round(c.score, 1)} for c in reply.candidates]
+            {"faq_id": c.faq_id, "section": c.section, "score": round(c.score, 1)} for c in reply.candidates
+        ]
         assert json.loads(r["context_ids"]) == reply.context_ids
         assert r["model"] == reply.model and r["guard"] == reply.guard and r["error"] == reply.error
         assert r["llm_raw_read"] == (None if reply.llm_raw is None else mask_pii(reply.llm_raw).text)
@@ -167,7 +178,9 @@ async def test_batches_privacy_and_exact_rows(tmp_path):
     console = convs_db["console|console"]
     assert console["chat_id"] == pseudonymize("console", SECRET)
     assert private["key"] == conversation_key("telegram", private["chat_id"], private["user_hash"])
-    assert private["key"] == hashlib.sha256(f"telegram|{private['chat_id']}|{private['user_hash']}".encode()).hexdigest()
+    assert (
+        private["key"] == hashlib.sha256(f"telegram|{private['chat_id']}|{private['user_hash']}".encode()).hexdigest()
+    )
     turns_per_conv = conn.execute("SELECT count(*) FROM turns GROUP BY conversation_id").fetchall()
     assert sorted(r[0] for r in turns_per_conv) == [166, 167, 167]
 
@@ -402,9 +415,7 @@ def test_kill_9_loses_only_unacknowledged_rows(tmp_path):
     rng = random.Random(1234)
     acknowledged: list[str] = []
     for run in range(4):
-        proc = subprocess.Popen(
-            [sys.executable, str(CHILD), str(path), f"r{run}"], stdout=subprocess.PIPE, cwd=REPO
-        )
+        proc = subprocess.Popen([sys.executable, str(CHILD), str(path), f"r{run}"], stdout=subprocess.PIPE, cwd=REPO)
         want = rng.randint(5, 60)
         got = 0
         while got < want:
@@ -454,20 +465,35 @@ async def test_a_turn_that_cannot_be_prepared_is_dropped_without_stalling_flush(
     assert "could not prepare" in caplog.text
 
 
-@pytest.mark.parametrize("tricky", [
-    ["引号\"和'单引号' \\反斜杠\\u0000 \n换行\t制表\u2028😀", "普通问题", "{\"像\": [\"JSON\"]}"],
-    ["含\x00空字符", "普通问题"],
-], ids=["text", "nul"])
+@pytest.mark.parametrize(
+    "tricky",
+    [
+        ["引号\"和'单引号' \\反斜杠\\u0000 \n换行\t制表\u2028😀", "普通问题", '{"像": ["JSON"]}'],
+        ["含\x00空字符", "普通问题"],
+    ],
+    ids=["text", "nul"],
+)
 async def test_a_batch_stores_exactly_what_single_rows_store(tmp_path, tricky):
     # Batches go in as multi-row INSERTs (storage/writer.py); 36 rows span two statements. A batch must store the
     # same values with the same SQLite types as rows written one at a time, whatever the text holds.
     convs = [Conversation("telegram", "-1001", "supergroup", "42"), Conversation("console", "console", "console", "")]
 
     def replies(prefix: str) -> list[Reply]:
-        return [_reply(i, question=q, normalized=q, turn_id=f"{prefix}{i:04d}", score=80.00000000000001 + i,
-                       latency_ms=0.1 * i, route=[Route.FAQ, Route.LLM][i % 2], model=None if i % 2 == 0 else "m",
-                       context_ids=[] if i % 2 == 0 else ["q01"], llm_raw=None if i % 2 == 0 else q)
-                for i, q in enumerate(tricky * 12)]
+        return [
+            _reply(
+                i,
+                question=q,
+                normalized=q,
+                turn_id=f"{prefix}{i:04d}",
+                score=80.00000000000001 + i,
+                latency_ms=0.1 * i,
+                route=[Route.FAQ, Route.LLM][i % 2],
+                model=None if i % 2 == 0 else "m",
+                context_ids=[] if i % 2 == 0 else ["q01"],
+                llm_raw=None if i % 2 == 0 else q,
+            )
+            for i, q in enumerate(tricky * 12)
+        ]
 
     batched, single = tmp_path / "batched.db", tmp_path / "single.db"
     log = TurnLog(batched, secret=SECRET, logger=_logger("bulk"))
@@ -492,8 +518,13 @@ async def test_a_batch_stores_exactly_what_single_rows_store(tmp_path, tricky):
             cols = [r[1] for r in conn.execute("PRAGMA table_info(turns)") if r[1] not in ("id", "ts", "latency_ms")]
             sel = ", ".join(f"{c}, typeof({c})" for c in cols)
             rows = [tuple(r) for r in conn.execute(f"SELECT {sel} FROM turns ORDER BY id")]
-            convs_ = [tuple(r) for r in conn.execute("SELECT key, channel, chat_id, typeof(chat_id), chat_type, "
-                                                     "user_hash FROM conversations ORDER BY key")]
+            convs_ = [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT key, channel, chat_id, typeof(chat_id), chat_type, "
+                    "user_hash FROM conversations ORDER BY key"
+                )
+            ]
             return rows + convs_
         finally:
             conn.close()
@@ -504,7 +535,9 @@ async def test_a_batch_stores_exactly_what_single_rows_store(tmp_path, tricky):
         questions = [r[0] for r in conn.execute("SELECT question FROM turns ORDER BY rowid")]
         assert questions == [mask_pii(q).text for q in tricky * 12]  # nothing cut at a NUL, order kept
         assert tuple(conn.execute("SELECT typeof(score), typeof(section) FROM turns LIMIT 1").fetchone()) == (
-            "real", "integer")
+            "real",
+            "integer",
+        )
     finally:
         conn.close()
 
@@ -524,11 +557,32 @@ async def test_a_retried_batch_completes_it_without_counting_anything_twice(tmp_
     """The writer queues a batch's statements at once, so after a failure some may have run (and been committed)
     before the retry: every statement is idempotent. Writing the same prepared batch twice stores it once."""
     path = tmp_path / "log.db"
-    turns = [prepare_turn(Reply(route=Route.FAQ, text="答", question=f"问题{i}", normalized=f"问题{i}", faq_id="apply",
-                                section=1, score=90.0, turn_id=f"t{i}", knowledge_version="kv"),
-                          when=1_767_225_600.0 + i, channel="cli", chat_id=1, chat_type="cli", user_id=1,
-                          pseudonym=lambda v: pseudonymize(v, b"s" * 32)) for i in range(3)]
-    feedback = [_Feedback(0, "t1", "up", "2026-01-01T00:00:01.000Z"), _Feedback(0, "nope", "up", "2026-01-01T00:00:01.000Z")]
+    turns = [
+        prepare_turn(
+            Reply(
+                route=Route.FAQ,
+                text="答",
+                question=f"问题{i}",
+                normalized=f"问题{i}",
+                faq_id="apply",
+                section=1,
+                score=90.0,
+                turn_id=f"t{i}",
+                knowledge_version="kv",
+            ),
+            when=1_767_225_600.0 + i,
+            channel="cli",
+            chat_id=1,
+            chat_type="cli",
+            user_id=1,
+            pseudonym=lambda v: pseudonymize(v, b"s" * 32),
+        )
+        for i in range(3)
+    ]
+    feedback = [
+        _Feedback(0, "t1", "up", "2026-01-01T00:00:01.000Z"),
+        _Feedback(0, "nope", "up", "2026-01-01T00:00:01.000Z"),
+    ]
     conn = await open_db(path)
     try:
         for attempt in range(2):

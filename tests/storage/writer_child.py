@@ -3,6 +3,7 @@
 
 Usage: python writer_child.py DB_PATH RUN_TAG
 """
+
 from __future__ import annotations
 
 import asyncio

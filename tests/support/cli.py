@@ -8,6 +8,7 @@
 A child gets ``env`` (default: this environment without the bot's settings, see tests/support/env.py) with
 ``PYTHONPATH`` set to this checkout, so it runs this repository's code from any working folder.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,24 +36,37 @@ def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return full
 
 
-def faqbot(*args: Any, env: Mapping[str, str] | None = None, cwd: Path = REPO, stdin: str | bytes = "",
-           timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
+def faqbot(
+    *args: Any,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
+    stdin: str | bytes = "",
+    timeout: float = 60,
+    **kw: Any,
+) -> subprocess.CompletedProcess:
     """`faqbot ARGS…` in a subprocess. Text in and out (UTF-8) unless ``stdin`` is bytes; other keywords go to
     ``subprocess.run`` (``stdout=`` a file, ``user=``, ``preexec_fn=``)."""
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     text = {} if isinstance(stdin, bytes) else {"text": True, "encoding": "utf-8"}
-    return subprocess.run([*faqbot_cmd(), *map(str, args)], input=stdin, env=child_env(env), cwd=cwd,
-                          timeout=timeout, **text, **kw)
+    return subprocess.run(
+        [*faqbot_cmd(), *map(str, args)], input=stdin, env=child_env(env), cwd=cwd, timeout=timeout, **text, **kw
+    )
 
 
-async def faqbot_async(*args: Any, env: Mapping[str, str] | None = None, cwd: Path = REPO, stdin: str | None = None,
-                       timeout: float = 60) -> subprocess.CompletedProcess:
+async def faqbot_async(
+    *args: Any, env: Mapping[str, str] | None = None, cwd: Path = REPO, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """`faqbot ARGS…` in a subprocess without blocking the event loop; stdout and stderr decoded as UTF-8."""
     proc = await asyncio.create_subprocess_exec(
-        *faqbot_cmd(), *map(str, args), cwd=cwd, env=child_env(env),
+        *faqbot_cmd(),
+        *map(str, args),
+        cwd=cwd,
+        env=child_env(env),
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(None if stdin is None else stdin.encode()), timeout)
     return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
 

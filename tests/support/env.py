@@ -1,5 +1,6 @@
 """Environment scrubbing: no setting of the developer's shell (a bot token, an LLM key, a FAQBOT_ database or
 knowledge folder) may switch on a transport or point a test at other data than the test intends."""
+
 from __future__ import annotations
 
 import os

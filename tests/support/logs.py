@@ -8,6 +8,7 @@ back-dates a few turns with one UPDATE, which is the only direct write.
 ``build_log(path)`` returns a ``FixtureLog`` with the turn id of every labelled turn, so tests assert against
 known rows. The builder asserts the routes it relies on, so a change in matching shows up here first.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.answering import texts
-from bot.app.settings import Settings
 from bot.answering.answerer import Answerer
 from bot.answering.types import Candidate, Conversation, Reply, Route
+from bot.app.settings import Settings
 from storage.db import utc_iso
 from storage.writer import TurnLog
 
@@ -99,19 +100,57 @@ async def build_log_async(path: Path, settings: Settings | None = None) -> Fixtu
         ctx = [kb.get("intro"), kb.get("apply")]
         cands = [Candidate(e.id, e.section, 20.0, e.question, e.title) for e in ctx]
         crafted = [
-            ("llm_fail", "matrix", Reply(
-                route=Route.LLM, text=texts.OUT_OF_SCOPE, question="养老金怎么算", normalized="养老金怎么算",
-                score=14.7, candidates=cands, context_ids=[e.id for e in ctx], model="gpt-4o-mini",
-                llm_raw="养老金按照缴费年限和基数计算，每月可领3000元。", guard="fail: ungrounded number 3000",
-                latency_ms=900.0, knowledge_version=kb.version), ["down"]),
-            ("llm_ok", "telegram", Reply(
-                route=Route.LLM, text="可以，在支付宝搜索“电子社保卡”即可申领和使用。", question="电子社保卡能在支付宝里查缴费记录吗",
-                normalized="电子社保卡能在支付宝里查缴费记录吗", score=45.0, candidates=cands, context_ids=["apply"],
-                model="gpt-4o-mini", llm_raw="可以，在支付宝搜索“电子社保卡”即可申领和使用。", guard="pass",
-                latency_ms=1200.0, knowledge_version=kb.version), ["up"]),
-            ("error", "telegram", Reply(
-                route=Route.NONE, text=texts.ERROR, error="TimeoutError: the model did not answer in time",
-                reason="error", latency_ms=8000.0, knowledge_version=kb.version), []),
+            (
+                "llm_fail",
+                "matrix",
+                Reply(
+                    route=Route.LLM,
+                    text=texts.OUT_OF_SCOPE,
+                    question="养老金怎么算",
+                    normalized="养老金怎么算",
+                    score=14.7,
+                    candidates=cands,
+                    context_ids=[e.id for e in ctx],
+                    model="gpt-4o-mini",
+                    llm_raw="养老金按照缴费年限和基数计算，每月可领3000元。",
+                    guard="fail: ungrounded number 3000",
+                    latency_ms=900.0,
+                    knowledge_version=kb.version,
+                ),
+                ["down"],
+            ),
+            (
+                "llm_ok",
+                "telegram",
+                Reply(
+                    route=Route.LLM,
+                    text="可以，在支付宝搜索“电子社保卡”即可申领和使用。",
+                    question="电子社保卡能在支付宝里查缴费记录吗",
+                    normalized="电子社保卡能在支付宝里查缴费记录吗",
+                    score=45.0,
+                    candidates=cands,
+                    context_ids=["apply"],
+                    model="gpt-4o-mini",
+                    llm_raw="可以，在支付宝搜索“电子社保卡”即可申领和使用。",
+                    guard="pass",
+                    latency_ms=1200.0,
+                    knowledge_version=kb.version,
+                ),
+                ["up"],
+            ),
+            (
+                "error",
+                "telegram",
+                Reply(
+                    route=Route.NONE,
+                    text=texts.ERROR,
+                    error="TimeoutError: the model did not answer in time",
+                    reason="error",
+                    latency_ms=8000.0,
+                    knowledge_version=kb.version,
+                ),
+                [],
+            ),
         ]
         for n, (label, channel, reply, fbs) in enumerate(crafted, start=len(MATCHED)):
             reply.turn_id = turn_id(label)
@@ -126,7 +165,7 @@ async def build_log_async(path: Path, settings: Settings | None = None) -> Fixtu
 
     conn = sqlite3.connect(path)
     try:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with conn:
             for label, days in OLD_DAYS.items():
                 ts = utc_iso(now - dt.timedelta(days=days))
@@ -143,7 +182,7 @@ def build_log(path: Path, settings: Settings | None = None) -> FixtureLog:
     return asyncio.run(build_log_async(Path(path), settings))
 
 
-def copy_log(fx: "FixtureLog", tmp_path: Path) -> Path:
+def copy_log(fx: FixtureLog, tmp_path: Path) -> Path:
     """A private copy of the module's fixture log, for a test that writes."""
     path = tmp_path / "faqbot.db"
     shutil.copy(fx.path, path)

@@ -1,4 +1,5 @@
 """A free TCP port on the loopback interface, for the test servers (fakes, Synapse, Datasette)."""
+
 from __future__ import annotations
 
 import socket

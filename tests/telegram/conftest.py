@@ -4,6 +4,7 @@
   Dispatcher, the real answering core and a SQLite log in the test's tmp_path (``harness.tg_env``); keywords as
   there (``llm=``, ``kb=``, ``options=``, ``fake_kw=``, Settings fields).
 """
+
 from __future__ import annotations
 
 import functools

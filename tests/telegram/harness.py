@@ -1,5 +1,6 @@
 """Shared set-up for the Telegram adapter tests: a FakeBotAPI, a real aiogram Bot and Dispatcher built by the
 adapter's own factories, the real answering core and a real SQLite conversation log in a temporary folder."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,10 @@ from typing import Any
 from aiogram import Bot, Dispatcher
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.app.settings import Settings
 from bot.answering.answerer import Answerer
 from bot.answering.types import Conversation, Draft, Reply, Route
 from bot.app.services import Services
+from bot.app.settings import Settings
 from bot.telegram.app import build_dispatcher, create_bot
 from bot.telegram.options import TelegramOptions
 from knowledge.loader import KnowledgeBase, load_knowledge
@@ -30,8 +31,15 @@ NONE_Q = "今天天气怎么样"  # -> none
 SECRET = b"telegram-tests-secret-0123456789"
 
 # Fast, deterministic values for tests (production uses the defaults).
-TEST_OPTIONS = TelegramOptions(retry_after_cap=5.0, retry_backoff=0.05, edit_interval=0.3, draft_interval=0.05,
-                               typing_delay=0.3, polling_timeout=1, drain_timeout=10.0)
+TEST_OPTIONS = TelegramOptions(
+    retry_after_cap=5.0,
+    retry_backoff=0.05,
+    edit_interval=0.3,
+    draft_interval=0.05,
+    typing_delay=0.3,
+    polling_timeout=1,
+    drain_timeout=10.0,
+)
 
 _KB: KnowledgeBase | None = None
 
@@ -56,8 +64,15 @@ class ScriptedFallback:
     """A stand-in for the LLM fallback (the core's `Fallback` protocol): yields the given drafts, ``delay`` apart,
     then the base reply re-routed to ``llm`` with ``final`` as its text (or the guard's fallback)."""
 
-    def __init__(self, drafts: list[str], final: str, *, delay: float = 0.05, guard: str = "pass",
-                 hold: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        drafts: list[str],
+        final: str,
+        *,
+        delay: float = 0.05,
+        guard: str = "pass",
+        hold: asyncio.Event | None = None,
+    ) -> None:
         self.drafts = drafts
         self.final = final
         self.delay = delay
@@ -75,8 +90,15 @@ class ScriptedFallback:
         if self.hold is not None:
             await self.hold.wait()
         await asyncio.sleep(self.delay)
-        yield dataclasses.replace(base, route=Route.LLM, text=self.final, guard=self.guard, model="fake-model",
-                                  llm_raw=self.drafts[-1] if self.drafts else self.final, choices=[])
+        yield dataclasses.replace(
+            base,
+            route=Route.LLM,
+            text=self.final,
+            guard=self.guard,
+            model="fake-model",
+            llm_raw=self.drafts[-1] if self.drafts else self.final,
+            choices=[],
+        )
 
 
 @dataclass
@@ -145,8 +167,9 @@ def button_data(call: Call, prefix: str) -> list[str]:
     return [d for _, d in buttons(call) if d.startswith(prefix + ":")]
 
 
-async def make_services(settings: Settings, *, llm: Any = None, kb: KnowledgeBase | None = None,
-                        with_log: bool = True) -> Services:
+async def make_services(
+    settings: Settings, *, llm: Any = None, kb: KnowledgeBase | None = None, with_log: bool = True
+) -> Services:
     turn_log = None
     if with_log:
         turn_log = TurnLog(settings.db, secret=SECRET)
@@ -156,9 +179,15 @@ async def make_services(settings: Settings, *, llm: Any = None, kb: KnowledgeBas
 
 
 @contextlib.asynccontextmanager
-async def tg_env(tmp_path: Path, *, llm: Any = None, kb: KnowledgeBase | None = None,
-                 options: TelegramOptions | None = None, fake_kw: dict[str, Any] | None = None,
-                 **settings_kw: Any) -> AsyncIterator[TgEnv]:
+async def tg_env(
+    tmp_path: Path,
+    *,
+    llm: Any = None,
+    kb: KnowledgeBase | None = None,
+    options: TelegramOptions | None = None,
+    fake_kw: dict[str, Any] | None = None,
+    **settings_kw: Any,
+) -> AsyncIterator[TgEnv]:
     """A FakeBotAPI + the adapter's real Bot (via `create_bot`) and Dispatcher (via `build_dispatcher`)."""
     options = options or TEST_OPTIONS
     async with FakeBotAPI(**(fake_kw or {})) as fake:

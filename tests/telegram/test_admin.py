@@ -1,11 +1,11 @@
 """Admin commands (/stats, /gaps, /reload) for FAQBOT_ADMIN_IDS only; everyone else sees no trace of them."""
+
 from __future__ import annotations
 
 import shutil
 
 from bot.answering import texts
-from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
-from knowledge.loader import load_knowledge
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR, load_knowledge
 from tests.telegram.harness import CLARIFY_Q, FAQ_Q, NONE_Q, knowledge
 
 ADMIN, USER = 1001, 2002
@@ -17,8 +17,11 @@ async def test_stats_and_gaps_for_the_admin_only(tg):
         await env.ask(NONE_Q, user_id=USER)
         await env.ask("今天天气怎么样？", user_id=USER)
         await env.ask(CLARIFY_Q, user_id=USER)
-        await env.press(env.sent(USER)[0].params["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
-                        env.sent(USER)[0].result, user_id=USER)  # 👍 on the faq answer
+        await env.press(
+            env.sent(USER)[0].params["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+            env.sent(USER)[0].result,
+            user_id=USER,
+        )  # 👍 on the faq answer
 
         await env.ask("/stats", user_id=ADMIN)
         [stats] = env.sent(ADMIN)
@@ -65,8 +68,10 @@ async def test_reload_with_a_broken_file_keeps_serving_then_reloads_the_fix(tmp_
         version = env.services.answerer.kb.version
         lost = kdir / "faq" / "09_lost_reissue.toml"
         good = lost.read_text(encoding="utf-8")
-        lost.write_text(good.replace('id = "lost_reissue"', 'id = "lost reissue"').replace("answer = ", "answr = "),
-                        encoding="utf-8")
+        lost.write_text(
+            good.replace('id = "lost_reissue"', 'id = "lost reissue"').replace("answer = ", "answr = "),
+            encoding="utf-8",
+        )
 
         await env.ask("/reload", user_id=ADMIN)
         report = env.sent(ADMIN)[-1].params["text"]
@@ -82,7 +87,8 @@ async def test_reload_with_a_broken_file_keeps_serving_then_reloads_the_fix(tmp_
         new_version = env.services.answerer.kb.version
         assert new_version != version
         assert env.sent(ADMIN)[-1].params["text"] == texts.ADMIN_RELOAD_OK.format(
-            entries=len(kb.entries), version=new_version)
+            entries=len(kb.entries), version=new_version
+        )
         await env.ask(FAQ_Q, user_id=USER)
         assert "②补办（已更新）" in env.sent(USER)[-1].params["text"]
 

@@ -1,15 +1,14 @@
 """Curating the gap inbox from Telegram: /gaps with buttons, a cluster's questions, marking it, a reply with an
 answer that becomes a draft entry. A real aiogram Bot and Dispatcher against the loopback fake Bot API, the real
 answering core and a real SQLite log; non-admins never see any of it."""
+
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import tomllib
 
 from bot.answering import texts
-from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
-from knowledge.loader import load_knowledge
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR, load_knowledge
 from tests.telegram.harness import buttons
 
 ADMIN, USER, OTHER = 1001, 2002, 3003
@@ -18,8 +17,10 @@ WEATHER = ["今天天气怎么样", "今天天气怎么样", "明天天气怎么
 
 
 def _reviews(env) -> list[tuple]:
-    return env.query("SELECT r.label, r.faq_id, r.status, r.reviewer, t.question FROM reviews r "
-                     "JOIN turns t ON t.id = r.turn_id ORDER BY r.id")
+    return env.query(
+        "SELECT r.label, r.faq_id, r.status, r.reviewer, t.question FROM reviews r "
+        "JOIN turns t ON t.id = r.turn_id ORDER BY r.id"
+    )
 
 
 async def _open(env, listing, question):
@@ -59,18 +60,23 @@ async def test_admin_marks_clusters_and_writes_a_draft_by_reply(tmp_path, tg):
         [pick] = [d for t, d in buttons(view) if t == texts.CURATE_BTN_PICK]
         await env.press(pick, view.result, user_id=ADMIN)
         picker = env.sent(ADMIN)[-1]
-        assert picker.params["text"] == texts.CURATE_PICK_HEAD and len(buttons(picker)) == len(env.services.answerer.kb.entries)
+        assert picker.params["text"] == texts.CURATE_PICK_HEAD and len(buttons(picker)) == len(
+            env.services.answerer.kb.entries
+        )
         [lost] = [d for t, d in buttons(picker) if d.endswith(":lost_reissue")]
         await env.press(lost, picker.result, user_id=ADMIN)
         entry = env.services.answerer.kb.get("lost_reissue")
         assert env.sent(ADMIN)[-1].params["text"] == texts.CURATE_MARKED_ENTRY.format(
-            n=1, title=entry.title, faq_id="lost_reissue")
+            n=1, title=entry.title, faq_id="lost_reissue"
+        )
         assert _reviews(env)[-1][:3] == ("entry", "lost_reissue", "open")
 
         # /stats counts the verdicts
         await env.ask("/stats", user_id=ADMIN)
-        assert texts.ADMIN_STATS_REVIEWS_LINE.format(reviewed=4, confirmed=0, direct=0, open=1) \
+        assert (
+            texts.ADMIN_STATS_REVIEWS_LINE.format(reviewed=4, confirmed=0, direct=0, open=1)
             in env.sent(ADMIN)[-1].params["text"]
+        )
 
         # /gaps again: the weather cluster has left the inbox
         await env.ask("/gaps", user_id=ADMIN)
@@ -82,7 +88,9 @@ async def test_admin_marks_clusters_and_writes_a_draft_by_reply(tmp_path, tg):
         # the bus cluster: reply with an answer -> a draft entry, never served
         listing = env.sent(ADMIN)[-1]
         view = await _open(env, listing, "社保卡能坐公交吗")
-        await env.ask("部分城市的社保卡可以乘坐公交车，请咨询当地公交公司。", user_id=ADMIN, reply_to=view.result["message_id"])
+        await env.ask(
+            "部分城市的社保卡可以乘坐公交车，请咨询当地公交公司。", user_id=ADMIN, reply_to=view.result["message_id"]
+        )
         done = env.sent(ADMIN)[-1].params["text"]
         [draft] = list((kdir / "drafts").glob("*.toml"))
         assert done == texts.CURATE_DRAFT_OK.format(draft_id=draft.stem, path=f"drafts/{draft.name}")

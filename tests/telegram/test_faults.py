@@ -1,6 +1,7 @@
 """Faults of the Bot API (or of a proxy in front of it) through real aiogram long polling against the loopback
 fake: unreadable answers to calls that were carried out, HTML error pages on start-up calls, unreadable update
 batches that aiogram dumps into the log. What the users receive and what the process logs are asserted."""
+
 from __future__ import annotations
 
 import asyncio
@@ -60,8 +61,9 @@ class Bot:
     async def __aenter__(self) -> Bot:
         setup_logging(self.settings)
         self.services = await make_services(self.settings, llm=self.llm)
-        self.task = asyncio.create_task(run_telegram(self.services, self.settings, self.stop, options=self.options,
-                                                     session=_session(self.fake)))
+        self.task = asyncio.create_task(
+            run_telegram(self.services, self.settings, self.stop, options=self.options, session=_session(self.fake))
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -72,8 +74,7 @@ class Bot:
 
 
 @pytest.mark.parametrize("kind", ["syntax", "schema"])
-async def test_a_delivered_message_with_an_unreadable_answer_is_neither_resent_nor_apologised_for(
-        tmp_path, logs, kind):
+async def test_a_delivered_message_with_an_unreadable_answer_is_neither_resent_nor_apologised_for(tmp_path, logs, kind):
     answer = knowledge().get("lost_reissue").question
     async with FakeBotAPI() as fake:
         fake.undecodable("sendMessage", kind=kind, times=100)  # every message is delivered, every answer unreadable
@@ -83,7 +84,7 @@ async def test_a_delivered_message_with_an_unreadable_answer_is_neither_resent_n
             fake.push_message("/start", user_id=2002)  # a command handler: the error reaches the error handler
             await fake.wait_for("sendMessage", count=2, timeout=15)
         # stopped: every handler (and any retry or apology it would make) has finished
-        assert [t[:len(answer)] for t in fake.sent_texts(1001)] == [answer]
+        assert [t[: len(answer)] for t in fake.sent_texts(1001)] == [answer]
         assert fake.sent_texts(2002) == [texts.WELCOME]
         assert len(fake.calls_to("sendMessage")) == 2  # no retry, no apology (texts.ERROR)
     assert "retry" not in logs.text
@@ -133,8 +134,7 @@ def test_library_and_own_loggers_mask_personal_data(logs):
     from bot.app.settings import Settings
 
     setup_logging(Settings(_env_file=None))
-    event = {"sender": "@alice:matrix.example", "content": {"body": f"我的手机{PHONE}"},
-             "displayname": "Alice Zhang"}
+    event = {"sender": "@alice:matrix.example", "content": {"body": f"我的手机{PHONE}"}, "displayname": "Alice Zhang"}
     logging.getLogger("mau.client.sync").warning("could not handle event %s", event)
     logging.getLogger("aiogram.event").info("User(id=5, first_name='李四', last_name=\"O'Neil\", username='lisi')")
     logging.getLogger("faqbot.core").warning("question: 身份证 %s", ID_NUMBER)
@@ -186,8 +186,10 @@ async def test_getme_through_a_failing_proxy_is_fatal_with_a_one_line_reason(tmp
         finally:
             await services.aclose()
     message = str(info.value)
-    assert message == ("cannot reach the Telegram Bot API (getMe failed: UnreadableResponse, HTTP 502); "
-                       "check TELEGRAM_API_URL and the network")
+    assert message == (
+        "cannot reach the Telegram Bot API (getMe failed: UnreadableResponse, HTTP 502); "
+        "check TELEGRAM_API_URL and the network"
+    )
     assert info.value.__cause__ is None and info.value.__suppress_context__  # nothing chained to print
     assert len(fake.calls_to("getMe")) == 1 + TEST_OPTIONS.retry_attempts and not fake.calls_to("getUpdates")
 
@@ -199,21 +201,34 @@ def test_a_refused_token_ends_faqbot_run_with_one_line_and_no_traceback(tmp_path
 
 async def _refused_token(tmp_path: Path) -> None:
     async with FakeBotAPI() as fake:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
         token = "42:AAWrongTokenWrongTokenWrongToken12345"
-        env.update(TELEGRAM_API_URL=fake.base_url, TELEGRAM_BOT_TOKEN=token, FAQBOT_DB=str(tmp_path / "run.db"),
-                   FAQBOT_SECRET="x" * 32, PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        env.update(
+            TELEGRAM_API_URL=fake.base_url,
+            TELEGRAM_BOT_TOKEN=token,
+            FAQBOT_DB=str(tmp_path / "run.db"),
+            FAQBOT_SECRET="x" * 32,
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     stderr = err.decode()
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr, stderr
     [line] = [ln for ln in stderr.splitlines() if "ERROR" in ln]
-    assert line.endswith("transport telegram cannot start: Telegram refused the bot token "
-                         "(getMe: 401 Unauthorized); check TELEGRAM_BOT_TOKEN")
+    assert line.endswith(
+        "transport telegram cannot start: Telegram refused the bot token "
+        "(getMe: 401 Unauthorized); check TELEGRAM_BOT_TOKEN"
+    )
     assert token not in stderr and token.split(":", 1)[1] not in stderr
 
 

@@ -1,5 +1,6 @@
 """Every handler and filter of the dispatcher runs in the event loop: aiogram sends a plain (sync) callable,
 a bare magic filter included, through `asyncio.to_thread` -- a thread hop per check per update."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,13 @@ async def test_no_handler_or_filter_hops_to_a_thread(tmp_path):
 
 
 async def test_inline_magic_gives_the_magic_filters_value(monkeypatch):
-    msg = Message(message_id=1, date=dt.datetime.now(dt.timezone.utc), chat=Chat(id=5, type="private"),
-                  from_user=User(id=7, is_bot=False, first_name="x"), text="社保卡")
+    msg = Message(
+        message_id=1,
+        date=dt.datetime.now(dt.UTC),
+        chat=Chat(id=5, type="private"),
+        from_user=User(id=7, is_bot=False, first_name="x"),
+        text="社保卡",
+    )
     photo = Message(message_id=2, date=msg.date, chat=Chat(id=5, type="group"), photo=[])
 
     def no_threads(*a, **k):  # the check must not leave the loop
@@ -54,8 +60,7 @@ async def test_inline_magic_gives_the_magic_filters_value(monkeypatch):
 
 async def test_question_text_leaves_commands_to_their_handlers():
     def msg(text):
-        return Message(message_id=1, date=dt.datetime.now(dt.timezone.utc), chat=Chat(id=5, type="private"),
-                       text=text)
+        return Message(message_id=1, date=dt.datetime.now(dt.UTC), chat=Chat(id=5, type="private"), text=text)
 
     assert await question_text(msg("社保卡丢了怎么办"))
     assert await question_text(msg("社保卡 /help 是什么"))  # a slash inside a question is still a question

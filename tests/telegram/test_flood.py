@@ -1,5 +1,6 @@
 """Flood limits both ways: retries of refused Bot API calls (429, 502 page, dropped connection) without duplicate
 messages, incoming throttling per user, and one answer in the making per user."""
+
 from __future__ import annotations
 
 import asyncio
@@ -64,8 +65,9 @@ async def test_a_message_is_not_resent_after_an_ambiguous_failure(tg):
         await env.ask(FAQ_Q)
         calls = env.fake.calls_to("sendMessage")
         assert len([c for c in calls if c.failed]) == 1
-        assert all(not c.params["text"].startswith(knowledge().get("lost_reissue").question)
-                   for c in calls[1:])  # no second copy of the answer
+        assert all(
+            not c.params["text"].startswith(knowledge().get("lost_reissue").question) for c in calls[1:]
+        )  # no second copy of the answer
         # idempotent calls are retried after the same failure
         await env.ask(FAQ_Q)
         msg = env.sent(USER)[-1]

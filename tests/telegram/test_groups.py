@@ -1,4 +1,5 @@
 """Groups and supergroups: answer only when addressed, reply in the asker's forum topic, optional auto-answer."""
+
 from __future__ import annotations
 
 from bot.answering import texts
@@ -74,8 +75,13 @@ async def test_forum_topic_is_kept(tg):
         assert chosen.params["reply_parameters"]["message_id"] == asked["message_id"]
 
         # a message in the topic (whose reply_to_message is the topic root, made by a human) is not addressed
-        root = {"message_id": 77, "date": 0, "chat": env.fake.chat(GROUP),
-                "from": env.fake.user(OTHER), "forum_topic_created": {"name": "问答", "icon_color": 7322096}}
+        root = {
+            "message_id": 77,
+            "date": 0,
+            "chat": env.fake.chat(GROUP),
+            "from": env.fake.user(OTHER),
+            "forum_topic_created": {"name": "问答", "icon_color": 7322096},
+        }
         before = len(env.sent(GROUP))
         await env.ask(FAQ_Q, chat_type="supergroup", user_id=ASKER, thread_id=77, reply_to=root)
         assert len(env.sent(GROUP)) == before
@@ -102,14 +108,18 @@ async def test_edited_group_message_addressed_to_the_bot(tg):
     async with tg() as env:
         asked = await env.ask(f"{BOT} 社保", chat_type="supergroup", user_id=ASKER)
         n = len(env.sent(GROUP))
-        await env.feed(env.fake.edited_message_update(f"{BOT} {FAQ_Q}", message_id=asked["message_id"],
-                                                      chat_type="supergroup", user_id=ASKER))
+        await env.feed(
+            env.fake.edited_message_update(
+                f"{BOT} {FAQ_Q}", message_id=asked["message_id"], chat_type="supergroup", user_id=ASKER
+            )
+        )
         assert len(env.sent(GROUP)) == n + 1
         assert env.sent(GROUP)[-1].params["reply_parameters"]["message_id"] == asked["message_id"]
         # an edit that is not addressed is ignored
         other = await env.ask("随便聊聊", chat_type="supergroup", user_id=ASKER)
-        await env.feed(env.fake.edited_message_update(FAQ_Q, message_id=other["message_id"],
-                                                      chat_type="supergroup", user_id=ASKER))
+        await env.feed(
+            env.fake.edited_message_update(FAQ_Q, message_id=other["message_id"], chat_type="supergroup", user_id=ASKER)
+        )
         assert len(env.sent(GROUP)) == n + 1
 
 
@@ -140,8 +150,10 @@ async def test_llm_in_a_group_edits_a_placeholder_at_most_every_interval(tg):
     async with tg(llm=llm) as env:
         asked = await env.ask(f"{BOT} {NONE_Q}", chat_type="supergroup", user_id=ASKER, thread_id=9)
         [placeholder] = env.sent(GROUP)
-        assert placeholder.params["text"].startswith(drafts[0]) and texts.TG_GENERATING.strip() in \
-            placeholder.params["text"]
+        assert (
+            placeholder.params["text"].startswith(drafts[0])
+            and texts.TG_GENERATING.strip() in placeholder.params["text"]
+        )
         assert placeholder.params["reply_parameters"]["message_id"] == asked["message_id"]
         assert placeholder.params["message_thread_id"] == 9
         edits = env.fake.calls_to("editMessageText")
@@ -150,7 +162,7 @@ async def test_llm_in_a_group_edits_a_placeholder_at_most_every_interval(tg):
         # throttled: far fewer edits than drafts, at least edit_interval apart
         assert 1 <= len(previews) <= 5
         times = [placeholder.ts] + [c.ts for c in previews]
-        assert all(b - a >= env.options.edit_interval - 0.02 for a, b in zip(times, times[1:]))
+        assert all(b - a >= env.options.edit_interval - 0.02 for a, b in zip(times, times[1:], strict=False))
         assert len({c.params["text"] for c in previews}) == len(previews)  # only when the text changed
         # the verified answer replaces the preview, with the buttons
         assert final.params["text"] == "电子社保卡可以在服务网点办理。"

@@ -1,4 +1,5 @@
 """The Telegram adapter with the real LLM fallback (bot.llm.fallback) talking to the loopback FakeOpenAI."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,14 @@ async def openai_fake():
 
 
 def _llm(tmp_path, server: FakeOpenAI) -> LLMFallback:
-    settings = make_settings(tmp_path, openai_base_url=server.base_url + "/v1", openai_model="test-model",
-                             llm_mode="generate", llm_timeout=2.0, llm_budget=5.0)
+    settings = make_settings(
+        tmp_path,
+        openai_base_url=server.base_url + "/v1",
+        openai_model="test-model",
+        llm_mode="generate",
+        llm_timeout=2.0,
+        llm_budget=5.0,
+    )
     llm = LLMFallback(settings, knowledge())
     llm.client.backoff_base = 0.01
     return llm

@@ -1,6 +1,7 @@
 """Tell the asker (opt-in), Telegram: 有答案时通知我 under out-of-scope answers; after a reload that answers the
 question, exactly one follow-up to the subscriber, nothing to anyone else, and the stored chat id is gone.
 A real aiogram Bot and Dispatcher against the loopback fake Bot API, the real core and real SQLite files."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,18 +9,29 @@ import shutil
 import sqlite3
 
 from bot.answering import texts
-from knowledge.loader import PACKAGE_KNOWLEDGE_DIR
 from bot.answering.follow_ups import follow_up_text
 from knowledge.curation import DraftEntry
-from knowledge.loader import load_knowledge
+from knowledge.loader import PACKAGE_KNOWLEDGE_DIR, load_knowledge
 from storage import subscriptions
 from tests.telegram.harness import button_data, buttons
 
 ADMIN, ASKER, OTHER, THIEF, LATE = 1001, 2002, 3003, 4004, 5005
 QUESTION = "社保卡能坐公交吗"
-ALTERNATES = ["社保卡坐公交", "社保卡乘公交车", "公交车上能刷社保卡吗", "社保卡当公交卡用", "社保卡刷公交要开通吗",
-              "社保卡乘车功能", "电子社保卡乘车码", "社保卡坐地铁", "社保卡能刷地铁吗", "社保卡公交优惠",
-              "老年人社保卡坐公交", "社保卡乘公交怎么开通", QUESTION]
+ALTERNATES = [
+    "社保卡坐公交",
+    "社保卡乘公交车",
+    "公交车上能刷社保卡吗",
+    "社保卡当公交卡用",
+    "社保卡刷公交要开通吗",
+    "社保卡乘车功能",
+    "电子社保卡乘车码",
+    "社保卡坐地铁",
+    "社保卡能刷地铁吗",
+    "社保卡公交优惠",
+    "老年人社保卡坐公交",
+    "社保卡乘公交怎么开通",
+    QUESTION,
+]
 ANSWER = "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。"
 
 
@@ -58,26 +70,42 @@ async def test_a_subscriber_gets_exactly_one_follow_up_and_nobody_else(tmp_path,
 
         # the chat id never reaches the log: private chats and users are pseudonyms there
         await env.flush()
-        dump = "\n".join(str(r) for t in ("turns", "conversations", "reviews", "feedback")
-                         for r in env.query(f"SELECT * FROM {t}"))
+        dump = "\n".join(
+            str(r) for t in ("turns", "conversations", "reviews", "feedback") for r in env.query(f"SELECT * FROM {t}")
+        )
         assert str(ASKER) not in dump
 
         # an expired request is purged, not answered
-        subscriptions.subscribe(notify_db, channel="telegram", chat_id=str(LATE), turn_id="0" * 16,
-                                question=QUESTION, now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=31))
+        subscriptions.subscribe(
+            notify_db,
+            channel="telegram",
+            chat_id=str(LATE),
+            turn_id="0" * 16,
+            question=QUESTION,
+            now=dt.datetime.now(dt.UTC) - dt.timedelta(days=31),
+        )
         # a reload that does not answer the question: nothing is sent, the request waits
         await env.ask("/reload", user_id=ADMIN)
-        assert env.sent(ASKER) == [answer] or all(not c.params["text"].startswith("您之前问过")
-                                                  for c in env.sent(ASKER))
+        assert env.sent(ASKER) == [answer] or all(
+            not c.params["text"].startswith("您之前问过") for c in env.sent(ASKER)
+        )
         assert len(_rows(notify_db)) == 1  # the asker's waits; the expired one is gone
 
         # the curators add an entry; after /reload the asker gets the answer once
-        (kdir / "faq" / "99_bus_card.toml").write_text(DraftEntry(
-            id="bus_card", section=0, question="社保卡可以乘坐公交吗？", alternates=ALTERNATES, answer=ANSWER,
-            title="乘坐公交").render(), encoding="utf-8")
+        (kdir / "faq" / "99_bus_card.toml").write_text(
+            DraftEntry(
+                id="bus_card",
+                section=0,
+                question="社保卡可以乘坐公交吗？",
+                alternates=ALTERNATES,
+                answer=ANSWER,
+                title="乘坐公交",
+            ).render(),
+            encoding="utf-8",
+        )
         before = {u: len(env.sent(u)) for u in (ASKER, OTHER, LATE)}
         await env.ask("/reload", user_id=ADMIN)
-        follow = env.sent(ASKER)[before[ASKER]:]
+        follow = env.sent(ASKER)[before[ASKER] :]
         assert len(follow) == 1
         text = follow[0].params["text"]
         assert text.startswith(texts.NOTIFY_FOLLOW_UP.format(question=QUESTION)) and ANSWER in text

@@ -1,4 +1,5 @@
 """Private chats through the real Dispatcher (`feed_raw_update`) and a real Bot talking to the fake Bot API."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +37,8 @@ async def test_faq_question_gets_curated_answer_bold_title_feedback_buttons_and_
 
         await env.flush()
         [(tid, route, faq_id, via, channel, answer)] = env.query(
-            "SELECT id, route, faq_id, via, channel, answer FROM turns")
+            "SELECT id, route, faq_id, via, channel, answer FROM turns"
+        )
         assert (tid, route, faq_id, via, channel) == (turn_id, "faq", "lost_reissue", "text", "telegram")
         assert answer == call.params["text"]
         # the raw Telegram id is never stored: the private chat and the user are pseudonymized
@@ -133,8 +135,10 @@ async def test_feedback_buttons_store_feedback_and_disappear(tg):
         assert toast.params["text"] == texts.FEEDBACK_THANKS_DOWN
         # the 👍/👎 row is removed after a vote
         edits = env.fake.calls_to("editMessageReplyMarkup")
-        assert [c.params["message_id"] for c in edits] == [faq_answer.result["message_id"],
-                                                           none_answer.result["message_id"]]
+        assert [c.params["message_id"] for c in edits] == [
+            faq_answer.result["message_id"],
+            none_answer.result["message_id"],
+        ]
         assert all(not c.failed for c in edits)
 
         await env.flush()
@@ -147,8 +151,16 @@ async def test_forged_or_stale_callback_data_gets_a_polite_answer(tg):
     async with tg(options=options) as env:
         await env.ask(FAQ_Q)
         [msg] = env.sent(USER)
-        for data in ["fb:not-a-turn:up", "fb:0123456789abcdef:maybe", "zz:1", "tp:../../etc/passwd",
-                     "ch:0123456789abcdef:no_such_entry", "tp:no_such_entry", "", "x" * 64]:
+        for data in [
+            "fb:not-a-turn:up",
+            "fb:0123456789abcdef:maybe",
+            "zz:1",
+            "tp:../../etc/passwd",
+            "ch:0123456789abcdef:no_such_entry",
+            "tp:no_such_entry",
+            "",
+            "x" * 64,
+        ]:
             toast = await env.press(data, msg.result)
             assert toast.params.get("text") == texts.STALE_BUTTON, data
             assert not toast.failed
@@ -178,8 +190,11 @@ async def test_edited_message_is_answered_as_a_new_question(tg):
 
 
 async def test_llm_answer_streams_drafts_then_sends_the_verified_text(tg):
-    llm = ScriptedFallback(["电子社保卡", "电子社保卡可以在", "电子社保卡可以在掌上12333申领"],
-                           "电子社保卡可以在掌上12333申领。", delay=0.08)
+    llm = ScriptedFallback(
+        ["电子社保卡", "电子社保卡可以在", "电子社保卡可以在掌上12333申领"],
+        "电子社保卡可以在掌上12333申领。",
+        delay=0.08,
+    )
     options = TelegramOptions(**{**TEST_OPTIONS.__dict__, "typing_delay": 0.0})
     async with tg(llm=llm, options=options) as env:
         await env.ask(NONE_Q)
@@ -217,8 +232,9 @@ async def test_drafts_refused_fall_back_to_an_edited_placeholder(tg):
 
 
 async def test_a_9000_character_answer_is_split_with_buttons_on_the_last_part(tg):
-    long = "".join(f"第{i}条：电子社保卡可以在河北人社APP、微信、支付宝申领，如不会操作可以前往服务网点咨询。"
-                   for i in range(200))
+    long = "".join(
+        f"第{i}条：电子社保卡可以在河北人社APP、微信、支付宝申领，如不会操作可以前往服务网点咨询。" for i in range(200)
+    )
     assert len(long) > 9000
     llm = ScriptedFallback([], long, delay=0.0)
     async with tg(llm=llm) as env:
@@ -236,7 +252,8 @@ async def test_a_very_long_message_is_answered_from_its_beginning(tg):
         [answer] = env.sent(USER)  # the core cuts the question and says so
         assert texts.TOO_LONG_NOTE in answer.params["text"]
         assert "tp:lost_reissue" in button_data(answer, "tp") or answer.params["text"].startswith(
-            knowledge().get("lost_reissue").question)
+            knowledge().get("lost_reissue").question
+        )
         await env.flush()
         [(question,)] = env.query("SELECT question FROM turns")
         assert len(question) == env.settings.max_question_chars

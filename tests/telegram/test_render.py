@@ -1,4 +1,5 @@
 """Splitting long answers for Telegram's 4096 UTF-16 unit limit, formatting, and callback data sizes."""
+
 from __future__ import annotations
 
 import re
@@ -103,8 +104,18 @@ def test_callback_data_fits_64_bytes_for_every_entry():
     assert NoneCB.unpack(f"no:{turn}").turn == turn
 
 
-@pytest.mark.parametrize("data", ["fb:zz:up", "fb:0123456789abcdef:maybe", "tp:../../etc", "tp:UPPER",
-                                  "ch:0123456789abcdef", "no:", "fb:0123456789abcdef:up:extra"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "fb:zz:up",
+        "fb:0123456789abcdef:maybe",
+        "tp:../../etc",
+        "tp:UPPER",
+        "ch:0123456789abcdef",
+        "no:",
+        "fb:0123456789abcdef:up:extra",
+    ],
+)
 def test_forged_callback_data_does_not_unpack(data):
     cls = {"fb": FeedbackCB, "tp": TopicCB, "ch": ChoiceCB, "no": NoneCB}[data.split(":")[0]]
     with pytest.raises((ValueError, TypeError)):
@@ -118,8 +129,11 @@ def test_keyboards_for_each_route():
     rows = answer_keyboard(clarify).inline_keyboard
     assert [b.callback_data.split(":")[0] for row in rows for b in row] == ["ch", "ch", "no", "fb", "fb"]
     related = Reply(route=Route.NONE, text="抱歉", choices=[c1])
-    assert [b.callback_data[:3] for row in answer_keyboard(related).inline_keyboard for b in row] == \
-        ["tp:", "fb:", "fb:"]
+    assert [b.callback_data[:3] for row in answer_keyboard(related).inline_keyboard for b in row] == [
+        "tp:",
+        "fb:",
+        "fb:",
+    ]
     greeting = Reply(route=Route.NONE, text="您好", reason="greeting")
     assert answer_keyboard(greeting) is None
     trad = Reply(route=Route.CLARIFY, text="?", choices=[c1], traditional=True)
@@ -136,8 +150,13 @@ def test_keyboard_data_is_what_the_factories_pack():
     clarify = Reply(route=Route.CLARIFY, text="?", choices=[c1, c2])
     t = clarify.turn_id
     data = [b.callback_data for row in answer_keyboard(clarify).inline_keyboard for b in row]
-    assert data == [ChoiceCB(turn=t, faq="apply").pack(), ChoiceCB(turn=t, faq="lost_reissue").pack(),
-                    NoneCB(turn=t).pack(), FeedbackCB(turn=t, kind="up").pack(), FeedbackCB(turn=t, kind="down").pack()]
+    assert data == [
+        ChoiceCB(turn=t, faq="apply").pack(),
+        ChoiceCB(turn=t, faq="lost_reissue").pack(),
+        NoneCB(turn=t).pack(),
+        FeedbackCB(turn=t, kind="up").pack(),
+        FeedbackCB(turn=t, kind="down").pack(),
+    ]
     related = Reply(route=Route.NONE, text="抱歉", choices=[c2])
     first = answer_keyboard(related).inline_keyboard[0][0]
     assert first.callback_data == TopicCB(faq="lost_reissue").pack() and first.text == c2.question

@@ -1,5 +1,6 @@
 """Real long polling and webhook runs, graceful shutdown, `faqbot run` as a subprocess, and the token never
 appearing in logs or output."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,6 @@ import logging
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,8 +41,7 @@ async def test_long_polling_end_to_end_and_graceful_stop(tmp_path):
         settings = make_settings(tmp_path, fake)
         services = await make_services(settings)
         stop = asyncio.Event()
-        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
-                                               session=_session(fake)))
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         await fake.wait_for("getUpdates", timeout=10)
         assert fake.calls_to("deleteWebhook") and fake.calls_to("getMe")
         [commands] = await fake.wait_for("setMyCommands", timeout=10)  # set beside polling, not before it
@@ -73,8 +72,7 @@ async def test_shutdown_waits_for_answers_in_flight(tmp_path):
         settings = make_settings(tmp_path, fake)
         services = await make_services(settings, llm=llm)
         stop = asyncio.Event()
-        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
-                                               session=_session(fake)))
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         await fake.wait_for("getUpdates", timeout=10)
         fake.push_message(NONE_Q)
         await asyncio.wait_for(llm.started.wait(), 10)
@@ -90,12 +88,17 @@ async def test_shutdown_waits_for_answers_in_flight(tmp_path):
 async def test_webhook_mode(tmp_path, port):
     async with FakeBotAPI() as fake:
         url = f"http://127.0.0.1:{port}/tg/hook"
-        settings = make_settings(tmp_path, fake, telegram_webhook_url=url, telegram_webhook_secret="hook-secret-42",
-                                 telegram_webhook_host="127.0.0.1", telegram_webhook_port=port)
+        settings = make_settings(
+            tmp_path,
+            fake,
+            telegram_webhook_url=url,
+            telegram_webhook_secret="hook-secret-42",
+            telegram_webhook_host="127.0.0.1",
+            telegram_webhook_port=port,
+        )
         services = await make_services(settings)
         stop = asyncio.Event()
-        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
-                                               session=_session(fake)))
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         [hook] = await fake.wait_for("setWebhook", timeout=10)
         assert hook.params["url"] == url and fake.webhook_secret == "hook-secret-42"
         assert not fake.calls_to("getUpdates")
@@ -122,12 +125,17 @@ async def test_webhook_shutdown_waits_for_answers_in_flight(tmp_path, port):
     llm = ScriptedFallback(["慢慢", "慢慢地回答"], "慢慢地回答完了。", delay=0.4)
     async with FakeBotAPI() as fake:
         url = f"http://127.0.0.1:{port}/tg/hook"
-        settings = make_settings(tmp_path, fake, telegram_webhook_url=url, telegram_webhook_secret="hook-secret-42",
-                                 telegram_webhook_host="127.0.0.1", telegram_webhook_port=port)
+        settings = make_settings(
+            tmp_path,
+            fake,
+            telegram_webhook_url=url,
+            telegram_webhook_secret="hook-secret-42",
+            telegram_webhook_host="127.0.0.1",
+            telegram_webhook_port=port,
+        )
         services = await make_services(settings, llm=llm)
         stop = asyncio.Event()
-        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
-                                               session=_session(fake)))
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         await fake.wait_for("setWebhook", timeout=10)
         status, _ = await fake.deliver_webhook(fake.message_update(NONE_Q))
         assert status == 200  # answered at once; the update is handled in the background
@@ -152,8 +160,7 @@ async def test_bot_token_never_in_logs(tmp_path, caplog, monkeypatch):
         fake.fail("getUpdates", status=0)  # aiogram logs the failed poll
         fake.fail("sendMessage", status=502)  # our retry warning
         stop = asyncio.Event()
-        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
-                                               session=_session(fake)))
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         await fake.wait_for(lambda c: c.method == "getUpdates" and not c.failed, timeout=15)
         fake.push_message(FAQ_Q)
         await fake.wait_for(lambda c: c.method == "sendMessage" and not c.failed, timeout=10)
@@ -174,14 +181,24 @@ def test_faqbot_run_subprocess_stops_cleanly_on_sigterm(tmp_path):
 
 async def _faqbot_run(tmp_path: Path) -> None:
     async with FakeBotAPI() as fake:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
-        env.update(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.base_url,
-                   FAQBOT_DB=str(tmp_path / "run.db"), FAQBOT_LOG_LEVEL="DEBUG",
-                   PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
+        env.update(
+            TELEGRAM_BOT_TOKEN=fake.token,
+            TELEGRAM_API_URL=fake.base_url,
+            FAQBOT_DB=str(tmp_path / "run.db"),
+            FAQBOT_LOG_LEVEL="DEBUG",
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             await fake.wait_for("getUpdates", timeout=60)
             fake.push_message(FAQ_Q)
@@ -237,11 +254,11 @@ async def test_follow_ups_waiting_at_start_are_sent_once(tmp_path):
         services = await make_services(settings)
         notify_db = subscriptions.path_for(settings.db)
         subscriptions.subscribe(notify_db, channel="telegram", chat_id=str(waiting), turn_id="1" * 16, question=FAQ_Q)
-        subscriptions.subscribe(notify_db, channel="telegram", chat_id=str(still_open), turn_id="2" * 16,
-                                question=NONE_Q)
+        subscriptions.subscribe(
+            notify_db, channel="telegram", chat_id=str(still_open), turn_id="2" * 16, question=NONE_Q
+        )
         stop = asyncio.Event()
-        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS,
-                                               session=_session(fake)))
+        run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         try:
             [sent] = await fake.wait_for(lambda c: c.method == "sendMessage" and not c.failed, timeout=10)
             await fake.wait_for("getUpdates", timeout=10)

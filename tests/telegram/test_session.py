@@ -1,4 +1,5 @@
 """The bot's HTTP session keeps the parsed-answer models alive across garbage collections."""
+
 from __future__ import annotations
 
 import gc

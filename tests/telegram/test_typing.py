@@ -1,5 +1,6 @@
 """The typing indicator against the fake Bot API with a real aiogram Bot: only for slow answers, repeated
 while the answer runs, silent afterwards, and never in the way of the answer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,8 @@ async def test_a_slow_answer_shows_typing_repeatedly_then_stops(tg, bot):
     calls = tg.calls_to("sendChatAction")
     assert 3 <= len(calls) <= 6
     assert {(c.params["chat_id"], c.params["action"], c.params.get("message_thread_id")) for c in calls} == {
-        (1001, "typing", 7)}
+        (1001, "typing", 7)
+    }
     await asyncio.sleep(0.3)
     assert len(tg.calls_to("sendChatAction")) == len(calls)  # nothing after the answer
 

@@ -22,6 +22,7 @@ Incoming, on the dispatcher (updates):
 Both sides share `delivery` (what a Bot API call can raise; whether a failed call may still have shown the user
 something) and the incoming ones `notice` (a best-effort notice to the user).
 """
+
 from bot.telegram.middlewares.answer_lock import AnswerLockMiddleware
 from bot.telegram.middlewares.conversation import ConversationMiddleware
 from bot.telegram.middlewares.in_flight import InFlightMiddleware

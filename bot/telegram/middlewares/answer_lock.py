@@ -1,6 +1,7 @@
 """Incoming (inner, question handlers flagged ``answer_lock``): `AnswerLockMiddleware` -- one answer in the making per
 user; the user's next questions wait for it (answered in order); one arriving during an LLM generation gets
 `texts.BUSY_LLM`."""
+
 from __future__ import annotations
 
 import asyncio

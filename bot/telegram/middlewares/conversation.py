@@ -1,5 +1,6 @@
 """Incoming (inner): `ConversationMiddleware` looks up the user's `Conversation` and hands it to the handler as
 ``conv`` (with ``chat_state``)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Shared by the outgoing side (`RetryRequestMiddleware` decides what it may repeat
 incoming side (`InFlightMiddleware` gives each update a `DeliveryRecord`; the error handler reads it to decide
 whether an apology is due). ``no_retries()`` turns retries off for the calls made inside it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,10 @@ def retries_allowed() -> bool:
 
 def creates_message(api_method: str) -> bool:
     """True for calls that post something new (sending twice would show it twice)."""
-    return api_method.startswith(("send", "forward", "copy")) and api_method not in ("sendChatAction",
-                                                                                     "sendMessageDraft")
+    return api_method.startswith(("send", "forward", "copy")) and api_method not in (
+        "sendChatAction",
+        "sendMessageDraft",
+    )
 
 
 def surely_not_delivered(exc: BaseException) -> bool:

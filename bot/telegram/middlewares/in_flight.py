@@ -1,5 +1,6 @@
 """Incoming (outer, every update): `InFlightMiddleware` tracks the tasks handling updates, so shutdown can wait for
 them, remembers the last update id (to confirm it to Telegram on shutdown) and gives each update a `DeliveryRecord`."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """What the incoming-update middlewares share: the handler type, and a best-effort notice to the user."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Outgoing (bot session): `KeepResponseTypes` keeps pydantic's cache of Bot API response models warm."""
+
 from __future__ import annotations
 
 from typing import Any

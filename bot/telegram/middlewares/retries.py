@@ -1,6 +1,7 @@
 """Outgoing (bot session): `RetryRequestMiddleware` retries Bot API calls refused by flood control (429, after
 ``retry_after``, capped) or lost to a 5xx / proxy error page / network error, a bounded number of times, without
 ever sending a message twice."""
+
 from __future__ import annotations
 
 import asyncio
@@ -96,7 +97,7 @@ class RetryRequestMiddleware(BaseRequestMiddleware):
                     raise
                 if creates_message(name) and not surely_not_delivered(exc):
                     raise
-                delay = min(self.backoff * (2 ** attempt), self.retry_after_cap)
+                delay = min(self.backoff * (2**attempt), self.retry_after_cap)
                 why = type(exc).__name__
             attempt += 1
             self.retries += 1

@@ -1,5 +1,6 @@
 """Incoming (inner, messages and button taps): `ThrottlingMiddleware` -- more than N events in T seconds from one
 user get one polite notice, then the user is ignored for a while."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,14 @@ class ThrottlingMiddleware(BaseMiddleware):
     Only handled events count (this is an inner middleware): group chatter the bot ignores is never counted.
     """
 
-    def __init__(self, rate: int = 5, period: float = 10.0, silence: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, max_users: int = 50_000) -> None:
+    def __init__(
+        self,
+        rate: int = 5,
+        period: float = 10.0,
+        silence: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_users: int = 50_000,
+    ) -> None:
         self.rate = rate
         self.period = period
         self.silence = silence

@@ -12,6 +12,7 @@ walks its rowids newest first and stops there, so the page and its count read at
 many the rows and the count are exactly Datasette's; beyond it the page lists the newest ``max_matches`` and says
 how many turns match in all (the index counts them without reading the turns).
 """
+
 from __future__ import annotations
 
 from datasette import hookimpl
@@ -35,14 +36,18 @@ def filters_from_request(request, database, table, datasette):
         db = datasette.get_database(database)
         # escape_fts: Datasette's own quoting of the search text (each word a phrase), as its search box does.
         match = f"{escape_sqlite(fts)} match escape_fts(:search)"
-        total = (await db.execute(f"select count(*) from {escape_sqlite(fts)} where {match}",
-                                  {"search": search})).single_value()
-        clause = (f"rowid in (select rowid from {escape_sqlite(fts)} where {match} "
-                  f"order by rowid desc limit {cap})")
+        total = (
+            await db.execute(f"select count(*) from {escape_sqlite(fts)} where {match}", {"search": search})
+        ).single_value()
+        clause = f"rowid in (select rowid from {escape_sqlite(fts)} where {match} order by rowid desc limit {cap})"
         description = f'search matches "{search}"'
         if total > cap:
             description += f" (the newest {cap:,} of {total:,} matching turns)"
-        return FilterArguments([clause], params={"search": search}, human_descriptions=[description],
-                               extra_context={"supports_search": True, "search": search})
+        return FilterArguments(
+            [clause],
+            params={"search": search},
+            human_descriptions=[description],
+            extra_context={"supports_search": True, "search": search},
+        )
 
     return inner

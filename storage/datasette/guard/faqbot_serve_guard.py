@@ -12,6 +12,7 @@
 
 Configuration comes from the metadata ``plugins.faqbot_serve_guard`` block written by `faqbot logs serve`.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -78,9 +79,14 @@ class _Failures:
 
 async def _plain(send, status: int, text: str, headers: list | None = None) -> None:
     body = text.encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode())] + (headers or [])})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+            + (headers or []),
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -93,8 +99,9 @@ def _host_allowed(host: str, allowed: set[str]) -> bool:
 def asgi_wrapper(datasette):
     cfg = _config(datasette)
     allowed_hosts = {h.lower() for h in cfg.get("allowed_hosts") or []}
-    failures = _Failures(int(cfg.get("max_failures", 5)), int(cfg.get("max_failures_total", 50)),
-                         float(cfg.get("window_seconds", 900)))
+    failures = _Failures(
+        int(cfg.get("max_failures", 5)), int(cfg.get("max_failures_total", 50)), float(cfg.get("window_seconds", 900))
+    )
 
     def wrap(app):
         async def guard(scope, receive, send):
@@ -102,8 +109,11 @@ def asgi_wrapper(datasette):
                 return await app(scope, receive, send)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
             if allowed_hosts and not _host_allowed(headers.get("host", ""), allowed_hosts):
-                return await _plain(send, 421, "421 Misdirected Request: this review site answers only to "
-                                               "127.0.0.1, localhost or [::1]\n")
+                return await _plain(
+                    send,
+                    421,
+                    "421 Misdirected Request: this review site answers only to 127.0.0.1, localhost or [::1]\n",
+                )
             is_form_login = scope.get("path") == "/-/login" and scope.get("method") == "POST"
             has_basic = headers.get("authorization", "").lower().startswith("basic ")
             if not (is_form_login or has_basic):
@@ -111,8 +121,12 @@ def asgi_wrapper(datasette):
             client = (scope.get("client") or ("?", 0))[0]
             wait = failures.blocked(client)
             if wait > 0:
-                return await _plain(send, 429, "429 Too Many Requests: too many failed logins; try again later\n",
-                                    [(b"retry-after", str(int(wait) + 1).encode())])
+                return await _plain(
+                    send,
+                    429,
+                    "429 Too Many Requests: too many failed logins; try again later\n",
+                    [(b"retry-after", str(int(wait) + 1).encode())],
+                )
             status: dict[str, int] = {}
 
             async def watch(message):
