@@ -16,24 +16,11 @@ from bot.answering import texts
 from bot.cli.main import main
 from knowledge.curation import PLACEHOLDER_ANSWER, append_alternates
 from knowledge.loader import load_knowledge
+from tests.support.bus_entry import BUS_ALTERNATES
 from tests.support.logs import build_log
 from tests.telegram.harness import tg_env
 
 ADMIN, USER = 1001, 2002
-BUS_ALTERNATES = [
-    "社保卡坐公交",
-    "社保卡乘公交车",
-    "公交车上能刷社保卡吗",
-    "社保卡当公交卡用",
-    "社保卡刷公交要开通吗",
-    "社保卡乘车功能",
-    "电子社保卡乘车码",
-    "社保卡坐地铁",
-    "社保卡能刷地铁吗",
-    "社保卡公交优惠",
-    "老年人社保卡坐公交",
-    "社保卡乘公交怎么开通",
-]
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from knowledge.normalize import to_simplified, to_traditional
 from prompts.loader import load_prompts
 from tests.conftest import DATA_DIR
 from tests.fakes.openai_server import FakeOpenAI, reply
-from tests.llm.test_fallback import llm_settings
+from tests.llm.harness import llm_settings
 
 SET = DATA_DIR / "guard_answers.jsonl"
 HELDOUT = DATA_DIR / "guard_answers_heldout.jsonl"  # written after the rules; see README for its first result

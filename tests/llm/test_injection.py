@@ -13,7 +13,8 @@ from bot.answering.types import Conversation, Draft, Reply, Route
 from bot.llm.fallback import LLMFallback, escape_data
 from tests.conftest import DATA_DIR
 from tests.fakes.openai_server import FakeOpenAI, reply
-from tests.llm.test_fallback import llm_settings, prompt_ids, question_slot, user_message
+from tests.llm.harness import llm_settings
+from tests.llm.test_fallback import prompt_ids, question_slot, user_message
 
 PROBES = [
     json.loads(line)

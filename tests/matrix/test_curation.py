@@ -17,24 +17,11 @@ from knowledge.loader import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
 from storage import subscriptions  # noqa: E402
 from tests.matrix.bot_runner import BotRunner  # noqa: E402
 from tests.matrix.client import TestUser, from_bot  # noqa: E402
+from tests.support.bus_entry import BUS_ALTERNATES, BUS_ANSWER, BUS_QUESTION  # noqa: E402
 
-QUESTION = "社保卡能坐公交吗"
-ANSWER = "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。"
-ALTERNATES = [
-    "社保卡坐公交",
-    "社保卡乘公交车",
-    "公交车上能刷社保卡吗",
-    "社保卡当公交卡用",
-    "社保卡刷公交要开通吗",
-    "社保卡乘车功能",
-    "电子社保卡乘车码",
-    "社保卡坐地铁",
-    "社保卡能刷地铁吗",
-    "社保卡公交优惠",
-    "老年人社保卡坐公交",
-    "社保卡乘公交怎么开通",
-    QUESTION,
-]
+QUESTION = BUS_QUESTION
+ANSWER = BUS_ANSWER
+ALTERNATES = [*BUS_ALTERNATES, QUESTION]
 
 
 async def dm(user: TestUser, bot_id: str) -> str:

@@ -13,26 +13,13 @@ from bot.answering.follow_ups import follow_up_text
 from knowledge.curation import DraftEntry
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR, load_knowledge
 from storage import subscriptions
+from tests.support.bus_entry import BUS_ALTERNATES, BUS_ANSWER, BUS_QUESTION
 from tests.telegram.harness import button_data, buttons
 
 ADMIN, ASKER, OTHER, THIEF, LATE = 1001, 2002, 3003, 4004, 5005
-QUESTION = "社保卡能坐公交吗"
-ALTERNATES = [
-    "社保卡坐公交",
-    "社保卡乘公交车",
-    "公交车上能刷社保卡吗",
-    "社保卡当公交卡用",
-    "社保卡刷公交要开通吗",
-    "社保卡乘车功能",
-    "电子社保卡乘车码",
-    "社保卡坐地铁",
-    "社保卡能刷地铁吗",
-    "社保卡公交优惠",
-    "老年人社保卡坐公交",
-    "社保卡乘公交怎么开通",
-    QUESTION,
-]
-ANSWER = "部分城市的社保卡具有公交乘车功能，请咨询当地公交公司。"
+QUESTION = BUS_QUESTION
+ALTERNATES = [*BUS_ALTERNATES, QUESTION]
+ANSWER = BUS_ANSWER
 
 
 def _rows(path) -> list[tuple]:
