@@ -12,16 +12,14 @@ import pytest
 pytest.importorskip("mautrix")
 
 from bot.answering import texts  # noqa: E402
-from knowledge.curation import DraftEntry  # noqa: E402
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR  # noqa: E402
 from storage import subscriptions  # noqa: E402
 from tests.matrix.bot_runner import BotRunner  # noqa: E402
 from tests.matrix.client import TestUser, from_bot  # noqa: E402
-from tests.support.bus_entry import BUS_ALTERNATES, BUS_ANSWER, BUS_QUESTION  # noqa: E402
+from tests.support.bus_entry import BUS_ANSWER, BUS_QUESTION, publish_bus_entry  # noqa: E402
 
 QUESTION = BUS_QUESTION
 ANSWER = BUS_ANSWER
-ALTERNATES = [*BUS_ALTERNATES, QUESTION]
 
 
 async def dm(user: TestUser, bot_id: str) -> str:
@@ -91,17 +89,7 @@ async def test_admin_commands_and_tell_the_asker(synapse, matrix_settings, alice
         assert ANSWER in draft.read_text(encoding="utf-8")
 
         # the entry is published (as `faqbot knowledge approve` would); the admin reloads
-        (kdir / "faq" / "99_bus_card.toml").write_text(
-            DraftEntry(
-                id="bus_card",
-                section=0,
-                question="社保卡可以乘坐公交吗？",
-                alternates=ALTERNATES,
-                answer=ANSWER,
-                title="乘坐公交",
-            ).render(),
-            encoding="utf-8",
-        )
+        publish_bus_entry(kdir)
         assert (await admin("!reload")).startswith(texts.ADMIN_RELOAD_OK.split("：")[0])
         follow = await a.wait_for(
             lambda e: (

@@ -10,15 +10,13 @@ import sqlite3
 
 from bot.answering import texts
 from bot.answering.follow_ups import follow_up_text
-from knowledge.curation import DraftEntry
 from knowledge.loader import PACKAGE_KNOWLEDGE_DIR, load_knowledge
 from storage import subscriptions
-from tests.support.bus_entry import BUS_ALTERNATES, BUS_ANSWER, BUS_QUESTION
+from tests.support.bus_entry import BUS_ANSWER, BUS_QUESTION, publish_bus_entry
 from tests.telegram.harness import button_data, buttons
 
 ADMIN, ASKER, OTHER, THIEF, LATE = 1001, 2002, 3003, 4004, 5005
 QUESTION = BUS_QUESTION
-ALTERNATES = [*BUS_ALTERNATES, QUESTION]
 ANSWER = BUS_ANSWER
 
 
@@ -79,17 +77,7 @@ async def test_a_subscriber_gets_exactly_one_follow_up_and_nobody_else(tmp_path,
         assert len(_rows(notify_db)) == 1  # the asker's waits; the expired one is gone
 
         # the curators add an entry; after /reload the asker gets the answer once
-        (kdir / "faq" / "99_bus_card.toml").write_text(
-            DraftEntry(
-                id="bus_card",
-                section=0,
-                question="社保卡可以乘坐公交吗？",
-                alternates=ALTERNATES,
-                answer=ANSWER,
-                title="乘坐公交",
-            ).render(),
-            encoding="utf-8",
-        )
+        publish_bus_entry(kdir)
         before = {u: len(env.sent(u)) for u in (ASKER, OTHER, LATE)}
         await env.ask("/reload", user_id=ADMIN)
         follow = env.sent(ASKER)[before[ASKER] :]
