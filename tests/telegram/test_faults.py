@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ from bot.answering import texts
 from bot.app.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
+from tests.support.cli import faqbot_async
+from tests.support.env import clean_environ
 from tests.telegram.harness import (
     FAQ_Q,
     NONE_Q,
@@ -201,27 +201,15 @@ def test_a_refused_token_ends_faqbot_run_with_one_line_and_no_traceback(tmp_path
 
 async def _refused_token(tmp_path: Path) -> None:
     async with FakeBotAPI() as fake:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
         token = "42:AAWrongTokenWrongTokenWrongToken12345"
-        env.update(
-            TELEGRAM_API_URL=fake.base_url,
-            TELEGRAM_BOT_TOKEN=token,
-            FAQBOT_DB=str(tmp_path / "run.db"),
-            FAQBOT_SECRET="x" * 32,
-            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    stderr = err.decode()
+        env = clean_environ() | {
+            "TELEGRAM_API_URL": fake.base_url,
+            "TELEGRAM_BOT_TOKEN": token,
+            "FAQBOT_DB": str(tmp_path / "run.db"),
+            "FAQBOT_SECRET": "x" * 32,
+        }
+        proc = await faqbot_async("run", env=env, cwd=tmp_path)
+    stderr = proc.stderr
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr, stderr
     [line] = [ln for ln in stderr.splitlines() if "ERROR" in ln]
