@@ -24,6 +24,7 @@ from storage.db import open_db_sync
 from storage.reviews import VERDICTS, ReviewError, add_review, history
 from tests.support.cli import run_logs as run
 from tests.support.cli import run_logs_json as run_json
+from tests.support.env import clean_environ
 from tests.support.logs import build_log, copy_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +150,7 @@ def test_triggers_guard_every_writer(fx, db):
 
 
 def _cli_env(db: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_", "TELEGRAM_", "MATRIX_"))}
+    env = clean_environ()
     env.update(FAQBOT_DB=str(db), FAQBOT_CURATOR="cara", PYTHONIOENCODING="utf-8", COLUMNS="100")
     return env
 

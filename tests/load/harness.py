@@ -39,6 +39,7 @@ from bot.telegram.keyboards import FeedbackCB
 from bot.telegram.options import TelegramOptions
 from bot.telegram.render import reply_texts
 from tests.fakes.telegram_api import Call, FakeBotAPI, LoopbackSession
+from tests.support.env import clean_environ
 from tests.telegram.harness import SECRET, TEST_OPTIONS, knowledge
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,7 +404,7 @@ async def hold_exclusive_lock(path: Path, seconds: float) -> asyncio.subprocess.
 # ------------------------------------------------------------------------------------------------ faqbot run
 def faqbot_env(tmp_path: Path, fake: FakeBotAPI, **extra: str) -> dict[str, str]:
     """Environment for ``python -m bot run`` against ``fake``: no inherited bot/LLM settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
+    env = clean_environ()
     env.update(
         TELEGRAM_BOT_TOKEN=fake.token,
         TELEGRAM_API_URL=fake.base_url,

@@ -17,6 +17,7 @@ from storage import queries as q
 from storage.db import open_db_sync, utc_iso
 from storage.migrations import migrate
 from storage.purge import purge_old
+from tests.support.env import clean_environ
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -333,7 +334,6 @@ async def test_long_review_commands_do_not_stall_the_bots_writer(tmp_path):
     """While `logs export`, `logs gaps --all` and `logs replay` read a whole log in other processes (as a curator
     runs them), the bot's writer keeps committing: every turn recorded meanwhile is committed within 1 s."""
     import asyncio
-    import os
     import subprocess
     import sys
     import time
@@ -366,7 +366,7 @@ async def test_long_review_commands_do_not_stall_the_bots_writer(tmp_path):
     rw.close()
 
     repo = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAQBOT_", "OPENAI_", "TELEGRAM_"))}
+    env = clean_environ()
     env["PYTHONPATH"] = str(repo)
     readers = [
         subprocess.Popen(

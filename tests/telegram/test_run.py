@@ -18,6 +18,7 @@ from bot.answering import texts
 from bot.app.services import setup_logging
 from bot.telegram.app import run_telegram
 from tests.fakes.telegram_api import FakeBotAPI, LoopbackSession
+from tests.support.env import clean_environ
 from tests.telegram.harness import (
     FAQ_Q,
     NONE_Q,
@@ -181,7 +182,7 @@ def test_faqbot_run_subprocess_stops_cleanly_on_sigterm(tmp_path):
 
 async def _faqbot_run(tmp_path: Path) -> None:
     async with FakeBotAPI() as fake:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "FAQBOT_", "OPENAI_", "MATRIX_"))}
+        env = clean_environ()
         env.update(
             TELEGRAM_BOT_TOKEN=fake.token,
             TELEGRAM_API_URL=fake.base_url,
