@@ -1,5 +1,8 @@
 """Smoke test of the benchmarks (`make bench`): every benchmark function runs with tiny sizes and returns sane
-figures, and the runner can format them. No timing assertions: speed is measured by `make bench`, not here."""
+figures, and the runner can format them. No timing assertions: speed is measured by `make bench`, not here.
+
+The benchmark runs themselves carry the ``load`` marker (system-level runs, left out of the quick loop); the parts
+that need no run (query mix, synthetic knowledge, importtime parsing, the Markdown) do not."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def test_query_mix_is_varied_and_deterministic():
     assert any(len(q) > 500 for q in a)  # the long paste
 
 
+@pytest.mark.load  # a benchmark run (child processes, timed loops), as `make bench` does it at small sizes
 def test_latency_on_shipped_and_generated_knowledge(tmp_path):
     out = latency.answer_latency(sizes=(0, 60), n=40, workdir=tmp_path)
     shipped, generated = out["runs"]
@@ -55,6 +59,7 @@ def test_synthetic_knowledge_loads_with_the_real_loader(tmp_path):
     assert probes and all(isinstance(p, str) and p for p in probes)
 
 
+@pytest.mark.load  # a benchmark run (child processes, timed loops), as `make bench` does it at small sizes
 def test_logging_overhead_and_writer(tmp_path):
     out = latency.logging_overhead(n=40, block=20, workdir=tmp_path)
     _sane_ms(out["off"], 40)
@@ -70,6 +75,7 @@ def test_logging_overhead_and_writer(tmp_path):
     _formats("writer", w)
 
 
+@pytest.mark.load  # a benchmark run (child processes, timed loops), as `make bench` does it at small sizes
 def test_ask_vs_imports_runs_the_real_cli():
     out = startup.ask_vs_imports(1, baseline="import rapidfuzz", warmup=False, profile=False)
     assert out["ask_median_s"] > 0 and out["baseline_median_s"] > 0
@@ -84,6 +90,7 @@ def test_import_profile_parses_importtime(tmp_path):
     assert any(r["module"] == "json" for r in rows)
 
 
+@pytest.mark.load  # a benchmark run (child processes, timed loops), as `make bench` does it at small sizes
 def test_llm_overhead():
     out = llm.llm_overhead(n=8)
     if "skipped" in out:
@@ -98,6 +105,7 @@ def test_llm_overhead():
     _formats("llm", out)
 
 
+@pytest.mark.load  # a benchmark run (child processes, timed loops), as `make bench` does it at small sizes
 def test_core_memory_child():
     out = memory.core_memory(n=40)
     assert out["idle_rss_mb"] > out["interpreter_rss_mb"] > 0
