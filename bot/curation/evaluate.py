@@ -175,11 +175,16 @@ def render(report: dict) -> None:
 
 
 def knowledge_conflicts(kb) -> list[dict]:
-    """Alternates of one entry that score higher against another entry's phrases (leave-one-out)."""
+    """Alternates of one entry that score higher against another entry's phrases (leave-one-out).
+
+    Each alternate is scored against every entry at once by the matcher's bulk `rank` (the same scores as
+    `phrase_score`, tests/knowledge/test_match.py); only its own entry's other phrases are scored one by one.
+    """
     from knowledge.bigrams import bigram_set
     from knowledge.match import matcher_for
 
     m = matcher_for(kb)
+    everyone = list(range(len(m.entries)))
     out = []
     for i, e in enumerate(m.entries):
         for p in m.by_entry[i]:
@@ -187,22 +192,18 @@ def knowledge_conflicts(kb) -> list[dict]:
             qg = bigram_set(q)
             qw = sum(m._w(g) for g in qg) or 1.0
             own = max((m.phrase_score(q, qg, qw, o) for o in m.by_entry[i] if o is not p), default=0.0)
-            best_other, other_id = 0.0, None
-            for j, _ in enumerate(m.entries):
-                if j == i or m.entries[j].section == e.section:
-                    continue
-                s = max((m.phrase_score(q, qg, qw, o) for o in m.by_entry[j]), default=0.0)
-                if s > best_other:
-                    best_other, other_id = s, m.entries[j].id
-            if other_id and best_other > own:
+            # Best first, ties by entry order: the first other-section entry is the best other one.
+            ranked = m.rank(q, limit=len(everyone), within=everyone)
+            best = next((s for s in ranked if s.entry is not e and s.entry.section != e.section), None)
+            if best is not None and best.score > own:
                 out.append(
                     {
                         "file": e.source_file,
                         "faq_id": e.id,
                         "alternate": q,
                         "own_score": round(own, 1),
-                        "other_id": other_id,
-                        "other_score": round(best_other, 1),
+                        "other_id": best.entry.id,
+                        "other_score": round(best.score, 1),
                     }
                 )
     return out
