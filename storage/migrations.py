@@ -467,12 +467,8 @@ def m008_knowledge_versions_and_llm_raw(conn: sqlite3.Connection) -> None:
     )
 
 
-@migration
-def m009_turn_review_view(conn: sqlite3.Connection) -> None:
-    """The review view (storage/schema.py REVIEW_VIEW): every turn as readers see it, with its latest feedback,
-    feedback counts, whether it shows a gap and its latest review. The review commands, the export and Datasette's
-    canned queries all select from it, so these definitions exist once, here. A plain view that SQLite flattens into
-    each query: a column costs only where a query uses it, and the turns' indexes serve it as before."""
+def _turn_review_view() -> str:
+    """CREATE VIEW turn_review (storage/schema.py REVIEW_VIEW), as m011 left it; m009 and m011 create it."""
     # The latest feedback of the turn (the last word counts); a latest 'withdrawn' (taken back) reads as none.
     latest_feedback = (
         "(SELECT nullif(f.kind, 'withdrawn') FROM feedback f WHERE f.turn_id = t.id ORDER BY f.id DESC LIMIT 1)"
@@ -489,10 +485,7 @@ def m009_turn_review_view(conn: sqlite3.Connection) -> None:
     def count(kind: str) -> str:
         return f"(SELECT count(*) FROM feedback f WHERE f.turn_id = t.id AND f.kind = '{kind}')"
 
-    _run(
-        conn,
-        [
-            f"""
+    return f"""
         CREATE VIEW turn_review AS
         SELECT t.id, t.conversation_id, t.ts, t.channel, t.via, t.question, t.normalized, t.route, t.faq_id,
                t.section, t.score, t.candidates, t.context_ids, t.model,
@@ -504,7 +497,8 @@ def m009_turn_review_view(conn: sqlite3.Connection) -> None:
                (SELECT c.chat_type FROM conversations c WHERE c.id = t.conversation_id) AS chat_type,
                {latest_feedback} AS feedback,
                {count("up")} AS thumbs_up, {count("down")} AS thumbs_down, {count("none")} AS none_of_these,
-               ({gap_route} OR {gap_guard} OR {gap_feedback}) AS is_gap,
+               -- 0 or 1: the guard and feedback tests are NULL for a turn with neither
+               coalesce({gap_route} OR {gap_guard} OR {gap_feedback}, 0) AS is_gap,
                (SELECT max(r.id) FROM reviews r WHERE r.turn_id = t.id) AS review_id,
                {latest_review("status")} AS review_status,
                {latest_review("label")} AS review_verdict,
@@ -518,8 +512,15 @@ def m009_turn_review_view(conn: sqlite3.Connection) -> None:
                        ELSE '' END) AS gap_reasons
         FROM turns t
     """
-        ],
-    )
+
+
+@migration
+def m009_turn_review_view(conn: sqlite3.Connection) -> None:
+    """The review view (storage/schema.py REVIEW_VIEW): every turn as readers see it, with its latest feedback,
+    feedback counts, whether it shows a gap and its latest review. The review commands, the export and Datasette's
+    canned queries all select from it, so these definitions exist once, here. A plain view that SQLite flattens into
+    each query: a column costs only where a query uses it, and the turns' indexes serve it as before."""
+    _run(conn, [_turn_review_view()])
 
 
 @migration
@@ -542,3 +543,11 @@ def m010_facet_indexes(conn: sqlite3.Connection) -> None:
             "CREATE INDEX IF NOT EXISTS turns_channel ON turns(channel)",
         ],
     )
+
+
+@migration
+def m011_gap_flag_never_null(conn: sqlite3.Connection) -> None:
+    """turn_review.is_gap is 0 or 1 for every turn. As m009 wrote it, a turn with no guard verdict and no feedback
+    (most direct answers) got NULL: `guard LIKE 'fail%'` and `feedback IN (...)` are NULL there, so both
+    `is_gap` and `NOT is_gap` were false and the review queue's second part never offered such a turn."""
+    _run(conn, ["DROP VIEW IF EXISTS turn_review", _turn_review_view()])

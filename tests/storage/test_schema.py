@@ -127,11 +127,11 @@ _ONCE = {
 
 def test_latest_feedback_gap_and_latest_review_are_written_only_in_the_view_migration():
     migrations = (STORAGE / "migrations.py").read_text()
-    view = migrations[migrations.index("def m009_turn_review_view") :]
+    view = migrations[migrations.index("def _turn_review_view") :]
     texts = {p.relative_to(REPO).as_posix(): p.read_text() for p in STORAGE.rglob("*.py")} | {
         "storage/datasette/metadata.yml": METADATA.read_text()
     }
-    texts["storage/migrations.py"] = migrations[: migrations.index("def m009_turn_review_view")]
+    texts["storage/migrations.py"] = migrations[: migrations.index("def _turn_review_view")]
     for what, pattern in _ONCE.items():
         assert len(pattern.findall(view)) >= 1 or what == "gap routes" and "'clarify', 'none'" in view, what
         found = [name for name, text in texts.items() if pattern.search(text)]
