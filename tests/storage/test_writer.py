@@ -240,30 +240,39 @@ async def test_feedback_order_unknown_turn_and_bad_input(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------------- outages
 
 _LOCKER = """
-import sqlite3, sys, time
+import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("BEGIN EXCLUSIVE")
 conn.execute("INSERT INTO reviews (turn_id, ts) SELECT id, 'x' FROM turns LIMIT 0")
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()  # held until the test releases it
 conn.execute("COMMIT")
-print("released", flush=True)
 """
 
 
-async def _hold_lock(path: Path, seconds: float) -> asyncio.subprocess.Process:
+async def _hold_lock(path: Path) -> asyncio.subprocess.Process:
+    """Another process holding the log's write lock until ``_release`` (not for a fixed time: what the test
+    asserts about the locked period is read while the lock is certainly held, however slow the machine)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _LOCKER, str(path), str(seconds), stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", _LOCKER, str(path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     line = await asyncio.wait_for(proc.stdout.readline(), 10)
     assert line.strip() == b"locked"
     return proc
 
 
-async def _record_while(log: TurnLog, conv: Conversation, start: int, until: asyncio.Future) -> list[float]:
-    """Record a turn every ~10 ms until `until` is done; return how long each record_turn call took (s)."""
+async def _release(proc: asyncio.subprocess.Process) -> None:
+    proc.stdin.write(b"release\n")
+    await proc.stdin.drain()
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def _record_for(log: TurnLog, conv: Conversation, start: int, seconds: float) -> list[float]:
+    """Record a turn every ~10 ms for ``seconds``; return how long each record_turn call took (s)."""
     took, i = [], start
-    while not until.done():
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         reply = _reply(i)
         t0 = time.perf_counter()
         log.record_turn(conv, reply)
@@ -291,16 +300,16 @@ async def test_locked_by_another_process_never_blocks_caller(tmp_path):
     log.record_turn(conv, _reply(0))
     await log.flush(timeout=5)
 
-    proc = await _hold_lock(path, 3.0)
+    proc = await _hold_lock(path)
     committed_before = log.committed
-    waiter = asyncio.ensure_future(proc.wait())
-    took = await _record_while(log, conv, 1, waiter)
+    took = await _record_for(log, conv, 1, 3.0)
+    # Nothing could be committed while the other process held the lock (bar a batch begun just before it).
+    committed_while_locked = log.committed - committed_before
+    await _release(proc)
     n = len(took)
-    assert proc.returncode == 0
     assert n > 100
     _assert_never_blocked(took)
-    # Nothing could be committed while the other process held the lock (bar a batch begun just before it).
-    assert log.committed - committed_before <= 5
+    assert committed_while_locked <= 5
     await log.flush(timeout=10)
     assert log.pending == 0 and log.healthy
     await log.close()
@@ -314,9 +323,9 @@ async def test_locked_longer_than_busy_timeout_recovers(tmp_path, caplog):
     log = TurnLog(path, secret=SECRET, logger=_logger("longlock"), busy_timeout=0.2, retry_interval=0.1)
     await log.start()
     conv = Conversation("telegram", GROUP_CHAT, "group", "7")
-    proc = await _hold_lock(path, 1.5)
-    waiter = asyncio.ensure_future(proc.wait())
-    took = await _record_while(log, conv, 0, waiter)
+    proc = await _hold_lock(path)
+    took = await _record_for(log, conv, 0, 1.5)
+    await _release(proc)
     n = len(took)
     _assert_never_blocked(took)
     assert log.failures >= 3 and "locked" in (log.last_error or "")
