@@ -4,12 +4,21 @@ HTTP requests to it with the standard library.
 ``Datasette(db, folder, *args, env=..., password=...)`` starts it and waits until the port answers; ``.info`` is
 the JSON start-up line (url, queries, password_required, server_pid), the rest of its stdout is drained in a
 thread so a full pipe can never block the server. ``stop()`` sends SIGTERM to `faqbot logs serve` and fails when
-its Datasette child outlives it. The ``serve`` fixture (tests/cli/conftest.py) stops every server it started.
+its Datasette child outlives it. The shared servers of tests/cli/conftest.py are built on it.
+
+``client(source)`` is a cookie-keeping client whose connections come from the loopback address ``source``: the
+login throttle counts per client address, so a test that counts failed logins uses an address of its own.
+``login(s, password, client)`` is the browser's login (the form with Datasette's CSRF token).
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.client
+import http.cookiejar
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -27,6 +36,48 @@ from tests.support.cli import child_env, faqbot_cmd
 from tests.support.ports import free_port
 
 PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords decodes HTTP Basic as ASCII
+USER = "curator"  # the review site's user (bot.cli.arguments.REVIEW_USER)
+# The bot's secrets in the environment of the shared open site's `faqbot logs serve`, which must not pass them on
+# to Datasette (tests/cli/test_serve_guard.py reads the child's environment).
+SECRETS = {
+    "FAQBOT_SECRET": "pseudonym-key-must-not-leak",
+    "OPENAI_API_KEY": "sk-must-not-leak-0123456789",
+    "TELEGRAM_BOT_TOKEN": "123456:must-not-leak-token",
+    "MATRIX_PASSWORD": "matrix-must-not-leak",
+}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """The HTTP Basic header of a script (curl -u)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+class _FromAddress(urllib.request.HTTPHandler):
+    """HTTP connections from a given local address (any of 127.0.0.0/8 reaches a server on 127.0.0.1)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(http.client.HTTPConnection, source_address=(self.source, 0)), req)
+
+
+class Client:
+    """A browser-like client: a cookie jar and connections from ``source``."""
+
+    def __init__(self, source: str = "127.0.0.1") -> None:
+        self.source = source
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _FromAddress(source))
+
+    def has_cookie(self, name: str) -> bool:
+        return any(c.name == name for c in self.jar)
+
+
+def csrf_token(page: bytes) -> str:
+    """The CSRF token of a Datasette form page."""
+    return re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
 
 
 class Datasette:
@@ -39,6 +90,7 @@ class Datasette:
         password: str | None = None,
         timeout: float = 30.0,
     ):
+        self.db = db
         self.port = free_port()
         full = child_env()
         full.update(env or {})
@@ -75,23 +127,26 @@ class Datasette:
         *,
         headers: dict | None = None,
         data: bytes | None = None,
-        opener: urllib.request.OpenerDirector | None = None,
+        client: Client | None = None,
     ) -> tuple[int, Any, bytes]:
-        """(status, headers, body) of a GET, or of a POST when ``data`` is given."""
+        """(status, headers, body) of a GET, or of a POST when ``data`` is given; from ``client`` (cookies, source
+        address) when given, else a fresh client from 127.0.0.1."""
         req = urllib.request.Request(self.base + path, headers=headers or {}, data=data)
         try:
-            with (opener or urllib.request.build_opener()).open(req, timeout=15) as resp:
+            with (client.opener if client else urllib.request.build_opener()).open(req, timeout=15) as resp:
                 return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc.read()
 
-    def get(self, path: str, headers: dict | None = None, opener=None) -> tuple[int, bytes]:
-        status, _, body = self.request(path, headers=headers, opener=opener)
+    def get(self, path: str, headers: dict | None = None, client: Client | None = None) -> tuple[int, bytes]:
+        status, _, body = self.request(path, headers=headers, client=client)
         return status, body
 
-    def post(self, path: str, fields: dict[str, str], headers: dict | None = None, opener=None) -> tuple[int, bytes]:
+    def post(
+        self, path: str, fields: dict[str, str], headers: dict | None = None, client: Client | None = None
+    ) -> tuple[int, bytes]:
         status, _, body = self.request(
-            path, headers=headers, opener=opener, data=urllib.parse.urlencode(fields).encode()
+            path, headers=headers, client=client, data=urllib.parse.urlencode(fields).encode()
         )
         return status, body
 
@@ -119,3 +174,13 @@ class Datasette:
         for p in alive:
             p.kill()
         assert not alive, "the Datasette child outlived `faqbot logs serve`"
+
+
+def login(s: Datasette, password: str, client: Client) -> tuple[int, Any, bytes]:
+    """The login form as a browser fills it in (with the CSRF token of the form page): (status, headers, body) of
+    the POST. A success answers 302 with the signed ``ds_actor`` cookie, which urllib follows (200) and ``client``
+    keeps; a failure answers 200 with the form and a message."""
+    status, _, page = s.request("/-/login", client=client)
+    assert status == 200, status
+    form = {"username": USER, "password": password, "csrftoken": csrf_token(page)}
+    return s.request("/-/login", data=urllib.parse.urlencode(form).encode(), client=client)

@@ -2,18 +2,15 @@
 
 Covers the canned queries, the live (not immutable) read-only view while the bot keeps writing, the password
 login (anonymous refused, HTTP Basic and the login form accepted) and the refusal to start without a password.
+The canned queries and the login are checked on the shared servers of tests/cli/conftest.py; the live view writes
+to the log it serves, so it has a server of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import http.cookiejar
 import json
-import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -23,27 +20,20 @@ from bot.answering.types import Conversation, Reply, Route
 from bot.cli.main import main
 from bot.cli.serve import datasette_metadata, is_loopback
 from storage.writer import TurnLog
-from tests.cli.datasette import PASSWORD, Datasette
+from tests.cli.datasette import PASSWORD, USER, Datasette, basic
 from tests.support.cli import faqbot
-from tests.support.logs import SECRET, build_log
+from tests.support.logs import SECRET, copy_log
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_log(tmp_path_factory.mktemp("serve") / "faqbot.db")
 
 
 def q(text: str) -> str:
     return urllib.parse.quote(text)
 
 
-def test_canned_queries_over_http(fx, serve):
-    s = serve(fx.path)
+def test_canned_queries_over_http(served_log, open_site):
+    fx, s = served_log, open_site
     info = s.info
     assert info["url"] == f"http://127.0.0.1:{s.port}/faqbot" and info["password_required"] is False
     assert info["read_only"] is True and "gap_inbox" in info["queries"]
@@ -83,11 +73,8 @@ def fx_recent_iso() -> str:
     return (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
 
 
-def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
-    import shutil
-
-    db = tmp_path / "faqbot.db"
-    shutil.copy(fx.path, db)
+def test_live_view_sees_new_rows_and_opens_the_file_read_only(served_log, tmp_path):
+    db = copy_log(served_log, tmp_path)
     s = Datasette(db, tmp_path)
     try:
         assert len(s.rows("/faqbot/recent_turns.json")) == 20
@@ -121,32 +108,24 @@ def test_live_view_sees_new_rows_and_opens_the_file_read_only(fx, tmp_path):
         s.stop()
 
 
-def test_password_required_refuses_anonymous_and_accepts_login(fx, serve):
-    s = serve(fx.path, "--require-password", password=PASSWORD)
+def test_password_required_refuses_anonymous_and_accepts_login(locked_site, curator):
+    s = locked_site
+    assert s.info["password_required"] is True
     assert s.get("/faqbot/recent_turns.json")[0] == 403
     assert s.get("/faqbot/gap_inbox.json")[0] == 403
     assert s.get("/")[0] == 403
 
-    def basic(user, pw):
-        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+    assert s.get("/faqbot/recent_turns.json", headers=basic(USER, "wrong"))[0] == 403
+    assert len(s.rows("/faqbot/recent_turns.json", headers=basic(USER, PASSWORD))) == 20
 
-    assert s.get("/faqbot/recent_turns.json", headers=basic("curator", "wrong"))[0] == 403
-    assert len(s.rows("/faqbot/recent_turns.json", headers=basic("curator", PASSWORD))) == 20
-
-    # The browser way: the login form (with Datasette's CSRF token), then the signed actor cookie.
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    status, page = s.get("/-/login", opener=opener)
-    assert status == 200
-    token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
-    form = urllib.parse.urlencode({"username": "curator", "password": PASSWORD, "csrftoken": token}).encode()
-    with opener.open(urllib.request.Request(s.base + "/-/login", data=form), timeout=10) as resp:
-        assert resp.status == 200
-    assert any(c.name == "ds_actor" for c in jar)
-    assert len(s.rows("/faqbot/thumbs_down.json", opener=opener)) == 3
+    # The browser way: the login form (with Datasette's CSRF token), then the signed actor cookie (``curator``
+    # logged in through the form, tests/cli/conftest.py).
+    assert curator.has_cookie("ds_actor")
+    assert len(s.rows("/faqbot/thumbs_down.json", client=curator)) == 3
 
 
-def test_refuses_to_start_without_password(fx, capsys):
+def test_refuses_to_start_without_password(served_log, capsys):
+    fx = served_log
     code = main(["logs", "serve", "--db", str(fx.path), "--host", "0.0.0.0", "--port", "1"])
     assert code == 2
     err = capsys.readouterr().err

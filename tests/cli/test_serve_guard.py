@@ -4,49 +4,19 @@ SQL that would exhaust memory."""
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
-import re
 import signal
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.cli.datasette import PASSWORD, Datasette
-from tests.support.cli import faqbot
-from tests.support.env import clean_environ
-from tests.support.logs import build_log
-from tests.support.ports import free_port
+from tests.cli.datasette import PASSWORD, SECRETS, USER, Client, Datasette, basic, login
+from tests.support.cli import faqbot_main
 
 pytest.importorskip("datasette")
 pytest.importorskip("datasette_auth_passwords")
-
-REPO = Path(__file__).resolve().parents[2]
-SECRETS = {
-    "FAQBOT_SECRET": "pseudonym-key-must-not-leak",
-    "OPENAI_API_KEY": "sk-must-not-leak-0123456789",
-    "TELEGRAM_BOT_TOKEN": "123456:must-not-leak-token",
-    "MATRIX_PASSWORD": "matrix-must-not-leak",
-}
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_log(tmp_path_factory.mktemp("guard") / "faqbot.db")
-
-
-@pytest.fixture(scope="module")
-def site(fx, tmp_path_factory):
-    """One `faqbot logs serve` without a login on ``fx``, shared by the tests that only read from it (starting a
-    server is most of such a test's time); the tests that log in, kill it or look at its environment start their own."""
-    s = Datasette(fx.path, tmp_path_factory.mktemp("site"))
-    yield s
-    s.stop()
 
 
 def raw_get(port: int, host_header: str, path: str = "/faqbot.json") -> int:
@@ -59,8 +29,8 @@ def raw_get(port: int, host_header: str, path: str = "/faqbot.json") -> int:
     return int(data.split(b" ", 2)[1])
 
 
-def test_the_no_login_site_answers_only_to_loopback_names(site):
-    s = site
+def test_the_no_login_site_answers_only_to_loopback_names(open_site):
+    s = open_site
     assert s.info["password_required"] is False
     for good in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", f"LOCALHOST:{s.port}", f"[::1]:{s.port}"):
         assert raw_get(s.port, good) == 200, good
@@ -68,56 +38,51 @@ def test_the_no_login_site_answers_only_to_loopback_names(site):
         assert raw_get(s.port, evil) == 421, evil
 
 
-def test_a_short_review_password_is_refused(fx, tmp_path):
-    env = {**clean_environ(), "FAQBOT_REVIEW_PASSWORD": "elevenchars"}  # 11 characters
-    port = free_port()
-    for extra in (["--require-password"], ["--host", "0.0.0.0"]):
-        # A subprocess with a timeout: a server that starts anyway would otherwise run for ever.
-        p = faqbot("logs", "serve", "--db", fx.path, "--port", port, *extra, env=env, cwd=tmp_path)
-        assert p.returncode == 2, p.stderr
-        assert "refusing to start" in p.stderr and "at least 12" in p.stderr and "elevenchars" not in p.stderr
+def test_a_short_review_password_is_refused(served_log, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAQBOT_REVIEW_PASSWORD", "elevenchars")  # 11 characters
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    # In-process, on a port this test holds: a server that started anyway could not bind it and would stop at once
+    # (a wrong exit code) instead of running for ever.
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        for extra in (["--require-password"], ["--host", "0.0.0.0"]):
+            code, out, err = faqbot_main(capsys, "logs", "serve", "--db", served_log.path, "--port", port, *extra)
+            assert code == 2, err
+            assert "refusing to start" in err and "at least 12" in err and "elevenchars" not in out + err
 
 
-def _login(s: Datasette, password: str):
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    status, _, page = s.request("/-/login", opener=opener)
-    assert status == 200, status
-    token = re.search(rb'name="csrftoken" value="([^"]+)"', page).group(1).decode()
-    form = urllib.parse.urlencode({"username": "curator", "password": password, "csrftoken": token}).encode()
-    status, headers, body = s.request("/-/login", data=form, opener=opener)
-    return status, headers, body, jar
-
-
-def test_failed_logins_are_throttled(fx, serve):
-    s = serve(fx.path, "--require-password", env={"FAQBOT_REVIEW_PASSWORD": PASSWORD})
+def test_failed_logins_are_throttled(locked_site):
+    s = locked_site
+    guesser = Client("127.0.0.2")  # the throttle counts per client address: this test's own
     for i in range(5):
-        status, _, body, jar = _login(s, f"guess-number-{i}")
+        status, _, body = login(s, f"guess-number-{i}", guesser)
         assert status == 200 and b"Invalid username or password" in body
-        assert not any(c.name == "ds_actor" for c in jar)
+        assert not guesser.has_cookie("ds_actor")
     # The sixth attempt is not even checked -- also with the right password, also over HTTP Basic.
-    status, headers, body, jar = _login(s, PASSWORD)
+    status, headers, body = login(s, PASSWORD, guesser)
     assert status == 429 and int(headers["Retry-After"]) > 0
-    assert not any(c.name == "ds_actor" for c in jar)
-    import base64
-
-    basic = {"Authorization": "Basic " + base64.b64encode(f"curator:{PASSWORD}".encode()).decode()}
-    assert s.request("/faqbot/recent_turns.json", headers=basic)[0] == 429
+    assert not guesser.has_cookie("ds_actor")
+    assert s.request("/faqbot/recent_turns.json", headers=basic(USER, PASSWORD), client=guesser)[0] == 429
 
 
-def test_a_successful_login_resets_the_count(fx, serve):
-    s = serve(fx.path, "--require-password", env={"FAQBOT_REVIEW_PASSWORD": PASSWORD})
+def test_a_successful_login_resets_the_count(locked_site):
+    s = locked_site
+    typist = Client("127.0.0.3")  # the throttle counts per client address: this test's own
     for i in range(4):
-        assert _login(s, f"typo-{i}")[0] == 200
-    status, _, _, jar = _login(s, PASSWORD)
-    assert any(c.name == "ds_actor" for c in jar)
+        assert login(s, f"typo-{i}", typist)[0] == 200
+    assert not typist.has_cookie("ds_actor")
+    login(s, PASSWORD, typist)
+    assert typist.has_cookie("ds_actor")
     for i in range(4):  # four more mistakes after a success are still allowed
-        assert _login(s, f"typo-again-{i}")[0] == 200
+        assert login(s, f"typo-again-{i}", typist)[0] == 200
 
 
-def test_datasette_gets_no_secrets_in_its_environment(fx, serve):
-    s = serve(fx.path, env=SECRETS)
-    with open(f"/proc/{s.server_pid}/environ", "rb") as fh:
+def test_datasette_gets_no_secrets_in_its_environment(open_site):
+    s = open_site
+    with open(f"/proc/{s.proc.pid}/environ", "rb") as fh:  # `faqbot logs serve` was given the secrets...
+        parent = fh.read().decode("utf-8", "replace")
+    assert all(f"{name}={value}" in parent for name, value in SECRETS.items())
+    with open(f"/proc/{s.server_pid}/environ", "rb") as fh:  # ...and kept them from Datasette
         environ = fh.read().decode("utf-8", "replace")
     names = {kv.split("=", 1)[0] for kv in environ.split("\0") if kv}
     for name, value in SECRETS.items():
@@ -138,20 +103,23 @@ def test_datasette_gets_no_secrets_in_its_environment(fx, serve):
 
 
 @pytest.mark.load  # a whole-process fault test: waits for the orphaned child to notice and exit
-def test_sigkill_of_logs_serve_stops_datasette(fx, serve):
-    s = serve(fx.path)
-    server = psutil.Process(s.server_pid)
-    assert server.is_running()
-    s.proc.send_signal(signal.SIGKILL)  # no handler runs in the parent
-    s.proc.wait(timeout=10)
-    gone, alive = psutil.wait_procs([server], timeout=30)
-    assert not alive, "Datasette kept serving after `faqbot logs serve` was killed"
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
+def test_sigkill_of_logs_serve_stops_datasette(served_log, tmp_path):
+    s = Datasette(served_log.path, tmp_path)  # its own: this test kills it
+    try:
+        server = psutil.Process(s.server_pid)
+        assert server.is_running()
+        s.proc.send_signal(signal.SIGKILL)  # no handler runs in the parent
+        s.proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs([server], timeout=30)
+        assert not alive, "Datasette kept serving after `faqbot logs serve` was killed"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
+    finally:
+        s.stop()
 
 
-def test_sql_cannot_build_huge_values(site):
-    s = site
+def test_sql_cannot_build_huge_values(open_site):
+    s = open_site
     sql = urllib.parse.quote("select length(randomblob(50000000)) as n")
     status, _, body = s.request(f"/faqbot.json?sql={sql}&_shape=objects")
     data = json.loads(body)

@@ -3,7 +3,8 @@ faqbot_search plugin) lists the right turns newest first with the right count, r
 matches whatever their number, and the default facets (route, channel) are computed from the column indexes.
 
 Timings belong to `make bench` (tests/bench/logscale.py); here the SQL Datasette ran is replayed and its work
-counted in SQLite VM steps, which do not depend on the machine's speed.
+counted in SQLite VM steps, which do not depend on the machine's speed. The search-box and facet tests only read,
+so they share one `faqbot logs serve` of one log (``searched``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bot.answering.types import Conversation, Reply, Route
 from bot.cli.datasette_process import datasette_args, guard_config
 from bot.cli.serve import datasette_metadata
 from storage.writer import TurnLog
+from tests.cli.datasette import Datasette
 from tests.support.cli import child_env
 from tests.support.logs import SECRET
 from tests.support.ports import free_port
@@ -81,7 +83,7 @@ def _html(ds, path: str) -> str:
 
 class CappedDatasette:
     """The Datasette command line of `faqbot logs serve`, with the metadata's ``max_matches`` changed (the one thing
-    `faqbot logs serve` (the ``serve`` fixture, tests/cli/datasette.py) does not let a test set)."""
+    `faqbot logs serve` (tests/cli/datasette.py) does not let a test set)."""
 
     def __init__(self, db: Path, folder: Path, max_matches: int):
         self.port = free_port()
@@ -135,6 +137,18 @@ def serve_capped(tmp_path):
         d.stop()
 
 
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A log of 600 turns, 150 of them (spread evenly) asking about 社保卡, served by `faqbot logs serve`: the log's
+    path, the ids of the matching turns in the order they were logged, and the server."""
+    folder = tmp_path_factory.mktemp("searched")
+    db = folder / "faqbot.db"
+    hits = _log(db, matching=150, other=450)
+    ds = Datasette(db, folder)
+    yield db, hits, ds
+    ds.stop()
+
+
 def q(text: str) -> str:
     return urllib.parse.quote(text)
 
@@ -151,10 +165,8 @@ def _all_pages(ds, path: str) -> tuple[list[str], dict]:
         page = json.loads(urllib.request.urlopen(page["next_url"], timeout=30).read())
 
 
-def test_search_box_lists_every_match_newest_first_with_its_count(tmp_path, serve):
-    db = tmp_path / "faqbot.db"
-    hits = _log(db, matching=150, other=450)
-    ds = serve(db)
+def test_search_box_lists_every_match_newest_first_with_its_count(searched):
+    _, hits, ds = searched
     ids, first = _all_pages(ds, "/faqbot/turns.json?_search=" + q("社保卡") + "&_size=60")
     assert first["filtered_table_rows_count"] == 150
     assert ids == sorted(hits, reverse=True)  # every match once, newest (highest time-ordered id) first
@@ -209,10 +221,8 @@ def test_search_reads_at_most_max_matches_whatever_their_number(tmp_path, serve_
     assert work[big] < 1.5 * work[small], work
 
 
-def test_facets_come_from_the_column_indexes(tmp_path, serve):
-    db = tmp_path / "faqbot.db"
-    _log(db, matching=60, other=240)
-    ds = serve(db)
+def test_facets_come_from_the_column_indexes(searched):
+    db, hits, ds = searched
     page = _json(ds, "/faqbot/turns.json")  # route and channel facets by default
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     for col in ("route", "channel"):
@@ -227,7 +237,7 @@ def test_facets_come_from_the_column_indexes(tmp_path, serve):
         assert f"USING COVERING INDEX turns_{col}" in plan, plan
     # On a search page the facets count the matches.
     found = _json(ds, "/faqbot/turns.json?_search=" + q("社保卡"))
-    assert sum(r["count"] for r in found["facet_results"]["route"]["results"]) == 60
+    assert sum(r["count"] for r in found["facet_results"]["route"]["results"]) == len(hits) == 150
     html = _html(ds, "/faqbot/turns")  # the page shows both, none timed out
     assert 'data-column="route"' in html and 'data-column="channel"' in html and "timed out" not in html
     conn.close()
