@@ -4,7 +4,8 @@
 
 Services (core, log writer, LLM) are built once and shared. SIGTERM / SIGINT set a stop event: each transport
 stops taking new messages, finishes the answers in flight, and then the log is drained (`Services.aclose`).
-Returns 0 after a clean stop, 1 if a transport failed or the knowledge is invalid, 2 for a configuration error.
+Returns 0 after a clean stop, 1 if a transport failed; a configuration it cannot run raises ``ConfigurationError``
+and invalid knowledge ``KnowledgeError``, which `faqbot`'s one error handler (bot/cli/main.py) reports (exit 2 / 1).
 The bot token is never printed: logging goes through the redaction filter installed by `setup_logging`, and
 nothing here logs a setting's value.
 """
@@ -16,7 +17,6 @@ import contextlib
 import gc
 import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 from bot.app.settings import Settings
@@ -24,6 +24,10 @@ from bot.app.settings import Settings
 log = logging.getLogger("faqbot")
 
 KNOWN_TRANSPORTS = ("telegram", "matrix")
+
+
+class ConfigurationError(ValueError):
+    """The settings ask for something `faqbot run` cannot start; the message names what is missing, in one line."""
 
 
 class TransportStartError(RuntimeError):
@@ -63,17 +67,15 @@ def _config_error(settings: Settings, transports: list[str]) -> str | None:
 async def run_transports(settings: Settings, transports: list[str], *, freeze_gc: bool = False) -> int:
     from bot.app.services import build_services, setup_logging
 
-    setup_logging(settings)
     transports = list(dict.fromkeys(t.strip().lower() for t in transports if t.strip()))
     problem = _config_error(settings, transports)
     if problem:
-        print(f"faqbot run: {problem}", file=sys.stderr)
-        return 2
+        raise ConfigurationError(problem)
     try:
         runners = {name: _transport_runner(name) for name in transports}
     except ImportError as exc:
-        print(f"faqbot run: cannot load a transport: {exc}", file=sys.stderr)
-        return 2
+        raise ConfigurationError(f"cannot load a transport: {exc}") from exc
+    setup_logging(settings)
     services = await build_services(settings)  # broken knowledge raises KnowledgeError: bot.cli.main prints it
     # Build the Simplified -> Traditional converter now (~30 ms), not in the middle of the first answer in
     # Traditional script: a long-running bot pays it once anyway. One-shot `faqbot ask` stays lazy.

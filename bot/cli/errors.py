@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 
+from bot.app.runner import ConfigurationError
 from knowledge.loader import KnowledgeError
 from storage.safe_text import for_terminal
 
@@ -31,7 +32,7 @@ class CommandError(Exception):
 
 def expected(exc: BaseException) -> bool:
     """True for a failure the message fully explains (no traceback even with FAQBOT_DEBUG)."""
-    return isinstance(exc, (CommandError, KnowledgeError))
+    return isinstance(exc, (CommandError, KnowledgeError, ConfigurationError))
 
 
 def _one_line(text: str) -> str:
@@ -67,10 +68,13 @@ def _sqlite_error(exc: sqlite3.Error) -> str:
 def describe(exc: BaseException, *, db: object = None) -> tuple[int, str]:
     """The exit code and the message for ``exc``; ``db`` (the log's path) prefixes database errors.
 
-    A ``CommandError`` and a ``KnowledgeError`` (its problems one per line) keep their text; anything else becomes
-    one line starting with "faqbot: "."""
+    A ``CommandError`` and a ``KnowledgeError`` (its problems one per line) keep their text; a ``ConfigurationError``
+    (`faqbot run` cannot start what the settings ask for) is a usage error; anything else becomes one line starting
+    with "faqbot: "."""
     if isinstance(exc, CommandError):
         return exc.code, str(exc)
+    if isinstance(exc, ConfigurationError):
+        return USAGE, "faqbot run: " + _one_line(str(exc))
     if isinstance(exc, KnowledgeError):
         return FAILED, str(exc)
     if isinstance(exc, sqlite3.Error):

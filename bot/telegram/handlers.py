@@ -94,46 +94,39 @@ async def cmd_faq(message: Message, services: Services) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- questions
-async def on_question(
-    message: Message,
-    bot: Bot,
-    services: Services,
-    options: TelegramOptions,
-    conv: Conversation,
-    chat_state: ChatState,
-    question: str | None = None,
-) -> None:
-    """A question (private text, or a group message addressed to the bot with the mention stripped)."""
-    await answer_question(
-        bot=bot,
-        answerer=services.answerer,
-        question=question if question is not None else (message.text or ""),
-        conv=conv,
-        target=Target.for_message(message),
-        options=options,
-        chat_state=chat_state,
-    )
+def _question_handler(*, reply: bool | None, doc: str):
+    """A handler answering the message's text (or ``question``, the text with a group mention stripped); ``reply``
+    as ``Target.for_message`` takes it (None: a reply in groups only). aiogram passes the arguments it names."""
+
+    async def handler(
+        message: Message,
+        bot: Bot,
+        services: Services,
+        options: TelegramOptions,
+        conv: Conversation,
+        chat_state: ChatState,
+        question: str | None = None,
+    ) -> None:
+        await answer_question(
+            bot=bot,
+            answerer=services.answerer,
+            question=question if question is not None else (message.text or ""),
+            conv=conv,
+            target=Target.for_message(message, reply=reply),
+            options=options,
+            chat_state=chat_state,
+        )
+
+    handler.__doc__ = doc
+    return handler
 
 
-async def on_edited_question(
-    message: Message,
-    bot: Bot,
-    services: Services,
-    options: TelegramOptions,
-    conv: Conversation,
-    chat_state: ChatState,
-    question: str | None = None,
-) -> None:
-    """An edited message: answered as a new question, replying to the edited message."""
-    await answer_question(
-        bot=bot,
-        answerer=services.answerer,
-        question=question if question is not None else (message.text or ""),
-        conv=conv,
-        target=Target.for_message(message, reply=True),
-        options=options,
-        chat_state=chat_state,
-    )
+on_question = _question_handler(
+    reply=None, doc="A question (private text, or a group message addressed to the bot with the mention stripped)."
+)
+on_edited_question = _question_handler(
+    reply=True, doc="An edited message: answered as a new question, replying to the edited message."
+)
 
 
 async def on_non_text(message: Message) -> None:

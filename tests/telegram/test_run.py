@@ -225,13 +225,14 @@ async def _faqbot_run(tmp_path: Path) -> None:
 
 
 async def test_run_transports_configuration_errors_and_a_rejected_token(tmp_path, monkeypatch, capsys, caplog):
-    from bot.app.runner import run_transports
+    from bot.app.runner import ConfigurationError, run_transports
 
     root = logging.getLogger()
     monkeypatch.setattr(root, "level", root.level)
-    assert await run_transports(make_settings(tmp_path), ["telegram"]) == 2
-    assert "TELEGRAM_BOT_TOKEN" in capsys.readouterr().err
-    assert await run_transports(make_settings(tmp_path), ["irc"]) == 2
+    with pytest.raises(ConfigurationError, match="TELEGRAM_BOT_TOKEN"):
+        await run_transports(make_settings(tmp_path), ["telegram"])
+    with pytest.raises(ConfigurationError, match="unknown transport"):
+        await run_transports(make_settings(tmp_path), ["irc"])
 
     async with FakeBotAPI() as fake:
         wrong = "42:AAWrongTokenWrongTokenWrongToken12345"
