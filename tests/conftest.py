@@ -8,6 +8,8 @@ tests/telegram), helpers without state in tests/support/.
 * ``knowledge_copy`` -- a writable copy of ``knowledge/`` in tmp_path (to break or edit).
 * ``subprocess_env`` -- os.environ without bot tokens / LLM keys / FAQBOT_* settings, FAQBOT_DB in tmp_path.
 * ``clean_env``      -- the same scrubbing for this process (in-process CLI and settings tests), undone afterwards.
+* ``main_env``       -- ``subprocess_env`` for this process, working folder ``tmp_path``, undone afterwards: what an
+                        in-process ``faqbot_main`` run (tests/support/cli.py) needs to see what a ``faqbot`` child sees.
 * ``faqbot``         -- ``faqbot(*args, stdin=..., env=..., cwd=...)``: the real command in a subprocess
                         (tests/support/cli.py), by default with ``subprocess_env`` in ``tmp_path``.
 * ``port``           -- a free TCP port on 127.0.0.1 (tests/support/ports.py).
@@ -98,6 +100,15 @@ def subprocess_env(tmp_path) -> dict[str, str]:
 @pytest.fixture
 def clean_env(monkeypatch) -> None:
     scrub_environ(monkeypatch)
+
+
+@pytest.fixture
+def main_env(monkeypatch, subprocess_env, tmp_path) -> dict[str, str]:
+    scrub_environ(monkeypatch)
+    for name in ("FAQBOT_DB", "FAQBOT_HISTORY"):
+        monkeypatch.setenv(name, subprocess_env[name])
+    monkeypatch.chdir(tmp_path)  # `.env` is read from the working folder, as the child's was tmp_path
+    return subprocess_env
 
 
 @pytest.fixture
