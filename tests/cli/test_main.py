@@ -1,9 +1,12 @@
-"""The `faqbot` command line, run as real subprocesses: ask (JSON, batch, plain), shell, run, knowledge check, usage
-errors; where the real process was checked once, the variants run in-process (tests/support/cli.py `faqbot_main`)."""
+"""The `faqbot` command line: ask (JSON, batch, plain), shell, run, knowledge check, usage errors. Each command runs
+once as a real subprocess (the `faqbot` entry point, a real pipe on stdin, what it imports, the exit code from the
+OS); the variants, where only the output, the stored rows and the exit code count, run in-process
+(tests/support/cli.py `faqbot_main`, with the same environment: the `main_env` fixture)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -45,10 +48,10 @@ def check_reply_json(d: dict) -> None:
 
 
 # -- ask ----------------------------------------------------------------------------------------------------
-def test_ask_json(faqbot, subprocess_env, kb):
-    p = faqbot("ask", "社保卡丢了怎么办", "--json")
-    assert p.returncode == 0, p.stderr
-    lines = json_lines(p.stdout)
+def test_ask_json(main_env, kb, capsys):
+    code, out, err = faqbot_main(capsys, "ask", "社保卡丢了怎么办", "--json")  # the process: the batch test below
+    assert code == 0, err
+    lines = json_lines(out)
     assert len(lines) == 1
     d = lines[0]
     check_reply_json(d)
@@ -57,7 +60,7 @@ def test_ask_json(faqbot, subprocess_env, kb):
     assert kb.get("lost_reissue").answer in d["answer"]
     assert d["candidates"][0]["faq_id"] == "lost_reissue" and d["candidates"][0]["question"] == "社保卡挂失补办问题？"
     assert d["knowledge_version"] == kb.version
-    assert not Path(subprocess_env["FAQBOT_DB"]).exists()  # `ask` does not write the log unless --log
+    assert not Path(main_env["FAQBOT_DB"]).exists()  # `ask` does not write the log unless --log
 
 
 BATCH = [
@@ -76,6 +79,7 @@ BATCH = [
 
 
 def test_ask_batch_from_stdin_in_order(faqbot):
+    """The real `faqbot ask` process, questions on a pipe."""
     stdin = "".join(q + "\n" for q, _, _ in BATCH)
     p = faqbot("ask", "--json", stdin=stdin)
     assert p.returncode == 0, p.stderr
@@ -95,15 +99,15 @@ def test_ask_batch_from_stdin_in_order(faqbot):
     assert len(out[10]["question"]) <= 2000
 
 
-def test_ask_plain_text(faqbot, kb):
+def test_ask_plain_text(main_env, kb, capsys):
     e = kb.get("lost_reissue")
-    p = faqbot("ask", "社保卡丢了怎么办")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout == f"[faq] {texts.faq_text(e.question, e.answer)}\n"
+    code, out, err = faqbot_main(capsys, "ask", "社保卡丢了怎么办")
+    assert code == 0, err
+    assert out == f"[faq] {texts.faq_text(e.question, e.answer)}\n"
 
-    p = faqbot("ask", stdin="社保卡丢了怎么办\n今天天气怎么样\n")
-    assert p.returncode == 0, p.stderr
-    first, second = p.stdout.split("\n\n[", 1)
+    code, out, err = faqbot_main(capsys, "ask", stdin="社保卡丢了怎么办\n今天天气怎么样\n")
+    assert code == 0, err
+    first, second = out.split("\n\n[", 1)
     assert first == f"[faq] {texts.faq_text(e.question, e.answer)}"
     assert second.startswith("none] " + texts.OUT_OF_SCOPE)
 
@@ -130,18 +134,19 @@ def test_ask_imports_no_chat_framework(tmp_path, subprocess_env):
     assert "HEAVY []" in p.stdout
 
 
-def test_ask_with_broken_knowledge_exits_1(faqbot, tmp_path, subprocess_env, knowledge_copy):
+def test_ask_with_broken_knowledge_exits_1(main_env, knowledge_copy, capsys, monkeypatch):
     f = knowledge_copy / "faq" / "09_lost_reissue.toml"
     f.write_text(f.read_text(encoding="utf-8").replace("section = 9", "section = 14"), encoding="utf-8")
-    env = {**subprocess_env, "FAQBOT_KNOWLEDGE_DIR": str(knowledge_copy)}
-    p = faqbot("ask", "社保卡丢了怎么办", env=env, cwd=tmp_path)
-    assert p.returncode == 1
-    assert "09_lost_reissue.toml [lost_reissue]: unknown section 14" in p.stderr
-    assert "Traceback" not in p.stderr and p.stdout == ""
+    monkeypatch.setenv("FAQBOT_KNOWLEDGE_DIR", str(knowledge_copy))
+    code, out, err = faqbot_main(capsys, "ask", "社保卡丢了怎么办")
+    assert code == 1
+    assert "09_lost_reissue.toml [lost_reissue]: unknown section 14" in err
+    assert "Traceback" not in err and out == ""
 
 
 # -- shell and run ---------------------------------------------------------------------------------------------
 def test_shell_with_piped_stdin(faqbot, subprocess_env, kb):
+    """The real `faqbot shell` process, lines on a pipe."""
     lines = [
         "社保卡丢了怎么办",
         "",
@@ -179,19 +184,20 @@ def test_shell_with_piped_stdin(faqbot, subprocess_env, kb):
     assert routes == ["faq", "none", "clarify", "faq", "none", "faq"]
 
 
-def test_shell_exits_0_on_immediate_eof(faqbot):
-    p = faqbot("shell", stdin="")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout == ""
+def test_shell_exits_0_on_immediate_eof(main_env, capsys):
+    code, out, err = faqbot_main(capsys, "shell", stdin="")
+    assert code == 0, err
+    assert out == ""
 
 
-def test_run_without_token_is_the_console(faqbot, subprocess_env, kb):
-    assert "TELEGRAM_BOT_TOKEN" not in subprocess_env
-    p = faqbot("run", stdin="社保卡丢了怎么办\n")
-    assert p.returncode == 0, p.stderr
+def test_run_without_token_is_the_console(main_env, kb, capsys):
+    """In-process: `faqbot run` as a real process is tests/telegram/test_run.py (with a fake Bot API)."""
+    assert "TELEGRAM_BOT_TOKEN" not in os.environ
+    code, out, err = faqbot_main(capsys, "run", stdin="社保卡丢了怎么办\n")
+    assert code == 0, err
     lost = kb.get("lost_reissue")
-    assert p.stdout.strip() == texts.faq_text(lost.question, lost.answer)
-    assert "TELEGRAM_BOT_TOKEN" in p.stderr  # says why it is the console
+    assert out.strip() == texts.faq_text(lost.question, lost.answer)
+    assert "TELEGRAM_BOT_TOKEN" in err  # says why it is the console
 
 
 # -- knowledge check ------------------------------------------------------------------------------------------
@@ -212,16 +218,16 @@ def test_knowledge_check_ok(faqbot, kb, capsys):
         assert c["other_score"] >= c["own_score"] and c["other_id"] != c["faq_id"]  # rounded to 0.1
 
 
-def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_copy, capsys):
+def test_knowledge_check_broken_dir(main_env, knowledge_copy, capsys, monkeypatch):
     phone = knowledge_copy / "faq" / "10_change_phone.toml"
     phone.write_text(
         phone.read_text(encoding="utf-8").replace('id = "change_phone"', 'id = "lost_reissue"'), encoding="utf-8"
     )
-    env = {**subprocess_env, "FAQBOT_KNOWLEDGE_DIR": str(knowledge_copy)}
-    p = faqbot("knowledge", "check", env=env, cwd=tmp_path)
-    assert p.returncode == 1
-    assert "10_change_phone.toml [lost_reissue]: duplicate id (also in 09_lost_reissue.toml)" in p.stderr
-    assert "Traceback" not in p.stderr
+    monkeypatch.setenv("FAQBOT_KNOWLEDGE_DIR", str(knowledge_copy))
+    code, out, err = faqbot_main(capsys, "knowledge", "check")
+    assert code == 1
+    assert "10_change_phone.toml [lost_reissue]: duplicate id (also in 09_lost_reissue.toml)" in err
+    assert "Traceback" not in err
 
     code, out, _ = faqbot_main(capsys, "knowledge", "check", "--json", "--dir", knowledge_copy)
     assert code == 1
