@@ -1,7 +1,7 @@
 """Hostile input against the log and the review CLI (issue 12, items 7, 8, 9, 11, 12): terminal escapes in
 questions, spreadsheet formulas, exports aimed at the database, files that are not logs, absurd arguments, full
 disks and locked databases. Real SQLite files, the real TurnLog and `bot.cli.main.main` (subprocesses where stdin
-bytes, resource limits or another user matter)."""
+bytes, resource limits, a full standard output or another user matter)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli.main import main
-from tests.support.cli import child_env, faqbot
+from tests.support.cli import child_env, faqbot, faqbot_main
 from tests.support.cli import run_logs as run
 from tests.support.env import clean_environ
 from tests.support.logs import build_log, copy_log
@@ -261,7 +261,7 @@ def test_export_refuses_the_database_and_its_companion_files(db, capsys, tmp_pat
     check.close()
 
 
-def test_a_failed_export_keeps_the_old_file_and_leaves_no_partial_one(db, tmp_path):
+def test_a_failed_export_keeps_the_old_file_and_leaves_no_partial_one(db, tmp_path, capsys):
     """A disk that fills up mid-export (simulated with RLIMIT_FSIZE: writes past 4 KB fail with EFBIG)."""
     conn = sqlite3.connect(db)
     with conn:  # 20 -> 640 turns: an export of several hundred KB
@@ -283,8 +283,8 @@ def test_a_failed_export_keeps_the_old_file_and_leaves_no_partial_one(db, tmp_pa
     assert "cannot write" in err and str(target) in err
     assert target.read_text(encoding="utf-8") == "the previous export\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["turns.csv"]  # no temporary file left
-    # Without the limit the same export replaces the file whole.
-    code, out, err = cli("logs", "export", "--db", db, "-o", target)
+    # Without the limit the same export replaces the file whole (in-process: only the file counts now).
+    code, out, err = run(capsys, "export", "--db", db, "-o", target)
     assert code == 0, err
     with target.open(encoding="utf-8-sig", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == rows(db)
@@ -342,13 +342,15 @@ def test_a_log_from_a_newer_faqbot_is_refused_for_writing_but_readable(db, fx, c
     assert code == 0 and len(json.loads(out)) == before
 
 
-def test_the_bot_refuses_to_write_a_newer_log(db, tmp_path):
+def test_the_bot_refuses_to_write_a_newer_log(db, capsys, monkeypatch):
     conn = sqlite3.connect(db)
     with conn:
         conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('m999_from_the_future', '2099-01-01')")
     conn.close()
     before = rows(db)
-    code, out, err = cli("ask", "--log", "社保卡怎么申领", env={"FAQBOT_DB": str(db), "FAQBOT_SECRET": "s" * 16})
+    monkeypatch.setenv("FAQBOT_DB", str(db))
+    monkeypatch.setenv("FAQBOT_SECRET", "s" * 16)
+    code, out, err = faqbot_main(capsys, "ask", "--log", "社保卡怎么申领")
     assert code == 1
     one_line_error(err)
     assert "newer faqbot" in err
@@ -464,43 +466,40 @@ def rows_via(conn) -> int:
     return conn.execute("SELECT count(*) FROM turns").fetchone()[0]
 
 
-def test_ask_log_with_an_unwritable_log_says_so_at_once(tmp_path):
+def test_ask_log_with_an_unwritable_log_says_so_at_once(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the log folder should be\n")
+    monkeypatch.setenv("FAQBOT_DB", str(blocker / "faqbot.db"))
+    monkeypatch.setenv("FAQBOT_SECRET", "a-test-secret-0123")
     started = time.monotonic()
-    code, out, err = cli(
-        "ask",
-        "--log",
-        "社保卡怎么申领",
-        env={"FAQBOT_DB": str(blocker / "faqbot.db"), "FAQBOT_SECRET": "a-test-secret-0123"},
-    )
+    code, out, err = faqbot_main(capsys, "ask", "--log", "社保卡怎么申领")
     took = time.monotonic() - started
     assert code == 1
     assert "Traceback" not in err
     assert "cannot write the conversation log" in err
-    assert out == b""  # no answer that would not be logged
+    assert out == ""  # no answer that would not be logged
     assert took < 25, took  # it used to answer, then wait 30 s for the writer to give up (so >= 30 s)
 
 
-def test_no_secret_and_an_unwritable_folder(tmp_path):
+def test_no_secret_and_an_unwritable_folder(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x\n")
-    code, out, err = cli("ask", "--log", "社保卡怎么申领", env={"FAQBOT_DB": str(blocker / "faqbot.db")})
+    monkeypatch.setenv("FAQBOT_DB", str(blocker / "faqbot.db"))
+    code, out, err = faqbot_main(capsys, "ask", "--log", "社保卡怎么申领")
     assert code == 1
     one_line_error(err)
     assert "pseudonymization key" in err and "FAQBOT_SECRET" in err
 
 
-def test_the_review_queue_shows_hostile_text_safely(db, fx):
+def test_the_review_queue_shows_hostile_text_safely(db, fx, capsys, monkeypatch):
     conn = sqlite3.connect(db)
     with conn:  # every turn, so whichever the queue shows first is hostile
         conn.execute("UPDATE turns SET question = ? || question, guard = ?", (HOSTILE, HOSTILE))
     conn.close()
-    code, out, err = cli(
-        "logs", "review", "--db", db, stdin=b"q", env={"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"}
-    )
+    for name, value in {"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"}.items():
+        monkeypatch.setenv(name, value)
+    code, text, err = run(capsys, "review", "--db", db, stdin="q")
     assert code == 0, err
-    text = out.decode("utf-8", "replace")
     assert "火星" in text
     for bad in BAD:
         assert bad not in text, bad
