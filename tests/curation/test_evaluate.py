@@ -1,5 +1,6 @@
 """`faqbot eval`: the metrics on a hand-made file, the targets on the dev set, exit codes; and that no alternate was
-copied from the dev set (the one test allowed to read it)."""
+copied from the dev set (the one test allowed to read it). One run of the command is a real process; the others run
+in-process (`faqbot_main`, same environment: the `main_env` fixture)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from bot.answering.types import Route
 from bot.curation.evaluate import LabelledFileError, evaluate, load_labelled
-from tests.support.cli import faqbot
+from tests.support.cli import faqbot, faqbot_main
 
 REPO = Path(__file__).resolve().parents[2]
 DEV = REPO.parent / "shared" / "eval" / "dev-questions.jsonl"
@@ -94,6 +95,7 @@ def test_load_labelled_reports_bad_lines(tmp_path):
 
 
 def test_eval_cli_thresholds_fail_with_exit_3(tmp_path, subprocess_env, crafted):
+    """The real `faqbot eval` process (the other runs of the command are in-process)."""
     p = faqbot(
         "eval",
         str(crafted),
@@ -124,16 +126,17 @@ def test_eval_cli_thresholds_fail_with_exit_3(tmp_path, subprocess_env, crafted)
         assert label in p.stdout, label
 
 
-def test_eval_cli_bad_file_exits_1_without_traceback(tmp_path, subprocess_env):
-    p = faqbot("eval", str(tmp_path / "missing.jsonl"), env=subprocess_env, cwd=tmp_path)
-    assert p.returncode == 1
-    assert "cannot read" in p.stderr and "Traceback" not in p.stderr
+def test_eval_cli_bad_file_exits_1_without_traceback(tmp_path, main_env, capsys):
+    code, out, err = faqbot_main(capsys, "eval", str(tmp_path / "missing.jsonl"))
+    assert code == 1
+    assert "cannot read" in err and "Traceback" not in err
 
 
 # -- the dev set ----------------------------------------------------------------------------------------------
 @needs_dev
-def test_eval_dev_set_meets_targets(tmp_path, subprocess_env):
-    p = faqbot(
+def test_eval_dev_set_meets_targets(main_env, capsys):
+    code, out, err = faqbot_main(
+        capsys,
         "eval",
         str(DEV),
         "--json",
@@ -143,11 +146,9 @@ def test_eval_dev_set_meets_targets(tmp_path, subprocess_env):
         "0",
         "--min-recall",
         "95",
-        env=subprocess_env,
-        cwd=tmp_path,
     )
-    assert p.returncode == 0, p.stderr + p.stdout[-2000:]
-    r = json.loads(p.stdout)
+    assert code == 0, err + out[-2000:]
+    r = json.loads(out)
     summary = {k: v for k, v in r.items() if k != "failures"}
     assert r["direct_correct"] >= 31, summary  # 31/32 before issue 10: must not drop
     assert r["direct_wrong"] == 0, r["failures"]
@@ -164,11 +165,12 @@ def _bare(text: str) -> str:
 
 
 @needs_real
-def test_eval_real_questions_meet_targets(tmp_path, subprocess_env):
+def test_eval_real_questions_meet_targets(main_env, capsys):
     """Questions people asked on public pages (background, other verbs, half-covered asks), offline, no LLM:
     direct-correct >= 70% of in-scope, at most one wrong or out-of-scope direct answer, useful first reply >= 95%.
     Rows labelled "amb" are not scored."""
-    p = faqbot(
+    code, out, err = faqbot_main(
+        capsys,
         "eval",
         str(REAL),
         "--json",
@@ -178,11 +180,9 @@ def test_eval_real_questions_meet_targets(tmp_path, subprocess_env):
         "1",
         "--min-useful",
         "95",
-        env=subprocess_env,
-        cwd=tmp_path,
     )
-    assert p.returncode == 0, p.stderr + p.stdout[-3000:]
-    r = json.loads(p.stdout)
+    assert code == 0, err + out[-3000:]
+    r = json.loads(out)
     summary = {k: v for k, v in r.items() if k != "failures"}
     rows = [json.loads(line) for line in REAL.read_text(encoding="utf-8").splitlines() if line.strip()]
     amb = sum(1 for row in rows if row.get("kind") == "amb")
@@ -239,18 +239,18 @@ def test_eval_useful_counts_related_questions_and_skips_ambiguous(tmp_path, sett
     assert evaluate(settings, kb, write_jsonl(tmp_path / "d.jsonl", [direct, *rows[2:]]))["useful"] == 1
 
 
-def test_eval_cli_several_files_and_min_useful(tmp_path, subprocess_env):
+def test_eval_cli_several_files_and_min_useful(tmp_path, main_env, capsys):
     good = write_jsonl(tmp_path / "good.jsonl", [{"q": "社保卡丢了怎么办", "sections": [9]}])
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"q": "天气", "sections": [9]}])
-    p = faqbot("eval", str(good), str(bad), "--json", "--min-useful", "90", env=subprocess_env, cwd=tmp_path)
-    assert p.returncode == 3, p.stderr
-    reports = json.loads(p.stdout)
+    code, out, err = faqbot_main(capsys, "eval", str(good), str(bad), "--json", "--min-useful", "90")
+    assert code == 3, err
+    reports = json.loads(out)
     assert [Path(r["file"]).name for r in reports] == ["good.jsonl", "bad.jsonl"]
     assert [r["useful_rate"] for r in reports] == [1.0, 0.0]
-    assert "bad.jsonl: useful first reply 0.0% is below --min-useful 90" in p.stderr
-    assert "good.jsonl" not in p.stderr
-    p = faqbot("eval", str(good), "--min-useful", "90", env=subprocess_env, cwd=tmp_path)
-    assert p.returncode == 0 and "useful first reply" in p.stdout
+    assert "bad.jsonl: useful first reply 0.0% is below --min-useful 90" in err
+    assert "good.jsonl" not in err
+    code, out, err = faqbot_main(capsys, "eval", str(good), "--min-useful", "90")
+    assert code == 0 and "useful first reply" in out
 
 
 # Short everyday questions the held-out set shares with alternates written two days before it (commit 29d68b1): a
