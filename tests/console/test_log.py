@@ -1,7 +1,7 @@
 """The console shell logs its exchanges (channel `console`); `faqbot ask` logs only with `--log` (channel `cli`).
 
-Real processes (`python -m bot ...`) with FAQBOT_DB in a temporary folder; the log is then read back with
-sqlite3 and with `faqbot logs`.
+`bot.cli.main.main` in-process (tests/support/cli.py `faqbot_main`; the `faqbot` process itself is tests/cli/test_main.py)
+with FAQBOT_DB in a temporary folder; the log is then read back with sqlite3 and with `faqbot logs`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,31 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bot.answering.privacy import pseudonymize
 from storage.secret_key import load_or_create_secret
-from tests.support.cli import faqbot
-from tests.support.env import clean_environ
+from tests.support.cli import faqbot_main
+from tests.support.env import scrub_environ
 
 PHONE = "13812345678"
 
 
-def _run(args, *, cwd: Path, db: Path, stdin: str = "", user: str = "alice"):
-    env = {**clean_environ(), "FAQBOT_DB": str(db), "USER": user, "FAQBOT_HISTORY": str(cwd / "history")}
-    p = faqbot(*args, cwd=cwd, env=env, stdin=stdin)
-    assert p.returncode == 0, p.stderr
-    return p
+@pytest.fixture
+def run(tmp_path, capsys, monkeypatch):
+    """`faqbot ARGS…` for the user "alice" with the log at tmp_path/data/log.db; returns its standard output."""
+    scrub_environ(monkeypatch)
+    monkeypatch.setenv("FAQBOT_DB", str(tmp_path / "data" / "log.db"))
+    monkeypatch.setenv("FAQBOT_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.chdir(tmp_path)
+
+    def run_(*args: str, stdin: str = "") -> str:
+        code, out, err = faqbot_main(capsys, *args, stdin=stdin)
+        assert code == 0, err
+        return out
+
+    return run_
 
 
 def _rows(db: Path, sql: str, params=()):
@@ -38,11 +50,10 @@ def _raw_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
 
 
-def test_console_shell_logs_masked_turns_with_pseudonymous_user(tmp_path):
+def test_console_shell_logs_masked_turns_with_pseudonymous_user(tmp_path, run):
     db = tmp_path / "data" / "log.db"  # the folder does not exist yet
     questions = ["电子社保卡怎么申领", f"我的手机号{PHONE}，社保卡丢了怎么办", "社保卡能坐公交吗"]
-    p = _run(["shell"], cwd=tmp_path, db=db, stdin="\n".join(questions) + "\n")
-    assert "申领" in p.stdout
+    assert "申领" in run("shell", stdin="\n".join(questions) + "\n")
 
     turns = _rows(
         db,
@@ -65,18 +76,16 @@ def test_console_shell_logs_masked_turns_with_pseudonymous_user(tmp_path):
     assert b"alice" not in _raw_bytes(db)
 
     # The review CLI sees them.
-    p = _run(["logs", "list", "--channel", "console", "--json"], cwd=tmp_path, db=db)
-    assert len(json.loads(p.stdout)) == 3
+    assert len(json.loads(run("logs", "list", "--channel", "console", "--json"))) == 3
 
 
-def test_ask_logs_only_with_log_flag(tmp_path):
+def test_ask_logs_only_with_log_flag(tmp_path, run):
     db = tmp_path / "data" / "log.db"
-    p = _run(["ask", "电子社保卡怎么申领"], cwd=tmp_path, db=db)
-    assert p.stdout.startswith("[faq]")
+    assert run("ask", "电子社保卡怎么申领").startswith("[faq]")
     assert not db.exists()  # no --log: nothing written, not even the file
 
-    _run(["ask", "--log", f"手机号{PHONE}换了怎么办"], cwd=tmp_path, db=db)
-    _run(["ask", "--log", "--json"], cwd=tmp_path, db=db, stdin="社保卡丢了\n社保卡能坐公交吗\n")
+    run("ask", "--log", f"手机号{PHONE}换了怎么办")
+    run("ask", "--log", "--json", stdin="社保卡丢了\n社保卡能坐公交吗\n")
     turns = _rows(
         db,
         "SELECT t.*, kv.version AS knowledge_version FROM turns t "
@@ -91,5 +100,4 @@ def test_ask_logs_only_with_log_flag(tmp_path):
     assert {(c["channel"], c["chat_type"]) for c in convs} == {("cli", "cli")}
     assert all(c["chat_id"] != "cli" for c in convs)  # a private chat id is stored as its HMAC
 
-    p = _run(["logs", "stats", "--json"], cwd=tmp_path, db=db)
-    assert json.loads(p.stdout)["by_channel"] == {"cli": 3}
+    assert json.loads(run("logs", "stats", "--json"))["by_channel"] == {"cli": 3}
