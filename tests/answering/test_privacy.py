@@ -466,15 +466,15 @@ def test_empty_secret_file_is_replaced(tmp_path):
 
 
 # --- every place a question goes (issue 12.4) ------------------------------------------------------------------
-async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(subprocess_env, tmp_path):
+async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(main_env, capsys, monkeypatch):
     """`faqbot ask --json --log` with the LLM on the loopback fake: the printed question and normalized key, the
     stored question and normalized columns, the request the LLM server received, and `logs export` (CSV and
-    JSONL) hold no raw number, whichever way it was typed."""
+    JSONL) hold no raw number, whichever way it was typed. (In-process: only what is printed and stored counts.)"""
     import json
     import sqlite3
 
     from tests.fakes.openai_server import FakeOpenAI, reply
-    from tests.support.cli import faqbot_async
+    from tests.support.cli import faqbot_main_async
 
     phone, card, ident = "13812345678", CARD16, VALID_ID
     questions = [
@@ -488,8 +488,7 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(su
     raws = [phone, card, ident, ident[:6] + ident[6:14], "1234 5678", "1234.5678", "1234　5678", "234 5678"]
 
     async def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        p = await faqbot_async(*args, env=env, stdin=stdin or "")
-        return p.returncode, p.stdout, p.stderr
+        return await faqbot_main_async(capsys, *args, stdin=stdin)
 
     def assert_clean(text: str, where: str) -> None:
         flat = "".join(ch for ch in text if ch.isdigit())
@@ -500,13 +499,13 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(su
 
     async with FakeOpenAI() as fake:
         fake.script(*[reply("可以在河北人社APP申领。[来源: apply]") for _ in questions])
-        env = dict(
-            subprocess_env,
-            OPENAI_BASE_URL=fake.base_url + "/v1",
-            OPENAI_MODEL="m",
-            FAQBOT_LLM_MAX_RETRIES="0",
-            FAQBOT_SECRET="pseudonym-secret-for-tests",
-        )
+        for name, value in {
+            "OPENAI_BASE_URL": fake.base_url + "/v1",
+            "OPENAI_MODEL": "m",
+            "FAQBOT_LLM_MAX_RETRIES": "0",
+            "FAQBOT_SECRET": "pseudonym-secret-for-tests",
+        }.items():
+            monkeypatch.setenv(name, value)
         code, out, err = await run("ask", "--json", "--log", stdin="\n".join(questions) + "\n")
         assert code == 0, err
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -518,7 +517,7 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(su
         for request in fake.requests:
             assert_clean(json.dumps(request, ensure_ascii=False), "LLM request")
 
-    db = subprocess_env["FAQBOT_DB"]
+    db = main_env["FAQBOT_DB"]
     conn = sqlite3.connect(db)
     stored = conn.execute("SELECT question, normalized FROM turns").fetchall()
     conn.close()

@@ -210,14 +210,17 @@ def test_install_redaction_attaches_to_library_loggers_and_is_not_duplicated(roo
 
 
 # ------------------------------------------------------------------ secrets echoed by an LLM server (issue 12.6)
-async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subprocess_env, tmp_path):
+async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subprocess_env, capsys, monkeypatch):
     """A server that answers 401 "Incorrect API key provided: <key>": `faqbot ask --json --log` prints and stores
-    the error with the key redacted, and `logs show` of an older row that still holds the key prints it redacted."""
+    the error with the key redacted, and `logs show` of an older row that still holds the key prints it redacted.
+    The `ask` is a real process: with no logging configured, its warning about the failed call goes to standard
+    error through `logging.lastResort` (under pytest the root logger has handlers). `logs show` runs in-process."""
     import json
     import sqlite3
 
     from tests.fakes.openai_server import FakeOpenAI, status
-    from tests.support.cli import faqbot_async
+    from tests.support.cli import faqbot_async, faqbot_main
+    from tests.support.env import scrub_environ
 
     key = "local-llm-key-for-tests-7731"  # configured, not shaped like any known key
     other = "sk-proj-Unconfigured0123456789abcdef"  # an unconfigured key of a well-known shape
@@ -243,6 +246,7 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subproce
     assert code == 0, err
     [row] = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert row["route"] == "llm" and "Incorrect API key provided: ***" in row["error"]
+    assert "Incorrect API key provided: ***" in err  # the logged warning, redacted
     for text in (out, err):
         assert key not in text and other not in text
 
@@ -257,8 +261,11 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subproce
     conn.commit()
     [(turn_id,)] = conn.execute("SELECT id FROM turns").fetchall()
     conn.close()
+    scrub_environ(monkeypatch)
+    for name in ("OPENAI_API_KEY", "FAQBOT_SECRET", "FAQBOT_LOG_LEVEL"):  # the configured secret is redacted by name
+        monkeypatch.setenv(name, env[name])
     for args in (("logs", "show", turn_id, "--db", db), ("logs", "show", turn_id, "--db", db, "--json")):
-        code, out, err = await run(*args)
+        code, out, err = faqbot_main(capsys, *args)
         assert code == 0, err
         assert "Incorrect API key provided" in out
         assert key not in out + err and other not in out + err
