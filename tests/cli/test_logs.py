@@ -442,13 +442,16 @@ def _cli(*args, cwd, env_extra=None):
     return faqbot(*args, cwd=cwd, env={**clean_environ(), **(env_extra or {})})
 
 
-def test_verbs_in_a_real_process(fx, tmp_path):
+def test_verbs_in_a_real_process(fx, tmp_path, capsys, monkeypatch):
+    """One `faqbot logs` verb through the real entry point; the same settings in-process for the others."""
     # --db comes from FAQBOT_DB here, as in production.
     p = _cli("logs", "stats", "--json", cwd=tmp_path, env_extra={"FAQBOT_DB": str(fx.path)})
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["total"] == 20
-    p = _cli("logs", "show", fx.id("bus4")[:8], cwd=tmp_path, env_extra={"FAQBOT_DB": str(fx.path)})
-    assert p.returncode == 0, p.stderr
-    assert "电子社保卡能乘公交吗" in p.stdout and "clarify" in p.stdout
-    p = _cli("logs", "list", "--db", tmp_path / "missing.db", cwd=tmp_path)
-    assert p.returncode == 1 and "no conversation log" in p.stderr
+    monkeypatch.setenv("FAQBOT_DB", str(fx.path))
+    code, out, err = run(capsys, "show", fx.id("bus4")[:8])
+    assert code == 0, err
+    assert "电子社保卡能乘公交吗" in out and "clarify" in out
+    monkeypatch.delenv("FAQBOT_DB")
+    code, out, err = run(capsys, "list", "--db", tmp_path / "missing.db")
+    assert code == 1 and "no conversation log" in err

@@ -149,25 +149,18 @@ def test_triggers_guard_every_writer(fx, db):
         rw.close()
 
 
-def _cli_env(db: Path) -> dict[str, str]:
-    env = clean_environ()
-    env.update(FAQBOT_DB=str(db), FAQBOT_CURATOR="cara", PYTHONIOENCODING="utf-8", COLUMNS="100")
-    return env
+def _cli_settings(db: Path) -> dict[str, str]:
+    return {"FAQBOT_DB": str(db), "FAQBOT_CURATOR": "cara", "PYTHONIOENCODING": "utf-8", "COLUMNS": "100"}
 
 
-def test_review_queue_with_piped_keys_is_resumable(fx, db):
+def test_review_queue_with_piped_keys_is_resumable(fx, db, capsys, monkeypatch):
+    """In-process (keys from a stream that is no terminal); the real process is the pseudo-terminal test below."""
+    for name, value in _cli_settings(db).items():
+        monkeypatch.setenv(name, value)
+
     def review(keys: str) -> tuple[str, dict]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bot", "logs", "review", "--json"],
-            input=keys,
-            capture_output=True,
-            text=True,
-            env=_cli_env(db),
-            cwd=REPO,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr
-        out = proc.stdout
+        code, out, err = run(capsys, "review", "--json", stdin=keys)
+        assert code == 0, err
         return out, json.loads(out[out.rindex("\n{") + 1 :])
 
     # Queue order: unreviewed gaps newest first. The fixture's newest typed gap is "怎么查医保余额" (balance2).
@@ -246,7 +239,7 @@ def test_review_queue_in_a_real_terminal(fx, db):
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env=_cli_env(db),
+        env=clean_environ() | _cli_settings(db),
         cwd=REPO,
         close_fds=True,
     )

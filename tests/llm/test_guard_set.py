@@ -20,6 +20,7 @@ from prompts.loader import load_prompts
 from tests.conftest import DATA_DIR
 from tests.fakes.openai_server import FakeOpenAI, reply
 from tests.llm.harness import llm_settings
+from tests.support.cli import faqbot_main
 
 SET = DATA_DIR / "guard_answers.jsonl"
 HELDOUT = DATA_DIR / "guard_answers_heldout.jsonl"  # written after the rules; see README for its first result
@@ -139,15 +140,16 @@ async def test_quote_mode_shows_only_curated_text_over_the_whole_set(kb, tmp_pat
     assert shown_faithful == sum(1 for i in ITEMS + _items(HELDOUT) if i["label"] == "faithful")
 
 
-def test_eval_guard_command(faqbot, tmp_path):
-    out = faqbot("eval-guard", SET, "--json", "--max-shown", "0", "--max-withheld", "5", timeout=120)
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+def test_eval_guard_command(faqbot, tmp_path, main_env, capsys):
+    """`faqbot eval-guard` on the set in-process, and a bad file through the real command (entry point, exit code)."""
+    code, out, err = faqbot_main(capsys, "eval-guard", SET, "--json", "--max-shown", "0", "--max-withheld", "5")
+    assert code == 0, err
+    report = json.loads(out)
     assert report["items"] == len(ITEMS) and report["generate"]["fabrications_shown"] == 0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "label": "maybe", "answer": "", "context": []}\n', encoding="utf-8")
-    out = faqbot("eval-guard", bad, timeout=120)
-    assert out.returncode == 1 and "label (faithful|fabricated)" in out.stderr and "Traceback" not in out.stderr
+    p = faqbot("eval-guard", bad, timeout=120)
+    assert p.returncode == 1 and "label (faithful|fabricated)" in p.stderr and "Traceback" not in p.stderr
     # a stricter target than the set meets: exit 3
-    out = faqbot("eval-guard", SET, "--max-withheld", "0", timeout=120)
-    assert out.returncode == 3 and "withholds" in out.stderr
+    code, out, err = faqbot_main(capsys, "eval-guard", SET, "--max-withheld", "0")
+    assert code == 3 and "withholds" in err
