@@ -210,39 +210,37 @@ def test_install_redaction_attaches_to_library_loggers_and_is_not_duplicated(roo
 
 
 # ------------------------------------------------------------------ secrets echoed by an LLM server (issue 12.6)
-async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subprocess_env, capsys, monkeypatch):
+async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(main_env, capsys, monkeypatch):
     """A server that answers 401 "Incorrect API key provided: <key>": `faqbot ask --json --log` prints and stores
     the error with the key redacted, and `logs show` of an older row that still holds the key prints it redacted.
-    The `ask` is a real process: with no logging configured, its warning about the failed call goes to standard
-    error through `logging.lastResort` (under pytest the root logger has handlers). `logs show` runs in-process."""
+    In-process (tests/support/cli.py `faqbot_main`); what the command prints, stores and logs is checked."""
     import json
     import sqlite3
 
     from tests.fakes.openai_server import FakeOpenAI, status
-    from tests.support.cli import faqbot_async, faqbot_main
-    from tests.support.env import scrub_environ
+    from tests.support.cli import faqbot_main, faqbot_main_async
 
     key = "local-llm-key-for-tests-7731"  # configured, not shaped like any known key
     other = "sk-proj-Unconfigured0123456789abcdef"  # an unconfigured key of a well-known shape
-
-    async def run(*args: str) -> tuple[int, str, str]:
-        p = await faqbot_async(*args, env=env)
-        return p.returncode, p.stdout, p.stderr
 
     async with FakeOpenAI() as fake:
         message = f"Incorrect API key provided: {key} (also tried {other})"
         fake.script(
             status(401, {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}})
         )
-        env = dict(
-            subprocess_env,
-            OPENAI_BASE_URL=fake.base_url + "/v1",
-            OPENAI_API_KEY=key,
-            FAQBOT_LLM_MAX_RETRIES="0",
-            FAQBOT_SECRET="pseudonym-secret-for-tests",
-            FAQBOT_LOG_LEVEL="DEBUG",
-        )
-        code, out, err = await run("ask", "--json", "--log", "办这个东西要不要收钱")
+        for name, value in {
+            "OPENAI_BASE_URL": fake.base_url + "/v1",
+            "OPENAI_API_KEY": key,
+            "FAQBOT_LLM_MAX_RETRIES": "0",
+            "FAQBOT_SECRET": "pseudonym-secret-for-tests",
+            "FAQBOT_LOG_LEVEL": "DEBUG",
+        }.items():
+            monkeypatch.setenv(name, value)
+        # `faqbot ask` configures no logging: in its process the root logger has no handler, so the warning about
+        # the failed call goes to standard error through `logging.lastResort`. The same here (pytest's handlers
+        # would otherwise take the record).
+        monkeypatch.setattr(logging.getLogger(), "handlers", [])
+        code, out, err = await faqbot_main_async(capsys, "ask", "--json", "--log", "办这个东西要不要收钱")
     assert code == 0, err
     [row] = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert row["route"] == "llm" and "Incorrect API key provided: ***" in row["error"]
@@ -250,7 +248,7 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subproce
     for text in (out, err):
         assert key not in text and other not in text
 
-    db = subprocess_env["FAQBOT_DB"]
+    db = main_env["FAQBOT_DB"]
     conn = sqlite3.connect(db)
     stored = conn.execute("SELECT error, llm_raw, answer FROM turns").fetchall()
     dump = "\n".join(line for line in conn.iterdump())
@@ -261,9 +259,6 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(subproce
     conn.commit()
     [(turn_id,)] = conn.execute("SELECT id FROM turns").fetchall()
     conn.close()
-    scrub_environ(monkeypatch)
-    for name in ("OPENAI_API_KEY", "FAQBOT_SECRET", "FAQBOT_LOG_LEVEL"):  # the configured secret is redacted by name
-        monkeypatch.setenv(name, env[name])
     for args in (("logs", "show", turn_id, "--db", db), ("logs", "show", turn_id, "--db", db, "--json")):
         code, out, err = faqbot_main(capsys, *args)
         assert code == 0, err

@@ -201,13 +201,13 @@ def test_run_without_token_is_the_console(main_env, kb, capsys):
 
 
 # -- knowledge check ------------------------------------------------------------------------------------------
-def test_knowledge_check_ok(faqbot, kb, capsys):
-    p = faqbot("knowledge", "check")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith(f"OK: {len(kb.entries)} entries")
-    assert kb.version in p.stdout
+def test_knowledge_check_ok(main_env, kb, capsys):
+    code, out, err = faqbot_main(capsys, "knowledge", "check")  # the real process: the broken folder below
+    assert code == 0, err
+    assert out.startswith(f"OK: {len(kb.entries)} entries")
+    assert kb.version in out
 
-    code, out, err = faqbot_main(capsys, "knowledge", "check", "--json")  # the same command; the process is above
+    code, out, err = faqbot_main(capsys, "knowledge", "check", "--json")
     assert code == 0, err
     d = json.loads(out)
     assert d["ok"] is True and d["version"] == kb.version and d["entries"] == len(kb.entries)
@@ -218,16 +218,17 @@ def test_knowledge_check_ok(faqbot, kb, capsys):
         assert c["other_score"] >= c["own_score"] and c["other_id"] != c["faq_id"]  # rounded to 0.1
 
 
-def test_knowledge_check_broken_dir(main_env, knowledge_copy, capsys, monkeypatch):
+def test_knowledge_check_broken_dir(faqbot, tmp_path, subprocess_env, knowledge_copy, capsys):
+    """The real `faqbot knowledge check` process: a folder that fails to load (no conflict scoring, the cheaper run)."""
     phone = knowledge_copy / "faq" / "10_change_phone.toml"
     phone.write_text(
         phone.read_text(encoding="utf-8").replace('id = "change_phone"', 'id = "lost_reissue"'), encoding="utf-8"
     )
-    monkeypatch.setenv("FAQBOT_KNOWLEDGE_DIR", str(knowledge_copy))
-    code, out, err = faqbot_main(capsys, "knowledge", "check")
-    assert code == 1
-    assert "10_change_phone.toml [lost_reissue]: duplicate id (also in 09_lost_reissue.toml)" in err
-    assert "Traceback" not in err
+    env = {**subprocess_env, "FAQBOT_KNOWLEDGE_DIR": str(knowledge_copy)}
+    p = faqbot("knowledge", "check", env=env, cwd=tmp_path)
+    assert p.returncode == 1
+    assert "10_change_phone.toml [lost_reissue]: duplicate id (also in 09_lost_reissue.toml)" in p.stderr
+    assert "Traceback" not in p.stderr
 
     code, out, _ = faqbot_main(capsys, "knowledge", "check", "--json", "--dir", knowledge_copy)
     assert code == 1
