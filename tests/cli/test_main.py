@@ -6,6 +6,7 @@ OS); the variants, where only the output, the stored rows and the exit code coun
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.answering import texts
+from bot.app.log_filter import LIBRARY_LOGGERS
 from knowledge.normalize import to_traditional
 from tests.support.cli import faqbot_main
 
@@ -198,6 +200,21 @@ def test_run_without_token_is_the_console(main_env, kb, capsys):
     lost = kb.get("lost_reissue")
     assert out.strip() == texts.faq_text(lost.question, lost.answer)
     assert "TELEGRAM_BOT_TOKEN" in err  # says why it is the console
+
+
+def test_an_in_process_run_leaves_the_process_as_it_was(main_env, capsys):
+    """`faqbot_main` puts back what a command changes process-wide (the shell sets up logging: the root level and
+    the redaction filters), so in-process runs stay independent of each other and of later tests on the worker."""
+
+    def state():
+        loggers = [logging.getLogger(), *map(logging.getLogger, LIBRARY_LOGGERS)]
+        filterers = [*loggers, *(h for lg in loggers for h in lg.handlers), logging.lastResort]
+        return logging.getLogger().level, list(logging.getLogger().handlers), [list(f.filters) for f in filterers]
+
+    before, stdin = state(), sys.stdin
+    code, out, err = faqbot_main(capsys, "shell", stdin="社保卡丢了怎么办\n")
+    assert code == 0 and out, err
+    assert state() == before and sys.stdin is stdin
 
 
 # -- knowledge check ------------------------------------------------------------------------------------------
