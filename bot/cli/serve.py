@@ -126,12 +126,7 @@ def cmd_serve(args) -> int:
     with tempfile.TemporaryDirectory(prefix="faqbot-datasette-") as tmp:
         meta_path = Path(tmp) / "metadata.json"
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-        cmd = datasette_process.datasette_args(path, args.host, args.port, meta_path) + [
-            # Facet suggestions run a query per column of every table page: seconds on a large log.
-            "--setting",
-            "suggest_facets",
-            "off",
-        ]
+        cmd = datasette_process.datasette_args(path, args.host, args.port, meta_path)
         # Only PATH, locale and the like: no FAQBOT_SECRET, tokens or API keys in the server's environment.
         proc, lifeline = datasette_process.start(cmd, datasette_process.child_env(extra_env))
         info["server_pid"] = proc.pid

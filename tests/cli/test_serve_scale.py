@@ -3,8 +3,8 @@ faqbot_search plugin) lists the right turns newest first with the right count, r
 matches whatever their number, and the default facets (route, channel) are computed from the column indexes.
 
 Timings belong to `make bench` (tests/bench/logscale.py); here the SQL Datasette ran is replayed and its work
-counted in SQLite VM steps, which do not depend on the machine's speed. The search-box and facet tests only read,
-so they share one `faqbot logs serve` of one log (``searched``).
+counted in SQLite VM steps, which do not depend on the machine's speed. The tests only read, so they share one
+Datasette started as `faqbot logs serve` starts it, serving two logs, one with a lower search cap (``logs``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bot.answering.types import Conversation, Reply, Route
-from bot.cli.datasette_process import datasette_args, guard_config
+from bot.cli.datasette_process import GUARD_PLUGIN, datasette_args, guard_config
 from bot.cli.serve import datasette_metadata
 from storage.writer import TurnLog
-from tests.cli.datasette import Datasette
 from tests.support.cli import child_env
 from tests.support.logs import SECRET
 from tests.support.ports import free_port
@@ -81,21 +81,35 @@ def _html(ds, path: str) -> str:
     return body.decode()
 
 
-class CappedDatasette:
-    """The Datasette command line of `faqbot logs serve`, with the metadata's ``max_matches`` changed (the one thing
-    `faqbot logs serve` (tests/cli/datasette.py) does not let a test set)."""
+class LogsDatasette:
+    """Datasette as `faqbot logs serve` starts it -- its command line, metadata and guard (bot.cli.datasette_process,
+    bot.cli.serve) -- started directly, to serve several logs at once, each with its own search cap: ``logs`` maps a
+    log to its ``max_matches`` (None: the shipped one). `faqbot logs serve` (tests/cli/datasette.py) serves one log
+    with the shipped cap."""
 
-    def __init__(self, db: Path, folder: Path, max_matches: int):
+    def __init__(self, logs: dict[Path, int | None], folder: Path):
         self.port = free_port()
-        meta = datasette_metadata(db.stem, password=False)
-        meta["databases"][db.stem]["tables"]["turns"]["plugins"]["faqbot_search"]["max_matches"] = max_matches
-        meta.setdefault("plugins", {})["faqbot_serve_guard"] = guard_config(port=self.port, check_host=True)
+        meta: dict = {}
+        for db, max_matches in logs.items():
+            one = datasette_metadata(db.stem, password=False)
+            if max_matches is not None:
+                one["databases"][db.stem]["tables"]["turns"]["plugins"]["faqbot_search"]["max_matches"] = max_matches
+            meta.setdefault("databases", {}).update(one.pop("databases"))
+            meta.update(one)
+        meta.setdefault("plugins", {})[GUARD_PLUGIN] = guard_config(port=self.port, check_host=True)
         meta_path = folder / f"meta-{self.port}.json"
         meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        first, *more = logs
         self.log = folder / f"ds-{self.port}.log"
         with open(self.log, "w") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "datasette", *datasette_args(db, "127.0.0.1", self.port, meta_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "datasette",
+                    *datasette_args(first, "127.0.0.1", self.port, meta_path),
+                    *map(str, more),
+                ],
                 cwd=folder,
                 env=child_env(),
                 stdout=subprocess.DEVNULL,
@@ -124,28 +138,18 @@ class CappedDatasette:
             self.proc.wait()
 
 
-@pytest.fixture
-def serve_capped(tmp_path):
-    started: list[CappedDatasette] = []
-
-    def start(db: Path, max_matches: int) -> CappedDatasette:
-        started.append(CappedDatasette(db, tmp_path, max_matches))
-        return started[-1]
-
-    yield start
-    for d in started:
-        d.stop()
-
-
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    """A log of 600 turns, 150 of them (spread evenly) asking about 社保卡, served by `faqbot logs serve`: the log's
-    path, the ids of the matching turns in the order they were logged, and the server."""
-    folder = tmp_path_factory.mktemp("searched")
-    db = folder / "faqbot.db"
+def logs(tmp_path_factory):
+    """One Datasette (``ds``) serving two logs, written by the real writer: ``faqbot`` -- 600 turns, 150 of them
+    (spread evenly) asking about 社保卡, shipped search cap -- and ``big`` -- 1,600 turns, 1,500 matching, capped at
+    40 matches; with the ids of the matching turns in the order they were logged (``hits``, ``big_hits``). The tests
+    only read."""
+    folder = tmp_path_factory.mktemp("scale")
+    db, big = folder / "faqbot.db", folder / "big.db"
     hits = _log(db, matching=150, other=450)
-    ds = Datasette(db, folder)
-    yield db, hits, ds
+    big_hits = _log(big, matching=1500, other=100)
+    ds = LogsDatasette({db: None, big: 40}, folder)
+    yield SimpleNamespace(db=db, hits=hits, big=big, big_hits=big_hits, ds=ds)
     ds.stop()
 
 
@@ -165,8 +169,8 @@ def _all_pages(ds, path: str) -> tuple[list[str], dict]:
         page = json.loads(urllib.request.urlopen(page["next_url"], timeout=30).read())
 
 
-def test_search_box_lists_every_match_newest_first_with_its_count(searched):
-    _, hits, ds = searched
+def test_search_box_lists_every_match_newest_first_with_its_count(logs):
+    hits, ds = logs.hits, logs.ds
     ids, first = _all_pages(ds, "/faqbot/turns.json?_search=" + q("社保卡") + "&_size=60")
     assert first["filtered_table_rows_count"] == 150
     assert ids == sorted(hits, reverse=True)  # every match once, newest (highest time-ordered id) first
@@ -195,11 +199,9 @@ def _steps(conn: sqlite3.Connection, sql: str, params: dict) -> int:
     return steps * 100
 
 
-def test_search_reads_at_most_max_matches_whatever_their_number(tmp_path, serve_capped):
-    small, big = tmp_path / "small.db", tmp_path / "big.db"
+def test_search_reads_at_most_max_matches_whatever_their_number(logs, tmp_path):
+    small, big, hits, ds = tmp_path / "small.db", logs.big, logs.big_hits, logs.ds
     _log(small, matching=100, other=100)
-    hits = _log(big, matching=1500, other=100)
-    ds = serve_capped(big, 40)
     page = _json(ds, "/big/turns.json?_search=" + q("社保卡") + "&_size=100")
     assert page["filtered_table_rows_count"] == 40
     assert [r[page["columns"].index("id")] for r in page["rows"]] == sorted(hits, reverse=True)[:40]
@@ -221,8 +223,8 @@ def test_search_reads_at_most_max_matches_whatever_their_number(tmp_path, serve_
     assert work[big] < 1.5 * work[small], work
 
 
-def test_facets_come_from_the_column_indexes(searched):
-    db, hits, ds = searched
+def test_facets_come_from_the_column_indexes(logs):
+    db, hits, ds = logs.db, logs.hits, logs.ds
     page = _json(ds, "/faqbot/turns.json")  # route and channel facets by default
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     for col in ("route", "channel"):
