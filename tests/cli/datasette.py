@@ -176,11 +176,11 @@ class Datasette:
         assert not alive, "the Datasette child outlived `faqbot logs serve`"
 
 
-def login(s: Datasette, password: str, client: Client) -> tuple[int, Any, bytes]:
+def login(s: Datasette, password: str, client: Client, user: str = USER) -> tuple[int, Any, bytes]:
     """The login form as a browser fills it in (with the CSRF token of the form page): (status, headers, body) of
     the POST. A success answers 302 with the signed ``ds_actor`` cookie, which urllib follows (200) and ``client``
     keeps; a failure answers 200 with the form and a message."""
     status, _, page = s.request("/-/login", client=client)
     assert status == 200, status
-    form = {"username": USER, "password": password, "csrftoken": csrf_token(page)}
+    form = {"username": user, "password": password, "csrftoken": csrf_token(page)}
     return s.request("/-/login", data=urllib.parse.urlencode(form).encode(), client=client)
