@@ -6,7 +6,7 @@ the JSON start-up line (url, queries, password_required, server_pid), the rest o
 thread so a full pipe can never block the server. ``stop()`` sends SIGTERM to `faqbot logs serve` and fails when
 its Datasette child outlives it. The shared servers of tests/cli/conftest.py are built on it.
 
-``client(source)`` is a cookie-keeping client whose connections come from the loopback address ``source``: the
+``Client(source)`` is a cookie-keeping client whose connections come from the loopback address ``source``: the
 login throttle counts per client address, so a test that counts failed logins uses an address of its own.
 ``login(s, password, client)`` is the browser's login (the form with Datasette's CSRF token).
 """
@@ -32,11 +32,12 @@ from typing import Any
 
 import psutil
 
+from bot.cli.arguments import REVIEW_USER
 from tests.support.cli import child_env, faqbot_cmd
 from tests.support.ports import free_port
 
 PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords decodes HTTP Basic as ASCII
-USER = "curator"  # the review site's user (bot.cli.arguments.REVIEW_USER)
+USER = REVIEW_USER  # the review site's user
 # The bot's secrets in the environment of the shared open site's `faqbot logs serve`, which must not pass them on
 # to Datasette (tests/cli/test_serve_guard.py reads the child's environment).
 SECRETS = {
