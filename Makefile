@@ -25,12 +25,13 @@ synapse-venv: constraints-synapse.txt
 	@PYTHON=$(PYTHON) bash scripts/synapse-venv.sh .venv-synapse
 
 ## Lint and format check (Ruff, configured in pyproject.toml), then the whole test suite: the quick loop on
-## parallel workers, then the load, fault and Synapse tests one at a time with nothing else running.
+## parallel workers, then the load, fault and Synapse tests one at a time with nothing else running (a run that
+## may select them gets no workers: tests/support/workers.py).
 test: $(STAMP) synapse-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -m "not load and not synapse"
-	$(BIN)/python -m pytest -q -m "load or synapse" --numprocesses=0
+	$(BIN)/python -m pytest -q -m "load or synapse"
 
 eval: $(STAMP)
 	$(BIN)/faqbot eval $(wildcard ../shared/eval/*.jsonl) tests/data/labelled_questions.jsonl tests/data/real_style_questions.jsonl tests/data/heldout_real_style.jsonl

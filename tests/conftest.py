@@ -14,8 +14,8 @@ tests/telegram), helpers without state in tests/support/.
                         (tests/support/cli.py), by default with ``subprocess_env`` in ``tmp_path``.
 * ``port``           -- a free TCP port on 127.0.0.1 (tests/support/ports.py).
 
-Tests run on several pytest-xdist workers (pyproject.toml); the ``load`` and ``synapse`` tests share one xdist group,
-so they run one at a time on one worker (one Synapse per session, no two load tests at once).
+``-n auto`` (pyproject.toml) gives a run pytest-xdist workers, one per core (at most 4), only when its ``-m`` leaves out
+the ``load`` and ``synapse`` tests (the quick loop); any other run is serial (tests/support/workers.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pytest
 from tests.support.cli import faqbot as run_faqbot
 from tests.support.env import clean_environ, scrub_environ
 from tests.support.ports import free_port
+from tests.support.workers import selects_system_tests
 
 # Cache compiled modules (git ignores __pycache__) even where PYTHONDONTWRITEBYTECODE is set, as on these machines:
 # otherwise every pytest worker rewrites every test module's asserts again, and each of the ~100 `faqbot` child
@@ -41,11 +42,11 @@ KNOWLEDGE_DIR = REPO / "knowledge"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-@pytest.hookimpl(trylast=True)  # after the folder conftests have added their markers
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("load") or item.get_closest_marker("synapse"):
-            item.add_marker(pytest.mark.xdist_group("system"))
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    # None: xdist's own count (one per core). xdist's `--dist loadgroup` could have kept these tests together on one
+    # worker, but under pytest 9.2 its groups are not applied (it rewrites `item._nodeid`, which pytest no longer
+    # reads: pytest-dev/pytest-xdist#1386), so a run that may select them gets no workers at all.
+    return 0 if selects_system_tests(config.getoption("markexpr")) else None
 
 
 def _offline_settings(db: Path):
