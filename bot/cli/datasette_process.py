@@ -133,6 +133,13 @@ def _watch_parent(fd: int) -> None:
 def _child_main(argv: list[str]) -> None:
     fd = int(argv[0])
     threading.Thread(target=_watch_parent, args=(fd,), name="parent-watch", daemon=True).start()
+    # Datasette uses rich whenever it can import it (it is installed: the CLI renders with it): every error page it
+    # answers -- a refused (403) or missing (404) one too -- is printed as a traceback with the local variables of
+    # each frame, ~22 KB of request internals on the operator's terminal and ~0.24 s of CPU for each such request,
+    # which anyone can send (4 ms without rich), and an uncaught error would print locals such as the plugins'
+    # configuration. This process runs only Datasette: a None entry in sys.modules makes `import rich` raise
+    # ImportError here, and Datasette falls back to its plain pages and Python's own tracebacks.
+    sys.modules["rich"] = None
     from datasette.cli import cli
 
     cli.main(args=argv[1:], prog_name="datasette")

@@ -2,8 +2,8 @@
 HTTP requests to it with the standard library.
 
 ``Datasette(db, folder, *args, env=..., password=...)`` starts it and waits until the port answers; ``.info`` is
-the JSON start-up line (url, queries, password_required, server_pid), the rest of its stdout is drained in a
-thread so a full pipe can never block the server. ``stop()`` sends SIGTERM to `faqbot logs serve` and fails when
+the JSON start-up line (url, queries, password_required, server_pid), the rest of its stdout is read in a thread
+(so a full pipe can never block the server) and kept with its stderr for ``output()``. ``stop()`` sends SIGTERM to `faqbot logs serve` and fails when
 its Datasette child outlives it. The shared servers of tests/cli/conftest.py are built on it.
 
 ``Client(source)`` is a cookie-keeping client whose connections come from the loopback address ``source``: the
@@ -108,7 +108,9 @@ class Datasette:
                 text=True,
             )
         self.info: dict[str, Any] = json.loads(self.proc.stdout.readline() or "{}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self._output: list[str] = []  # the rest of stdout, kept for ``output()``
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         self.server_pid: int | None = self.info.get("server_pid")
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + timeout
@@ -121,6 +123,15 @@ class Datasette:
             except OSError:
                 time.sleep(0.05)
         raise AssertionError("datasette did not start in time")
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self._output.append(line)
+
+    def output(self) -> str:
+        """What `faqbot logs serve` and its Datasette child printed so far: stdout after the start-up line, then
+        stderr."""
+        return "".join(self._output) + self.log.read_text(errors="replace")
 
     def request(
         self,
@@ -175,6 +186,7 @@ class Datasette:
         for p in alive:
             p.kill()
         assert not alive, "the Datasette child outlived `faqbot logs serve`"
+        self._drainer.join(timeout=10)  # both processes are gone: the pipe is at its end
 
 
 def login(s: Datasette, password: str, client: Client, user: str = USER) -> tuple[int, Any, bytes]:

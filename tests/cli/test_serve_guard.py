@@ -139,3 +139,21 @@ def test_sql_cannot_build_huge_values(open_site):
     sql = urllib.parse.quote("select count(*) as n from turns")
     data = json.loads(s.request(f"/faqbot.json?sql={sql}&_shape=objects")[2])
     assert data["rows"][0]["n"] == 20  # ordinary queries still work
+
+
+def test_refused_and_missing_pages_print_no_traceback(served_log, tmp_path):
+    """Datasette's default error page printed every error -- a 403 or 404 too -- as a rich traceback with the local
+    variables of each frame (rich is installed: the CLI renders with it): ~22 KB of request internals on the
+    operator's terminal and 0.15-0.4 s of CPU for each refused request, which anyone can send. The pages stay."""
+    s = Datasette(served_log.path, tmp_path, "--require-password", password=PASSWORD)
+    try:
+        for path in ("/faqbot", "/faqbot/turns.json", "/-/metadata.json"):
+            assert s.get(path)[0] == 403  # anonymous
+        status, page = s.get("/faqbot/no_such_table", headers=basic(USER, PASSWORD))
+        assert status == 404 and b"not found" in page.lower()
+        status, body = s.get("/faqbot/no_such_table.json", headers=basic(USER, PASSWORD))
+        assert status == 404 and json.loads(body)["ok"] is False
+    finally:
+        s.stop()
+    out = s.output()
+    assert "Traceback" not in out and "locals" not in out, out[:3000]
