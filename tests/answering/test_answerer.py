@@ -395,6 +395,7 @@ def test_half_covered_question_gets_the_entry_and_what_the_faq_does_not_say(answ
     "question, aspect_id, faq_id",
     [
         ("补办一张社保卡要交多少钱", "fee", "lost_reissue"),
+        ("领这个电子社保卡要不要花钱呀", "fee", "intro"),  # the card itself: its closest entry is the introduction
         ("社保卡丢了补办下来要等几天", "duration", "lost_reissue"),
         ("人在外地，社保卡丢了能不能异地补办", "other_place", "lost_reissue"),
         ("电子社保卡绑的银行卡想解绑换一张", "unbind", "bind_bank"),
