@@ -14,6 +14,7 @@ import pytest
 
 from bot.answering.privacy import Masked, mask_pii, pseudonymize, pseudonymize_opt
 from storage.secret_key import load_or_create_secret
+from tests.support.env import set_environ
 
 ID, PHONE, BANK = "[身份证号]", "[手机号]", "[银行卡号]"
 
@@ -499,13 +500,15 @@ async def test_numbers_in_other_formats_are_masked_everywhere_a_question_goes(ma
 
     async with FakeOpenAI() as fake:
         fake.script(*[reply("可以在河北人社APP申领。[来源: apply]") for _ in questions])
-        for name, value in {
-            "OPENAI_BASE_URL": fake.base_url + "/v1",
-            "OPENAI_MODEL": "m",
-            "FAQBOT_LLM_MAX_RETRIES": "0",
-            "FAQBOT_SECRET": "pseudonym-secret-for-tests",
-        }.items():
-            monkeypatch.setenv(name, value)
+        set_environ(
+            monkeypatch,
+            {
+                "OPENAI_BASE_URL": fake.base_url + "/v1",
+                "OPENAI_MODEL": "m",
+                "FAQBOT_LLM_MAX_RETRIES": "0",
+                "FAQBOT_SECRET": "pseudonym-secret-for-tests",
+            },
+        )
         code, out, err = await run("ask", "--json", "--log", stdin="\n".join(questions) + "\n")
         assert code == 0, err
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -9,6 +9,7 @@ import pytest
 from aiogram.client.telegram import PRODUCTION
 
 from bot.app.log_filter import LIBRARY_LOGGERS, RedactSecretsFilter, install_redaction
+from tests.support.env import set_environ
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"  # shape of a Telegram bot token, not a real one
 API_KEY = "sk-test-0123456789abcdefghijklmnop"
@@ -228,14 +229,16 @@ async def test_secret_echoed_by_the_llm_server_is_not_stored_or_printed(main_env
         fake.script(
             status(401, {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}})
         )
-        for name, value in {
-            "OPENAI_BASE_URL": fake.base_url + "/v1",
-            "OPENAI_API_KEY": key,
-            "FAQBOT_LLM_MAX_RETRIES": "0",
-            "FAQBOT_SECRET": "pseudonym-secret-for-tests",
-            "FAQBOT_LOG_LEVEL": "DEBUG",
-        }.items():
-            monkeypatch.setenv(name, value)
+        set_environ(
+            monkeypatch,
+            {
+                "OPENAI_BASE_URL": fake.base_url + "/v1",
+                "OPENAI_API_KEY": key,
+                "FAQBOT_LLM_MAX_RETRIES": "0",
+                "FAQBOT_SECRET": "pseudonym-secret-for-tests",
+                "FAQBOT_LOG_LEVEL": "DEBUG",
+            },
+        )
         # `faqbot ask` configures no logging: in its process the root logger has no handler, so the warning about
         # the failed call goes to standard error through `logging.lastResort`. The same here (pytest's handlers
         # would otherwise take the record).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.cli import faqbot_main
+from tests.support.env import set_environ
 
 
 @pytest.mark.parametrize(
@@ -18,8 +19,7 @@ from tests.support.cli import faqbot_main
 )
 def test_a_configuration_run_cannot_start_is_one_line_and_exit_2(clean_env, monkeypatch, tmp_path, capsys, env, says):
     monkeypatch.setenv("FAQBOT_DB", str(tmp_path / "faqbot.db"))
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    set_environ(monkeypatch, env)
     code, out, err = faqbot_main(capsys, "run")
     assert code == 2 and out == ""
     assert err.startswith("faqbot run: " + says) and err.count("\n") == 1, err

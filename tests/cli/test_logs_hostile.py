@@ -22,7 +22,7 @@ import pytest
 from bot.cli.main import main
 from tests.support.cli import child_env, faqbot, faqbot_main
 from tests.support.cli import run_logs as run
-from tests.support.env import clean_environ
+from tests.support.env import clean_environ, set_environ
 from tests.support.logs import build_log, copy_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -496,8 +496,7 @@ def test_the_review_queue_shows_hostile_text_safely(db, fx, capsys, monkeypatch)
     with conn:  # every turn, so whichever the queue shows first is hostile
         conn.execute("UPDATE turns SET question = ? || question, guard = ?", (HOSTILE, HOSTILE))
     conn.close()
-    for name, value in {"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"}.items():
-        monkeypatch.setenv(name, value)
+    set_environ(monkeypatch, {"FAQBOT_CURATOR": "cara", "FORCE_COLOR": "1", "COLUMNS": "200"})
     code, text, err = run(capsys, "review", "--db", db, stdin="q")
     assert code == 0, err
     assert "火星" in text

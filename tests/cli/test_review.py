@@ -24,7 +24,7 @@ from storage.db import open_db_sync
 from storage.reviews import VERDICTS, ReviewError, add_review, history
 from tests.support.cli import run_logs as run
 from tests.support.cli import run_logs_json as run_json
-from tests.support.env import clean_environ
+from tests.support.env import clean_environ, set_environ
 from tests.support.logs import build_log, copy_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,8 +155,7 @@ def _cli_settings(db: Path) -> dict[str, str]:
 
 def test_review_queue_with_piped_keys_is_resumable(fx, db, capsys, monkeypatch):
     """In-process (keys from a stream that is no terminal); the real process is the pseudo-terminal test below."""
-    for name, value in _cli_settings(db).items():
-        monkeypatch.setenv(name, value)
+    set_environ(monkeypatch, _cli_settings(db))
 
     def review(keys: str) -> tuple[str, dict]:
         code, out, err = run(capsys, "review", "--json", stdin=keys)

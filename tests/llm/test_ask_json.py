@@ -7,6 +7,7 @@ import json
 
 from tests.fakes.openai_server import FakeOpenAI, reply, status
 from tests.support.cli import faqbot_main_async
+from tests.support.env import set_environ
 
 GOOD = "可以在河北人社APP、微信或支付宝申领电子社保卡，登录后按提示输入本人身份信息并人脸识别即可。[来源: apply]"
 
@@ -26,13 +27,15 @@ async def run_ask(capsys, *questions: str) -> tuple[int, list[dict], str]:
 async def test_ask_json_reports_llm_fields(main_env, capsys, monkeypatch):
     async with FakeOpenAI() as fake:
         fake.script(reply(GOOD), status(503), status(503), status(503))
-        for name, value in {
-            "OPENAI_BASE_URL": fake.base_url + "/v1",
-            "OPENAI_MODEL": "cli-test-model",
-            "FAQBOT_LLM_MAX_RETRIES": "0",
-            "FAQBOT_LLM_MODE": "generate",
-        }.items():
-            monkeypatch.setenv(name, value)
+        set_environ(
+            monkeypatch,
+            {
+                "OPENAI_BASE_URL": fake.base_url + "/v1",
+                "OPENAI_MODEL": "cli-test-model",
+                "FAQBOT_LLM_MAX_RETRIES": "0",
+                "FAQBOT_LLM_MODE": "generate",
+            },
+        )
         # one question per stdin line: a grounded LLM answer, then a server failure, then a direct FAQ hit
         code, rows, err = await run_ask(
             capsys, "", "我想在手机上弄个社保卡，去哪儿搞", "办这个东西要不要收钱", "电子社保卡登录密码忘记，怎么办？"

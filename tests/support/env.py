@@ -4,6 +4,7 @@ knowledge folder) may switch on a transport or point a test at other data than t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import pytest
 
@@ -20,3 +21,9 @@ def scrub_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(SCRUB_PREFIXES):
             monkeypatch.delenv(name)
+
+
+def set_environ(monkeypatch: pytest.MonkeyPatch, values: Mapping[str, str]) -> None:
+    """Set each of ``values`` in this process's environment for the test (an in-process command reads them)."""
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
