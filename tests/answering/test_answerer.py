@@ -418,6 +418,15 @@ async def test_question_about_a_detail_the_faq_lacks_gets_the_line_and_choices(a
     assert (chosen.route, chosen.faq_id, chosen.reason) == (Route.FAQ, faq_id, "chosen")
 
 
+def test_asking_who_may_go_while_reissuing_is_not_the_while_reissuing_detail(answerer):
+    """ "补卡的时候能让家人去办吗" asks about a proxy (the entry says what a proxy brings), not how to manage while the
+    new card is made (the detail the FAQ lacks): no honest line about that, the reissue entry first."""
+    reply = answerer.match("补卡的时候能让我老婆帮我去办吗")
+    assert "partial:while_reissuing" not in reply.reason
+    assert reply.candidates[0].faq_id == "lost_reissue"
+    assert "partial:while_reissuing" in answerer.match("补办的时候社保卡还能用吗").reason
+
+
 def test_a_detail_of_no_entry_is_said_plainly(answerer):
     reply = answerer.match("实体社保卡拿到手以后怎么激活？")  # scores low: the line is shown all the same
     assert reply.route is Route.NONE and reply.reason == "partial:activate_card"

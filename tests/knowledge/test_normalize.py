@@ -269,6 +269,15 @@ def test_conditional_paraphrases_need_their_context(norm):
     assert "电子社保卡" not in key(norm, "医保电子凭证怎么用")
 
 
+def test_someone_else_going_for_the_holder_is_the_faqs_proxy(norm):
+    # "让我老婆帮我去办" / "家里人帮我跑一趟" / "儿子替我去办" is what the FAQ calls 他人代办 (at the counter) ...
+    assert "代办" in key(norm, "补卡的时候能让我老婆帮我去办吗")
+    assert "代办" in key(norm, "手机号要改，家里人帮我跑一趟行吗")
+    assert "代办" in key(norm, "改名的话能叫我儿子替我去办吗")
+    # ... but not for the electronic card, where relatives use the family service (亲情服务).
+    assert "代办" not in key(norm, "电子社保卡能让家人帮我办吗")
+
+
 def test_paraphrase_context_may_be_in_another_clause(norm):
     # `when` words count anywhere in the message: the photo is named a clause before the "doesn't look like me".
     assert "相貌变化较大" in key(norm, "刷脸老是通不过，跟照片对不上，是不是我长得不像了")
