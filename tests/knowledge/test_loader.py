@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -217,3 +218,40 @@ def test_broken_knowledge_never_half_loads(knowledge_copy):
     change(knowledge_copy, PHONE, section=10)
     kb = load_knowledge(knowledge_copy)
     assert len(kb.entries) == 14 and kb.get("change_phone").section == 10
+
+
+def test_the_same_files_load_once_and_every_caller_gets_its_own_base(knowledge_copy, tmp_path, monkeypatch):
+    """A load is kept by the digest of the files' bytes: loading unchanged files again gives an equal base without
+    parsing anything, as a separate object, so what one caller changes in its base no other caller sees."""
+    first = load_knowledge(knowledge_copy)
+    parsed: list[object] = []
+    monkeypatch.setattr(tomllib, "load", lambda fh: parsed.append(fh) or pytest.fail("parsed again"))
+    first.entries.clear()
+    first.warnings.append("changed by a caller")
+    first.directory = tmp_path / "elsewhere"
+    again = load_knowledge(knowledge_copy)
+    assert again is not first and again.entries and "changed by a caller" not in again.warnings
+    assert again.directory == knowledge_copy and again.version == first.version
+    assert again.content() == load_knowledge().content()  # the same bytes as the shipped folder
+    assert again.get("apply") is again.by_id["apply"]
+    assert parsed == []
+
+    # Another folder with the same files: the same content, its own directory.
+    other = tmp_path / "other"
+    shutil.copytree(knowledge_copy, other)
+    assert load_knowledge(other).directory == other and load_knowledge(other).version == again.version
+
+
+def test_a_changed_file_is_loaded_again(knowledge_copy):
+    before = load_knowledge(knowledge_copy)
+    data = read_entry(knowledge_copy, PHONE)
+    change(knowledge_copy, PHONE, alternates=[*data["alternates"], "电子社保卡在哪个应用里能领到呀"])
+    after = load_knowledge(knowledge_copy)
+    assert after.version != before.version
+    assert "电子社保卡在哪个应用里能领到呀" in after.get("change_phone").alternates
+    assert "电子社保卡在哪个应用里能领到呀" not in before.get("change_phone").alternates
+    # ... and a broken one is refused every time, not served from an earlier load.
+    (knowledge_copy / "faq" / PHONE).write_text("id = ", encoding="utf-8")
+    for _ in range(2):
+        with pytest.raises(KnowledgeError):
+            load_knowledge(knowledge_copy)
