@@ -62,8 +62,16 @@ def _s2t():
     return opencc.OpenCC("s2tw")  # Taiwan standard forms (為, 裡) read more naturally than OpenCC's own
 
 
+# OpenCC reads 明了 as the word 明瞭 ("clear") wherever its segmentation joins the two ("只说明了电子社保卡…" ->
+# "只說明瞭電子社保卡…"); in the bot's replies 明了 is always 说明 / 写明 / 注明 followed by the particle 了.
+_S2T_FIXES = (("明瞭", "明了"),)
+
+
 def to_traditional(text: str) -> str:
-    return _s2t().convert(text)
+    out = _s2t().convert(text)
+    for wrong, right in _S2T_FIXES:
+        out = out.replace(wrong, right)
+    return out
 
 
 def to_simplified(text: str) -> str:

@@ -427,6 +427,17 @@ def test_asking_who_may_go_while_reissuing_is_not_the_while_reissuing_detail(ans
     assert "partial:while_reissuing" in answerer.match("补办的时候社保卡还能用吗").reason
 
 
+def test_comparing_the_two_cards_passwords_gets_the_honest_line(answerer):
+    """Whether the electronic and the physical card share a password is not in the FAQ (its closest entry is the
+    introduction, which says nothing of passwords): the card-password line and choices, never a direct answer; in
+    Traditional script when asked in it, with 說明了 as written (not OpenCC's 說明瞭)."""
+    for question in ("电子社保卡和实体卡的密码一样吗", "電子社保卡跟實體卡的密碼一樣嗎"):
+        reply = answerer.match(question)
+        assert reply.route is Route.CLARIFY and reply.reason == "partial:card_password", (question, reply.reason)
+        assert "reset_password" in [c.faq_id for c in reply.choices]
+    assert reply.text.startswith("常見問題只說明了電子社保卡登錄密碼的重置")
+
+
 def test_a_detail_of_no_entry_is_said_plainly(answerer):
     reply = answerer.match("实体社保卡拿到手以后怎么激活？")  # scores low: the line is shown all the same
     assert reply.route is Route.NONE and reply.reason == "partial:activate_card"

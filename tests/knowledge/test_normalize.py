@@ -35,6 +35,8 @@ def test_traditional_to_simplified_sets_flag(norm):
 def test_traditional_round_trip_helpers():
     assert to_simplified("掛失補辦") == "挂失补办"
     assert to_traditional("挂失补办") == "掛失補辦"
+    # OpenCC alone turns this 说明了 into 說明瞭 ("clear"): the bot's replies never mean that.
+    assert to_traditional("常见问题只说明了电子社保卡登录密码的重置") == "常見問題只說明了電子社保卡登錄密碼的重置"
 
 
 def test_case_folded(norm):
