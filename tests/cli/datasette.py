@@ -19,10 +19,8 @@ import http.client
 import http.cookiejar
 import json
 import re
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,7 +32,7 @@ import psutil
 
 from bot.cli.arguments import REVIEW_USER
 from tests.support.cli import child_env, faqbot_cmd
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_for_port
 
 PASSWORD = "correct-horse-battery-staple"  # ASCII: datasette-auth-passwords decodes HTTP Basic as ASCII
 USER = REVIEW_USER  # the review site's user
@@ -113,16 +111,7 @@ class Datasette:
         self._drainer.start()
         self.server_pid: int | None = self.info.get("server_pid")
         self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.returncode}\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("datasette did not start in time")
+        wait_for_port(self.proc, self.port, self.log, timeout)
 
     def _drain(self) -> None:
         for line in self.proc.stdout:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -30,7 +28,7 @@ from bot.cli.serve import datasette_metadata
 from storage.writer import TurnLog
 from tests.support.cli import child_env
 from tests.support.logs import SECRET
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_for_port
 
 pytest.importorskip("datasette")
 from datasette.utils import escape_fts  # noqa: E402  (after the skip)
@@ -115,15 +113,7 @@ class LogsDatasette:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("datasette did not start in time")
+        wait_for_port(self.proc, self.port, self.log)
 
     def get(self, path: str) -> tuple[int, bytes]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as resp:
