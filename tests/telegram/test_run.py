@@ -67,6 +67,26 @@ async def test_long_polling_end_to_end_and_graceful_stop(tmp_path):
         conn.close()
 
 
+def _webhook_settings(tmp_path, fake, port):
+    return make_settings(
+        tmp_path,
+        fake,
+        telegram_webhook_url=f"http://127.0.0.1:{port}/tg/hook",
+        telegram_webhook_secret="hook-secret-42",
+        telegram_webhook_host="127.0.0.1",
+        telegram_webhook_port=port,
+    )
+
+
+async def _assert_the_slow_answer_was_sent_and_logged(fake, services, settings) -> None:
+    """After run_telegram returned: the answer in the making when stop was set went out, and is in the log."""
+    assert fake.sent_texts(USER) == ["慢慢地回答完了。"]  # finished before run_telegram returned
+    await services.aclose()  # drains the log
+    conn = sqlite3.connect(settings.db)
+    assert conn.execute("SELECT route, answer FROM turns").fetchall() == [("llm", "慢慢地回答完了。")]
+    conn.close()
+
+
 async def test_shutdown_waits_for_answers_in_flight(tmp_path):
     llm = ScriptedFallback(["慢慢", "慢慢地回答"], "慢慢地回答完了。", delay=0.4)
     async with FakeBotAPI() as fake:
@@ -79,29 +99,17 @@ async def test_shutdown_waits_for_answers_in_flight(tmp_path):
         await asyncio.wait_for(llm.started.wait(), 10)
         stop.set()  # while the answer is being generated
         await asyncio.wait_for(run, 10)
-        assert fake.sent_texts(USER) == ["慢慢地回答完了。"]  # finished before run_telegram returned
-        await services.aclose()  # drains the log
-        conn = sqlite3.connect(settings.db)
-        assert conn.execute("SELECT route, answer FROM turns").fetchall() == [("llm", "慢慢地回答完了。")]
-        conn.close()
+        await _assert_the_slow_answer_was_sent_and_logged(fake, services, settings)
 
 
 async def test_webhook_mode(tmp_path, port):
     async with FakeBotAPI() as fake:
-        url = f"http://127.0.0.1:{port}/tg/hook"
-        settings = make_settings(
-            tmp_path,
-            fake,
-            telegram_webhook_url=url,
-            telegram_webhook_secret="hook-secret-42",
-            telegram_webhook_host="127.0.0.1",
-            telegram_webhook_port=port,
-        )
+        settings = _webhook_settings(tmp_path, fake, port)
         services = await make_services(settings)
         stop = asyncio.Event()
         run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
         [hook] = await fake.wait_for("setWebhook", timeout=10)
-        assert hook.params["url"] == url and fake.webhook_secret == "hook-secret-42"
+        assert hook.params["url"] == f"http://127.0.0.1:{port}/tg/hook" and fake.webhook_secret == "hook-secret-42"
         assert not fake.calls_to("getUpdates")
 
         status, _ = await fake.deliver_webhook(fake.message_update(FAQ_Q))
@@ -116,7 +124,7 @@ async def test_webhook_mode(tmp_path, port):
 
         stop.set()
         await asyncio.wait_for(run, 10)
-        assert fake.webhook_url == url  # left set for the other instances
+        assert fake.webhook_url == f"http://127.0.0.1:{port}/tg/hook"  # left set for the other instances
         await services.aclose()
 
 
@@ -125,15 +133,7 @@ async def test_webhook_shutdown_waits_for_answers_in_flight(tmp_path, port):
     waits for, so an answer in the making is still sent and logged."""
     llm = ScriptedFallback(["慢慢", "慢慢地回答"], "慢慢地回答完了。", delay=0.4)
     async with FakeBotAPI() as fake:
-        url = f"http://127.0.0.1:{port}/tg/hook"
-        settings = make_settings(
-            tmp_path,
-            fake,
-            telegram_webhook_url=url,
-            telegram_webhook_secret="hook-secret-42",
-            telegram_webhook_host="127.0.0.1",
-            telegram_webhook_port=port,
-        )
+        settings = _webhook_settings(tmp_path, fake, port)
         services = await make_services(settings, llm=llm)
         stop = asyncio.Event()
         run = asyncio.create_task(run_telegram(services, settings, stop, options=TEST_OPTIONS, session=_session(fake)))
@@ -143,11 +143,7 @@ async def test_webhook_shutdown_waits_for_answers_in_flight(tmp_path, port):
         await asyncio.wait_for(llm.started.wait(), 10)
         stop.set()  # while the answer is being generated
         await asyncio.wait_for(run, 10)
-        assert fake.sent_texts(USER) == ["慢慢地回答完了。"]  # finished before run_telegram returned
-        await services.aclose()
-        conn = sqlite3.connect(settings.db)
-        assert conn.execute("SELECT route, answer FROM turns").fetchall() == [("llm", "慢慢地回答完了。")]
-        conn.close()
+        await _assert_the_slow_answer_was_sent_and_logged(fake, services, settings)
 
 
 async def test_bot_token_never_in_logs(tmp_path, caplog, monkeypatch):
