@@ -60,6 +60,11 @@ def next_batch_size(
     return max(smallest, min(largest, int(scaled)))
 
 
+def turns_before(conn: sqlite3.Connection, cutoff: str) -> int:
+    """How many turns are older than ``cutoff`` (ISO UTC): what a purge with that cutoff deletes."""
+    return conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
+
+
 def purge(conn: sqlite3.Connection, older_than: _dt.timedelta, **kwargs: Any) -> int:
     """``purge_old`` returning only the number of turns deleted."""
     return int(purge_old(conn, older_than, **kwargs)["deleted"])

@@ -32,7 +32,7 @@ from storage.compact import compact_log, pending_rows
 from storage.db import open_db_sync, utc_iso
 from storage.export import ExportError, export_to_file, iter_turns, write_export
 from storage.gaps import gap_clusters
-from storage.purge import purge_old
+from storage.purge import purge_old, turns_before
 from storage.replay import replay
 from storage.reviews import review_stats
 
@@ -197,7 +197,7 @@ def cmd_purge(args) -> int:
     if args.dry_run:
         conn = open_db_sync(path, readonly=True)
         try:
-            n = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
+            n = turns_before(conn, cutoff)
         finally:
             conn.close()
         result = {
@@ -218,7 +218,7 @@ def cmd_purge(args) -> int:
     # create=False: an empty or foreign file is refused (LogSchemaError), never turned into a log.
     conn = open_db_sync(path, readonly=False, create=False)
     try:
-        total = conn.execute("SELECT count(*) FROM turns WHERE ts < ?", (cutoff,)).fetchone()[0]
+        total = turns_before(conn, cutoff)
         with render.Progress("purging", total) as bar:
             done = purge_old(conn, older, vacuum=args.vacuum, progress=bar.advance)
     finally:
