@@ -235,6 +235,18 @@ class TestUser:
         return str(evt.membership)
 
 
+def in_thread(root: str) -> dict[str, Any]:
+    """The relation Element sends with a message typed in the thread of ``root`` (falling back to a reply to it)."""
+    return {
+        "m.relates_to": {
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": True,
+            "m.in_reply_to": {"event_id": root},
+        }
+    }
+
+
 def from_bot(bot_id: str, room_id: str | None = None, *, reply_to: str | None = None) -> Predicate:
     """Match an m.room.message from the bot (in ``room_id``, replying to ``reply_to``)."""
 

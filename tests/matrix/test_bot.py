@@ -13,7 +13,7 @@ pytest.importorskip("mautrix")
 from bot.answering import texts  # noqa: E402
 from bot.answering.types import Conversation, Draft, Reply, Route  # noqa: E402
 from tests.matrix.bot_runner import BotRunner, db_rows  # noqa: E402
-from tests.matrix.client import TestUser, from_bot  # noqa: E402
+from tests.matrix.client import TestUser, from_bot, in_thread  # noqa: E402
 
 
 def expected(answerer, question: str, conv: Conversation | None = None) -> Reply:
@@ -135,14 +135,7 @@ async def test_question_in_a_thread_is_answered_in_the_thread(synapse, matrix_se
         q = await a.send(
             room,
             "问答助手 电子社保卡怎么申领",
-            **{
-                "m.relates_to": {
-                    "rel_type": "m.thread",
-                    "event_id": root,
-                    "is_falling_back": True,
-                    "m.in_reply_to": {"event_id": root},
-                }
-            },
+            **in_thread(root),
         )
         ans = await a.wait_for(from_bot(bot_user.user_id, room, reply_to=q))
         assert ans["content"]["m.relates_to"] == {

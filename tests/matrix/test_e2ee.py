@@ -17,7 +17,7 @@ from bot.answering.types import Conversation, Reply, Route  # noqa: E402
 from bot.matrix.e2ee import crypto_store_path  # noqa: E402
 from bot.matrix.session import load_session, session_path  # noqa: E402
 from tests.matrix.bot_runner import BotRunner, db_rows  # noqa: E402
-from tests.matrix.client import TestUser, from_bot  # noqa: E402
+from tests.matrix.client import TestUser, from_bot, in_thread  # noqa: E402
 
 
 def expected(answerer, question: str) -> Reply:
@@ -116,14 +116,7 @@ async def test_encrypted_group_room_mention_thread_and_reactions(
         tq = await a.send(
             room,
             "问答助手 电子社保卡怎么申领",
-            **{
-                "m.relates_to": {
-                    "rel_type": "m.thread",
-                    "event_id": root,
-                    "is_falling_back": True,
-                    "m.in_reply_to": {"event_id": root},
-                }
-            },
+            **in_thread(root),
         )
         tans = await a.wait_for(decrypted_from_bot(bot_user.user_id, room, reply_to=tq))
         assert tans["content"]["m.relates_to"]["rel_type"] == "m.thread"
